@@ -1,0 +1,254 @@
+//! The admin API: a small JSON HTTP API that the CLI (`shoal status`, `scale`, `events`,
+//! `reload`) and the dashboard use.
+//!
+//! This crate owns the API's routes, its JSON shapes, and its access rule (a bearer token
+//! when one is configured). It does not own any state: everything is asked of a
+//! [`Control`], which the app implements over the gateway, the driver and the event log.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /api/v1/health` | `{"status":"ok"}` |
+//! | `GET /api/v1/services` | every service with its replicas (`ServiceStatus`) |
+//! | `GET /api/v1/services/{name}` | one service, 404 if unknown |
+//! | `POST /api/v1/services/{name}/scale` `{"replicas":N}` | sets the desired count |
+//! | `GET /api/v1/events?since=SEQ` | events after `SEQ` (default 0), oldest first |
+//! | `GET /api/v1/events/follow?since=SEQ` | the same, then new events as they happen (NDJSON) |
+//! | `POST /api/v1/reload` | re-reads the stack file; 422 with the errors if it is invalid |
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, body::Body};
+use serde::{Deserialize, Serialize};
+use shoal_core::{Event, EventLog, ServiceStatus};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the admin API asks of the running shoal.
+pub trait Control: Send + Sync + 'static {
+    /// Every service, sorted by name.
+    fn services(&self) -> Vec<ServiceStatus>;
+    /// Set a service's desired replica count.
+    fn scale(&self, service: &str, replicas: u32) -> Result<(), ScaleError>;
+    /// Re-read and apply the stack file; the error lists every problem (file:line:column).
+    fn reload(&self) -> Result<String, String>;
+    /// The event log.
+    fn events(&self) -> &EventLog;
+}
+
+/// Why a scale request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// No such service.
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    /// The service cannot be scaled this way (e.g. it has static servers).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Admin server settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Required bearer token, if any.
+    pub token: Option<String>,
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Serve the API on an already-bound listener.
+    pub fn start(
+        listener: TcpListener,
+        control: Arc<dyn Control>,
+        config: AdminConfig,
+    ) -> std::io::Result<AdminServer> {
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let app = router(control, config);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "admin server stopped");
+            }
+        });
+        Ok(AdminServer { addr, stop, task })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop serving (followers of the event stream are cut off).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: Arc<dyn Control>,
+    token: Option<Arc<str>>,
+}
+
+/// The API's routes (exposed for in-process tests).
+pub fn router(control: Arc<dyn Control>, config: AdminConfig) -> Router {
+    let state = AppState {
+        control,
+        token: config.token.map(Into::into),
+    };
+    Router::new()
+        .route(
+            "/api/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{name}", get(service))
+        .route("/api/v1/services/{name}/scale", post(scale))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/events/follow", get(follow))
+        .route("/api/v1/reload", post(reload))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such admin endpoint; see docs/admin-api.md",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// JSON error body: `{"error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(&**token) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: send `Authorization: Bearer TOKEN`",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+async fn services(State(s): State<AppState>) -> Json<Vec<ServiceStatus>> {
+    Json(s.control.services())
+}
+
+async fn service(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.control.services().into_iter().find(|x| x.name == name) {
+        Some(svc) => Json(svc).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
+    }
+}
+
+/// Body of a scale request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    /// Desired replica count.
+    pub replicas: u32,
+}
+
+async fn scale(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<ScaleRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(req)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body like {\"replicas\": 3}",
+        );
+    };
+    match s.control.scale(&name, req.replicas) {
+        Ok(()) => {
+            Json(serde_json::json!({ "service": name, "replicas": req.replicas })).into_response()
+        }
+        Err(e @ ScaleError::UnknownService(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ScaleError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<Since>) -> Json<Vec<Event>> {
+    Json(s.control.events().since(q.since))
+}
+
+/// Newline-delimited JSON: the backlog after `since`, then live events.
+async fn follow(State(s): State<AppState>, Query(q): Query<Since>) -> Response {
+    let rx = s.control.events().subscribe();
+    let backlog = s.control.events().since(q.since);
+    let last = backlog.last().map_or(q.since, |e| e.seq);
+    let head = futures_util::stream::iter(backlog.into_iter().map(ndjson));
+    let live = futures_util::stream::unfold((rx, last), |(mut rx, last)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.seq <= last => continue,
+                Ok(e) => {
+                    let seq = e.seq;
+                    return Some((ndjson(e), (rx, seq)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    let body = Body::from_stream(head.chain(live));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn ndjson(e: Event) -> Result<bytes::Bytes, std::convert::Infallible> {
+    let mut line = serde_json::to_vec(&e).unwrap_or_default();
+    line.push(b'\n');
+    Ok(line.into())
+}
+
+async fn reload(State(s): State<AppState>) -> Response {
+    let control = s.control.clone();
+    match tokio::task::spawn_blocking(move || control.reload()).await {
+        Ok(Ok(msg)) => {
+            Json(serde_json::json!({ "reloaded": true, "message": msg })).into_response()
+        }
+        Ok(Err(errors)) => error(StatusCode::UNPROCESSABLE_ENTITY, errors),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload panicked"),
+    }
+}

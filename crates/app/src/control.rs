@@ -1,0 +1,309 @@
+//! The running shoal as the admin API sees it: status, scale, reload, events.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_admin::{Control, ScaleError};
+use shoal_config::{Source, Stack};
+use shoal_core::{
+    Driver, DriverError, EventKind, EventLog, ReplicaState, ReplicaStatus, ServiceState,
+    ServiceStatus,
+};
+use shoal_proxy::Gateway;
+use shoal_supervise::{
+    Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
+};
+
+/// Scale set with `shoal scale`, kept next to the stack file so it survives a restart.
+///
+/// An entry applies while the stack file still says the replica count it said when the scale
+/// was made; once the file's own count changes, the file wins again.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ScaleState {
+    /// service → (replicas set by scale, replicas the file said then)
+    pub(crate) entries: BTreeMap<String, (u32, u32)>,
+}
+
+impl ScaleState {
+    pub(crate) fn load(path: &Path) -> ScaleState {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return ScaleState::default();
+        };
+        let mut entries = BTreeMap::new();
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            if let (Some(name), Some(n), Some(file_n)) = (f.next(), f.next(), f.next())
+                && let (Ok(n), Ok(file_n)) = (n.parse(), file_n.parse())
+            {
+                entries.insert(name.to_owned(), (n, file_n));
+            }
+        }
+        ScaleState { entries }
+    }
+
+    pub(crate) fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = String::from(
+            "# shoal scale state: SERVICE REPLICAS FILE_REPLICAS (written by `shoal scale`)\n",
+        );
+        for (name, (n, file_n)) in &self.entries {
+            text.push_str(&format!("{name} {n} {file_n}\n"));
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// The replica count to run for a service whose file says `file_replicas`.
+    pub(crate) fn replicas(&self, service: &str, file_replicas: u32) -> u32 {
+        match self.entries.get(service) {
+            Some((n, said)) if *said == file_replicas => *n,
+            _ => file_replicas,
+        }
+    }
+}
+
+/// Everything the admin API and signal handlers act on.
+pub(crate) struct AppControl {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) supervisor: Arc<Supervisor>,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) stack: Mutex<Stack>,
+    pub(crate) stack_path: Option<PathBuf>,
+    pub(crate) state_path: PathBuf,
+    pub(crate) scale_state: Mutex<ScaleState>,
+    pub(crate) shoal_exe: PathBuf,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for AppControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppControl")
+            .field("stack_path", &self.stack_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppControl {
+    /// The supervisor's view of the stack's command services, with scale overrides applied.
+    pub(crate) fn specs(&self, stack: &Stack) -> Vec<ServiceSpec> {
+        let state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
+        stack
+            .services
+            .iter()
+            .filter_map(|s| match &s.source {
+                Source::Command(c) => Some(spec_for(
+                    &s.name,
+                    c,
+                    state.replicas(&s.name, c.replicas),
+                    &self.shoal_exe,
+                )),
+                Source::Servers(_) => None,
+            })
+            .collect()
+    }
+
+    /// Apply a new stack: gateway first (new services become routable), then the driver.
+    pub(crate) fn apply(&self, stack: Stack) {
+        self.gateway.reload(&stack);
+        let specs = self.specs(&stack);
+        *self.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
+        let supervisor = self.supervisor.clone();
+        self.runtime
+            .spawn(async move { supervisor.apply(specs).await });
+    }
+
+    fn static_status(stack: &Stack) -> Vec<ServiceStatus> {
+        stack
+            .services
+            .iter()
+            .filter_map(|s| match &s.source {
+                Source::Servers(servers) => Some(ServiceStatus {
+                    name: s.name.clone(),
+                    desired: servers.len() as u32,
+                    ready: servers.len() as u32,
+                    state: ServiceState::Running,
+                    replicas: servers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, srv)| ReplicaStatus {
+                            index: i as u32,
+                            state: ReplicaState::Ready,
+                            pid: None,
+                            port: srv
+                                .authority
+                                .rsplit_once(':')
+                                .and_then(|(_, p)| p.parse().ok()),
+                            endpoint: None,
+                            restarts: 0,
+                            uptime_secs: 0.0,
+                            cpu_percent: None,
+                            rss_bytes: None,
+                            last_exit: None,
+                            message: Some(format!("static server {}", srv.url)),
+                        })
+                        .collect(),
+                }),
+                Source::Command(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Map a command service to the supervisor's spec. `shoal` as argv[0] is this binary.
+pub(crate) fn spec_for(
+    name: &str,
+    c: &shoal_config::Command,
+    replicas: u32,
+    shoal_exe: &Path,
+) -> ServiceSpec {
+    let mut command = c.argv.clone();
+    if command.first().map(String::as_str) == Some("shoal") {
+        command[0] = shoal_exe.display().to_string();
+    }
+    let mut spec = ServiceSpec::new(name, command);
+    spec.env = c.env.clone();
+    spec.workdir = c.workdir.clone();
+    spec.replicas = replicas;
+    spec.port_env = c.port_env.clone();
+    spec.replica_env = c.replica_env.clone();
+    spec.readiness = Readiness {
+        probe: match &c.health.path {
+            Some(p) => Probe::Http { path: p.clone() },
+            None => Probe::Tcp,
+        },
+        interval: c.health.interval,
+        timeout: c.health.timeout,
+        success_threshold: c.health.healthy_threshold,
+        failure_threshold: c.health.unhealthy_threshold,
+        start_period: c.health.start_period,
+        start_timeout: c.health.start_timeout,
+    };
+    spec.restart = RestartPolicy {
+        mode: match c.restart.policy {
+            shoal_config::RestartPolicy::No => RestartMode::No,
+            shoal_config::RestartPolicy::OnFailure => RestartMode::OnFailure,
+            shoal_config::RestartPolicy::Always => RestartMode::Always,
+        },
+        delay: c.restart.delay,
+        max_delay: c.restart.max_delay,
+        reset_after: c.restart.reset_after,
+        max_attempts: c.restart.max_attempts,
+        window: c.restart.window,
+    };
+    spec.stop = StopPolicy {
+        drain_timeout: c.stop.drain_timeout,
+        grace: c.stop.grace,
+    };
+    spec
+}
+
+impl Control for AppControl {
+    fn services(&self) -> Vec<ServiceStatus> {
+        let mut all = Self::static_status(&self.stack.lock().unwrap_or_else(|e| e.into_inner()));
+        all.extend(self.supervisor.status());
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn scale(&self, service: &str, replicas: u32) -> Result<(), ScaleError> {
+        let file_replicas = {
+            let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            match stack.service(service).map(|s| &s.source) {
+                None => return Err(ScaleError::UnknownService(service.to_owned())),
+                Some(Source::Servers(_)) => {
+                    return Err(ScaleError::Invalid(format!(
+                        "service `{service}` has static `servers`; only services with `command` can be scaled"
+                    )));
+                }
+                Some(Source::Command(c)) => c.replicas,
+            }
+        };
+        if replicas > 1000 {
+            return Err(ScaleError::Invalid("at most 1000 replicas".into()));
+        }
+        self.supervisor
+            .scale(service, replicas)
+            .map_err(|e| match e {
+                DriverError::UnknownService(s) => ScaleError::UnknownService(s),
+                DriverError::Invalid(m) => ScaleError::Invalid(m),
+            })?;
+        let mut state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .entries
+            .insert(service.to_owned(), (replicas, file_replicas));
+        if let Err(e) = state.save(&self.state_path) {
+            tracing::warn!(path = %self.state_path.display(), error = %e, "cannot save the scale state");
+        }
+        Ok(())
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        let Some(path) = &self.stack_path else {
+            return Err(
+                "shoal is running the built-in demo stack; there is no file to reload".into(),
+            );
+        };
+        match shoal_config::load(path) {
+            Ok(stack) => {
+                let old = self
+                    .stack
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .gateway
+                    .entrypoints
+                    .clone();
+                let mut message = format!("reloaded {}", path.display());
+                if stack.gateway.entrypoints != old {
+                    message.push_str(
+                        "; gateway listen addresses changed: restart shoal to apply them",
+                    );
+                }
+                self.apply(stack);
+                self.events
+                    .emit("", None, EventKind::Reloaded, message.clone());
+                Ok(message)
+            }
+            Err(diags) => {
+                let text = diags.to_string();
+                self.events.emit(
+                    "",
+                    None,
+                    EventKind::Reloaded,
+                    format!("reload rejected, the previous configuration keeps serving:\n{text}"),
+                );
+                Err(text)
+            }
+        }
+    }
+
+    fn events(&self) -> &EventLog {
+        &self.events
+    }
+}
+
+/// How long shutdown waits for the driver to stop replicas, beyond their own grace periods.
+pub(crate) const DRIVER_SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_state_round_trips_and_yields_to_file_changes() {
+        let dir = std::env::temp_dir().join(format!("shoal-scale-{}", std::process::id()));
+        let path = dir.join("state");
+        let mut s = ScaleState::default();
+        s.entries.insert("users".into(), (5, 2));
+        s.save(&path).unwrap();
+        let loaded = ScaleState::load(&path);
+        assert_eq!(loaded, s);
+        assert_eq!(loaded.replicas("users", 2), 5, "file unchanged: scale wins");
+        assert_eq!(loaded.replicas("users", 3), 3, "file changed: file wins");
+        assert_eq!(loaded.replicas("music", 2), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

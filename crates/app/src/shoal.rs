@@ -1,0 +1,225 @@
+//! Start-up, reload and shutdown of a whole shoal.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use shoal_admin::{AdminConfig, AdminServer, Control};
+use shoal_config::Stack;
+use shoal_core::{EndpointSink, EventLog};
+use shoal_proxy::{BindError, Gateway, Listeners, ServeSettings, Serving};
+use shoal_supervise::{LogPolicy, Supervisor};
+
+use crate::control::{AppControl, DRIVER_SHUTDOWN_SLACK, ScaleState};
+
+/// What to start.
+#[derive(Debug)]
+pub struct StartOptions {
+    /// The validated stack.
+    pub stack: Stack,
+    /// The file it came from (None for the built-in demo); `reload` re-reads it.
+    pub stack_path: Option<PathBuf>,
+    /// Folder for replica logs (`logs/`) and the scale state (`state`).
+    pub state_dir: PathBuf,
+    /// Print replica output, prefixed, on stdout.
+    pub echo_logs: bool,
+    /// Colour the prefixes.
+    pub color: bool,
+    /// The shoal binary, run for commands whose argv[0] is `shoal`.
+    pub shoal_exe: PathBuf,
+}
+
+/// Why shoal could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A gateway entrypoint could not be bound.
+    #[error(transparent)]
+    Gateway(#[from] BindError),
+    /// The admin API address could not be bound.
+    #[error("cannot listen on {addr} (admin API): {source}{hint}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+        /// Extra advice.
+        hint: &'static str,
+    },
+}
+
+/// A running shoal: gateway, driver and admin API.
+#[derive(Debug)]
+pub struct Shoal {
+    control: Arc<AppControl>,
+    serving: Serving,
+    admin: AdminServer,
+    gateway_addrs: Vec<(String, SocketAddr)>,
+}
+
+impl Shoal {
+    /// Bind every address (failing clearly if one is taken), then start serving and start
+    /// the replicas. Returns once everything listens; replicas become ready in the background.
+    pub async fn start(opts: StartOptions) -> Result<Shoal, StartError> {
+        let stack = opts.stack;
+        let listeners = Listeners::bind(&stack.gateway.entrypoints)?;
+        let admin_listener = tokio::net::TcpListener::bind(stack.admin.listen)
+            .await
+            .map_err(|source| {
+                let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another shoal running? set `admin.listen` to another port)"
+                } else {
+                    ""
+                };
+                StartError::Admin {
+                    addr: stack.admin.listen,
+                    source,
+                    hint,
+                }
+            })?;
+        let gateway_addrs = listeners.local_addrs();
+
+        let events = Arc::new(EventLog::new(1000));
+        let gateway = Gateway::new(&stack);
+        let sink: Arc<dyn EndpointSink> = gateway.clone();
+        let mut logs = LogPolicy::new(opts.state_dir.join("logs"));
+        logs.echo = opts.echo_logs;
+        logs.color = opts.color;
+        let supervisor = Supervisor::new(sink, events.clone(), logs);
+        let state_path = opts.state_dir.join("state");
+        let control = Arc::new(AppControl {
+            gateway: gateway.clone(),
+            supervisor,
+            events,
+            stack: Mutex::new(stack.clone()),
+            stack_path: opts.stack_path,
+            scale_state: Mutex::new(ScaleState::load(&state_path)),
+            state_path,
+            shoal_exe: opts.shoal_exe,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let serving = Serving::start(
+            gateway,
+            listeners,
+            ServeSettings {
+                client_idle: stack.gateway.timeouts.client_idle,
+            },
+        );
+        let admin = AdminServer::start(
+            admin_listener,
+            control.clone(),
+            AdminConfig {
+                token: stack.admin.token.clone(),
+            },
+        )
+        .map_err(|source| StartError::Admin {
+            addr: stack.admin.listen,
+            source,
+            hint: "",
+        })?;
+        control.apply(stack);
+        Ok(Shoal {
+            control,
+            serving,
+            admin,
+            gateway_addrs,
+        })
+    }
+
+    /// Where the gateway listens, by entrypoint name.
+    pub fn gateway_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.gateway_addrs
+    }
+
+    /// The first entrypoint's address.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addrs[0].1
+    }
+
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// The data plane (for tests and the driver).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.control.gateway
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.control.events
+    }
+
+    /// Re-read the stack file and apply it; on error nothing changes.
+    pub fn reload(&self) -> Result<String, String> {
+        self.control.reload()
+    }
+
+    /// Apply an already validated stack (tests; listen addresses are not re-bound).
+    pub fn apply(&self, stack: Stack) {
+        self.control.apply(stack);
+    }
+
+    /// Stop: stop accepting and let in-flight requests finish (bounded by
+    /// `gateway.shutdown_grace`), then drain and stop every replica, then the admin API.
+    pub async fn shutdown(self) {
+        let grace = self
+            .control
+            .stack
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gateway
+            .shutdown_grace;
+        if !self.serving.shutdown(grace).await {
+            tracing::warn!(
+                "some requests were still running after the {grace:?} shutdown grace period"
+            );
+        }
+        let supervisor = self.control.supervisor.clone();
+        let stopping = shoal_core::Driver::shutdown(&*supervisor);
+        // Every replica has its own bounded drain and kill timers; this is a backstop.
+        let bound = {
+            let stack = self.control.stack.lock().unwrap_or_else(|e| e.into_inner());
+            stack
+                .services
+                .iter()
+                .filter_map(|s| match &s.source {
+                    shoal_config::Source::Command(c) => Some(c.stop.drain_timeout + c.stop.grace),
+                    shoal_config::Source::Servers(_) => None,
+                })
+                .max()
+                .unwrap_or_default()
+                + DRIVER_SHUTDOWN_SLACK
+        };
+        if tokio::time::timeout(bound, stopping).await.is_err() {
+            tracing::error!("replicas did not stop within {bound:?}");
+        }
+        self.admin.shutdown().await;
+    }
+
+    /// Serve until SIGTERM or SIGINT (then shut down gracefully); SIGHUP reloads the stack file.
+    pub async fn run_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match self.control.reload() {
+                    Ok(msg) => tracing::info!("{msg}"),
+                    Err(errors) => tracing::error!("reload rejected, the previous configuration keeps serving:\n{errors}"),
+                },
+            }
+        }
+        tracing::info!("shutting down: draining requests, then stopping replicas");
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// The admin control (for in-process tests of the API).
+    pub fn control(&self) -> Arc<dyn Control> {
+        self.control.clone()
+    }
+}

@@ -1,0 +1,933 @@
+//! Raw → validated: resolve names, parse rules and addresses, fill defaults, and report every
+//! problem with its place in the file.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use shoal_route::Rule;
+
+use crate::duration::parse_duration;
+use crate::error::{Diagnostic, Diagnostics, did_you_mean};
+use crate::locate::Locations;
+use crate::model::*;
+use crate::raw::*;
+
+/// Default gateway address.
+pub const DEFAULT_GATEWAY_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
+/// Default admin API address.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// Header used when `replica_header: true`.
+pub const DEFAULT_REPLICA_HEADER: &str = "x-shoal-replica";
+
+/// Read and validate a stack file. Relative `workdir`s are resolved against the file's folder.
+pub fn load(path: &Path) -> Result<Stack, Diagnostics> {
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the stack file: {e}"),
+            hint: None,
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_with_base(&source, &file, &base)
+}
+
+/// Validate stack-file text. `file` is only used in messages.
+pub fn parse(source: &str, file: &str) -> Result<Stack, Diagnostics> {
+    parse_with_base(source, file, Path::new(""))
+}
+
+fn parse_with_base(source: &str, file: &str, base: &Path) -> Result<Stack, Diagnostics> {
+    let raw: RawStack = if source.trim().is_empty() {
+        RawStack::default()
+    } else {
+        serde_yaml::from_str(source).map_err(|e| Diagnostics(vec![from_serde(&e, file)]))?
+    };
+    let mut cx = Cx {
+        file,
+        locs: Locations::index(source),
+        diags: Vec::new(),
+    };
+    let stack = cx.stack(raw, base);
+    if cx.diags.is_empty() {
+        Ok(stack)
+    } else {
+        cx.diags.sort_by_key(|d| (d.line, d.column));
+        Err(Diagnostics(cx.diags))
+    }
+}
+
+/// Turn serde_yaml's message (`path: message at line L column C`) into a diagnostic, adding a
+/// suggestion for misspelt field and variant names.
+fn from_serde(e: &serde_yaml::Error, file: &str) -> Diagnostic {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let mut text = e.to_string();
+    if let Some(i) = text.rfind(" at line ") {
+        text.truncate(i);
+    }
+    let (field, message) = match text.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') => (p.to_owned(), m.to_owned()),
+        _ => (String::new(), text),
+    };
+    let hint = unknown_name_hint(&message);
+    let field = if field == "." { String::new() } else { field };
+    Diagnostic {
+        file: file.to_owned(),
+        line,
+        column,
+        field,
+        message,
+        hint,
+    }
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (or `unknown variant`), the nearest name.
+fn unknown_name_hint(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (given, expected) = rest.split_once('`')?;
+    let names = expected.split('`').skip(1).step_by(2);
+    did_you_mean(given, names)
+}
+
+/// Validation context: where fields are, and the problems found so far.
+struct Cx<'a> {
+    file: &'a str,
+    locs: Locations,
+    diags: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn push(&mut self, field: &str, at_key: bool, message: String, hint: Option<String>) {
+        let place = if at_key {
+            self.locs.key(field)
+        } else {
+            self.locs.value(field)
+        };
+        self.diags.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: place.line,
+            column: place.column,
+            field: field.to_owned(),
+            message,
+            hint,
+        });
+    }
+
+    /// A problem with a field's value.
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.push(field, false, message.into(), None);
+    }
+
+    /// A problem with a field's value, with a suggestion.
+    fn error_hint(&mut self, field: &str, message: impl Into<String>, hint: Option<String>) {
+        self.push(field, false, message.into(), hint);
+    }
+
+    /// A field that must not be there (reported at its key).
+    fn misplaced(&mut self, field: &str, message: impl Into<String>) {
+        self.push(field, true, message.into(), None);
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
+        match value.map(|v| parse_duration(v)) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.error(field, e);
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, field: &str, value: Option<u32>, default: u32) -> u32 {
+        match value {
+            Some(0) => {
+                self.error(field, "must be at least 1");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    fn socket_addr(&mut self, field: &str, text: &str) -> Option<SocketAddr> {
+        let text = text.trim();
+        let normalized = match text.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => text.to_owned(),
+        };
+        match normalized.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let hint = (!text.contains(':')).then(|| format!("add a port, e.g. `{text}:8000`"));
+                self.error_hint(
+                    field,
+                    format!(
+                        "`{text}` is not an address; expected IP:PORT such as `127.0.0.1:8000`"
+                    ),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    fn header_name(&mut self, field: &str, name: &str) -> Option<HeaderName> {
+        match HeaderName::try_from(name) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.error(field, format!("`{name}` is not a valid header name"));
+                None
+            }
+        }
+    }
+
+    fn stack(&mut self, raw: RawStack, base: &Path) -> Stack {
+        let gateway = self.gateway(raw.gateway);
+        let admin = self.admin(raw.admin);
+        let services: Vec<Service> = raw
+            .services
+            .into_iter()
+            .filter_map(|(name, s)| self.service(name, s, base))
+            .collect();
+        let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let middleware_names: Vec<String> = raw.middlewares.keys().cloned().collect();
+        let middlewares: Vec<(String, Option<Middleware>)> = raw
+            .middlewares
+            .into_iter()
+            .map(|(name, m)| {
+                let v = self.middleware(&name, m);
+                (name, v)
+            })
+            .collect();
+        let entrypoint_names: Vec<&str> = gateway
+            .entrypoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut routes = Vec::new();
+        let mut route_names: Vec<String> = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let path = format!("routes[{i}]");
+            let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            if route_names.contains(&name) {
+                self.error(
+                    &format!("{path}.name"),
+                    format!("route name `{name}` is used twice"),
+                );
+            }
+            route_names.push(name.clone());
+            let rule = match Rule::parse(&r.rule) {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    let field = format!("{path}.match");
+                    let place = self.locs.value(&field);
+                    let (line, column) = offset_place(&r.rule, e.offset, place);
+                    self.diags.push(Diagnostic {
+                        file: self.file.to_owned(),
+                        line,
+                        column,
+                        field,
+                        message: format!("invalid rule: {}", e.message),
+                        hint: None,
+                    });
+                    None
+                }
+            };
+            if !service_names.contains(&r.service.as_str()) {
+                let hint = did_you_mean(&r.service, service_names.iter().copied()).or_else(|| {
+                    Some(format!(
+                        "defined services: {}",
+                        list_or_none(&service_names)
+                    ))
+                });
+                self.error_hint(
+                    &format!("{path}.service"),
+                    format!("unknown service `{}`", r.service),
+                    hint,
+                );
+            }
+            let mut chain = Vec::new();
+            if let Some(prefixes) = r.strip_prefix
+                && let Some(m) = self.strip_prefix(&format!("{path}.strip_prefix"), prefixes)
+            {
+                chain.push(m);
+            }
+            for (j, m) in r.middlewares.iter().enumerate() {
+                match middlewares.iter().find(|(n, _)| n == m) {
+                    Some((_, Some(mw))) => chain.push(mw.clone()),
+                    Some((_, None)) => {} // already reported
+                    None => {
+                        let hint = did_you_mean(m, middleware_names.iter().map(String::as_str))
+                            .or_else(|| {
+                                let names: Vec<&str> =
+                                    middleware_names.iter().map(String::as_str).collect();
+                                Some(format!("defined middlewares: {}", list_or_none(&names)))
+                            });
+                        self.error_hint(
+                            &format!("{path}.middlewares[{j}]"),
+                            format!("unknown middleware `{m}`"),
+                            hint,
+                        );
+                    }
+                }
+            }
+            if let Some(eps) = &r.entrypoints {
+                for (j, e) in eps.iter().enumerate() {
+                    if !entrypoint_names.contains(&e.as_str()) {
+                        let hint = did_you_mean(e, entrypoint_names.iter().copied());
+                        self.error_hint(
+                            &format!("{path}.entrypoints[{j}]"),
+                            format!("unknown entrypoint `{e}`"),
+                            hint,
+                        );
+                    }
+                }
+            }
+            if let Some(rule) = rule {
+                let priority = r.priority.unwrap_or_else(|| rule.default_priority());
+                routes.push(Route {
+                    name,
+                    rule,
+                    priority,
+                    service: r.service,
+                    middlewares: chain,
+                    entrypoints: r.entrypoints,
+                });
+            }
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        Stack {
+            gateway,
+            admin,
+            services,
+            routes,
+        }
+    }
+
+    fn gateway(&mut self, raw: RawGateway) -> Gateway {
+        let mut entrypoints = Vec::new();
+        match (&raw.listen, raw.entrypoints) {
+            (Some(_), Some(_)) => self.misplaced(
+                "gateway.listen",
+                "set either `listen` (one entrypoint named `web`) or `entrypoints`, not both",
+            ),
+            (Some(listen), None) => {
+                if let Some(addr) = self.socket_addr("gateway.listen", listen) {
+                    entrypoints.push(Entrypoint {
+                        name: "web".into(),
+                        listen: addr,
+                    });
+                }
+            }
+            (None, Some(eps)) => {
+                if eps.is_empty() {
+                    self.error("gateway.entrypoints", "needs at least one entrypoint");
+                }
+                for (name, ep) in eps {
+                    let field = format!("gateway.entrypoints.{name}.listen");
+                    if let Some(addr) = self.socket_addr(&field, &ep.listen) {
+                        if entrypoints.iter().any(|e: &Entrypoint| e.listen == addr) {
+                            self.error(&field, format!("{addr} is used by two entrypoints"));
+                        }
+                        entrypoints.push(Entrypoint { name, listen: addr });
+                    }
+                }
+            }
+            (None, None) => {
+                entrypoints.push(Entrypoint {
+                    name: "web".into(),
+                    listen: DEFAULT_GATEWAY_LISTEN,
+                });
+            }
+        }
+        let workers = raw.workers.unwrap_or(0);
+        if workers > 1024 {
+            self.error("gateway.workers", "at most 1024 worker threads");
+        }
+        let d = Timeouts::default();
+        let t = &raw.timeouts;
+        let timeouts = Timeouts {
+            connect: self.nonzero_duration(
+                "gateway.timeouts.connect",
+                t.connect.as_ref(),
+                d.connect,
+            ),
+            response_header: self.nonzero_duration(
+                "gateway.timeouts.response_header",
+                t.response_header.as_ref(),
+                d.response_header,
+            ),
+            upstream_idle: self.nonzero_duration(
+                "gateway.timeouts.upstream_idle",
+                t.upstream_idle.as_ref(),
+                d.upstream_idle,
+            ),
+            client_idle: self.nonzero_duration(
+                "gateway.timeouts.client_idle",
+                t.client_idle.as_ref(),
+                d.client_idle,
+            ),
+        };
+        let shutdown_grace = self.duration(
+            "gateway.shutdown_grace",
+            raw.shutdown_grace.as_ref(),
+            Duration::from_secs(10),
+        );
+        let replica_header = match raw.replica_header {
+            None | Some(BoolOrString::Bool(false)) => None,
+            Some(BoolOrString::Bool(true)) => Some(HeaderName::from_static(DEFAULT_REPLICA_HEADER)),
+            Some(BoolOrString::String(s)) => self.header_name("gateway.replica_header", &s),
+        };
+        Gateway {
+            entrypoints,
+            workers,
+            timeouts,
+            shutdown_grace,
+            replica_header,
+            max_idle_per_upstream: raw.max_idle_per_upstream.unwrap_or(1024),
+        }
+    }
+
+    fn nonzero_duration(
+        &mut self,
+        field: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(field, value, default);
+        if d.is_zero() {
+            self.error(
+                field,
+                "must be greater than 0 (there are no unbounded timeouts)",
+            );
+            return default;
+        }
+        d
+    }
+
+    fn admin(&mut self, raw: RawAdmin) -> Admin {
+        let listen = match &raw.listen {
+            Some(text) => self
+                .socket_addr("admin.listen", text)
+                .unwrap_or(DEFAULT_ADMIN_LISTEN),
+            None => DEFAULT_ADMIN_LISTEN,
+        };
+        if !listen.ip().is_loopback() && raw.token.as_deref().is_none_or(str::is_empty) {
+            self.error_hint(
+                "admin.listen",
+                format!("{listen} is reachable beyond this machine, and the admin API can scale and stop services"),
+                Some("set `admin.token` (clients send `Authorization: Bearer TOKEN`), or listen on 127.0.0.1".into()),
+            );
+        }
+        Admin {
+            listen,
+            token: raw.token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn service(&mut self, name: String, raw: RawService, base: &Path) -> Option<Service> {
+        let path = format!("services.{name}");
+        if !valid_name(&name) {
+            self.misplaced(
+                &path,
+                format!("service name `{name}` must be lowercase letters, digits and `-`, start with a letter, at most 63 characters"),
+            );
+        }
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http") => Protocol::Http1,
+            Some("h2c") => Protocol::H2c,
+            Some(other) => {
+                self.error_hint(
+                    &format!("{path}.protocol"),
+                    format!("unknown protocol `{other}`; expected `http` or `h2c`"),
+                    did_you_mean(other, ["http", "h2c"]),
+                );
+                Protocol::Http1
+            }
+        };
+        let balance = self.balance(&path, &name, raw.balance.map(|b| b.0));
+        let source = match (raw.servers, raw.command) {
+            (Some(_), Some(_)) => {
+                self.misplaced(
+                    &format!("{path}.command"),
+                    "a service has either `servers` (static upstreams) or `command` (local replicas), not both",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.misplaced(
+                    &path,
+                    "a service needs `servers:` (static upstream URLs) or `command:` (run local replicas)",
+                );
+                return None;
+            }
+            (Some(servers), None) => {
+                for (field, present) in [
+                    ("replicas", raw.replicas.is_some()),
+                    ("env", raw.env.is_some()),
+                    ("workdir", raw.workdir.is_some()),
+                    ("port_env", raw.port_env.is_some()),
+                    ("replica_env", raw.replica_env.is_some()),
+                    ("health", raw.health.is_some()),
+                    ("restart", raw.restart.is_some()),
+                    ("stop", raw.stop.is_some()),
+                ] {
+                    if present {
+                        self.misplaced(
+                            &format!("{path}.{field}"),
+                            format!(
+                                "`{field}` applies to services with `command`, not to `servers`"
+                            ),
+                        );
+                    }
+                }
+                Source::Servers(self.servers(&path, servers))
+            }
+            (None, Some(command)) => {
+                let argv = command.0;
+                if argv.is_empty() || argv[0].trim().is_empty() {
+                    self.error(&format!("{path}.command"), "the command is empty");
+                }
+                let argv = if argv.len() == 1 {
+                    argv[0].split_whitespace().map(str::to_owned).collect()
+                } else {
+                    argv
+                };
+                let mut env = Vec::new();
+                for (k, v) in raw.env.unwrap_or_default() {
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        self.misplaced(
+                            &format!("{path}.env.{k}"),
+                            format!("`{k}` is not a valid variable name"),
+                        );
+                    }
+                    env.push((k, v));
+                }
+                let health = self.health(&format!("{path}.health"), raw.health);
+                let restart = self.restart(&format!("{path}.restart"), raw.restart.map(|r| r.0));
+                let stop = match raw.stop {
+                    None => Stop::default(),
+                    Some(s) => Stop {
+                        drain_timeout: self.duration(
+                            &format!("{path}.stop.drain_timeout"),
+                            s.drain_timeout.as_ref(),
+                            Stop::default().drain_timeout,
+                        ),
+                        grace: self.duration(
+                            &format!("{path}.stop.grace"),
+                            s.grace.as_ref(),
+                            Stop::default().grace,
+                        ),
+                    },
+                };
+                let replicas = raw.replicas.unwrap_or(1);
+                if replicas > 1000 {
+                    self.error(&format!("{path}.replicas"), "at most 1000 replicas");
+                }
+                Source::Command(Box::new(Command {
+                    argv,
+                    env,
+                    workdir: raw.workdir.map(|w| resolve(base, &w)),
+                    replicas,
+                    port_env: raw.port_env.unwrap_or_else(|| "PORT".into()),
+                    replica_env: raw.replica_env.unwrap_or_else(|| "SHOAL_REPLICA".into()),
+                    health,
+                    restart,
+                    stop,
+                }))
+            }
+        };
+        Some(Service {
+            name,
+            source,
+            protocol,
+            balance,
+        })
+    }
+
+    fn servers(&mut self, path: &str, raw: Vec<StringOr<RawServer>>) -> Vec<Server> {
+        if raw.is_empty() {
+            self.error(&format!("{path}.servers"), "needs at least one server URL");
+        }
+        let mut out = Vec::new();
+        for (i, StringOr(s)) in raw.into_iter().enumerate() {
+            let field = format!("{path}.servers[{i}]");
+            let weight = s.weight.unwrap_or(1);
+            if !(1..=1000).contains(&weight) {
+                self.error(
+                    &format!("{field}.weight"),
+                    "weight must be between 1 and 1000",
+                );
+            }
+            match upstream_authority(&s.url) {
+                Ok(authority) => out.push(Server {
+                    url: s.url,
+                    authority,
+                    weight: weight.clamp(1, 1000),
+                }),
+                Err(msg) => self.error(&field, msg),
+            }
+        }
+        out
+    }
+
+    fn balance(&mut self, path: &str, service: &str, raw: Option<RawBalance>) -> Balance {
+        let Some(raw) = raw else {
+            return Balance::RoundRobin;
+        };
+        let field = format!("{path}.balance");
+        const ALGORITHMS: [&str; 4] = ["round_robin", "least_requests", "hash", "sticky"];
+        let algorithm = raw.algorithm.as_deref().unwrap_or("round_robin");
+        if raw.hash_on.is_some() && algorithm != "hash" {
+            self.misplaced(
+                &format!("{field}.hash_on"),
+                "`hash_on` applies to `algorithm: hash`",
+            );
+        }
+        if raw.cookie.is_some() && algorithm != "sticky" {
+            self.misplaced(
+                &format!("{field}.cookie"),
+                "`cookie` applies to `algorithm: sticky`",
+            );
+        }
+        match algorithm {
+            "round_robin" => Balance::RoundRobin,
+            "least_requests" => Balance::LeastRequests,
+            "sticky" => {
+                let cookie = raw.cookie.unwrap_or_else(|| format!("shoal_{service}"));
+                if cookie.is_empty()
+                    || !cookie
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    self.error(
+                        &format!("{field}.cookie"),
+                        format!("`{cookie}` is not a valid cookie name"),
+                    );
+                }
+                Balance::Sticky { cookie }
+            }
+            "hash" => {
+                let has_hash_on = raw.hash_on.is_some();
+                let on = raw.hash_on.unwrap_or_default();
+                let hash_field = format!("{field}.hash_on");
+                if on == "client_ip" {
+                    Balance::Hash(HashOn::ClientIp)
+                } else if let Some(h) = on.strip_prefix("header:") {
+                    self.header_name(&hash_field, h.trim())
+                        .map_or(Balance::RoundRobin, |n| Balance::Hash(HashOn::Header(n)))
+                } else if let Some(c) = on.strip_prefix("cookie:") {
+                    Balance::Hash(HashOn::Cookie(c.trim().to_owned()))
+                } else {
+                    self.error(
+                        if has_hash_on { &hash_field } else { &field },
+                        format!("`algorithm: hash` needs `hash_on`: `header:NAME`, `cookie:NAME` or `client_ip` (got `{on}`)"),
+                    );
+                    Balance::RoundRobin
+                }
+            }
+            other => {
+                let f = if raw.algorithm.is_some() {
+                    format!("{field}.algorithm")
+                } else {
+                    field
+                };
+                let f = if self.locs.value(&f) == self.locs.value(path) {
+                    format!("{path}.balance")
+                } else {
+                    f
+                };
+                self.error_hint(
+                    &f,
+                    format!(
+                        "unknown algorithm `{other}`; expected one of {}",
+                        ALGORITHMS.map(|a| format!("`{a}`")).join(", ")
+                    ),
+                    did_you_mean(other, ALGORITHMS),
+                );
+                Balance::RoundRobin
+            }
+        }
+    }
+
+    fn health(&mut self, path: &str, raw: Option<RawHealth>) -> Health {
+        let d = Health::default();
+        let Some(raw) = raw else { return d };
+        if let Some(p) = &raw.path {
+            if !p.starts_with('/') {
+                self.error(
+                    &format!("{path}.path"),
+                    format!("`{p}` must start with `/`"),
+                );
+            }
+            if raw.tcp == Some(true) {
+                self.misplaced(
+                    &format!("{path}.tcp"),
+                    "set either `path` (HTTP check) or `tcp: true`, not both",
+                );
+            }
+        }
+        Health {
+            path: raw.path.clone(),
+            interval: self.nonzero_duration(
+                &format!("{path}.interval"),
+                raw.interval.as_ref(),
+                d.interval,
+            ),
+            timeout: self.nonzero_duration(
+                &format!("{path}.timeout"),
+                raw.timeout.as_ref(),
+                d.timeout,
+            ),
+            healthy_threshold: self.positive(
+                &format!("{path}.healthy_threshold"),
+                raw.healthy_threshold,
+                d.healthy_threshold,
+            ),
+            unhealthy_threshold: self.positive(
+                &format!("{path}.unhealthy_threshold"),
+                raw.unhealthy_threshold,
+                d.unhealthy_threshold,
+            ),
+            start_period: self.duration(
+                &format!("{path}.start_period"),
+                raw.start_period.as_ref(),
+                d.start_period,
+            ),
+            start_timeout: self.nonzero_duration(
+                &format!("{path}.start_timeout"),
+                raw.start_timeout.as_ref(),
+                d.start_timeout,
+            ),
+        }
+    }
+
+    fn restart(&mut self, path: &str, raw: Option<RawRestart>) -> Restart {
+        let d = Restart::default();
+        let Some(raw) = raw else { return d };
+        const POLICIES: [&str; 3] = ["no", "on-failure", "always"];
+        let policy = match raw.policy.as_deref() {
+            None | Some("on-failure") => RestartPolicy::OnFailure,
+            Some("no") => RestartPolicy::No,
+            Some("always") => RestartPolicy::Always,
+            Some(other) => {
+                let field = if self.locs.value(&format!("{path}.policy")) == self.locs.value(path) {
+                    path.to_owned()
+                } else {
+                    format!("{path}.policy")
+                };
+                self.error_hint(
+                    &field,
+                    format!(
+                        "unknown restart policy `{other}`; expected `no`, `on-failure` or `always`"
+                    ),
+                    did_you_mean(other, POLICIES),
+                );
+                d.policy
+            }
+        };
+        let r = Restart {
+            policy,
+            delay: self.duration(&format!("{path}.delay"), raw.delay.as_ref(), d.delay),
+            max_delay: self.duration(
+                &format!("{path}.max_delay"),
+                raw.max_delay.as_ref(),
+                d.max_delay,
+            ),
+            reset_after: self.duration(
+                &format!("{path}.reset_after"),
+                raw.reset_after.as_ref(),
+                d.reset_after,
+            ),
+            max_attempts: raw.max_attempts.unwrap_or(d.max_attempts),
+            window: self.nonzero_duration(&format!("{path}.window"), raw.window.as_ref(), d.window),
+        };
+        if r.max_delay < r.delay {
+            self.error(
+                &format!("{path}.max_delay"),
+                "must not be shorter than `delay`",
+            );
+        }
+        r
+    }
+
+    fn middleware(&mut self, name: &str, raw: RawMiddleware) -> Option<Middleware> {
+        let path = format!("middlewares.{name}");
+        let set = [
+            raw.strip_prefix.is_some(),
+            raw.add_prefix.is_some(),
+            raw.headers.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            self.misplaced(
+                &path,
+                format!("middleware `{name}` needs exactly one of `strip_prefix`, `add_prefix`, `headers`"),
+            );
+            return None;
+        }
+        if let Some(p) = raw.strip_prefix {
+            return self.strip_prefix(&format!("{path}.strip_prefix"), p);
+        }
+        if let Some(p) = raw.add_prefix {
+            if !p.starts_with('/') {
+                self.error(
+                    &format!("{path}.add_prefix"),
+                    format!("`{p}` must start with `/`"),
+                );
+                return None;
+            }
+            return Some(Middleware::AddPrefix(p.trim_end_matches('/').to_owned()));
+        }
+        let h = raw.headers?;
+        let mut rules = HeaderRules::default();
+        let before = self.diags.len();
+        rules.request_set = self.header_set(&format!("{path}.headers.request.set"), h.request.set);
+        rules.request_remove =
+            self.header_remove(&format!("{path}.headers.request.remove"), h.request.remove);
+        rules.response_set =
+            self.header_set(&format!("{path}.headers.response.set"), h.response.set);
+        rules.response_remove = self.header_remove(
+            &format!("{path}.headers.response.remove"),
+            h.response.remove,
+        );
+        (self.diags.len() == before).then_some(Middleware::Headers(rules))
+    }
+
+    fn strip_prefix(&mut self, field: &str, raw: StringOrList) -> Option<Middleware> {
+        let mut prefixes = Vec::new();
+        if raw.0.is_empty() {
+            self.error(field, "needs at least one prefix");
+            return None;
+        }
+        for p in raw.0 {
+            if !p.starts_with('/') || p.len() < 2 {
+                self.error(
+                    field,
+                    format!("prefix `{p}` must start with `/` and not be `/` alone"),
+                );
+                return None;
+            }
+            prefixes.push(p.trim_end_matches('/').to_owned());
+        }
+        // Longest first, so `/api/v2` wins over `/api`.
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Some(Middleware::StripPrefix(prefixes))
+    }
+
+    fn header_set(
+        &mut self,
+        field: &str,
+        raw: indexmap::IndexMap<String, String>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (k, v) in raw {
+            let f = format!("{field}.{k}");
+            let Some(name) = self.header_name(&f, &k) else {
+                continue;
+            };
+            match HeaderValue::try_from(v.as_str()) {
+                Ok(value) => out.push((name, value)),
+                Err(_) => self.error(&f, format!("`{v}` is not a valid header value")),
+            }
+        }
+        out
+    }
+
+    fn header_remove(&mut self, field: &str, raw: Vec<String>) -> Vec<HeaderName> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, k)| self.header_name(&format!("{field}[{i}]"), k))
+            .collect()
+    }
+}
+
+/// Where byte `offset` of a scalar starting at `start` lands (single-line scalars are exact;
+/// for multi-line ones we count lines within the scalar's text).
+fn offset_place(text: &str, offset: usize, start: crate::locate::Place) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let newlines = before.matches('\n').count();
+    if newlines == 0 {
+        (
+            start.line,
+            start.column + usize::from(start.quoted) + before.chars().count(),
+        )
+    } else {
+        let last = before.rsplit('\n').next().unwrap_or("");
+        (start.line + newlines, 1 + last.chars().count())
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && !name.ends_with('-')
+}
+
+fn resolve(base: &Path, dir: &str) -> PathBuf {
+    let p = Path::new(dir);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `http://host:port[/]` → `host:port`.
+fn upstream_authority(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a URL; expected e.g. `http://127.0.0.1:9001`"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "`{url}`: https upstreams are not supported yet; use http"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "`{url}` needs the scheme `http://`, e.g. `http://127.0.0.1:9001`"
+            ));
+        }
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}`: an upstream URL has no path; use the `add_prefix` middleware to add one"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{url}`: credentials in upstream URLs are not supported"
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    Ok(format!("{}:{port}", authority.host()))
+}

@@ -1,0 +1,39 @@
+//! The driver trait: what the reconciler asks of whatever makes replicas exist.
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{Endpoint, ServiceStatus};
+
+/// Errors a driver reports to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// No service of that name is managed by this driver.
+    #[error("no service named `{0}`")]
+    UnknownService(String),
+    /// The request is not valid for this service (e.g. a scale beyond its limits).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Receives a service's ready endpoints whenever they change. The gateway implements it; drivers
+/// call it. Implementations must be cheap and non-blocking: they are called from driver tasks.
+pub trait EndpointSink: Send + Sync + 'static {
+    /// Replace the set of ready endpoints of `service`.
+    fn set_endpoints(&self, service: &str, endpoints: Vec<Endpoint>);
+    /// Requests currently in flight to the endpoint with this key (used to drain before a stop).
+    fn in_flight(&self, service: &str, key: &str) -> usize;
+}
+
+/// A boxed future, for object-safe async trait methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Makes N replicas of each service exist and reports them. Local processes and Kubernetes
+/// implement it; the reconciler, admin API and autoscaler only see this trait.
+pub trait Driver: Send + Sync + 'static {
+    /// Set the desired replica count of a service.
+    fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError>;
+    /// Current status of every service this driver manages, sorted by name.
+    fn status(&self) -> Vec<ServiceStatus>;
+    /// Stop every replica (drain, then terminate) and return when all are gone.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

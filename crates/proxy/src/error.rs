@@ -1,0 +1,91 @@
+//! Every way a proxied request can fail, classified by origin, and the one place where a
+//! failure becomes an HTTP response.
+//!
+//! The client never sees a hang or a dropped connection for a failure we can describe: no
+//! route → 404, no ready replica → 503, the replica failed → 502, the replica was too slow →
+//! 504. Bodies are short and say which service was involved, never internal addresses.
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{ProxyBody, full};
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched the request (client's side).
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The route's service has no ready replica.
+    #[error("no ready replica for service `{0}`")]
+    NoEndpoint(String),
+    /// Connecting to the replica failed (nothing was sent: safe to retry elsewhere).
+    #[error("could not connect to a replica of service `{service}`")]
+    Connect {
+        /// Service name.
+        service: String,
+        /// Underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The replica failed after the request was sent (reset, malformed response).
+    #[error("a replica of service `{service}` failed to respond")]
+    Upstream {
+        /// Service name.
+        service: String,
+        /// Underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The replica did not send response headers within the configured timeout.
+    #[error("a replica of service `{0}` did not respond in time")]
+    Timeout(String),
+    /// The request itself is malformed for proxying (e.g. an invalid path after rewriting).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    /// The status this failure maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A short machine-readable reason, sent as `X-Shoal-Error`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no-route",
+            ProxyError::NoEndpoint(_) => "no-ready-replica",
+            ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::Upstream { .. } => "upstream-failed",
+            ProxyError::Timeout(_) => "upstream-timeout",
+            ProxyError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    /// The response the client gets.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {self}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert("x-shoal-error", HeaderValue::from_static(self.reason()));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,193 @@
+//! Header hygiene for forwarding: hop-by-hop headers out, `X-Forwarded-*` in.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded:
+//! `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Transfer-Encoding`, `Upgrade` (kept only while we are tunnelling an upgrade), and the
+//! proxy authentication pair. `TE: trailers` is kept for HTTP/2 upstreams, where gRPC needs it.
+//!
+//! Forwarded headers: the client's address is appended to `X-Forwarded-For` (the convention
+//! every peer follows); `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this gateway
+//! saw, replacing anything the client sent, and a client-sent `X-Forwarded-Prefix` is dropped
+//! (only our strip-prefix middleware may set it; spoofing it has bypassed auth in other proxies).
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// `X-Forwarded-For`.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Prefix`.
+pub(crate) static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Is this an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`)?
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay.
+pub(crate) fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    keep_upgrade: bool,
+    keep_te_trailers: bool,
+) {
+    // Headers named by Connection are hop-by-hop too. Collect first: we mutate after.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    let upgrade = keep_upgrade
+        .then(|| headers.remove(header::UPGRADE))
+        .flatten();
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    if let Some(te) = headers.remove(header::TE)
+        && keep_te_trailers
+        && te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.insert(header::TE, te);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Set the forwarded headers on a request going upstream.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<&str>) {
+    let mut xff = String::with_capacity(48);
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            let v = v.trim();
+            if !v.is_empty() {
+                xff.push_str(v);
+                xff.push_str(", ");
+            }
+        }
+    }
+    use std::fmt::Write;
+    let _ = write!(xff, "{}", canonical_ip(client_ip));
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.remove(&X_FORWARDED_PREFIX);
+}
+
+/// IPv4-mapped IPv6 addresses are shown as IPv4.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("proxy-authorization", "x"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false, true);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_when_tunnelling_and_te_trailers_for_h2() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
+        strip_hop_by_hop(&mut h, true, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false, false);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn appends_forwarded_for_and_overrides_proto_host_prefix() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-prefix", "/admin"),
+        ]);
+        set_forwarded(
+            &mut h,
+            "::ffff:127.0.0.1".parse().unwrap(),
+            Some("example.com"),
+        );
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert!(h.get("x-forwarded-prefix").is_none());
+    }
+
+    #[test]
+    fn detects_upgrades() {
+        assert!(is_upgrade(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+}

@@ -1,0 +1,440 @@
+//! The life of a request: match a route, run its middlewares, pick a replica, forward, and
+//! turn any failure into a response at one boundary ([`ProxyError::into_response`]).
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use shoal_balance::{Pick, PickContext};
+use shoal_config::{Balance, HashOn, Protocol, Stack};
+use shoal_core::{Endpoint, EndpointSink};
+use shoal_route::RequestInfo;
+
+use crate::body::{BoxError, ProxyBody, boxed};
+use crate::error::ProxyError;
+use crate::forward;
+use crate::middleware;
+use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
+
+/// Connection facts the gateway needs per request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address (the TCP peer).
+    pub client: SocketAddr,
+    /// Name of the entrypoint the connection came in on.
+    pub entrypoint: Arc<str>,
+}
+
+/// Retries on another replica when connecting failed (nothing was sent).
+const CONNECT_RETRIES: usize = 2;
+
+/// The data plane's state: the current routing table, swapped whole on reload, and the
+/// endpoints drivers have reported. Cheap to share (`Arc<Gateway>`).
+#[derive(Debug)]
+pub struct Gateway {
+    table: ArcSwap<RoutingTable>,
+    /// Endpoints reported by drivers, by service; writers (reload, drivers) serialise here.
+    endpoints: Mutex<HashMap<String, Vec<Endpoint>>>,
+}
+
+impl Gateway {
+    /// A gateway serving `stack`'s routes and services.
+    pub fn new(stack: &Stack) -> Arc<Gateway> {
+        let table = RoutingTable::build(stack, None, &HashMap::new());
+        Arc::new(Gateway {
+            table: ArcSwap::from_pointee(table),
+            endpoints: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Swap in a new configuration. Requests in flight finish on the table they started with;
+    /// unchanged services keep their balancers and connections.
+    pub fn reload(&self, stack: &Stack) {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.table.load_full();
+        let table = RoutingTable::build(stack, Some(&current), &endpoints);
+        self.table.store(Arc::new(table));
+    }
+
+    /// Keys of the endpoints currently in a service's balancer (for status and tests).
+    pub fn endpoint_keys(&self, service: &str) -> Option<Vec<String>> {
+        let table = self.table.load();
+        let svc = table.services.get(service)?;
+        Some(
+            svc.balancer
+                .backends()
+                .iter()
+                .map(|b| b.key().to_owned())
+                .collect(),
+        )
+    }
+
+    /// Proxy one request. Never fails: every failure is a response.
+    pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let table = self.table.load_full();
+        match self.forward(&table, req.map(boxed), conn).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        table: &RoutingTable,
+        req: Request<ProxyBody>,
+        conn: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let host_header = request_host(&parts.uri, &parts.headers).map(str::to_owned);
+        let client_ip = forward::canonical_ip(conn.client.ip());
+        let route = {
+            let info = RequestInfo {
+                method: &parts.method,
+                host: host_header.as_deref().map(strip_port),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                client_ip,
+            };
+            find_route(table, &info, &conn.entrypoint).ok_or(ProxyError::NoRoute)?
+        };
+        let service = &route.service;
+        let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
+        let h2c = service.protocol() == Protocol::H2c;
+
+        // Path rewriting and header edits.
+        let mut path = parts.uri.path().to_owned();
+        middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
+        let path_and_query = match parts.uri.query() {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
+        }
+        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path".into()))?;
+
+        // Upstream request headers.
+        forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
+        forward::set_forwarded(&mut parts.headers, client_ip, host_header.as_deref());
+        if !h2c && !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
+            if let Some(h) = host_header
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok())
+            {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        if h2c {
+            parts.headers.remove(header::HOST);
+        }
+        let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+
+        // Balance and send, retrying elsewhere only when nothing was sent and the body is empty.
+        let replayable = body.is_end_stream();
+        let template = replayable.then(|| (parts.method.clone(), parts.headers.clone()));
+        let mut request = Some(Request::from_parts(parts, body));
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let (pick, mut resp) = loop {
+            let pick = {
+                let req = request.as_ref().expect("request present until sent");
+                let exclude: Vec<&str> = tried.iter().map(|k| &**k).collect();
+                pick_backend(service, req.headers(), client_ip, &exclude)
+            }
+            .ok_or_else(|| ProxyError::NoEndpoint(service.name.to_string()))?;
+            let mut req = request.take().expect("request present until sent");
+            *req.uri_mut() = upstream_uri(pick.backend().addr(), &path_and_query)?;
+            *req.version_mut() = if h2c {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            let client = if h2c {
+                &table.upstreams.h2c
+            } else {
+                &table.upstreams.http1
+            };
+            let sent =
+                tokio::time::timeout(table.settings.response_header_timeout, client.request(req))
+                    .await;
+            match sent {
+                Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
+                Ok(Ok(resp)) => break (pick, resp),
+                Ok(Err(e)) if e.is_connect() => {
+                    let timed_out = source_is_timeout(&e);
+                    tracing::debug!(service = %service.name, replica = pick.backend().key(), error = %e, "connect failed");
+                    match &template {
+                        Some((method, headers)) if tried.len() < CONNECT_RETRIES && !timed_out => {
+                            tried.push(pick.backend().key().into());
+                            let mut r = Request::new(crate::body::empty());
+                            *r.method_mut() = method.clone();
+                            *r.headers_mut() = headers.clone();
+                            request = Some(r);
+                        }
+                        _ if timed_out => {
+                            return Err(ProxyError::Timeout(service.name.to_string()));
+                        }
+                        _ => {
+                            return Err(ProxyError::Connect {
+                                service: service.name.to_string(),
+                                source: Box::new(e),
+                            });
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Err(ProxyError::Upstream {
+                        service: service.name.to_string(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        };
+
+        // Response headers back to the client.
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        forward::strip_hop_by_hop(resp.headers_mut(), switching, false);
+        middleware::apply_response(&route.middlewares, resp.headers_mut());
+        if let Some(name) = &table.settings.replica_header
+            && let Ok(v) = HeaderValue::from_str(pick.backend().key())
+        {
+            resp.headers_mut().insert(name.clone(), v);
+        }
+        if let Some(id) = pick.set_sticky()
+            && let Balance::Sticky { cookie } = &service.def.balance
+        {
+            let c = format!("{cookie}={id}; Path=/; HttpOnly; SameSite=Lax");
+            if let Ok(v) = HeaderValue::try_from(c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+
+        if switching {
+            let upstream_upgrade = resp.extensions_mut().remove::<OnUpgrade>();
+            match (client_upgrade, upstream_upgrade) {
+                (Some(client), Some(upstream)) => {
+                    tokio::spawn(tunnel(client, upstream, pick));
+                    return Ok(resp.map(|_| crate::body::empty()));
+                }
+                _ => {
+                    return Err(ProxyError::Upstream {
+                        service: service.name.to_string(),
+                        source: "the replica switched protocols on a request that did not ask to"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(resp.map(|body| {
+            boxed(GuardedBody {
+                inner: body,
+                _pick: pick,
+            })
+        }))
+    }
+}
+
+impl EndpointSink for Gateway {
+    fn set_endpoints(&self, service: &str, endpoints: Vec<Endpoint>) {
+        let mut all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = self.table.load().services.get(service) {
+            handle.set_endpoints(&endpoints);
+        }
+        all.insert(service.to_owned(), endpoints);
+    }
+
+    fn in_flight(&self, service: &str, key: &str) -> usize {
+        let table = self.table.load();
+        table
+            .services
+            .get(service)
+            .and_then(|s| {
+                s.balancer
+                    .backends()
+                    .iter()
+                    .find(|b| b.key() == key)
+                    .map(|b| b.in_flight())
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn find_route<'t>(
+    table: &'t RoutingTable,
+    info: &RequestInfo<'_>,
+    entrypoint: &str,
+) -> Option<&'t CompiledRoute> {
+    table.routes.iter().find(|r| {
+        r.entrypoints
+            .as_ref()
+            .is_none_or(|eps| eps.iter().any(|e| e == entrypoint))
+            && r.rule.matches(info)
+    })
+}
+
+fn pick_backend(
+    service: &ServiceHandle,
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+    exclude: &[&str],
+) -> Option<Pick> {
+    let mut ctx = PickContext {
+        exclude,
+        ..PickContext::default()
+    };
+    let ip_bytes;
+    match &service.def.balance {
+        Balance::Hash(HashOn::Header(name)) => {
+            ctx.hash_key = headers.get(name).map(HeaderValue::as_bytes);
+        }
+        Balance::Hash(HashOn::Cookie(name)) => {
+            ctx.hash_key = cookie(headers, name).map(str::as_bytes);
+        }
+        Balance::Hash(HashOn::ClientIp) => {
+            ip_bytes = client_ip.to_string();
+            ctx.hash_key = Some(ip_bytes.as_bytes());
+        }
+        Balance::Sticky { cookie: name } => ctx.sticky = cookie(headers, name),
+        Balance::RoundRobin | Balance::LeastRequests => {}
+    }
+    service.balancer.pick(&ctx)
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.trim_matches('"'))
+        })
+}
+
+/// Host from the Host header, else from the URI (HTTP/2 `:authority`).
+fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(Authority::as_str))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+fn upstream_uri(addr: &str, pq: &PathAndQuery) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(addr)
+        .path_and_query(pq.clone())
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
+}
+
+fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if err.to_string().contains("timed out") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Copy bytes both ways between the upgraded client and upstream connections. The pick is
+/// held until the tunnel closes, so the replica counts it as in flight.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pick: Pick) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(replica = pick.backend().key(), error = %e, "tunnel closed with an error");
+    }
+    drop(pick);
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its replica's in-flight count until it is finished or dropped.
+    struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        _pick: Pick,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports_from_hosts() {
+        assert_eq!(strip_port("example.com:8000"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn reads_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; sid=\"xyz\""));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, "sid"), Some("xyz"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! The data plane: listeners, the router, middlewares, balancing, and upstream pools.
+//!
+//! This crate owns the life of a request, from the accepted connection to the replica and
+//! back: HTTP/1.1 keep-alive and HTTP/2 (h2c) from clients, route matching
+//! ([`shoal_route`]), middlewares, choosing a replica ([`shoal_balance`]), forwarding with
+//! streamed bodies, upgrades (WebSocket) and gRPC over h2c, and the mapping of every failure
+//! to a response (404/502/503/504). It does not decide which replicas exist (drivers push
+//! endpoints through [`shoal_core::EndpointSink`], which [`Gateway`] implements) and does not
+//! read files: it is given a validated [`shoal_config::Stack`].
+//!
+//! Hot path rules: the routing table and each service's endpoint set are immutable snapshots
+//! behind `ArcSwap`, counters are atomics, and no lock is held across an await.
+#![warn(missing_docs)]
+
+pub mod body;
+mod error;
+mod forward;
+mod gateway;
+mod middleware;
+mod server;
+mod table;
+mod upstream;
+
+pub use error::ProxyError;
+pub use gateway::{ConnInfo, Gateway};
+pub use server::{BindError, Listeners, ServeSettings, Serving};

@@ -1,0 +1,170 @@
+//! The routing table: routes in priority order and the services they point at, built from a
+//! validated stack and swapped whole on reload.
+//!
+//! Services survive reloads: a service whose definition is unchanged keeps its
+//! [`ServiceHandle`] (balancer, in-flight counters, endpoints); one whose static servers changed
+//! keeps its balancer and gets the new set; one whose algorithm changed gets a new balancer
+//! seeded with the current endpoints.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use shoal_balance::{Backend, Balancer, Policy};
+use shoal_config::{Balance, Middleware, Protocol, Service, Source, Stack};
+use shoal_core::Endpoint;
+use shoal_route::Rule;
+
+use crate::upstream::{PoolSettings, Upstreams};
+
+/// One service as the data plane sees it.
+#[derive(Debug)]
+pub(crate) struct ServiceHandle {
+    pub(crate) name: Arc<str>,
+    pub(crate) def: Service,
+    pub(crate) balancer: Balancer,
+}
+
+impl ServiceHandle {
+    fn new(def: &Service, endpoints: Option<&Vec<Endpoint>>) -> ServiceHandle {
+        let policy = match def.balance {
+            Balance::RoundRobin => Policy::RoundRobin,
+            Balance::LeastRequests => Policy::LeastRequests,
+            Balance::Hash(_) => Policy::ConsistentHash,
+            Balance::Sticky { .. } => Policy::Sticky,
+        };
+        let handle = ServiceHandle {
+            name: def.name.as_str().into(),
+            def: def.clone(),
+            balancer: Balancer::new(policy),
+        };
+        match &def.source {
+            Source::Servers(_) => handle.set_static(def),
+            Source::Command(_) => {
+                if let Some(eps) = endpoints {
+                    handle.set_endpoints(eps);
+                }
+            }
+        }
+        handle
+    }
+
+    fn set_static(&self, def: &Service) {
+        if let Source::Servers(servers) = &def.source {
+            let backends = servers
+                .iter()
+                .map(|s| Backend::new(s.url.as_str(), s.authority.as_str(), s.weight))
+                .collect();
+            self.balancer.set_backends(backends);
+        }
+    }
+
+    /// Replace the endpoints (from a driver). Existing backends with the same key and address
+    /// are kept by the balancer, so their counters survive.
+    pub(crate) fn set_endpoints(&self, endpoints: &[Endpoint]) {
+        let backends = endpoints
+            .iter()
+            .map(|e| Backend::new(e.key.as_str(), e.addr.to_string(), 1))
+            .collect();
+        self.balancer.set_backends(backends);
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.def.protocol
+    }
+}
+
+/// A route ready for matching.
+#[derive(Debug)]
+pub(crate) struct CompiledRoute {
+    pub(crate) rule: Rule,
+    pub(crate) entrypoints: Option<Vec<String>>,
+    pub(crate) middlewares: Vec<Middleware>,
+    pub(crate) service: Arc<ServiceHandle>,
+}
+
+/// Settings of the forwarding path that can change on reload.
+#[derive(Debug, Clone)]
+pub(crate) struct ForwardSettings {
+    pub(crate) response_header_timeout: Duration,
+    pub(crate) replica_header: Option<HeaderName>,
+}
+
+/// Everything a request needs, swapped atomically on reload.
+#[derive(Debug)]
+pub(crate) struct RoutingTable {
+    pub(crate) routes: Vec<CompiledRoute>,
+    pub(crate) services: HashMap<String, Arc<ServiceHandle>>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) settings: ForwardSettings,
+}
+
+impl RoutingTable {
+    /// Build from `stack`, reusing what can be reused from `previous`.
+    pub(crate) fn build(
+        stack: &Stack,
+        previous: Option<&RoutingTable>,
+        endpoints: &HashMap<String, Vec<Endpoint>>,
+    ) -> RoutingTable {
+        let mut services = HashMap::new();
+        for def in &stack.services {
+            let old = previous.and_then(|p| p.services.get(&def.name));
+            let handle = match old {
+                Some(old) if old.def == *def => old.clone(),
+                Some(old) if old.def.balance == def.balance && old.def.protocol == def.protocol => {
+                    // Same algorithm: keep the balancer (and counters), refresh static servers.
+                    let handle = ServiceHandle {
+                        name: old.name.clone(),
+                        def: def.clone(),
+                        balancer: Balancer::with_backends(
+                            old.balancer.policy().clone(),
+                            old.balancer.backends().to_vec(),
+                        ),
+                    };
+                    match &def.source {
+                        Source::Servers(_) => handle.set_static(def),
+                        Source::Command(_) => {
+                            if let Some(eps) = endpoints.get(&def.name) {
+                                handle.set_endpoints(eps);
+                            }
+                        }
+                    }
+                    Arc::new(handle)
+                }
+                _ => Arc::new(ServiceHandle::new(def, endpoints.get(&def.name))),
+            };
+            services.insert(def.name.clone(), handle);
+        }
+        let routes = stack
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(CompiledRoute {
+                    rule: r.rule.clone(),
+                    entrypoints: r.entrypoints.clone(),
+                    middlewares: r.middlewares.clone(),
+                    service: services.get(&r.service)?.clone(),
+                })
+            })
+            .collect();
+        let g = &stack.gateway;
+        let pool = PoolSettings {
+            connect_timeout: g.timeouts.connect,
+            idle_timeout: g.timeouts.upstream_idle,
+            max_idle_per_endpoint: g.max_idle_per_upstream,
+        };
+        let upstreams = match previous {
+            Some(p) if p.upstreams.settings == pool => p.upstreams.clone(),
+            _ => Upstreams::new(pool),
+        };
+        RoutingTable {
+            routes,
+            services,
+            upstreams,
+            settings: ForwardSettings {
+                response_header_timeout: g.timeouts.response_header,
+                replica_header: g.replica_header.clone(),
+            },
+        }
+    }
+}

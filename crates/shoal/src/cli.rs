@@ -1,0 +1,171 @@
+//! Command-line arguments: each flag is defined once here, and drives help and docs/cli.md.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run replicated web services behind a fast load-balancing gateway.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the stack: gateway, replicas, admin API. Without -f, uses ./shoal.yaml if it
+    /// exists, else the built-in demo stack.
+    Up(UpArgs),
+    /// Validate a stack file; prints every problem as file:line:column. Exit code 2 if invalid.
+    Check(FileArgs),
+    /// Ask the running shoal to re-read its stack file (like SIGHUP).
+    Reload(AdminArgs),
+    /// Show services and replicas of the running shoal.
+    Status(AdminArgs),
+    /// Set a service's replica count.
+    Scale(ScaleArgs),
+    /// Show what happened: replicas started, ready, exited, restarted; scaling; reloads.
+    Events(EventsArgs),
+    /// Show a service's replica output (from the log files next to the stack file).
+    Logs(LogsArgs),
+    /// Write the demo stack to shoal.yaml as a starting point.
+    Init(InitArgs),
+    /// Run the built-in sample HTTP backend (used by the demo, examples and tests).
+    SampleApp(SampleAppArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FileArgs {
+    /// The stack file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "shoal.yaml",
+        value_name = "FILE"
+    )]
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// The stack file [default: ./shoal.yaml if present, else the built-in demo].
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Run the built-in demo stack even if ./shoal.yaml exists.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) demo: bool,
+    /// Folder for replica logs and scale state [default: .shoal next to the stack file].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Do not print replica output.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct AdminArgs {
+    /// Admin API address [default: admin.listen of ./shoal.yaml, else 127.0.0.1:8080].
+    #[arg(long, env = "SHOAL_ADMIN", value_name = "ADDR")]
+    pub(crate) admin: Option<SocketAddr>,
+    /// Bearer token for the admin API [default: admin.token of ./shoal.yaml].
+    #[arg(
+        long,
+        env = "SHOAL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+    /// The stack file to read admin.listen and admin.token from.
+    #[arg(long = "file", default_value = "shoal.yaml", value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Desired replica count.
+    pub(crate) replicas: u32,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Keep printing new events.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Keep printing new lines.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// Only this replica index.
+    #[arg(long, value_name = "N")]
+    pub(crate) replica: Option<u32>,
+    /// Lines of history to print first, per replica.
+    #[arg(long, short = 'n', default_value_t = 100, value_name = "N")]
+    pub(crate) lines: usize,
+    /// The stack file (logs live in .shoal/logs next to it).
+    #[arg(long = "file", default_value = "shoal.yaml", value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// Folder for replica logs and scale state [default: .shoal next to the stack file].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Where to write.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "shoal.yaml",
+        value_name = "FILE"
+    )]
+    pub(crate) file: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SampleAppArgs {
+    /// Address to listen on [default: 127.0.0.1:$PORT, as set by shoal for each replica].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Name shown by /whoami [default: $SHOAL_SERVICE or "sample"].
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Wait this long before listening (to try readiness checks), e.g. 2s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) startup_delay: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    shoal_config::parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

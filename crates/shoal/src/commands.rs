@@ -1,0 +1,463 @@
+//! What each subcommand does. Exit codes: 0 success, 1 failure, 2 invalid stack file or usage.
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper::Method;
+use shoal_app::{Shoal, StartOptions};
+use shoal_config::{DEMO_STACK, Stack};
+
+use crate::admin_client::AdminClient;
+use crate::cli::*;
+
+/// Exit code for an invalid stack file.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_tracing(cli.verbose);
+    match cli.command {
+        Command::Up(args) => up(args),
+        Command::Check(args) => Ok(check(&args.file)),
+        Command::Reload(args) => block_on(reload(args)),
+        Command::Status(args) => block_on(status(args)),
+        Command::Scale(args) => block_on(scale(args)),
+        Command::Events(args) => block_on(events(args)),
+        Command::Logs(args) => logs(&args),
+        Command::Init(args) => init(&args),
+        Command::SampleApp(args) => block_on(sample_app(args)),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info,hyper=warn",
+        1 => "debug,hyper=info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Load a stack file, printing every problem on failure.
+fn load_or_report(path: &Path) -> Result<Stack, ExitCode> {
+    shoal_config::load(path).map_err(|diags| {
+        eprintln!("{diags}");
+        let n = diags.0.len();
+        eprintln!(
+            "{}: {n} problem{} found; nothing was started",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load_or_report(path) {
+        Ok(stack) => {
+            let eps: Vec<String> = stack
+                .gateway
+                .entrypoints
+                .iter()
+                .map(|e| format!("{} on {}", e.name, e.listen))
+                .collect();
+            println!(
+                "{}: ok — {} service{}, {} route{}, entrypoint{} {}",
+                path.display(),
+                stack.services.len(),
+                if stack.services.len() == 1 { "" } else { "s" },
+                stack.routes.len(),
+                if stack.routes.len() == 1 { "" } else { "s" },
+                if eps.len() == 1 { "" } else { "s" },
+                eps.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let default_file = PathBuf::from("shoal.yaml");
+    let (stack, path) = match (&args.file, args.demo) {
+        (Some(f), _) => match load_or_report(f) {
+            Ok(s) => (s, Some(f.clone())),
+            Err(code) => return Ok(code),
+        },
+        (None, false) if default_file.exists() => match load_or_report(&default_file) {
+            Ok(s) => (s, Some(default_file)),
+            Err(code) => return Ok(code),
+        },
+        _ => (
+            shoal_config::parse(DEMO_STACK, "<demo>").map_err(|d| anyhow::anyhow!("{d}"))?,
+            None,
+        ),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state_dir_for(path.as_deref()));
+    let workers = stack.gateway.workers;
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            b.worker_threads(workers);
+        }
+        b.enable_all().build()?
+    };
+    runtime.block_on(async move {
+        let stack_desc = match &path {
+            Some(p) => p.display().to_string(),
+            None => "built-in demo stack (`shoal init` writes it to shoal.yaml)".to_owned(),
+        };
+        let n_services = stack.services.len();
+        let n_routes = stack.routes.len();
+        let opts = StartOptions {
+            stack,
+            stack_path: path,
+            state_dir,
+            echo_logs: !args.quiet,
+            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            shoal_exe: std::env::current_exe().context("cannot find the shoal binary's own path")?,
+        };
+        let shoal = match Shoal::start(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        println!("shoal {} — {stack_desc}: {n_services} services, {n_routes} routes", env!("CARGO_PKG_VERSION"));
+        for (name, addr) in shoal.gateway_addrs() {
+            println!("  gateway     http://{addr}/   (entrypoint {name})");
+        }
+        println!("  admin API   http://{}/api/v1/services", shoal.admin_addr());
+        println!("  try         shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
+        let _ = std::io::stdout().flush();
+        let mut events = shoal.events().subscribe();
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                println!("{}", format_event(&serde_json::to_value(&e).unwrap_or_default()));
+            }
+        });
+        shoal.run_until_signal().await?;
+        println!("shoal stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `.shoal` next to the stack file, or in the current folder for the demo.
+fn state_dir_for(stack: Option<&Path>) -> PathBuf {
+    match stack.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(".shoal"),
+        _ => PathBuf::from(".shoal"),
+    }
+}
+
+/// Admin address and token: flags, else the stack file's admin section, else the default.
+fn admin_client(args: &AdminArgs) -> AdminClient {
+    let from_file = shoal_config::load(&args.file).ok().map(|s| s.admin);
+    let addr = args
+        .admin
+        .or_else(|| from_file.as_ref().map(|a| a.listen))
+        .unwrap_or(shoal_config::DEFAULT_ADMIN_LISTEN);
+    let token = args
+        .token
+        .clone()
+        .or_else(|| from_file.and_then(|a| a.token));
+    AdminClient::new(addr, token)
+}
+
+async fn reload(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args);
+    match client.json(Method::POST, "/api/v1/reload", None).await {
+        Ok(v) => {
+            println!("{}", v["message"].as_str().unwrap_or("reloaded"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("reload rejected; the previous configuration keeps serving:\n{e}");
+            Ok(ExitCode::from(EXIT_BAD_CONFIG))
+        }
+    }
+}
+
+async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args);
+    let v = client.json(Method::GET, "/api/v1/services", None).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", status_table(&v));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A `kubectl get pods`-like table.
+pub(crate) fn status_table(services: &serde_json::Value) -> String {
+    let mut rows: Vec<[String; 9]> = vec![
+        [
+            "NAME", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "MEMORY",
+        ]
+        .map(String::from),
+    ];
+    let mut notes = Vec::new();
+    for s in services.as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or("?");
+        rows.push([
+            name.to_owned(),
+            s["state"].as_str().unwrap_or("?").to_owned(),
+            format!("{}/{}", s["ready"], s["desired"]),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+        for r in s["replicas"].as_array().into_iter().flatten() {
+            let opt = |v: &serde_json::Value| {
+                if v.is_null() {
+                    "-".to_owned()
+                } else {
+                    v.to_string()
+                }
+            };
+            let cpu = r["cpu_percent"]
+                .as_f64()
+                .map_or("-".into(), |c| format!("{c:.1}%"));
+            let mem = r["rss_bytes"]
+                .as_u64()
+                .map_or("-".into(), |b| format!("{:.1}MiB", b as f64 / 1048576.0));
+            let up = r["uptime_secs"]
+                .as_f64()
+                .filter(|u| *u > 0.0)
+                .map_or("-".into(), human_duration);
+            rows.push([
+                format!("  {name}/{}", r["index"]),
+                r["state"].as_str().unwrap_or("?").to_owned(),
+                String::new(),
+                opt(&r["pid"]),
+                opt(&r["port"]),
+                r["restarts"].to_string(),
+                up,
+                cpu,
+                mem,
+            ]);
+            if let Some(m) = r["message"].as_str()
+                && r["state"] != "ready"
+            {
+                notes.push(format!("{name}/{}: {m}", r["index"]));
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+async fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let path = format!("/api/v1/services/{}/scale", args.service);
+    client
+        .json(
+            Method::POST,
+            &path,
+            Some(serde_json::json!({ "replicas": args.replicas })),
+        )
+        .await?;
+    println!("{}: scaled to {} replicas", args.service, args.replicas);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    if args.follow {
+        client
+            .follow("/api/v1/events/follow", |e| {
+                println!("{}", format_event(&e));
+            })
+            .await?;
+    } else {
+        let v = client.json(Method::GET, "/api/v1/events", None).await?;
+        for e in v.as_array().into_iter().flatten() {
+            println!("{}", format_event(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `HH:MM:SS  users/0  ready  message` (UTC).
+pub(crate) fn format_event(e: &serde_json::Value) -> String {
+    let secs = e["at_ms"].as_u64().unwrap_or(0) / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let who = match (e["service"].as_str().unwrap_or(""), e["replica"].as_u64()) {
+        ("", _) => "shoal".to_owned(),
+        (svc, Some(i)) => format!("{svc}/{i}"),
+        (svc, None) => svc.to_owned(),
+    };
+    format!(
+        "{h:02}:{m:02}:{s:02}  {who:<12} {:<9} {}",
+        e["kind"].as_str().unwrap_or("?"),
+        e["message"].as_str().unwrap_or("")
+    )
+}
+
+fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state_dir_for(args.file.exists().then_some(args.file.as_path())))
+        .join("logs");
+    let mut files: Vec<(u32, PathBuf)> = Vec::new();
+    let prefix = format!("{}.", args.service);
+    for entry in std::fs::read_dir(&dir)
+        .with_context(|| format!("no logs in {} (has `shoal up` run here?)", dir.display()))?
+    {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(idx) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".log"))
+            .and_then(|i| i.parse().ok())
+            && args.replica.is_none_or(|r| r == idx)
+        {
+            files.push((idx, dir.join(&name)));
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "no log files for service `{}`{} in {}",
+            args.service,
+            args.replica
+                .map(|r| format!(" replica {r}"))
+                .unwrap_or_default(),
+            dir.display()
+        );
+    }
+    let many = files.len() > 1;
+    let mut offsets = Vec::new();
+    for (idx, path) in &files {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(args.lines)..] {
+            print_log_line(&args.service, *idx, many, l);
+        }
+        offsets.push(text.len() as u64);
+    }
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        // Poll the files like `tail -F`; a shrunk file was rotated, so start it over.
+        for ((idx, path), offset) in files.iter().zip(offsets.iter_mut()) {
+            let Ok(mut f) = std::fs::File::open(path) else {
+                continue;
+            };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < *offset {
+                *offset = 0;
+            }
+            if len > *offset {
+                f.seek(SeekFrom::Start(*offset))?;
+                let mut buf = String::new();
+                f.read_to_string(&mut buf)?;
+                let complete = buf.rfind('\n').map_or(0, |i| i + 1);
+                for l in buf[..complete].lines() {
+                    print_log_line(&args.service, *idx, many, l);
+                }
+                *offset += complete as u64;
+            }
+        }
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn print_log_line(service: &str, idx: u32, prefix: bool, line: &str) {
+    if prefix {
+        println!("{service}.{idx} | {line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
+    if args.file.exists() && !args.force {
+        eprintln!(
+            "{} already exists; use --force to overwrite it",
+            args.file.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    std::fs::write(&args.file, DEMO_STACK)
+        .with_context(|| format!("cannot write {}", args.file.display()))?;
+    println!(
+        "wrote {} — the demo stack. Start it with: shoal up",
+        args.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sample_app(args: SampleAppArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = match args.listen {
+        Some(_) => shoal_sample_app::Options::default(),
+        None => shoal_sample_app::Options::from_env(|k| std::env::var(k).ok())
+            .context("run it under shoal, or pass --listen ADDR")?,
+    };
+    if let Some(l) = args.listen {
+        opts.listen = l;
+    }
+    if let Some(n) = args.name {
+        opts.name = n;
+    }
+    if let Some(d) = args.startup_delay {
+        opts.startup_delay = d;
+    }
+    shoal_sample_app::run_until_signal(opts).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,18 @@
+//! `shoal`: the command-line entry point. Parses arguments and maps errors to exit codes;
+//! everything else lives in the library crates (see ARCHITECTURE.md).
+mod admin_client;
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = <cli::Cli as clap::Parser>::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

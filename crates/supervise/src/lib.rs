@@ -1,0 +1,35 @@
+//! The local-process driver: runs each service's replicas as processes on this machine.
+//!
+//! This crate owns the life of a local replica — a free loopback port, the spawn (in its
+//! own process group, with `PORT`, `SHOAL_REPLICA` and `SHOAL_SERVICE` set), readiness
+//! probes that gate balancer membership, restarts with exponential back-off and a
+//! crash-loop give-up rule, draining and group-wide termination on the way out, captured
+//! and rotated logs, and CPU/memory sampling from `/proc`. It implements
+//! [`shoal_core::Driver`] and reports ready endpoints to a [`shoal_core::EndpointSink`]
+//! and what happened to the shared [`shoal_core::EventLog`].
+//!
+//! It doesn't proxy HTTP (the gateway does, and tells it how many requests are in
+//! flight), parse configuration (the app wiring turns the stack file into
+//! [`ServiceSpec`]s), or decide replica counts (the autoscaler and the reconciler call
+//! [`Driver::scale`](shoal_core::Driver::scale)).
+//!
+//! Modules, one concern each, with the theory in their docs: `spec` (what to run:
+//! [`ServiceSpec`] and its policies), `backoff` (the pure restart/give-up rule),
+//! `process` (spawning and signalling process groups), `probe` (readiness checks),
+//! `logs` (pipes to rotated files), `procfs` (resource use), `replica` (the state machine
+//! of one replica, which owns its process) and `supervisor` (the table of services behind
+//! [`Supervisor`]).
+#![warn(missing_docs)]
+
+mod backoff;
+mod logs;
+mod probe;
+mod process;
+mod procfs;
+mod replica;
+mod spec;
+mod supervisor;
+
+pub use logs::{MAX_LINE, log_file};
+pub use spec::{LogPolicy, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy};
+pub use supervisor::{SAMPLE_EVERY, Supervisor};

@@ -1,0 +1,597 @@
+//! The life of one replica: a task that owns its process from spawn to reaping.
+//!
+//! ```text
+//!            spawn ──► Starting ──probe passes──► Ready ◄──┐
+//!              ▲           │  ▲                     │       │ success_threshold passes
+//!   back-off   │           │  └─failure_threshold───┘       │ (rejoins the balancer)
+//!   (restart)  │      start timeout / exit            exit  │
+//!              └──── Exited ◄──────────────────────────┘────┘
+//!                        │ give up / cannot spawn
+//!                        ▼
+//!                      Failed        stop (any state) ──► Draining ──► reaped
+//! ```
+//!
+//! One runner task per replica *incarnation* owns the `Child`, so there is exactly one
+//! place that waits on, signals and reaps it. Everything else talks to the runner through
+//! its [`ReplicaHandle`]: a stop flag (dropping the handle also stops it), a watch of its
+//! state, a shared view read by `status()`, and a "done" channel that closes once the
+//! process group is gone.
+//!
+//! Balancer membership goes through the service's [`ReadySet`], which republishes the full
+//! set of ready endpoints to the [`EndpointSink`] on every change, under its lock, so
+//! concurrent changes reach the gateway in order. Entries carry the incarnation id: when
+//! a rolling update starts a new incarnation of index `i`, its endpoint replaces the old
+//! one under the same key, and the old incarnation's later removal does not evict it.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shoal_core::{
+    Endpoint, EndpointSink, EventKind, EventLog, ExitStatus, ReplicaState, ReplicaStatus,
+};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use crate::backoff::{Decision, RestartTracker, human};
+use crate::logs::{self, ReplicaLog};
+use crate::procfs::{CpuMeter, GroupUsage};
+use crate::spec::{LogPolicy, ServiceSpec};
+use crate::{probe, process};
+
+/// How often a draining replica's in-flight count is polled.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// Floor of the probe interval.
+const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What every runner needs from the supervisor.
+pub(crate) struct Shared {
+    pub(crate) sink: Arc<dyn EndpointSink>,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) logs: LogPolicy,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("logs", &self.logs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The ready endpoints of one service, published to the sink on every change.
+pub(crate) struct ReadySet {
+    service: String,
+    sink: Arc<dyn EndpointSink>,
+    /// index → (incarnation id, endpoint).
+    members: Mutex<BTreeMap<u32, (u64, Endpoint)>>,
+}
+
+impl std::fmt::Debug for ReadySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadySet")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadySet {
+    pub(crate) fn new(service: String, sink: Arc<dyn EndpointSink>) -> ReadySet {
+        ReadySet {
+            service,
+            sink,
+            members: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Add (or take over) slot `index`; a newer incarnation is never displaced by an older one.
+    fn join(&self, index: u32, id: u64, endpoint: Endpoint) {
+        let mut members = lock(&self.members);
+        if members
+            .get(&index)
+            .is_some_and(|(current, _)| *current > id)
+        {
+            return;
+        }
+        members.insert(index, (id, endpoint));
+        self.publish(&members);
+    }
+
+    /// Remove slot `index` if incarnation `id` holds it; true if it did.
+    fn leave(&self, index: u32, id: u64) -> bool {
+        let mut members = lock(&self.members);
+        if members
+            .get(&index)
+            .is_none_or(|(current, _)| *current != id)
+        {
+            return false;
+        }
+        members.remove(&index);
+        self.publish(&members);
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.members).len()
+    }
+
+    fn publish(&self, members: &BTreeMap<u32, (u64, Endpoint)>) {
+        let endpoints = members.values().map(|(_, e)| e.clone()).collect();
+        self.sink.set_endpoints(&self.service, endpoints);
+    }
+}
+
+/// What `status()` shows of a replica, updated by its runner and by the sampler.
+#[derive(Debug)]
+struct View {
+    state: ReplicaState,
+    pid: Option<u32>,
+    port: Option<u16>,
+    restarts: u32,
+    started: Option<Instant>,
+    last_exit: Option<ExitStatus>,
+    message: Option<String>,
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    meter: CpuMeter,
+}
+
+/// The supervisor's grip on one replica incarnation.
+#[derive(Debug)]
+pub(crate) struct ReplicaHandle {
+    pub(crate) index: u32,
+    /// Incarnation id, unique within a supervisor and increasing.
+    pub(crate) id: u64,
+    /// Generation of the service spec this incarnation runs.
+    pub(crate) spec_gen: u64,
+    key: String,
+    view: Arc<Mutex<View>>,
+    state_rx: watch::Receiver<ReplicaState>,
+    stop_tx: watch::Sender<bool>,
+    done_rx: watch::Receiver<()>,
+}
+
+impl ReplicaHandle {
+    /// Start the runner of replica `index` on `runtime`.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        ready: Arc<ReadySet>,
+        spec: Arc<ServiceSpec>,
+        index: u32,
+        id: u64,
+        spec_gen: u64,
+        runtime: &tokio::runtime::Handle,
+    ) -> ReplicaHandle {
+        let key = format!("{}/{index}", spec.name);
+        let view = Arc::new(Mutex::new(View {
+            state: ReplicaState::Starting,
+            pid: None,
+            port: None,
+            restarts: 0,
+            started: None,
+            last_exit: None,
+            message: None,
+            cpu_percent: None,
+            rss_bytes: None,
+            meter: CpuMeter::default(),
+        }));
+        let (state_tx, state_rx) = watch::channel(ReplicaState::Starting);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(());
+        let log = Arc::new(Mutex::new(ReplicaLog::open(
+            &shared.logs,
+            &spec.name,
+            index,
+        )));
+        let runner = Runner {
+            tracker: RestartTracker::new(spec.restart.clone()),
+            shared,
+            ready,
+            spec,
+            index,
+            id,
+            key: key.clone(),
+            view: view.clone(),
+            state_tx,
+            stop_rx,
+            log,
+        };
+        runtime.spawn(async move {
+            runner.run().await;
+            drop(done_tx);
+        });
+        ReplicaHandle {
+            index,
+            id,
+            spec_gen,
+            key,
+            view,
+            state_rx,
+            stop_tx,
+            done_rx,
+        }
+    }
+
+    /// Ask the runner to drain and stop its process (idempotent).
+    pub(crate) fn stop(&self) {
+        self.stop_tx.send_replace(true);
+    }
+
+    /// A receiver that reports closed once the runner is finished and its process reaped.
+    pub(crate) fn done(&self) -> watch::Receiver<()> {
+        self.done_rx.clone()
+    }
+
+    pub(crate) fn state(&self) -> ReplicaState {
+        *self.state_rx.borrow()
+    }
+
+    /// A watch of the replica's state.
+    pub(crate) fn state_watch(&self) -> watch::Receiver<ReplicaState> {
+        self.state_rx.clone()
+    }
+
+    /// The process group to sample, while a process runs.
+    pub(crate) fn pgid(&self) -> Option<u32> {
+        lock(&self.view).pid
+    }
+
+    /// Record a resource sample of this replica's group.
+    pub(crate) fn record_usage(&self, pgid: u32, now: Instant, usage: GroupUsage) {
+        let mut v = lock(&self.view);
+        if v.pid != Some(pgid) {
+            return;
+        }
+        v.cpu_percent = v.meter.update(now, usage.cpu_ticks).or(v.cpu_percent);
+        v.rss_bytes = Some(usage.rss_bytes);
+    }
+
+    pub(crate) fn status(&self) -> ReplicaStatus {
+        let v = lock(&self.view);
+        let running = v.pid.is_some();
+        ReplicaStatus {
+            index: self.index,
+            state: v.state,
+            pid: v.pid,
+            port: v.port,
+            endpoint: v.port.map(|port| Endpoint {
+                key: self.key.clone(),
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            }),
+            restarts: v.restarts,
+            uptime_secs: match (running, v.started) {
+                (true, Some(t)) => t.elapsed().as_secs_f64(),
+                _ => 0.0,
+            },
+            cpu_percent: if running { v.cpu_percent } else { None },
+            rss_bytes: if running { v.rss_bytes } else { None },
+            last_exit: v.last_exit,
+            message: v.message.clone(),
+        }
+    }
+}
+
+/// Wait until a `done()` receiver reports the runner finished.
+pub(crate) async fn wait_done(mut done: watch::Receiver<()>) {
+    while done.changed().await.is_ok() {}
+}
+
+/// How one run of the process ended.
+enum Outcome {
+    /// A stop was requested and carried out.
+    Stopped,
+    /// The process ended (or was killed for not becoming ready).
+    Exited {
+        uptime: Duration,
+        failure: bool,
+        cause: String,
+    },
+    /// The process could not be started at all.
+    CannotStart(String),
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+struct Runner {
+    shared: Arc<Shared>,
+    ready: Arc<ReadySet>,
+    spec: Arc<ServiceSpec>,
+    index: u32,
+    id: u64,
+    key: String,
+    view: Arc<Mutex<View>>,
+    state_tx: watch::Sender<ReplicaState>,
+    stop_rx: watch::Receiver<bool>,
+    tracker: RestartTracker,
+    log: Arc<Mutex<ReplicaLog>>,
+}
+
+impl Runner {
+    fn emit(&self, kind: EventKind, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(service = %self.spec.name, replica = self.index, kind = ?kind, "{message}");
+        self.shared
+            .events
+            .emit(&self.spec.name, Some(self.index), kind, message);
+    }
+
+    fn set_state(&self, state: ReplicaState, message: Option<String>) {
+        {
+            let mut v = lock(&self.view);
+            v.state = state;
+            v.message = message;
+        }
+        self.state_tx.send_replace(state);
+    }
+
+    /// True once a stop was asked for (or the handle dropped).
+    fn stopping(&self) -> bool {
+        *self.stop_rx.borrow() || self.stop_rx.has_changed().is_err()
+    }
+
+    async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    async fn run(mut self) {
+        loop {
+            if self.stopping() {
+                self.emit(EventKind::Stopped, "stopped before it was started");
+                break;
+            }
+            match self.run_once().await {
+                Outcome::Stopped => break,
+                Outcome::CannotStart(reason) => {
+                    self.give_up(reason).await;
+                    break;
+                }
+                Outcome::Exited {
+                    uptime,
+                    failure,
+                    cause,
+                } => {
+                    match self
+                        .tracker
+                        .on_exit(Instant::now(), uptime, failure, &cause)
+                    {
+                        Decision::Stay => {
+                            let mode = format!("{:?}", self.spec.restart.mode);
+                            self.set_state(
+                                ReplicaState::Exited,
+                                Some(format!("{cause}; not restarted (restart: {mode})")),
+                            );
+                            Self::stop_requested(&mut self.stop_rx).await;
+                            break;
+                        }
+                        Decision::GiveUp { reason } => {
+                            self.give_up(reason).await;
+                            break;
+                        }
+                        Decision::Restart { delay } => {
+                            let restarts = {
+                                let mut v = lock(&self.view);
+                                v.restarts += 1;
+                                v.restarts
+                            };
+                            self.set_state(
+                                ReplicaState::Exited,
+                                Some(format!("{cause}; restarting in {}", human(delay))),
+                            );
+                            self.emit(
+                                EventKind::Restarted,
+                                format!("restart {restarts} in {} after {cause}", human(delay)),
+                            );
+                            tokio::select! {
+                                () = sleep(delay) => {}
+                                () = Self::stop_requested(&mut self.stop_rx) => {
+                                    self.emit(EventKind::Stopped, "stopped during restart back-off");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn give_up(&mut self, reason: String) {
+        self.emit(EventKind::Failed, reason.clone());
+        self.set_state(ReplicaState::Failed, Some(reason));
+        Self::stop_requested(&mut self.stop_rx).await;
+        self.emit(EventKind::Stopped, "stopped (had failed)");
+    }
+
+    /// Start the process once and follow it until it exits or is stopped.
+    async fn run_once(&mut self) -> Outcome {
+        let port = match process::free_port() {
+            Ok(port) => port,
+            Err(e) => return Outcome::CannotStart(format!("no free loopback port: {e}")),
+        };
+        let mut child = match process::spawn(&self.spec, self.index, port) {
+            Ok(child) => child,
+            Err(e) => return Outcome::CannotStart(e.to_string()),
+        };
+        let Some(pid) = child.id() else {
+            return Outcome::CannotStart("process vanished at start".into());
+        };
+        let started = Instant::now();
+        {
+            let mut v = lock(&self.view);
+            v.pid = Some(pid);
+            v.port = Some(port);
+            v.started = Some(started);
+            v.cpu_percent = None;
+            v.rss_bytes = None;
+            v.meter = CpuMeter::default();
+        }
+        self.set_state(ReplicaState::Starting, None);
+        self.emit(EventKind::Started, format!("pid {pid}, port {port}"));
+        if let Some(out) = child.stdout.take() {
+            logs::spawn_reader(out, self.log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            logs::spawn_reader(err, self.log.clone());
+        }
+
+        let outcome = self.follow(&mut child, pid, port, started).await;
+        let mut v = lock(&self.view);
+        v.pid = None;
+        drop(v);
+        outcome
+    }
+
+    fn probe_after(&self, delay: Duration, port: u16) -> ProbeFuture {
+        let probe = self.spec.readiness.probe.clone();
+        let timeout = self.spec.readiness.timeout;
+        Box::pin(async move {
+            sleep(delay).await;
+            probe::check(&probe, port, timeout).await
+        })
+    }
+
+    async fn follow(
+        &mut self,
+        child: &mut Child,
+        pgid: u32,
+        port: u16,
+        started: Instant,
+    ) -> Outcome {
+        let readiness = self.spec.readiness.clone();
+        let start_deadline = started + readiness.start_timeout;
+        let grace_end = started + readiness.start_period;
+        let endpoint = Endpoint {
+            key: self.key.clone(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        };
+        let mut in_balancer = false;
+        let mut ever_ready = false;
+        let (mut passes, mut failures) = (0u32, 0u32);
+        let mut probe = self.probe_after(Duration::ZERO, port);
+        let mut stop_rx = self.stop_rx.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = Self::stop_requested(&mut stop_rx) => {
+                    self.stop_process(child, pgid).await;
+                    return Outcome::Stopped;
+                }
+                status = child.wait() => {
+                    // Sweep the group at once: nothing the replica forked outlives it.
+                    process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                    let status = status.ok().map(process::exit_status);
+                    self.ready.leave(self.index, self.id);
+                    let uptime = started.elapsed();
+                    let cause = status.map_or_else(|| "exited (status unknown)".to_owned(), |s| s.to_string());
+                    lock(&self.view).last_exit = status;
+                    self.emit(EventKind::Exited, format!("{cause} after {}", human_secs(uptime)));
+                    let failure = status != Some(ExitStatus::Code(0));
+                    return Outcome::Exited { uptime, failure, cause };
+                }
+                () = sleep_until(start_deadline), if !ever_ready => {
+                    let cause = format!("not ready within {} (start timeout)", human(readiness.start_timeout));
+                    let status = process::terminate(child, pgid, self.spec.stop.grace).await;
+                    lock(&self.view).last_exit = status;
+                    let how = status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string());
+                    self.emit(EventKind::Exited, format!("{cause}: killed ({how})"));
+                    return Outcome::Exited { uptime: started.elapsed(), failure: true, cause };
+                }
+                result = &mut probe => {
+                    // A zero interval must not turn into a busy loop of connects.
+                    probe = self.probe_after(readiness.interval.max(MIN_PROBE_INTERVAL), port);
+                    match result {
+                        Ok(()) => {
+                            failures = 0;
+                            passes = passes.saturating_add(1);
+                            if !in_balancer && passes >= readiness.success_threshold.max(1) {
+                                in_balancer = true;
+                                self.ready.join(self.index, self.id, endpoint.clone());
+                                self.set_state(ReplicaState::Ready, None);
+                                let msg = if ever_ready {
+                                    "readiness passes again: back in the balancer".to_owned()
+                                } else {
+                                    format!("ready after {}", human_secs(started.elapsed()))
+                                };
+                                ever_ready = true;
+                                self.emit(EventKind::Ready, msg);
+                            }
+                        }
+                        Err(reason) => {
+                            passes = 0;
+                            if Instant::now() < grace_end {
+                                continue;
+                            }
+                            failures = failures.saturating_add(1);
+                            if in_balancer && failures >= readiness.failure_threshold.max(1) {
+                                in_balancer = false;
+                                self.ready.leave(self.index, self.id);
+                                let msg = format!("readiness failed {failures} times: {reason}");
+                                self.set_state(ReplicaState::Starting, Some(msg.clone()));
+                                self.emit(EventKind::Unready, msg);
+                            } else if !ever_ready {
+                                lock(&self.view).message = Some(format!("not ready yet: {reason}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leave the balancer, drain, then terminate the process group and reap it.
+    async fn stop_process(&mut self, child: &mut Child, pgid: u32) {
+        self.ready.leave(self.index, self.id);
+        let drain = self.spec.stop.drain_timeout;
+        self.set_state(ReplicaState::Draining, None);
+        self.emit(
+            EventKind::Draining,
+            format!("left the balancer; draining up to {}", human(drain)),
+        );
+        let deadline = Instant::now() + drain;
+        let mut note = String::new();
+        let mut exited = None;
+        loop {
+            let in_flight = self.shared.sink.in_flight(&self.spec.name, &self.key);
+            if in_flight == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                note = format!(" (drain timeout with {in_flight} in flight)");
+                break;
+            }
+            tokio::select! {
+                status = child.wait() => {
+                    exited = Some(status.ok().map(process::exit_status));
+                    break;
+                }
+                () = sleep(DRAIN_POLL) => {}
+            }
+        }
+        let status = match exited {
+            Some(status) => {
+                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                status
+            }
+            None => process::terminate(child, pgid, self.spec.stop.grace).await,
+        };
+        let how = status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string());
+        {
+            let mut v = lock(&self.view);
+            v.last_exit = status;
+            v.pid = None;
+        }
+        self.set_state(ReplicaState::Exited, Some(format!("stopped: {how}")));
+        self.emit(EventKind::Stopped, format!("{how}{note}"));
+    }
+}
+
+fn human_secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}

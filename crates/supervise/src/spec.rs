@@ -1,0 +1,188 @@
+//! What to run: a service's command, environment, replica count and policies.
+//!
+//! These are the supervisor's own types, independent of the stack-file schema: the app
+//! wiring converts validated configuration into a [`ServiceSpec`]. Every default below
+//! follows the conventions of the supervisors users already know (Compose's restart
+//! vocabulary, Kubernetes' probe thresholds), with the values documented on each field.
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to run the replicas of one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    /// Service name; replicas are keyed `NAME/INDEX`.
+    pub name: String,
+    /// Program and arguments. `argv[0]` is looked up on `PATH`, or taken relative to
+    /// `workdir` if it contains a `/`.
+    pub command: Vec<String>,
+    /// Variables added to the environment inherited from shoal.
+    pub env: Vec<(String, String)>,
+    /// Working directory of the process (default: shoal's).
+    pub workdir: Option<PathBuf>,
+    /// Desired number of replicas.
+    pub replicas: u32,
+    /// Variable holding the free 127.0.0.1 port each replica must listen on (default `PORT`).
+    pub port_env: String,
+    /// Variable holding the replica index `0..N-1` (default `SHOAL_REPLICA`).
+    pub replica_env: String,
+    /// When a replica is fit to receive traffic.
+    pub readiness: Readiness,
+    /// What to do when a replica exits.
+    pub restart: RestartPolicy,
+    /// How a replica is taken out of service and terminated.
+    pub stop: StopPolicy,
+}
+
+impl ServiceSpec {
+    /// A spec with one replica and every policy at its default.
+    pub fn new(name: impl Into<String>, command: Vec<String>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            command,
+            env: Vec::new(),
+            workdir: None,
+            replicas: 1,
+            port_env: "PORT".to_owned(),
+            replica_env: "SHOAL_REPLICA".to_owned(),
+            readiness: Readiness::default(),
+            restart: RestartPolicy::default(),
+            stop: StopPolicy::default(),
+        }
+    }
+}
+
+/// How readiness is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET http://127.0.0.1:PORT{path}`; a 2xx or 3xx status passes.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+    },
+    /// A TCP connection to `127.0.0.1:PORT` is accepted.
+    Tcp,
+}
+
+/// Readiness checking: a replica joins the balancer only once its probe passes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    /// The check (default TCP connect).
+    pub probe: Probe,
+    /// Time between probes (default 1 s).
+    pub interval: Duration,
+    /// Time one probe may take (default 1 s).
+    pub timeout: Duration,
+    /// Consecutive passes needed to (re)join the balancer (default 1).
+    pub success_threshold: u32,
+    /// Consecutive failures after which a ready replica leaves the balancer (default 3).
+    pub failure_threshold: u32,
+    /// Probe failures during this period after start don't count (default 0 s).
+    pub start_period: Duration,
+    /// A replica not ready this long after start is killed and counts as a failed start
+    /// (default 60 s).
+    pub start_timeout: Duration,
+}
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness {
+            probe: Probe::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            success_threshold: 1,
+            failure_threshold: 3,
+            start_period: Duration::ZERO,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// When an exited replica is started again (Compose's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    /// Never.
+    No,
+    /// After a non-zero exit code or a death by signal (and after a failed start).
+    OnFailure,
+    /// After any exit.
+    Always,
+}
+
+/// Restarting with exponential back-off, and giving up on a crash loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartPolicy {
+    /// When to restart (default [`RestartMode::OnFailure`]).
+    pub mode: RestartMode,
+    /// First back-off delay (default 500 ms); doubles per consecutive restart. A floor of
+    /// 50 ms applies so that a crash loop never spins.
+    pub delay: Duration,
+    /// Cap of the back-off delay (default 30 s).
+    pub max_delay: Duration,
+    /// A process that stayed up this long resets the back-off to `delay` (default 30 s).
+    pub reset_after: Duration,
+    /// Restarts allowed within `window`; one more exit marks the replica failed
+    /// (default 5; 0 = unlimited).
+    pub max_attempts: u32,
+    /// Window over which restarts are counted (default 60 s).
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            mode: RestartMode::OnFailure,
+            delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            reset_after: Duration::from_secs(30),
+            max_attempts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Taking a replica out of service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopPolicy {
+    /// After leaving the balancer, wait at most this long for in-flight requests to
+    /// finish (default 10 s).
+    pub drain_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL of the process group (default 5 s).
+    pub grace: Duration,
+}
+
+impl Default for StopPolicy {
+    fn default() -> StopPolicy {
+        StopPolicy {
+            drain_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where and how replica output is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPolicy {
+    /// Directory of the log files (see [`crate::log_file`]); created if missing.
+    pub dir: PathBuf,
+    /// Size at which a log file is rotated, in bytes (default 10 MiB).
+    pub max_bytes: u64,
+    /// Rotated files kept per replica, `.1` newest (default 3).
+    pub keep: u32,
+    /// Also print each line to shoal's stdout as `service.index | line` (default false).
+    pub echo: bool,
+    /// Colour the echoed prefix per service with ANSI escapes (default false).
+    pub color: bool,
+}
+
+impl LogPolicy {
+    /// Defaults: 10 MiB files, 3 kept, no echo.
+    pub fn new(dir: impl Into<PathBuf>) -> LogPolicy {
+        LogPolicy {
+            dir: dir.into(),
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+            echo: false,
+            color: false,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use shoal_core::{
 };
 use shoal_proxy::Gateway;
 use shoal_supervise::{
-    Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
+    LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
 };
 
 /// Scale set with `shoal scale`, kept next to the stack file so it survives a restart.
@@ -198,6 +198,10 @@ pub(crate) fn spec_for(
         drain_timeout: c.stop.drain_timeout,
         grace: c.stop.grace,
     };
+    spec.log_rotation = Some(LogRotation {
+        max_bytes: c.logs.max_size,
+        keep: c.logs.keep,
+    });
     spec
 }
 

@@ -139,6 +139,26 @@ pub struct Command {
     pub restart: Restart,
     /// Stop behaviour.
     pub stop: Stop,
+    /// Rotation of the replicas' log files.
+    pub logs: Logs,
+}
+
+/// Size-based rotation of each replica's log file (`.shoal/logs/SERVICE.INDEX.log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// A file that would grow past this many bytes is rotated. Default 10 MiB.
+    pub max_size: u64,
+    /// Rotated files kept per replica (`.1` newest). Default 3.
+    pub keep: u32,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            max_size: 10 * 1024 * 1024,
+            keep: 3,
+        }
+    }
 }
 
 /// Readiness check of a local replica.
@@ -146,7 +166,8 @@ pub struct Command {
 pub struct Health {
     /// HTTP GET this path (2xx/3xx passes); None = TCP connect. Default TCP.
     pub path: Option<String>,
-    /// Between checks. Default 1s.
+    /// Between checks. Default 1s. Until a replica is first ready, checks come at least
+    /// every 100ms.
     pub interval: Duration,
     /// Per check. Default 1s.
     pub timeout: Duration,

@@ -75,6 +75,7 @@ pub(crate) struct RawService {
     pub(crate) health: Option<RawHealth>,
     pub(crate) restart: Option<StringOr<RawRestart>>,
     pub(crate) stop: Option<RawStop>,
+    pub(crate) logs: Option<RawLogs>,
     pub(crate) protocol: Option<String>,
     pub(crate) balance: Option<StringOr<RawBalance>>,
 }
@@ -130,6 +131,44 @@ impl From<String> for RawRestart {
 pub(crate) struct RawStop {
     pub(crate) drain_timeout: Option<String>,
     pub(crate) grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogs {
+    pub(crate) max_size: Option<RawSize>,
+    pub(crate) keep: Option<u32>,
+}
+
+/// A size: a number of bytes, or text like `10MiB` (validated later).
+#[derive(Debug)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a number of bytes or a number with a unit, like `10MiB`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                u64::try_from(v)
+                    .map(RawSize::Bytes)
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -371,3 +371,60 @@ fn empty_file_is_an_empty_stack() {
     let s = parse("", "f").unwrap();
     assert!(s.services.is_empty() && s.routes.is_empty());
 }
+
+#[test]
+fn log_rotation_sizes() {
+    let s = parse(
+        "services:\n  web:\n    command: [app]\n    logs: { max_size: 256KiB, keep: 2 }\n  api:\n    command: [app]\n    logs:\n      max_size: 2048\n  plain:\n    command: [app]\n",
+        "shoal.yaml",
+    )
+    .unwrap();
+    let logs = |name: &str| match &s.service(name).unwrap().source {
+        Source::Command(c) => c.logs.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        logs("web"),
+        Logs {
+            max_size: 256 * 1024,
+            keep: 2
+        }
+    );
+    assert_eq!(logs("api").max_size, 2048);
+    assert_eq!(logs("api").keep, 3);
+    assert_eq!(logs("plain"), Logs::default());
+    assert_eq!(Logs::default().max_size, 10 * 1024 * 1024);
+}
+
+#[test]
+fn bad_log_rotation_sizes_point_at_the_value() {
+    let e =
+        one_error("services:\n  web:\n    command: [app]\n    logs:\n      max_size: 10 megs\n");
+    assert!(
+        e.starts_with("shoal.yaml:5:17: services.web.logs.max_size: `10 megs` is not a size"),
+        "{e}"
+    );
+    assert!(e.contains("`10MiB`"), "{e}");
+    let e = one_error("services:\n  web:\n    command: [app]\n    logs: { max_size: 10B }\n");
+    assert!(
+        e.starts_with("shoal.yaml:4:23: services.web.logs.max_size: must be at least 1024 bytes"),
+        "{e}"
+    );
+    let e = one_error("services:\n  web:\n    command: [app]\n    logs: { max_size: -5 }\n");
+    assert!(e.starts_with("shoal.yaml:4:23: "), "{e}");
+    assert!(e.contains("a size cannot be negative"), "{e}");
+    let e = one_error("services:\n  web:\n    command: [app]\n    logs: { max_size: [1] }\n");
+    assert!(e.starts_with("shoal.yaml:4:23: "), "{e}");
+    assert!(e.contains("expected a size"), "{e}");
+    let e = one_error("services:\n  web:\n    command: [app]\n    logs: { size: 1MiB }\n");
+    assert!(e.starts_with("shoal.yaml:4:13: "), "{e}");
+    assert!(e.contains("max_size"), "{e}");
+    let e =
+        one_error("services:\n  web:\n    servers: [http://127.0.0.1:1]\n    logs: { keep: 1 }\n");
+    assert!(
+        e.starts_with(
+            "shoal.yaml:4:5: services.web.logs: `logs` applies to services with `command`"
+        ),
+        "{e}"
+    );
+}

@@ -480,6 +480,7 @@ impl Cx<'_> {
                     ("health", raw.health.is_some()),
                     ("restart", raw.restart.is_some()),
                     ("stop", raw.stop.is_some()),
+                    ("logs", raw.logs.is_some()),
                 ] {
                     if present {
                         self.misplaced(
@@ -529,6 +530,7 @@ impl Cx<'_> {
                         ),
                     },
                 };
+                let logs = self.logs(&format!("{path}.logs"), raw.logs);
                 let replicas = raw.replicas.unwrap_or(1);
                 if replicas > 1000 {
                     self.error(&format!("{path}.replicas"), "at most 1000 replicas");
@@ -543,6 +545,7 @@ impl Cx<'_> {
                     health,
                     restart,
                     stop,
+                    logs,
                 }))
             }
         };
@@ -711,6 +714,33 @@ impl Cx<'_> {
         }
     }
 
+    fn logs(&mut self, path: &str, raw: Option<RawLogs>) -> Logs {
+        let d = Logs::default();
+        let Some(raw) = raw else { return d };
+        let field = format!("{path}.max_size");
+        let max_size = match raw.max_size {
+            None => d.max_size,
+            Some(RawSize::Bytes(n)) => n,
+            Some(RawSize::Text(text)) => match parse_size(&text) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(&field, e);
+                    d.max_size
+                }
+            },
+        };
+        if max_size < MIN_LOG_SIZE {
+            self.error(
+                &field,
+                format!("must be at least {MIN_LOG_SIZE} bytes (1KiB)"),
+            );
+        }
+        Logs {
+            max_size: max_size.max(MIN_LOG_SIZE),
+            keep: raw.keep.unwrap_or(d.keep),
+        }
+    }
+
     fn restart(&mut self, path: &str, raw: Option<RawRestart>) -> Restart {
         let d = Restart::default();
         let Some(raw) = raw else { return d };
@@ -864,6 +894,35 @@ fn offset_place(text: &str, offset: usize, start: crate::locate::Place) -> (usiz
         let last = before.rsplit('\n').next().unwrap_or("");
         (start.line + newlines, 1 + last.chars().count())
     }
+}
+
+/// Smallest `logs.max_size`: below it, rotation would churn on every few lines.
+const MIN_LOG_SIZE: u64 = 1024;
+
+/// `1048576`, `512KiB`, `10MiB`, `1GiB`, `10MB`, `100KB`, `64B` (binary units are powers of
+/// 1024, decimal ones of 1000).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let expected = || {
+        format!(
+            "`{text}` is not a size; expected bytes or a number with a unit, like `10MiB`, `512KiB` or `10MB`"
+        )
+    };
+    let n: u64 = digits.parse().map_err(|_| expected())?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(expected()),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn list_or_none(names: &[&str]) -> String {

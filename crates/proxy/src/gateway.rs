@@ -12,6 +12,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use shoal_balance::{Pick, PickContext};
@@ -24,6 +25,7 @@ use crate::error::ProxyError;
 use crate::forward;
 use crate::middleware;
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
+use crate::upstream::{Conn, ConnectError, Upstreams};
 
 /// Connection facts the gateway needs per request.
 #[derive(Debug, Clone)]
@@ -118,6 +120,11 @@ impl Gateway {
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
         let h2c = service.protocol() == Protocol::H2c;
 
+        // Upstream request headers. Before the middlewares: `set_forwarded` drops a client-sent
+        // `X-Forwarded-Prefix`, and `strip_prefix` then sets ours.
+        forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
+        forward::set_forwarded(&mut parts.headers, client_ip, host_header.as_deref());
+
         // Path rewriting and header edits.
         let mut path = parts.uri.path().to_owned();
         middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
@@ -126,10 +133,6 @@ impl Gateway {
             None => PathAndQuery::try_from(path),
         }
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path".into()))?;
-
-        // Upstream request headers.
-        forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
-        forward::set_forwarded(&mut parts.headers, client_ip, host_header.as_deref());
         if !h2c && !parts.headers.contains_key(header::HOST) {
             // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
             if let Some(h) = host_header
@@ -144,66 +147,87 @@ impl Gateway {
         }
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
 
-        // Balance and send, retrying elsewhere only when nothing was sent and the body is empty.
-        let replayable = body.is_end_stream();
-        let template = replayable.then(|| (parts.method.clone(), parts.headers.clone()));
-        let mut request = Some(Request::from_parts(parts, body));
+        // Balance, connect, send. A replica we cannot connect to is skipped for the next one
+        // (nothing was sent, so this is safe for every method); a pooled connection the replica
+        // closed before our request was written gives the request back and we send it again.
+        let mut req = Request::from_parts(parts, body);
+        *req.version_mut() = if h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         let mut tried: Vec<Arc<str>> = Vec::new();
-        let (pick, mut resp) = loop {
-            let pick = {
-                let req = request.as_ref().expect("request present until sent");
+        let mut resent = false;
+        // Set when a replica refused us: if no other is left to try, that is the answer (502 or
+        // 504), not "no ready replica" (503).
+        let mut connect_failure: Option<ProxyError> = None;
+        let (pick, resp, h1) = loop {
+            let Some(pick) = ({
                 let exclude: Vec<&str> = tried.iter().map(|k| &**k).collect();
                 pick_backend(service, req.headers(), client_ip, &exclude)
-            }
-            .ok_or_else(|| ProxyError::NoEndpoint(service.name.to_string()))?;
-            let mut req = request.take().expect("request present until sent");
-            *req.uri_mut() = upstream_uri(pick.backend().addr(), &path_and_query)?;
-            *req.version_mut() = if h2c {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
+            }) else {
+                return Err(connect_failure
+                    .unwrap_or_else(|| ProxyError::NoEndpoint(service.name.to_string())));
             };
-            let client = if h2c {
-                &table.upstreams.h2c
-            } else {
-                &table.upstreams.http1
+            let backend = pick.backend();
+            let conn = match table.upstreams.checkout(backend.addr(), h2c).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(service = %service.name, replica = backend.key(), error = %e, "connect failed");
+                    let timed_out = matches!(e, ConnectError::Timeout(_));
+                    let name = service.name.to_string();
+                    let failure = if timed_out {
+                        ProxyError::Timeout(name)
+                    } else {
+                        ProxyError::Connect {
+                            service: name,
+                            source: Box::new(e),
+                        }
+                    };
+                    if tried.len() < CONNECT_RETRIES {
+                        tried.push(backend.key().into());
+                        connect_failure = Some(failure);
+                        continue;
+                    }
+                    return Err(failure);
+                }
             };
-            let sent =
-                tokio::time::timeout(table.settings.response_header_timeout, client.request(req))
-                    .await;
-            match sent {
-                Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
-                Ok(Ok(resp)) => break (pick, resp),
-                Ok(Err(e)) if e.is_connect() => {
-                    let timed_out = source_is_timeout(&e);
-                    tracing::debug!(service = %service.name, replica = pick.backend().key(), error = %e, "connect failed");
-                    match &template {
-                        Some((method, headers)) if tried.len() < CONNECT_RETRIES && !timed_out => {
-                            tried.push(pick.backend().key().into());
-                            let mut r = Request::new(crate::body::empty());
-                            *r.method_mut() = method.clone();
-                            *r.headers_mut() = headers.clone();
-                            request = Some(r);
-                        }
-                        _ if timed_out => {
-                            return Err(ProxyError::Timeout(service.name.to_string()));
-                        }
-                        _ => {
-                            return Err(ProxyError::Connect {
-                                service: service.name.to_string(),
-                                source: Box::new(e),
-                            });
-                        }
+            *req.uri_mut() = upstream_uri(backend.addr(), &path_and_query)?;
+            let deadline = table.settings.response_header_timeout;
+            let sent = match conn {
+                Conn::H1(mut sender) => {
+                    match tokio::time::timeout(deadline, sender.try_send_request(req)).await {
+                        Ok(Ok(resp)) => Ok((resp, Some(sender))),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
                     }
                 }
-                Ok(Err(e)) => {
-                    return Err(ProxyError::Upstream {
-                        service: service.name.to_string(),
-                        source: Box::new(e),
-                    });
+                Conn::H2(mut sender) => {
+                    match tokio::time::timeout(deadline, sender.try_send_request(req)).await {
+                        Ok(Ok(resp)) => Ok((resp, None)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
+                    }
                 }
+            };
+            match sent {
+                Ok((resp, h1)) => break (pick, resp, h1),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !resent => {
+                        // The connection died before our request was written: send it again.
+                        resent = true;
+                        req = unsent;
+                    }
+                    _ => {
+                        return Err(ProxyError::Upstream {
+                            service: service.name.to_string(),
+                            source: Box::new(e.into_error()),
+                        });
+                    }
+                },
             }
         };
+        let mut resp = resp;
 
         // Response headers back to the client.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -239,10 +263,12 @@ impl Gateway {
                 }
             }
         }
+        let pool = h1.map(|sender| (table.upstreams.clone(), sender));
         Ok(resp.map(|body| {
             boxed(GuardedBody {
                 inner: body,
-                _pick: pick,
+                pick: Some(pick),
+                pool,
             })
         }))
     }
@@ -353,22 +379,6 @@ fn upstream_uri(addr: &str, pq: &PathAndQuery) -> Result<Uri, ProxyError> {
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
 }
 
-fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 /// Copy bytes both ways between the upgraded client and upstream connections. The pick is
 /// held until the tunnel closes, so the replica counts it as in flight.
 async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pick: Pick) {
@@ -387,12 +397,28 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pick: Pick) {
     drop(pick);
 }
 
+/// An HTTP/1.1 connection to give back to its pool once the body has been read.
+type Reusable = (Arc<Upstreams>, http1::SendRequest<ProxyBody>);
+
 pin_project_lite::pin_project! {
-    /// A response body that keeps its replica's in-flight count until it is finished or dropped.
-    struct GuardedBody<B> {
+    /// A response body that keeps its replica's in-flight count until it is finished or
+    /// dropped, and returns the upstream connection to the pool when it was read to the end.
+    struct GuardedBody<B: Body> {
         #[pin]
         inner: B,
-        _pick: Pick,
+        pick: Option<Pick>,
+        pool: Option<Reusable>,
+    }
+
+    impl<B: Body> PinnedDrop for GuardedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A body the server stopped polling because it was complete still frees its connection.
+            if this.inner.is_end_stream()
+                && let (Some((pool, sender)), Some(pick)) = (this.pool.take(), this.pick.as_ref()) {
+                    pool.checkin(pick.backend().addr(), sender);
+                }
+        }
     }
 }
 
@@ -404,7 +430,14 @@ impl<B: Body<Data = Bytes>> Body for GuardedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let (Some((pool, sender)), Some(pick)) = (this.pool.take(), this.pick.take())
+        {
+            pool.checkin(pick.backend().addr(), sender);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -95,7 +95,7 @@ pub(crate) struct ForwardSettings {
 pub(crate) struct RoutingTable {
     pub(crate) routes: Vec<CompiledRoute>,
     pub(crate) services: HashMap<String, Arc<ServiceHandle>>,
-    pub(crate) upstreams: Upstreams,
+    pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) settings: ForwardSettings,
 }
 

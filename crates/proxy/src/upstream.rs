@@ -1,10 +1,27 @@
-//! Upstream connection pools: one HTTP/1.1 pool and one HTTP/2 (h2c, prior knowledge) pool,
-//! each keyed by endpoint address, with keep-alive and bounded idle connections.
+//! Upstream connections: a keep-alive pool of HTTP/1.1 connections and one multiplexed
+//! HTTP/2 (h2c, prior knowledge) connection per endpoint.
+//!
+//! Why our own pool rather than hyper-util's legacy client: the gateway must know that a
+//! connection exists *before* it hands the request over, so that a refused or timed-out
+//! connect can be retried on another replica with the request still in hand — for any
+//! method, since nothing was sent. It also skips work the general-purpose client does on every
+//! request (URI-derived pool keys, racing a lazy connect against the idle list).
+//!
+//! HTTP/1.1: a connection is checked out for one request and returned when the response body
+//! has been read to the end (see `crate::gateway`); a response abandoned half-way closes its
+//! connection. At most `max_idle_per_endpoint` idle connections are kept per endpoint; idle
+//! ones older than `idle_timeout` are closed by a sweeper task. A pooled connection the
+//! replica closed before our request was written gives the request back (hyper's
+//! `try_send_request`), and the gateway sends it again on a fresh connection.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 
@@ -16,38 +33,242 @@ pub(crate) struct PoolSettings {
     pub(crate) max_idle_per_endpoint: usize,
 }
 
-/// The two client pools.
-#[derive(Debug, Clone)]
+/// Why a connection could not be had. Nothing was sent in either case.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The connect did not finish within the connect timeout.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// Refused, unreachable, or the protocol handshake failed.
+    #[error("connect failed: {0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A connection ready for one request.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    /// HTTP/1.1, exclusively ours until returned.
+    H1(http1::SendRequest<ProxyBody>),
+    /// HTTP/2, shared.
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// The pools of every endpoint.
+#[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) settings: PoolSettings,
-    pub(crate) http1: Client<HttpConnector, ProxyBody>,
-    pub(crate) h2c: Client<HttpConnector, ProxyBody>,
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    h2: Mutex<HashMap<Box<str>, http2::SendRequest<ProxyBody>>>,
 }
 
 impl Upstreams {
-    pub(crate) fn new(settings: PoolSettings) -> Upstreams {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let builder = |h2: bool| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(settings.idle_timeout)
-                .pool_max_idle_per_host(settings.max_idle_per_endpoint)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .set_host(false);
-            if h2 {
-                b.http2_only(true)
-                    .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-                    .http2_keep_alive_while_idle(false);
-            }
-            b.build(connector.clone())
-        };
-        Upstreams {
+    pub(crate) fn new(settings: PoolSettings) -> Arc<Upstreams> {
+        let pool = Arc::new(Upstreams {
             settings,
-            http1: builder(false),
-            h2c: builder(true),
+            idle: Mutex::default(),
+            h2: Mutex::default(),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep(Arc::downgrade(&pool)));
         }
+        pool
+    }
+
+    /// A connection to `addr`: a pooled one if available, else a new one.
+    pub(crate) async fn checkout(&self, addr: &str, h2c: bool) -> Result<Conn, ConnectError> {
+        if h2c {
+            return self.checkout_h2(addr).await.map(Conn::H2);
+        }
+        while let Some(mut sender) = self.pop_idle(addr) {
+            // Usually ready at once; waits only if the last response is still being wound up.
+            if sender.ready().await.is_ok() {
+                return Ok(Conn::H1(sender));
+            }
+        }
+        let io = self.connect(addr).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::trace!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn::H1(sender))
+    }
+
+    /// Give an HTTP/1.1 connection back after its response was read to the end.
+    pub(crate) fn checkin(&self, addr: &str, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match idle.get_mut(addr) {
+            Some(list) => list,
+            None => idle.entry(addr.into()).or_default(),
+        };
+        if list.len() < self.settings.max_idle_per_endpoint {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn pop_idle(&self, addr: &str) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(addr)?;
+        // Most recently used first: it is the likeliest to still be open.
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.settings.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    async fn checkout_h2(&self, addr: &str) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
+        {
+            let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = h2.get(addr).filter(|s| !s.is_closed()) {
+                return Ok(s.clone());
+            }
+        }
+        let io = self.connect(addr).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        self.h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.into(), sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self, addr: &str) -> Result<TokioIo<TcpStream>, ConnectError> {
+        let timeout = self.settings.connect_timeout;
+        let connecting = async {
+            match addr.parse::<SocketAddr>() {
+                Ok(a) => TcpStream::connect(a).await,
+                Err(_) => TcpStream::connect(addr).await, // host name: resolved by tokio
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout(timeout))?
+            .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+}
+
+/// Close idle connections older than the idle timeout; stops when the pool is dropped.
+async fn sweep(pool: Weak<Upstreams>) {
+    let period = match pool.upgrade() {
+        Some(p) => (p.settings.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.settings.idle_timeout;
+        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for list in idle.values_mut() {
+            list.retain(|e| !e.sender.is_closed() && e.since.elapsed() < timeout);
+        }
+        idle.retain(|_, list| !list.is_empty());
+        drop(idle);
+        pool.h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| !s.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> PoolSettings {
+        PoolSettings {
+            connect_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(60),
+            max_idle_per_endpoint: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_connect_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = Upstreams::new(settings());
+        let err = pool
+            .checkout(&format!("127.0.0.1:{port}"), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Failed(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_and_capped() {
+        // The replica accepts exactly three connections, then stops listening: a checkout
+        // that succeeds afterwards can only be a reused connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(listener.accept().await.unwrap().0);
+            }
+            drop(listener);
+            std::future::pending::<()>().await;
+        });
+        let pool = Upstreams::new(settings());
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            match pool.checkout(&addr, false).await.unwrap() {
+                Conn::H1(s) => conns.push(s),
+                Conn::H2(_) => unreachable!(),
+            }
+        }
+        for s in conns {
+            pool.checkin(&addr, s);
+        }
+        assert_eq!(
+            pool.idle.lock().unwrap()[addr.as_str()].len(),
+            2,
+            "capped at max idle"
+        );
+        assert!(
+            pool.checkout(&addr, false).await.is_ok(),
+            "reused an idle connection"
+        );
+        assert!(
+            pool.checkout(&addr, false).await.is_ok(),
+            "reused the second one"
+        );
+        assert!(
+            pool.checkout(&addr, false).await.is_err(),
+            "none left: a new connect is refused"
+        );
     }
 }

@@ -31,5 +31,7 @@ mod spec;
 mod supervisor;
 
 pub use logs::{MAX_LINE, log_file};
-pub use spec::{LogPolicy, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy};
+pub use spec::{
+    LogPolicy, LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy,
+};
 pub use supervisor::{SAMPLE_EVERY, Supervisor};

@@ -46,6 +46,26 @@ use crate::{probe, process};
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Floor of the probe interval.
 const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// Probe cadence of a replica that has not been ready yet (when shorter than `interval`).
+///
+/// Like Docker's `start_interval`: most servers listen within milliseconds of their
+/// start, and the first probe (sent right after spawn) usually finds nothing listening
+/// yet. Waiting a whole `interval` (1 s by default) before the second probe would keep a
+/// healthy replica out of the balancer for that long after every start and restart.
+/// Once a replica has been ready, probes follow `interval`.
+const START_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Delay before the next probe: at most [`START_PROBE_INTERVAL`] until the replica is
+/// first ready, then `interval`; never below [`MIN_PROBE_INTERVAL`].
+fn next_probe_delay(interval: Duration, ever_ready: bool) -> Duration {
+    let delay = if ever_ready {
+        interval
+    } else {
+        interval.min(START_PROBE_INTERVAL)
+    };
+    // A zero interval must not turn into a busy loop of connects.
+    delay.max(MIN_PROBE_INTERVAL)
+}
 
 /// What every runner needs from the supervisor.
 pub(crate) struct Shared {
@@ -186,7 +206,7 @@ impl ReplicaHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(());
         let log = Arc::new(Mutex::new(ReplicaLog::open(
-            &shared.logs,
+            &shared.logs.with_rotation(spec.log_rotation),
             &spec.name,
             index,
         )));
@@ -504,8 +524,9 @@ impl Runner {
                     return Outcome::Exited { uptime: started.elapsed(), failure: true, cause };
                 }
                 result = &mut probe => {
-                    // A zero interval must not turn into a busy loop of connects.
-                    probe = self.probe_after(readiness.interval.max(MIN_PROBE_INTERVAL), port);
+                    // Decided before this result counts: the probe after the one that
+                    // made the replica ready still comes at the start-up cadence.
+                    probe = self.probe_after(next_probe_delay(readiness.interval, ever_ready), port);
                     match result {
                         Ok(()) => {
                             failures = 0;
@@ -594,4 +615,23 @@ impl Runner {
 
 fn human_secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_come_fast_until_first_ready_then_every_interval() {
+        let second = Duration::from_secs(1);
+        assert_eq!(next_probe_delay(second, false), START_PROBE_INTERVAL);
+        assert_eq!(next_probe_delay(second, true), second);
+        // A shorter interval is kept during start-up too.
+        let short = Duration::from_millis(30);
+        assert_eq!(next_probe_delay(short, false), short);
+        assert_eq!(next_probe_delay(short, true), short);
+        // Zero never becomes a busy loop.
+        assert_eq!(next_probe_delay(Duration::ZERO, false), MIN_PROBE_INTERVAL);
+        assert_eq!(next_probe_delay(Duration::ZERO, true), MIN_PROBE_INTERVAL);
+    }
 }

@@ -31,6 +31,9 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// How a replica is taken out of service and terminated.
     pub stop: StopPolicy,
+    /// Size and number of this service's log files; `None` keeps the supervisor's
+    /// [`LogPolicy`] (default `None`).
+    pub log_rotation: Option<LogRotation>,
 }
 
 impl ServiceSpec {
@@ -47,6 +50,7 @@ impl ServiceSpec {
             readiness: Readiness::default(),
             restart: RestartPolicy::default(),
             stop: StopPolicy::default(),
+            log_rotation: None,
         }
     }
 }
@@ -68,7 +72,9 @@ pub enum Probe {
 pub struct Readiness {
     /// The check (default TCP connect).
     pub probe: Probe,
-    /// Time between probes (default 1 s).
+    /// Time between probes (default 1 s). Until a replica is first ready, probes come
+    /// at least every 100 ms (like Docker's `start_interval`), so a replica that listens
+    /// soon after spawn joins the balancer without waiting a whole interval.
     pub interval: Duration,
     /// Time one probe may take (default 1 s).
     pub timeout: Duration,
@@ -159,6 +165,15 @@ impl Default for StopPolicy {
     }
 }
 
+/// Size-based rotation of a service's log files, overriding the [`LogPolicy`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// Size at which a log file is rotated, in bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept per replica, `.1` newest.
+    pub keep: u32,
+}
+
 /// Where and how replica output is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogPolicy {
@@ -175,6 +190,16 @@ pub struct LogPolicy {
 }
 
 impl LogPolicy {
+    /// This policy with `rotation`'s size and count, if given.
+    pub fn with_rotation(&self, rotation: Option<LogRotation>) -> LogPolicy {
+        let mut policy = self.clone();
+        if let Some(r) = rotation {
+            policy.max_bytes = r.max_bytes;
+            policy.keep = r.keep;
+        }
+        policy
+    }
+
     /// Defaults: 10 MiB files, 3 kept, no echo.
     pub fn new(dir: impl Into<PathBuf>) -> LogPolicy {
         LogPolicy {

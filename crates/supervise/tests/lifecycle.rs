@@ -381,6 +381,23 @@ async fn time_from_spawn_to_ready_for_a_python_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_probes_do_not_wait_a_whole_interval() {
+    // The first probe, right after spawn, finds nothing listening yet; with a 10 s
+    // interval the replica would stay out for 10 s if probes kept that cadence.
+    let h = Harness::new();
+    let mut spec = h.server("api", 1);
+    spec.readiness.interval = Duration::from_secs(10);
+    let t0 = Instant::now();
+    h.sup.apply(vec![spec]).await;
+    eventually(5, "ready well before one interval", || {
+        (h.sink.keys("api").len() == 1).then_some(())
+    })
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_leaves_at_once_and_comes_back_after_backoff() {
     let h = Harness::new();
     let mut spec = h.server("music", 2);

@@ -1,1 +1,42 @@
-//! TODO
+//! The in-process end-to-end harness: real backends, the real gateway, a client, and
+//! polling helpers, all on `127.0.0.1:0`, so gateway tests read like short stories:
+//!
+//! ```no_run
+//! # async fn story() {
+//! use shoal_test_support::{Backends, TestGateway};
+//!
+//! let backends = Backends::start(3).await;
+//! let gw = TestGateway::builder()
+//!     .service("web", &backends)
+//!     .route("PathPrefix(`/`)", "web")
+//!     .start()
+//!     .await;
+//! let answer = gw.get("/whoami").await;
+//! assert_eq!(answer.status, 200);
+//! assert_eq!(answer.replica(), backends[0].url());
+//! # }
+//! ```
+//!
+//! This crate owns the test vocabulary: [`Backends`] (in-process `shoal-sample-app`
+//! instances, named `r1`, `r2`, …) and a [`Recorder`] (answers any path with what it
+//! received); [`StackBuilder`] (a stack file written as YAML, so tests go through the parser
+//! and validator users meet); [`TestGateway`] (a whole shoal started through
+//! [`shoal_app::Shoal::start`], its stack file in a temp dir so reloads work as for users);
+//! [`Client`] (pooled, HTTP/1.1 or h2c) and [`Conn`] (one raw HTTP/1.1 keep-alive
+//! connection); and [`eventually`] (poll a condition until a deadline: tests never sleep to
+//! synchronise). It asserts nothing about shoal: the proofs live in `crates/app/tests/`.
+#![warn(missing_docs)]
+
+mod backends;
+mod client;
+mod gateway;
+mod poll;
+mod recorder;
+mod stack;
+
+pub use backends::{Backend, Backends, ServerList, dead_url};
+pub use client::{Answer, BoxError, Client, Conn, ReqBody, body, get, tally};
+pub use gateway::TestGateway;
+pub use poll::{DEADLINE, eventually};
+pub use recorder::Recorder;
+pub use stack::{Route, Service, StackBuilder};

@@ -1,0 +1,197 @@
+//! The other subcommands and the start-up failures users meet first.
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::sample_service;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn logs_are_captured_per_replica() {
+    let stack = Stack::new(&sample_service("web", 2, ""), &[("/", "web")], "");
+    let mut up = stack.up();
+    up.wait_listening(&stack);
+    stack.wait_ready("web", 2, T);
+    let out = wait_for(
+        "both replicas' start-up lines in `shoal logs web`",
+        T,
+        || {
+            let out = stack.run(&["logs", "web"]);
+            let text = stdout(&out);
+            (out.status.success()
+                && text.contains("web.0 | sample-app web#0 listening on")
+                && text.contains("web.1 | sample-app web#1 listening on"))
+            .then_some(text)
+        },
+    );
+    assert!(stack.path().join(".shoal/logs/web.0.log").exists(), "{out}");
+
+    let one = stack.run(&["logs", "web", "--replica", "1"]);
+    assert!(one.status.success(), "{}", stderr(&one));
+    let text = stdout(&one);
+    assert!(text.contains("sample-app web#1 listening on"), "{text}");
+    assert!(
+        !text.contains("web#0"),
+        "--replica 1 shows replica 1 only: {text}"
+    );
+    assert!(!text.contains("web.1 | "), "one replica: no prefix: {text}");
+
+    let none = stack.run(&["logs", "nope"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("no log files for service `nope`"),
+        "{}",
+        stderr(&none)
+    );
+}
+
+#[test]
+fn logs_rotate_at_the_configured_size() {
+    // 256 KiB files, 2 kept; the replica prints about 1.2 MB before it starts serving.
+    let services = "  chatty:
+    command: [sh, -c, 'yes \"a line of replica output, over and over, to fill the log\" | head -n 20000; exec \"$SHOAL_BIN\" sample-app']
+    env: { SHOAL_BIN: \"@SHOAL@\" }
+    health: { path: /health, interval: 100ms }
+    stop: { drain_timeout: 1s, grace: 1s }
+    logs: { max_size: 256KiB, keep: 2 }
+";
+    let stack = Stack::new(services, &[("/", "chatty")], "");
+    let check = stack.run(&["check"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let mut up = stack.up();
+    up.wait_listening(&stack);
+    stack.wait_ready("chatty", 1, T);
+    let dir = stack.path().join(".shoal/logs");
+    let file = |suffix: &str| dir.join(format!("chatty.0.log{suffix}"));
+    // Ready means the output was written (the sample app starts after it).
+    wait_for("the start-up line after the output", T, || {
+        std::fs::read_to_string(file(""))
+            .ok()?
+            .contains("listening on")
+            .then_some(())
+    });
+    assert!(file(".1").exists());
+    assert!(file(".2").exists());
+    assert!(!file(".3").exists(), "keep: 2");
+    let mut total = 0;
+    for suffix in ["", ".1", ".2"] {
+        let len = std::fs::metadata(file(suffix)).unwrap().len();
+        assert!(len <= 256 * 1024, "{suffix}: {len} bytes");
+        total += len;
+    }
+    assert!(total <= 3 * 256 * 1024, "{total}");
+    assert!(total >= 2 * 256 * 1024, "{total}");
+}
+
+#[test]
+fn a_taken_gateway_port_is_named_and_fails_fast() {
+    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
+    let _taken = TcpListener::bind(stack.gateway).unwrap();
+    let mut up = stack.up();
+    let status = up.wait_exit(Duration::from_secs(5));
+    assert!(!status.success());
+    let err = up.stderr();
+    assert!(err.contains(&stack.gateway.to_string()), "{err}");
+    assert!(elapsed(up.started) < Duration::from_secs(5));
+}
+
+#[test]
+fn a_taken_admin_port_is_named_and_fails_fast() {
+    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
+    let _taken = TcpListener::bind(stack.admin).unwrap();
+    let mut up = stack.up();
+    let status = up.wait_exit(Duration::from_secs(5));
+    assert!(!status.success());
+    let err = up.stderr();
+    assert!(
+        err.contains(&format!("cannot listen on {} (admin API)", stack.admin)),
+        "{err}"
+    );
+    assert!(err.contains("admin.listen"), "{err}");
+}
+
+#[test]
+fn check_reports_every_problem_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "services:
+  web:
+    command: [shoal, sample-app]
+    restart: { policy: sometimes }
+    health: { interval: soon }
+    logs: { max_size: 12 parsecs }
+routes:
+  - match: PathPrefix(`/`)
+    service: wbe
+",
+    )
+    .unwrap();
+    let out = run_in(dir.path(), &["check", "-f", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("bad.yaml:4:"), "restart.policy: {err}");
+    assert!(err.contains("bad.yaml:5:"), "health.interval: {err}");
+    assert!(
+        err.contains("bad.yaml:6:23: services.web.logs.max_size: `12 parsecs` is not a size"),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml:9:"), "unknown service: {err}");
+    assert!(err.contains("4 problems found"), "{err}");
+    assert!(err.contains("sometimes"), "{err}");
+    // `up` refuses the same file with the same code, starting nothing.
+    let out = run_in(dir.path(), &["up", "-f", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing was started"));
+}
+
+#[test]
+fn init_writes_a_stack_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("shoal.yaml").exists());
+    let out = run_in(dir.path(), &["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("shoal.yaml: ok"), "{}", stdout(&out));
+    // A second init does not overwrite it.
+    let out = run_in(dir.path(), &["init"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"));
+}
+
+#[test]
+fn an_exposed_admin_api_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("shoal.yaml"),
+        format!(
+            "admin:\n  listen: 0.0.0.0:{port}\nservices:\n  web:\n    command: [shoal, sample-app]\nroutes:\n  - match: PathPrefix(`/`)\n    service: web\n"
+        ),
+    )
+    .unwrap();
+    for args in [&["check"][..], &["up"][..]] {
+        let out = run_in(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("shoal.yaml:2:"), "{err}");
+        assert!(err.contains("admin.token"), "{err}");
+        assert!(err.contains("reachable beyond this machine"), "{err}");
+    }
+}
+
+#[test]
+fn admin_commands_say_when_shoal_is_not_running() {
+    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
+    for args in [&["status"][..], &["scale", "web", "2"], &["events"]] {
+        let out = stack.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("cannot reach the admin API at {}", stack.admin)),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Tests that run the real `shoal` binary: one temp folder, one stack file and free ports
+//! per test; every wait polls with a deadline.
+//!
+//! - `supervise`: readiness gating, crash recovery, crash-loop give-up, scaling, shutdown,
+//!   scale persistence, bad commands;
+//! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
+//! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
+mod commands;
+mod figures;
+mod supervise;
+mod support;
+
+/// A service of the built-in sample app with short test intervals.
+pub(crate) fn sample_service(name: &str, replicas: u32, extra_args: &str) -> String {
+    format!(
+        "  {name}:
+    command: [shoal, sample-app{extra_args}]
+    replicas: {replicas}
+    health: {{ path: /health, interval: 100ms }}
+    restart: {{ policy: on-failure, delay: 100ms }}
+    stop: {{ drain_timeout: 1s, grace: 1s }}
+"
+    )
+}

@@ -1,0 +1,461 @@
+//! The harness: a stack file in a fresh folder, the real `shoal` binary started on it, a
+//! tiny blocking HTTP client, process-tree inspection from `/proc`, and polling with a
+//! deadline. Every `Up` kills its shoal (and whatever shoal left behind) when dropped, so
+//! a failing test cleans up too.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The binary under test.
+pub(crate) const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// Time since `since` (the workspace bans `std::time::Instant`; wall time is fine here).
+pub(crate) fn elapsed(since: SystemTime) -> Duration {
+    SystemTime::now()
+        .duration_since(since)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Poll `probe` every 20 ms until it returns `Some`, or panic after `timeout` naming `what`.
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    poll(what, timeout, Duration::from_millis(20), &mut probe)
+}
+
+/// [`wait_for`] with a chosen polling period.
+pub(crate) fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    probe: &mut dyn FnMut() -> Option<T>,
+) -> T {
+    let start = SystemTime::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            elapsed(start) < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh folder holding `shoal.yaml`, with free gateway and admin ports.
+pub(crate) struct Stack {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) gateway: SocketAddr,
+    pub(crate) admin: SocketAddr,
+}
+
+impl Stack {
+    /// Write a stack with these `services:` (YAML, indented by 2) routed as `routes`
+    /// (`(prefix, service)`), plus `extra` top-level YAML. `@SHOAL@` in the text is replaced
+    /// by the path of the binary under test.
+    pub(crate) fn new(services: &str, routes: &[(&str, &str)], extra: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut yaml = format!(
+            "gateway:\n  listen: {gateway}\n  replica_header: true\nadmin:\n  listen: {admin}\n{extra}\nservices:\n{services}\nroutes:\n"
+        );
+        for (prefix, service) in routes {
+            yaml.push_str(&format!(
+                "  - match: PathPrefix(`{prefix}`)\n    service: {service}\n"
+            ));
+        }
+        let yaml = yaml.replace("@SHOAL@", SHOAL);
+        std::fs::write(dir.path().join("shoal.yaml"), yaml).unwrap();
+        Stack {
+            dir,
+            gateway,
+            admin,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `shoal up` in this folder (its stdout and stderr go to files there).
+    pub(crate) fn up(&self) -> Up {
+        Up::start(self.path(), &["up", "--quiet"])
+    }
+
+    /// Run a shoal subcommand to completion in this folder.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        run_in(self.path(), args)
+    }
+
+    /// GET from the admin API; None if it does not answer (yet).
+    pub(crate) fn admin_get(&self, path: &str) -> Option<Value> {
+        let r = http(self.admin, "GET", path, None).ok()?;
+        serde_json::from_slice(&r.body).ok()
+    }
+
+    /// POST JSON to the admin API and return the status and JSON answer.
+    pub(crate) fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = http(self.admin, "POST", path, Some(body)).unwrap();
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// One service as the admin API reports it.
+    pub(crate) fn service(&self, name: &str) -> Option<Value> {
+        self.admin_get(&format!("/api/v1/services/{name}"))
+    }
+
+    /// Events so far.
+    pub(crate) fn events(&self) -> Vec<Value> {
+        self.admin_get("/api/v1/events")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// GET through the gateway.
+    pub(crate) fn get(&self, path: &str) -> std::io::Result<Response> {
+        http(self.gateway, "GET", path, None)
+    }
+
+    /// Wait until `service` has `n` ready replicas and no others (none starting or draining).
+    pub(crate) fn wait_ready(&self, service: &str, n: u64, timeout: Duration) -> Value {
+        wait_for(&format!("{service}: exactly {n} ready"), timeout, || {
+            let s = self.service(service)?;
+            let replicas = s["replicas"].as_array()?;
+            (s["ready"] == n
+                && s["desired"] == n
+                && replicas.len() as u64 == n
+                && replicas.iter().all(|r| r["state"] == "ready"))
+            .then_some(s)
+        })
+    }
+
+    /// The distinct `x-shoal-replica` values seen over `requests` gateway requests,
+    /// all of which must succeed.
+    pub(crate) fn replicas_seen(&self, path: &str, requests: usize) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        for _ in 0..requests {
+            let r = self.get(path).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            seen.insert(r.header("x-shoal-replica").unwrap_or_default().to_owned());
+        }
+        seen
+    }
+}
+
+/// Run a shoal subcommand to completion in `dir`.
+pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(SHOAL)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SHOAL_ADMIN")
+        .env_remove("SHOAL_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A running `shoal up`, in its own process group. Dropping it kills shoal and every
+/// process it left behind.
+pub(crate) struct Up {
+    child: Option<Child>,
+    pub(crate) pid: u32,
+    dir: PathBuf,
+    pub(crate) started: SystemTime,
+}
+
+impl Up {
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> Up {
+        let out = std::fs::File::create(dir.join("up.stdout")).unwrap();
+        let err = std::fs::File::create(dir.join("up.stderr")).unwrap();
+        let started = SystemTime::now();
+        let child = Command::new(SHOAL)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Up {
+            pid: child.id(),
+            child: Some(child),
+            dir: dir.to_owned(),
+            started,
+        }
+    }
+
+    /// Wait until the admin API answers (shoal prints its addresses once it listens).
+    pub(crate) fn wait_listening(&mut self, stack: &Stack) {
+        let what = "shoal to listen";
+        wait_for(what, Duration::from_secs(10), || {
+            if let Some(status) = self.try_wait() {
+                panic!("shoal exited early ({status}):\n{}", self.stderr());
+            }
+            stack.admin_get("/api/v1/health")
+        });
+    }
+
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().unwrap()
+    }
+
+    /// Wait for shoal to exit, at most `timeout`.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let what = format!("shoal (pid {}) to exit", self.pid);
+        wait_for(&what, timeout, || self.try_wait())
+    }
+
+    /// Send `signal` to shoal only.
+    pub(crate) fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid as i32), signal).unwrap();
+    }
+
+    /// Send `signal` to shoal's process group, as a terminal does on Ctrl-C.
+    pub(crate) fn signal_group(&self, signal: Signal) {
+        killpg(Pid::from_raw(self.pid as i32), signal).unwrap();
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("up.stdout")).unwrap_or_default()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("up.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Only while shoal is not reaped: until then its pid (and group id) cannot be reused.
+        if matches!(child.try_wait(), Ok(None)) {
+            // Everything under shoal, then shoal's group: processes this test started.
+            let left: Vec<Proc> = tree(self.pid);
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            for p in left {
+                p.kill();
+            }
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- shoal stdout ---\n{}\n--- shoal stderr ---\n{}",
+                tail(&self.stdout(), 60),
+                tail(&self.stderr(), 60)
+            );
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A process, identified by pid and start time (so a recycled pid is not mistaken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
+    start: u64,
+}
+
+struct Stat {
+    ppid: u32,
+    pgrp: u32,
+    start: u64,
+    zombie: bool,
+}
+
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // f[0] is field 3 (state); field n is f[n - 3].
+    Some(Stat {
+        zombie: matches!(f.first(), Some(&"Z" | &"X")),
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+fn all_procs() -> HashMap<u32, Stat> {
+    let mut all = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
+            && let Some(stat) = read_stat(pid)
+        {
+            all.insert(pid, stat);
+        }
+    }
+    all
+}
+
+impl Proc {
+    pub(crate) fn of(pid: u32) -> Option<Proc> {
+        read_stat(pid).map(|s| Proc {
+            pid,
+            start: s.start,
+        })
+    }
+
+    /// Still running (a zombie or a new process with the same pid does not count).
+    pub(crate) fn alive(&self) -> bool {
+        read_stat(self.pid).is_some_and(|s| s.start == self.start && !s.zombie)
+    }
+
+    /// SIGKILL it if it is still this process.
+    pub(crate) fn kill(&self) {
+        if self.alive() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The live descendants of `roots` and every member of their process groups, transitively
+/// (a double-forked daemon is reparented away from its parent but keeps its group).
+pub(crate) fn descendants(roots: &[u32]) -> Vec<Proc> {
+    let all = all_procs();
+    let mut found: BTreeSet<u32> = roots.iter().copied().collect();
+    loop {
+        let before = found.len();
+        for (pid, s) in &all {
+            if !s.zombie && (found.contains(&s.ppid) || found.contains(&s.pgrp)) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|pid| {
+            let s = all.get(&pid)?;
+            (!s.zombie).then_some(Proc {
+                pid,
+                start: s.start,
+            })
+        })
+        .collect()
+}
+
+/// `pid` and everything under it (see [`descendants`]).
+pub(crate) fn tree(pid: u32) -> Vec<Proc> {
+    descendants(&[pid])
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), read to the end.
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if json.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| {
+        std::io::Error::other(format!("bad response: {:?}", String::from_utf8_lossy(&raw)))
+    })
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}

@@ -125,14 +125,33 @@ impl Gateway {
         forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
         forward::set_forwarded(&mut parts.headers, client_ip, host_header.as_deref());
 
-        // Path rewriting and header edits.
-        let mut path = parts.uri.path().to_owned();
-        middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
-        let path_and_query = match parts.uri.query() {
-            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-            None => PathAndQuery::try_from(path),
-        }
-        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path".into()))?;
+        // Path rewriting and header edits. Without path middlewares the original
+        // path-and-query is reused as is (a cheap reference-counted clone).
+        let rewrites = route
+            .middlewares
+            .iter()
+            .any(|m| !matches!(m, shoal_config::Middleware::Headers(_)));
+        let path_and_query = if rewrites {
+            let mut path = parts.uri.path().to_owned();
+            middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
+            match parts.uri.query() {
+                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+                None => PathAndQuery::try_from(path),
+            }
+            .map_err(|_| {
+                ProxyError::BadRequest("the rewritten path is not a valid URI path".into())
+            })?
+        } else {
+            if !route.middlewares.is_empty() {
+                let mut unused = String::new();
+                middleware::apply_request(&route.middlewares, &mut unused, &mut parts.headers);
+            }
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        };
         if !h2c && !parts.headers.contains_key(header::HOST) {
             // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
             if let Some(h) = host_header
@@ -192,7 +211,13 @@ impl Gateway {
                     return Err(failure);
                 }
             };
-            *req.uri_mut() = upstream_uri(backend.addr(), &path_and_query)?;
+            // HTTP/1.1 upstreams get the origin form (`/path?query`); HTTP/2 needs the
+            // scheme and authority as pseudo-headers, so it gets the absolute form.
+            *req.uri_mut() = if h2c {
+                upstream_uri(backend.addr(), &path_and_query)?
+            } else {
+                Uri::from(path_and_query.clone())
+            };
             let deadline = table.settings.response_header_timeout;
             let sent = match conn {
                 Conn::H1(mut sender) => {

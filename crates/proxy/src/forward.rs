@@ -52,6 +52,11 @@ pub(crate) fn strip_hop_by_hop(
     keep_upgrade: bool,
     keep_te_trailers: bool,
 ) {
+    // Fast path: most messages carry none of these; one pass over the (few) names is cheaper
+    // than a hash lookup per hop-by-hop header.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too. Collect first: we mutate after.
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -84,8 +89,12 @@ pub(crate) fn strip_hop_by_hop(
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Set the forwarded headers on a request going upstream.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<&str>) {
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<HeaderValue>) {
     let mut xff = String::with_capacity(48);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(v) = v.to_str() {
@@ -102,7 +111,7 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Op
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
         None => headers.remove(&X_FORWARDED_HOST),
     };
@@ -174,7 +183,7 @@ mod tests {
         set_forwarded(
             &mut h,
             "::ffff:127.0.0.1".parse().unwrap(),
-            Some("example.com"),
+            Some(HeaderValue::from_static("example.com")),
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

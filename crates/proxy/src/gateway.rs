@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
@@ -103,12 +103,20 @@ impl Gateway {
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let host_header = request_host(&parts.uri, &parts.headers).map(str::to_owned);
+        // The Host header (a reference-counted clone), or HTTP/2's :authority.
+        let host_header: Option<HeaderValue> = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let host_str = host_header.as_ref().and_then(|h| h.to_str().ok());
         let client_ip = forward::canonical_ip(conn.client.ip());
         let route = {
             let info = RequestInfo {
                 method: &parts.method,
-                host: host_header.as_deref().map(strip_port),
+                host: host_str.map(strip_port),
                 path: parts.uri.path(),
                 query: parts.uri.query(),
                 headers: &parts.headers,
@@ -123,7 +131,7 @@ impl Gateway {
         // Upstream request headers. Before the middlewares: `set_forwarded` drops a client-sent
         // `X-Forwarded-Prefix`, and `strip_prefix` then sets ours.
         forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
-        forward::set_forwarded(&mut parts.headers, client_ip, host_header.as_deref());
+        forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone());
 
         // Path rewriting and header edits. Without path middlewares the original
         // path-and-query is reused as is (a cheap reference-counted clone).
@@ -154,10 +162,7 @@ impl Gateway {
         };
         if !h2c && !parts.headers.contains_key(header::HOST) {
             // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
-            if let Some(h) = host_header
-                .as_deref()
-                .and_then(|h| HeaderValue::from_str(h).ok())
-            {
+            if let Some(h) = host_header {
                 parts.headers.insert(header::HOST, h);
             }
         }
@@ -376,14 +381,6 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then_some(v.trim_matches('"'))
         })
-}
-
-/// Host from the Host header, else from the URI (HTTP/2 `:authority`).
-fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(Authority::as_str))
 }
 
 fn strip_port(host: &str) -> &str {

@@ -403,8 +403,17 @@ async fn sample_loop(me: Weak<Supervisor>) {
     loop {
         tick.tick().await;
         let Some(sup) = me.upgrade() else { return };
-        if sup.lock().closing {
-            return;
+        {
+            let table = sup.lock();
+            if table.closing {
+                return;
+            }
+            // Nothing to measure: don't walk /proc (it can hold thousands of processes).
+            let running = table.services.values().any(|s| !s.replicas.is_empty())
+                || !table.retiring.is_empty();
+            if !running {
+                continue;
+            }
         }
         drop(sup);
         let Ok(groups) = tokio::task::spawn_blocking(crate::procfs::sample_all).await else {

@@ -28,7 +28,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, Diagnostics, nearest};
 pub use model::*;
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_REPLICA_HEADER, load, parse,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_REPLICA_HEADER, load, parse, peek_admin,
 };
 
 #[cfg(test)]

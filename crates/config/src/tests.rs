@@ -428,3 +428,23 @@ fn bad_log_rotation_sizes_point_at_the_value() {
         "{e}"
     );
 }
+
+#[test]
+fn peek_admin_reads_the_admin_section_of_an_invalid_file() {
+    let dir = std::env::temp_dir().join(format!("shoal-peek-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shoal.yaml");
+    std::fs::write(
+        &path,
+        "admin: { listen: 'localhost:9191', token: t0k }\nroutes:\n  - { match: Nope(`x`), service: missing }\n",
+    )
+    .unwrap();
+    assert!(load(&path).is_err(), "the file is invalid");
+    let admin = peek_admin(&path).unwrap();
+    assert_eq!(admin.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(admin.token.as_deref(), Some("t0k"));
+    std::fs::write(&path, "services: {}\n").unwrap();
+    assert_eq!(peek_admin(&path).unwrap().listen, DEFAULT_ADMIN_LISTEN);
+    assert!(peek_admin(&dir.join("absent.yaml")).is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -990,3 +990,26 @@ fn upstream_authority(url: &str) -> Result<String, String> {
     let port = authority.port_u16().unwrap_or(80);
     Ok(format!("{}:{port}", authority.host()))
 }
+
+/// The `admin` section of a stack file even when other parts of it are invalid, so that CLI
+/// commands can still reach a running shoal (e.g. `shoal reload` right after an edit broke
+/// the file, to hear what is wrong). None if the file or its `admin` section is unreadable.
+pub fn peek_admin(path: &Path) -> Option<Admin> {
+    let source = std::fs::read_to_string(path).ok()?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&source).ok()?;
+    let raw: RawAdmin = match doc.get("admin") {
+        Some(section) => serde_yaml::from_value(section.clone()).ok()?,
+        None => RawAdmin::default(),
+    };
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None => DEFAULT_ADMIN_LISTEN,
+        Some(text) => match text.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}").parse().ok()?,
+            None => text.parse().ok()?,
+        },
+    };
+    Some(Admin {
+        listen,
+        token: raw.token.filter(|t| !t.is_empty()),
+    })
+}

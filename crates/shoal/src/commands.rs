@@ -176,7 +176,7 @@ fn state_dir_for(stack: Option<&Path>) -> PathBuf {
 
 /// Admin address and token: flags, else the stack file's admin section, else the default.
 fn admin_client(args: &AdminArgs) -> AdminClient {
-    let from_file = shoal_config::load(&args.file).ok().map(|s| s.admin);
+    let from_file = shoal_config::peek_admin(&args.file);
     let addr = args
         .admin
         .or_else(|| from_file.as_ref().map(|a| a.listen))

@@ -150,6 +150,12 @@ impl ServerList for Backends {
     }
 }
 
+impl ServerList for str {
+    fn urls(&self) -> Vec<String> {
+        vec![self.to_owned()]
+    }
+}
+
 impl ServerList for Backend {
     fn urls(&self) -> Vec<String> {
         vec![self.url.clone()]

@@ -195,3 +195,68 @@ fn admin_commands_say_when_shoal_is_not_running() {
         );
     }
 }
+
+#[test]
+fn reload_swaps_routes_and_a_bad_file_keeps_the_old_config() {
+    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
+    let mut up = stack.up();
+    up.wait_listening(&stack);
+    stack.wait_ready("web", 1, T);
+    let file = stack.path().join("shoal.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let path_seen = |p: &str| stack.get(p).unwrap().text();
+    assert!(
+        path_seen("/v2/whoami").contains("hello from web"),
+        "no /v2 route yet"
+    );
+
+    // A bad file: `shoal reload` exits 2 with file:line:column, and nothing changes.
+    std::fs::write(&file, original.replace("service: web", "service: wbe")).unwrap();
+    let out = stack.run(&["reload"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("shoal.yaml:"), "{err}");
+    assert!(
+        err.contains("routes[0].service: unknown service `wbe`; did you mean `web`?"),
+        "{err}"
+    );
+    assert_eq!(
+        stack.get("/whoami").unwrap().status,
+        200,
+        "the old config keeps serving"
+    );
+
+    // A good file through `shoal reload`: the new route strips /v2.
+    let with_v2 = format!(
+        "{original}  - match: PathPrefix(`/v2`)\n    strip_prefix: /v2\n    service: web\n"
+    );
+    std::fs::write(&file, &with_v2).unwrap();
+    let out = stack.run(&["reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("reloaded"), "{}", stdout(&out));
+    assert!(
+        path_seen("/v2/whoami").contains("\"path\":\"/whoami\""),
+        "stripped by the new route"
+    );
+
+    // SIGHUP does the same: back to the original file, /v2 is no longer stripped.
+    std::fs::write(&file, &original).unwrap();
+    up.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("SIGHUP reload applied", T, || {
+        path_seen("/v2/whoami")
+            .contains("hello from web")
+            .then_some(())
+    });
+    let reloads = stack
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "reloaded")
+        .count();
+    assert_eq!(
+        reloads,
+        3,
+        "rejected, reloaded, reloaded: {:?}",
+        stack.events()
+    );
+    assert!(up.try_wait().is_none(), "shoal still running");
+}

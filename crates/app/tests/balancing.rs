@@ -26,11 +26,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 #[tokio::test]
 async fn round_robin_gives_each_backend_exactly_its_share() {
     let backends = Backends::start(3).await;
-    let gw = TestGateway::builder()
-        .service("web", &backends)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backends).await;
 
     let got = spread(&gw, &backends, 300).await;
     assert_eq!(got, counts(&[("r1", 100), ("r2", 100), ("r3", 100)]));

@@ -325,11 +325,7 @@ async fn failures_become_short_404_502_503_and_504_answers() {
 #[tokio::test]
 async fn forwarded_headers_tell_the_backend_what_the_gateway_saw() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
 
     let direct = gw.get("/whoami").await;
     assert_eq!(
@@ -380,11 +376,7 @@ async fn forwarded_headers_tell_the_backend_what_the_gateway_saw() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
 
     let answer = gw
         .get_with(
@@ -422,11 +414,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 #[tokio::test]
 async fn chunked_request_bodies_pass_through() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
 
     let chunk = bytes::Bytes::from_static(b"0123456789abcdef");
     let req = Request::post(gw.url("/echo"))
@@ -445,11 +433,7 @@ async fn chunked_request_bodies_pass_through() {
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
 
     let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr()))
         .await
@@ -509,11 +493,7 @@ async fn http2_clients_are_routed_and_answered() {
 #[tokio::test]
 async fn keep_alive_on_both_sides() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
 
     let mut conn = Conn::open(gw.addr()).await;
     let mut upstream_ports = BTreeSet::new();
@@ -544,11 +524,7 @@ async fn get_requests_are_retried_on_another_backend_when_connecting_fails() {
         dead.clone(),
         backends[1].url().to_owned(),
     ];
-    let gw = TestGateway::builder()
-        .service("web", &servers)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&servers).await;
 
     let mut served = Vec::new();
     for i in 0..60 {
@@ -571,11 +547,7 @@ async fn get_requests_are_retried_on_another_backend_when_connecting_fails() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_then_refuses_connections() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
     let addr = gw.addr();
 
     let client = Client::http1();

@@ -184,11 +184,7 @@ async fn reloads_under_load_fail_no_request() {
 #[tokio::test]
 async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
     assert_eq!(gw.get("/").await.status, StatusCode::OK);
 
     let broken_yaml = "services:\n  web: [unclosed\n";

@@ -31,11 +31,7 @@ fn peak_rss() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_1_gib_upload_streams_through_and_back_in_bounded_memory() {
     let backend = Backend::start("web").await;
-    let gw = TestGateway::builder()
-        .service("web", &backend)
-        .route("PathPrefix(`/`)", "web")
-        .start()
-        .await;
+    let gw = TestGateway::in_front_of(&backend).await;
     // Warm up the connections both sides, so their buffers are in the baseline.
     assert_eq!(gw.get("/").await.status, StatusCode::OK);
     let before = peak_rss();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use shoal_app::{Shoal, StartOptions};
 use tempfile::TempDir;
 
+use crate::ServerList;
 use crate::client::{Answer, Client};
 use crate::stack::StackBuilder;
 
@@ -22,6 +23,16 @@ impl TestGateway {
     /// Start building a stack; finish with [`StackBuilder::start`].
     pub fn builder() -> StackBuilder {
         StackBuilder::new()
+    }
+
+    /// The simplest stack: one service `web` with `servers` as its servers, and a route that
+    /// sends every request to it.
+    pub async fn in_front_of(servers: &(impl ServerList + ?Sized)) -> TestGateway {
+        TestGateway::builder()
+            .service("web", servers)
+            .route("PathPrefix(`/`)", "web")
+            .start()
+            .await
     }
 
     /// Write `stack` to `DIR/shoal.yaml` and start a shoal on it, as `shoal up` would.

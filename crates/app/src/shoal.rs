@@ -213,8 +213,13 @@ impl Shoal {
                 },
             }
         }
-        tracing::info!("shutting down: draining requests, then stopping replicas");
-        self.shutdown().await;
+        tracing::info!("shutting down: draining requests, then stopping replicas (again to force)");
+        let control = self.control.clone();
+        tokio::select! {
+            () = self.shutdown() => {}
+            _ = term.recv() => force_stop(&control),
+            _ = int.recv() => force_stop(&control),
+        }
         Ok(())
     }
 
@@ -222,4 +227,27 @@ impl Shoal {
     pub fn control(&self) -> Arc<dyn Control> {
         self.control.clone()
     }
+}
+
+/// A second SIGTERM/SIGINT during shutdown: skip draining and grace periods, SIGKILL every
+/// replica's process group at once (each replica leads its own group), and return.
+fn force_stop(control: &AppControl) {
+    use shoal_admin::Control;
+    let mut killed = 0;
+    for service in control.services() {
+        for pid in service.replicas.iter().filter_map(|r| r.pid) {
+            let Ok(pgid) = i32::try_from(pid) else {
+                continue;
+            };
+            if nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+            {
+                killed += 1;
+            }
+        }
+    }
+    tracing::warn!("forced stop: killed {killed} replica process groups without draining");
 }

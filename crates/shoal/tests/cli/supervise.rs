@@ -493,3 +493,37 @@ fn a_killed_replicas_own_children_go_with_it() {
     }
     assert!(left.is_empty(), "the old incarnation's processes: {left:?}");
 }
+
+#[test]
+fn a_second_signal_forces_a_prompt_stop() {
+    // A replica that ignores SIGTERM, with a long drain and grace: a normal shutdown would
+    // wait about a minute for it. A second Ctrl-C must not.
+    let services = "  stubborn:
+    command: [sh, -c, \"trap '' TERM; while :; do sleep 0.1; done\"]
+    health: { interval: 100ms, start_timeout: 1h }
+    stop: { drain_timeout: 30s, grace: 30s }
+";
+    let stack = Stack::new(services, &[("/", "stubborn")], "");
+    let mut up = stack.up();
+    up.wait_listening(&stack);
+    wait_for("stubborn started", T, || {
+        (replica(&stack.service("stubborn")?, 0)["state"] == "starting").then_some(())
+    });
+    let procs = descendants(&replica_pids(&stack));
+    assert!(!procs.is_empty());
+
+    let t0 = std::time::SystemTime::now();
+    up.signal(Signal::SIGINT);
+    wait_for("shutdown under way", T, || {
+        up.stderr().contains("shutting down").then_some(())
+    });
+    up.signal(Signal::SIGINT);
+    let status = up.wait_exit(T);
+    let took = elapsed(t0);
+    assert!(status.success(), "{status}\n{}", up.stderr());
+    assert!(took < Duration::from_secs(10), "forced stop took {took:?}");
+    assert!(up.stderr().contains("forced stop"), "{}", up.stderr());
+    wait_for("every replica process gone", Duration::from_secs(3), || {
+        procs.iter().all(|p| !p.alive()).then_some(())
+    });
+}

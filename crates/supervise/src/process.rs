@@ -25,8 +25,25 @@ use tokio::process::{Child, Command};
 
 use crate::spec::ServiceSpec;
 
-/// A free loopback port: bind `127.0.0.1:0`, read the port, release it.
+/// Where replica ports are drawn from: below Linux's default ephemeral range
+/// (32768–60999), where the kernel hands out ports to every `bind(:0)` and outgoing
+/// connection on the machine.
+pub(crate) const REPLICA_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A free loopback port for a replica: a random port from [`REPLICA_PORTS`] that can be
+/// bound right now (then released for the replica to bind).
+///
+/// Between the release and the replica's own bind, another program could take the port.
+/// Drawing outside the ephemeral range makes that unlikely: only programs that pick
+/// explicit ports there (other shoals, by the same random draw) can collide. Falls back to
+/// `bind(:0)` if no port in the range is free after a few tries.
 pub(crate) fn free_port() -> io::Result<u16> {
+    for _ in 0..64 {
+        let port = fastrand::u16(REPLICA_PORTS);
+        if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            return Ok(l.local_addr()?.port());
+        }
+    }
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
@@ -188,6 +205,10 @@ mod tests {
     #[test]
     fn free_ports_are_usable() {
         let port = free_port().unwrap();
+        assert!(
+            REPLICA_PORTS.contains(&port),
+            "drawn below the ephemeral range: {port}"
+        );
         assert_ne!(port, 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
     }

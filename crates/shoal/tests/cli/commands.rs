@@ -86,8 +86,16 @@ fn logs_rotate_at_the_configured_size() {
 
 #[test]
 fn a_taken_gateway_port_is_named_and_fails_fast() {
-    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
-    let _taken = TcpListener::bind(stack.gateway).unwrap();
+    // The test holds the port itself: no other process can have it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stack = Stack::with_addrs(
+        &sample_service("web", 1, ""),
+        &[("/", "web")],
+        "",
+        taken.local_addr().unwrap(),
+        admin,
+    );
     let mut up = stack.up();
     let status = up.wait_exit(Duration::from_secs(5));
     assert!(!status.success());
@@ -98,8 +106,15 @@ fn a_taken_gateway_port_is_named_and_fails_fast() {
 
 #[test]
 fn a_taken_admin_port_is_named_and_fails_fast() {
-    let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
-    let _taken = TcpListener::bind(stack.admin).unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stack = Stack::with_addrs(
+        &sample_service("web", 1, ""),
+        &[("/", "web")],
+        "",
+        gateway,
+        taken.local_addr().unwrap(),
+    );
     let mut up = stack.up();
     let status = up.wait_exit(Duration::from_secs(5));
     assert!(!status.success());

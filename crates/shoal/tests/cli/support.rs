@@ -53,13 +53,23 @@ pub(crate) fn poll<T>(
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a `shoal up` to bind.
+///
+/// Drawn at random from 10000–19999 and checked free, not from `bind(:0)`: a port from the
+/// kernel's ephemeral range, once released, is soon reused for some outgoing connection (the
+/// gateway's, a health probe's), and `shoal up` would then fail with "address in use".
+/// Replicas draw from 20000–32767, so neither collides with the other.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..256 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        let port = 10_000 + (h.finish() % 10_000) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap().port();
+        }
+    }
+    panic!("no free port in 10000-19999");
 }
 
 /// A fresh folder holding `shoal.yaml`, with free gateway and admin ports.
@@ -74,9 +84,21 @@ impl Stack {
     /// (`(prefix, service)`), plus `extra` top-level YAML. `@SHOAL@` in the text is replaced
     /// by the path of the binary under test.
     pub(crate) fn new(services: &str, routes: &[(&str, &str)], extra: &str) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
         let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Stack::with_addrs(services, routes, extra, gateway, admin)
+    }
+
+    /// Like [`Stack::new`], with the gateway and admin addresses given (e.g. one the test
+    /// holds itself, to see `shoal up` fail on it).
+    pub(crate) fn with_addrs(
+        services: &str,
+        routes: &[(&str, &str)],
+        extra: &str,
+        gateway: SocketAddr,
+        admin: SocketAddr,
+    ) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
         let mut yaml = format!(
             "gateway:\n  listen: {gateway}\n  replica_header: true\nadmin:\n  listen: {admin}\n{extra}\nservices:\n{services}\nroutes:\n"
         );

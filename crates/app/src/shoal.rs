@@ -222,17 +222,11 @@ impl Shoal {
         }
         Ok(())
     }
-
-    /// The admin control (for in-process tests of the API).
-    pub fn control(&self) -> Arc<dyn Control> {
-        self.control.clone()
-    }
 }
 
 /// A second SIGTERM/SIGINT during shutdown: skip draining and grace periods, SIGKILL every
 /// replica's process group at once (each replica leads its own group), and return.
 fn force_stop(control: &AppControl) {
-    use shoal_admin::Control;
     let mut killed = 0;
     for service in control.services() {
         for pid in service.replicas.iter().filter_map(|r| r.pid) {

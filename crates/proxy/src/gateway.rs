@@ -67,19 +67,6 @@ impl Gateway {
         self.table.store(Arc::new(table));
     }
 
-    /// Keys of the endpoints currently in a service's balancer (for status and tests).
-    pub fn endpoint_keys(&self, service: &str) -> Option<Vec<String>> {
-        let table = self.table.load();
-        let svc = table.services.get(service)?;
-        Some(
-            svc.balancer
-                .backends()
-                .iter()
-                .map(|b| b.key().to_owned())
-                .collect(),
-        )
-    }
-
     /// Proxy one request. Never fails: every failure is a response.
     pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
     where
@@ -135,11 +122,7 @@ impl Gateway {
 
         // Path rewriting and header edits. Without path middlewares the original
         // path-and-query is reused as is (a cheap reference-counted clone).
-        let rewrites = route
-            .middlewares
-            .iter()
-            .any(|m| !matches!(m, shoal_config::Middleware::Headers(_)));
-        let path_and_query = if rewrites {
+        let path_and_query = if route.rewrites_path {
             let mut path = parts.uri.path().to_owned();
             middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
             match parts.uri.query() {
@@ -150,10 +133,8 @@ impl Gateway {
                 ProxyError::BadRequest("the rewritten path is not a valid URI path".into())
             })?
         } else {
-            if !route.middlewares.is_empty() {
-                let mut unused = String::new();
-                middleware::apply_request(&route.middlewares, &mut unused, &mut parts.headers);
-            }
+            // Header edits only: no path to rewrite.
+            middleware::apply_request(&route.middlewares, &mut String::new(), &mut parts.headers);
             parts
                 .uri
                 .path_and_query()

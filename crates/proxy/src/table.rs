@@ -26,17 +26,13 @@ pub(crate) struct ServiceHandle {
 }
 
 impl ServiceHandle {
-    fn new(def: &Service, endpoints: Option<&Vec<Endpoint>>) -> ServiceHandle {
-        let policy = match def.balance {
-            Balance::RoundRobin => Policy::RoundRobin,
-            Balance::LeastRequests => Policy::LeastRequests,
-            Balance::Hash(_) => Policy::ConsistentHash,
-            Balance::Sticky { .. } => Policy::Sticky,
-        };
+    /// A handle for `def` around `balancer`, filled with the service's static servers or
+    /// with the endpoints its driver last reported.
+    fn new(def: &Service, balancer: Balancer, endpoints: Option<&Vec<Endpoint>>) -> ServiceHandle {
         let handle = ServiceHandle {
             name: def.name.as_str().into(),
             def: def.clone(),
-            balancer: Balancer::new(policy),
+            balancer,
         };
         match &def.source {
             Source::Servers(_) => handle.set_static(def),
@@ -74,12 +70,24 @@ impl ServiceHandle {
     }
 }
 
+/// The balancer policy for a configured algorithm.
+fn policy(balance: &Balance) -> Policy {
+    match balance {
+        Balance::RoundRobin => Policy::RoundRobin,
+        Balance::LeastRequests => Policy::LeastRequests,
+        Balance::Hash(_) => Policy::ConsistentHash,
+        Balance::Sticky { .. } => Policy::Sticky,
+    }
+}
+
 /// A route ready for matching.
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
     pub(crate) rule: Rule,
     pub(crate) entrypoints: Option<Vec<String>>,
     pub(crate) middlewares: Vec<Middleware>,
+    /// Whether a middleware rewrites the path (else the original path is forwarded as is).
+    pub(crate) rewrites_path: bool,
     pub(crate) service: Arc<ServiceHandle>,
 }
 
@@ -109,29 +117,22 @@ impl RoutingTable {
         let mut services = HashMap::new();
         for def in &stack.services {
             let old = previous.and_then(|p| p.services.get(&def.name));
+            let eps = endpoints.get(&def.name);
             let handle = match old {
                 Some(old) if old.def == *def => old.clone(),
+                // Same algorithm: keep the backends (and their counters), refresh the set.
                 Some(old) if old.def.balance == def.balance && old.def.protocol == def.protocol => {
-                    // Same algorithm: keep the balancer (and counters), refresh static servers.
-                    let handle = ServiceHandle {
-                        name: old.name.clone(),
-                        def: def.clone(),
-                        balancer: Balancer::with_backends(
-                            old.balancer.policy().clone(),
-                            old.balancer.backends().to_vec(),
-                        ),
-                    };
-                    match &def.source {
-                        Source::Servers(_) => handle.set_static(def),
-                        Source::Command(_) => {
-                            if let Some(eps) = endpoints.get(&def.name) {
-                                handle.set_endpoints(eps);
-                            }
-                        }
-                    }
-                    Arc::new(handle)
+                    let balancer = Balancer::with_backends(
+                        old.balancer.policy().clone(),
+                        old.balancer.backends().to_vec(),
+                    );
+                    Arc::new(ServiceHandle::new(def, balancer, eps))
                 }
-                _ => Arc::new(ServiceHandle::new(def, endpoints.get(&def.name))),
+                _ => Arc::new(ServiceHandle::new(
+                    def,
+                    Balancer::new(policy(&def.balance)),
+                    eps,
+                )),
             };
             services.insert(def.name.clone(), handle);
         }
@@ -143,6 +144,10 @@ impl RoutingTable {
                     rule: r.rule.clone(),
                     entrypoints: r.entrypoints.clone(),
                     middlewares: r.middlewares.clone(),
+                    rewrites_path: r
+                        .middlewares
+                        .iter()
+                        .any(|m| !matches!(m, Middleware::Headers(_))),
                     service: services.get(&r.service)?.clone(),
                 })
             })

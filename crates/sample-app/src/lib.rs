@@ -37,5 +37,5 @@ mod ws;
 pub use options::{
     DEFAULT_NAME, DEFAULT_SHUTDOWN_GRACE, Options, OptionsError, PORT_VAR, REPLICA_VAR, SERVICE_VAR,
 };
-pub use routes::{MAX_CPU_MS, MAX_SLEEP_MS, NAME_HEADER, REPLICA_HEADER};
+pub use routes::{MAX_CPU_MS, MAX_SLEEP_MS, NAME_HEADER, REPLICA_HEADER, headers_json};
 pub use server::{SampleApp, run_until_signal};

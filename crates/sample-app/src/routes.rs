@@ -128,16 +128,7 @@ fn json(value: &serde_json::Value) -> Response<HandlerBody> {
 
 /// `/whoami`: who answered, and what it received (so gateway tests can inspect forwarding).
 fn whoami(state: &State, remote: SocketAddr, req: &Request<Incoming>) -> Response<HandlerBody> {
-    let mut headers = serde_json::Map::new();
-    for name in req.headers().keys() {
-        let values: Vec<_> = req
-            .headers()
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        headers.insert(name.as_str().to_owned(), values.join(", ").into());
-    }
+    let headers = headers_json(req.headers());
     json(&json!({
         "name": state.name,
         "replica": state.replica,
@@ -244,6 +235,21 @@ fn required<T: FromStr>(query: Option<&str>, name: &str) -> Result<T, String> {
     value
         .parse()
         .map_err(|_| format!("query parameter {name}={value:?} is not a valid number"))
+}
+
+/// Request headers as a JSON object, repeated headers joined with `", "` (what `/whoami`
+/// reports; also used by the test harness's recorder backend).
+pub fn headers_json(headers: &http::HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for name in headers.keys() {
+        let values: Vec<_> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        map.insert(name.as_str().to_owned(), values.join(", ").into());
+    }
+    map.into()
 }
 
 #[cfg(test)]

@@ -64,16 +64,7 @@ impl ServerList for Recorder {
 }
 
 fn record(req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let mut headers = serde_json::Map::new();
-    for name in req.headers().keys() {
-        let values: Vec<String> = req
-            .headers()
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        headers.insert(name.as_str().to_owned(), values.join(", ").into());
-    }
+    let headers = shoal_sample_app::headers_json(req.headers());
     let json = serde_json::json!({
         "method": req.method().as_str(),
         "path": req.uri().path(),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Candidate: shoal's gateway, one worker thread (gateway.workers: 1), static servers,
-# round robin, upstream keep-alive pool of 1024 per endpoint, connect timeout 1 s, GET
-# retried on another replica when the connection fails. shoal has no active health checks
-# for static `servers` yet (that is the failover issue), so the check below is not enabled.
+# round robin, upstream keep-alive pool of 1024 per endpoint, connect timeout 1 s, active
+# HTTP health checks on $HEALTH_PATH, and shoal's default failover settings (passive
+# ejection, retries, per-try hedging with the automatic timeout).
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
 : "${CAND_RUNDIR:=$RUN_ROOT/cand-$(basename "$0" .sh)}"; mkdir -p "$CAND_RUNDIR"

@@ -1,14 +1,14 @@
 //! The running shoal as the admin API sees it: status, scale, reload, events.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_admin::{Control, ScaleError};
-use shoal_config::{Source, Stack};
+use shoal_config::{Health, Source, Stack};
 use shoal_core::{
-    Driver, DriverError, EventKind, EventLog, ReplicaState, ReplicaStatus, ServiceState,
-    ServiceStatus,
+    Driver, DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus,
+    ReplicaTraffic, ServiceState, ServiceStatus,
 };
 use shoal_proxy::Gateway;
 use shoal_supervise::{
@@ -98,6 +98,7 @@ impl AppControl {
                 Source::Command(c) => Some(spec_for(
                     &s.name,
                     c,
+                    &s.health,
                     state.replicas(&s.name, c.replicas),
                     &self.shoal_exe,
                 )),
@@ -114,6 +115,43 @@ impl AppControl {
         let supervisor = self.supervisor.clone();
         self.runtime
             .spawn(async move { supervisor.apply(specs).await });
+    }
+
+    /// Fill in how the gateway sees the service and each replica (health, counters).
+    /// Static servers count as ready while they are in rotation.
+    fn add_traffic(&self, service: &mut ServiceStatus) {
+        let Some((traffic, backends)) = self.gateway.traffic(&service.name) else {
+            return;
+        };
+        let by_key: HashMap<String, ReplicaTraffic> = backends.into_iter().collect();
+        let is_static = service
+            .replicas
+            .iter()
+            .all(|r| r.pid.is_none() && r.endpoint.is_none());
+        for replica in &mut service.replicas {
+            let key = match (&replica.endpoint, &replica.message) {
+                (Some(e), _) => e.key.clone(),
+                (None, Some(m)) if is_static => m.trim_start_matches("static server ").to_owned(),
+                _ => continue,
+            };
+            replica.traffic = by_key.get(&key).cloned();
+        }
+        if is_static {
+            let healthy = service
+                .replicas
+                .iter()
+                .filter(|r| {
+                    r.traffic
+                        .as_ref()
+                        .is_none_or(|t| t.health == HealthState::Healthy)
+                })
+                .count() as u32;
+            service.ready = healthy;
+            if healthy < service.desired {
+                service.state = ServiceState::Progressing;
+            }
+        }
+        service.traffic = Some(traffic);
     }
 
     fn static_status(stack: &Stack) -> Vec<ServiceStatus> {
@@ -144,8 +182,10 @@ impl AppControl {
                             rss_bytes: None,
                             last_exit: None,
                             message: Some(format!("static server {}", srv.url)),
+                            traffic: None,
                         })
                         .collect(),
+                    traffic: None,
                 }),
                 Source::Command(_) => None,
             })
@@ -153,10 +193,22 @@ impl AppControl {
     }
 }
 
+/// The probe a health section describes.
+pub(crate) fn probe_of(health: &Health) -> Probe {
+    match &health.path {
+        Some(path) => Probe::Http {
+            path: path.clone(),
+            expect: health.expect_status.clone(),
+        },
+        None => Probe::Tcp,
+    }
+}
+
 /// Map a command service to the supervisor's spec. `shoal` as argv[0] is this binary.
 pub(crate) fn spec_for(
     name: &str,
     c: &shoal_config::Command,
+    health: &Health,
     replicas: u32,
     shoal_exe: &Path,
 ) -> ServiceSpec {
@@ -171,16 +223,19 @@ pub(crate) fn spec_for(
     spec.port_env = c.port_env.clone();
     spec.replica_env = c.replica_env.clone();
     spec.readiness = Readiness {
-        probe: match &c.health.path {
-            Some(p) => Probe::Http { path: p.clone() },
-            None => Probe::Tcp,
+        probe: probe_of(health),
+        interval: health.interval,
+        fast_interval: health.fast_interval,
+        timeout: health.timeout,
+        success_threshold: health.healthy_threshold,
+        // Checks off: a replica is ready once it listens, and stays in unless it exits.
+        failure_threshold: if health.enabled {
+            health.unhealthy_threshold
+        } else {
+            u32::MAX
         },
-        interval: c.health.interval,
-        timeout: c.health.timeout,
-        success_threshold: c.health.healthy_threshold,
-        failure_threshold: c.health.unhealthy_threshold,
-        start_period: c.health.start_period,
-        start_timeout: c.health.start_timeout,
+        start_period: health.start_period,
+        start_timeout: health.start_timeout,
     };
     spec.restart = RestartPolicy {
         mode: match c.restart.policy {
@@ -210,6 +265,9 @@ impl Control for AppControl {
         let mut all = Self::static_status(&self.stack.lock().unwrap_or_else(|e| e.into_inner()));
         all.extend(self.supervisor.status());
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        for service in &mut all {
+            self.add_traffic(service);
+        }
         all
     }
 

@@ -79,7 +79,7 @@ impl Shoal {
         let gateway_addrs = listeners.local_addrs();
 
         let events = Arc::new(EventLog::new(1000));
-        let gateway = Gateway::new(&stack);
+        let gateway = Gateway::with_events(&stack, Arc::clone(&events));
         let sink: Arc<dyn EndpointSink> = gateway.clone();
         let mut logs = LogPolicy::new(opts.state_dir.join("logs"));
         logs.echo = opts.echo_logs;

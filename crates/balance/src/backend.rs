@@ -7,7 +7,7 @@
 //! has been removed from the set in the meantime (the guard owns an `Arc` to it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::hash::StableHasher;
 
@@ -24,6 +24,38 @@ pub struct Backend {
     sticky_id: Box<str>,
     in_flight: AtomicUsize,
     picked_total: AtomicU64,
+    /// Why the backend is out of rotation: a set of [`Down`] bits, 0 = available.
+    down: AtomicU8,
+    outlier: Outlier,
+}
+
+/// A reason for a backend to be out of rotation. The proxy sets and clears them; the
+/// balancer skips a backend while any is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Down {
+    /// Its active health check fails.
+    Check = 1,
+    /// Passive health checking ejected it for a while.
+    Ejected = 2,
+}
+
+/// Counters of recent failures on real requests, kept by the proxy's outlier detection.
+/// They live here so that they follow the backend across endpoint-set swaps.
+#[derive(Debug, Default)]
+pub struct Outlier {
+    /// 5xx responses in a row.
+    pub consecutive_5xx: AtomicU32,
+    /// Gateway failures (resets, timeouts) in a row.
+    pub consecutive_failures: AtomicU32,
+    /// Ejections without a success in between (the ejection time doubles with each).
+    pub ejections_in_a_row: AtomicU32,
+    /// Ejections since the backend was created.
+    pub ejections_total: AtomicU64,
+    /// When the backend last sent response headers, in milliseconds on the proxy's clock
+    /// (0 = never): a backend with requests in flight that has answered nothing for a
+    /// while is hung, not slow.
+    pub last_response_ms: AtomicU64,
 }
 
 impl Backend {
@@ -42,7 +74,35 @@ impl Backend {
             sticky_id,
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
+            down: AtomicU8::new(0),
+            outlier: Outlier::default(),
         })
+    }
+
+    /// Whether the balancer may choose this backend: no [`Down`] reason is set.
+    pub fn is_available(&self) -> bool {
+        self.down.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether `reason` is set.
+    pub fn is_down_for(&self, reason: Down) -> bool {
+        self.down.load(Ordering::Relaxed) & reason as u8 != 0
+    }
+
+    /// Set (`down = true`) or clear a reason; returns whether it changed.
+    pub fn set_down(&self, reason: Down, down: bool) -> bool {
+        let bit = reason as u8;
+        let before = if down {
+            self.down.fetch_or(bit, Ordering::Relaxed)
+        } else {
+            self.down.fetch_and(!bit, Ordering::Relaxed)
+        };
+        (before & bit != 0) != down
+    }
+
+    /// The passive health counters.
+    pub fn outlier(&self) -> &Outlier {
+        &self.outlier
     }
 
     /// The stable identity given at construction.
@@ -126,6 +186,20 @@ impl Drop for InFlightGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn down_reasons_combine() {
+        let b = Backend::new("a", "127.0.0.1:1", 1);
+        assert!(b.is_available());
+        assert!(b.set_down(Down::Check, true));
+        assert!(!b.set_down(Down::Check, true), "already set");
+        assert!(b.set_down(Down::Ejected, true));
+        assert!(b.set_down(Down::Check, false));
+        assert!(!b.is_available(), "still ejected");
+        assert!(b.is_down_for(Down::Ejected) && !b.is_down_for(Down::Check));
+        assert!(b.set_down(Down::Ejected, false));
+        assert!(b.is_available());
+    }
 
     #[test]
     fn weight_zero_is_clamped_to_one() {

@@ -204,13 +204,14 @@ impl Balancer {
     }
 
     /// Chooses a backend for a request; `None` when the set, minus
-    /// [`exclude`](PickContext::exclude), is empty. Lock-free and allocation-free.
+    /// [`exclude`](PickContext::exclude) and backends that are down, is empty. Lock-free and
+    /// allocation-free.
     pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick> {
         let snapshot = self.snapshot.load();
         let backends: &[Arc<Backend>] = &snapshot.backends;
         let eligible = |i: usize| {
-            let key = backends[i].key();
-            !ctx.exclude.contains(&key)
+            let b = &backends[i];
+            b.is_available() && !ctx.exclude.contains(&b.key())
         };
         let rr = |schedule: &Schedule| schedule.pick(&self.rr_counter, eligible);
         let (index, set_sticky) = match &snapshot.plan {

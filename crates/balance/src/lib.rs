@@ -11,8 +11,9 @@
 //! It does no I/O and has no async runtime: it does not dial, health-check, retry, or read
 //! HTTP. The proxy extracts the hash key and the sticky cookie from the request and passes
 //! them in a [`PickContext`]; it writes the cookie when [`Pick::set_sticky`] says so; it
-//! decides which backends are healthy and passes only those to `set_backends`, and it puts
-//! the backends it already tried in [`PickContext::exclude`] when it retries.
+//! marks backends that fail health checks or are ejected with [`Backend::set_down`] (the
+//! balancer skips them, still without locks), and it puts the backends it already tried in
+//! [`PickContext::exclude`] when it retries.
 //!
 //! ```
 //! use shoal_balance::{Backend, Balancer, PickContext, Policy};
@@ -39,5 +40,5 @@ pub mod sticky;
 
 mod hash;
 
-pub use backend::Backend;
+pub use backend::{Backend, Down, Outlier};
 pub use balancer::{Balancer, Pick, PickContext, Policy};

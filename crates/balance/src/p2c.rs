@@ -26,8 +26,9 @@ use std::sync::Arc;
 use crate::Backend;
 
 /// Chooses among the `backends` for which `eligible(index)` holds; `None` if there are none.
-/// `all_eligible` says that `eligible` is known to hold everywhere (no exclusions), which
-/// makes the pick O(1) instead of O(n).
+/// `all_eligible` says that `eligible` very likely holds everywhere (no exclusions), which
+/// makes the pick O(1) instead of O(n); if a sample turns out ineligible (a backend is
+/// down), the pick falls back to the O(n) path.
 pub(crate) fn pick(
     backends: &[Arc<Backend>],
     all_eligible: bool,
@@ -43,6 +44,22 @@ fn pick_with(
     eligible: impl Fn(usize) -> bool,
     mut rand: impl FnMut(std::ops::RangeTo<usize>) -> usize,
 ) -> Option<usize> {
+    if all_eligible && backends.len() >= 2 {
+        let n = backends.len();
+        let a = rand(..n);
+        let mut b = rand(..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        if eligible(a) && eligible(b) {
+            return Some(if less_loaded(&backends[b], &backends[a]) {
+                b
+            } else {
+                a
+            });
+        }
+        return pick_with(backends, false, eligible, rand);
+    }
     let m = if all_eligible {
         backends.len()
     } else {

@@ -124,7 +124,19 @@ impl Schedule {
         if len == 0 {
             return None;
         }
-        let start = counter.fetch_add(1, Ordering::Relaxed) % len;
+        // A slot whose backend is not eligible (down, or already tried) is skipped by
+        // drawing the next position, not by scanning on from it: scanning would hand the
+        // skipped backend's share to its successor alone (with one of three down, one
+        // survivor would get two thirds).
+        let mut start = 0;
+        for _ in 0..SKIP_DRAWS.min(len) {
+            start = counter.fetch_add(1, Ordering::Relaxed) % len;
+            let i = self.slots[start] as usize;
+            if eligible(i) {
+                return Some(i);
+            }
+        }
+        // Mostly ineligible: scan once from the last position.
         let (tail, head) = self.slots.split_at(start);
         head.iter()
             .chain(tail)
@@ -132,6 +144,9 @@ impl Schedule {
             .find(|&i| eligible(i))
     }
 }
+
+/// Positions drawn before a pick falls back to scanning for an eligible backend.
+const SKIP_DRAWS: usize = 8;
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
@@ -337,18 +352,22 @@ mod tests {
     }
 
     #[test]
-    fn exclusion_walks_forward_to_next_eligible_slot() {
+    fn an_ineligible_slot_draws_the_next_position() {
         let s = Schedule::new(&[2, 1, 1]); // 0 1 0 2
         let counter = AtomicUsize::new(1); // slot 1 -> backend 1, excluded
         assert_eq!(s.pick(&counter, |i| i != 1), Some(0));
         assert_eq!(
             counter.load(Ordering::Relaxed),
-            2,
-            "one counter step per pick"
+            3,
+            "one more draw for the skip"
         );
         let counter = AtomicUsize::new(3); // slot 3 -> backend 2, excluded; wraps to slot 0
         assert_eq!(s.pick(&counter, |i| i != 2), Some(0));
         assert_eq!(s.pick(&counter, |_| false), None);
+        // Only a backend far from the drawn positions is eligible: found by the scan.
+        let wide = Schedule::new(&[1; 20]);
+        let counter = AtomicUsize::new(0);
+        assert_eq!(wide.pick(&counter, |i| i == 15), Some(15));
     }
 
     proptest! {

@@ -134,7 +134,7 @@ fn round_robin_weighted_is_exact_and_interleaved() {
 }
 
 #[test]
-fn round_robin_exclusion_skips_to_next_backend() {
+fn round_robin_exclusion_spreads_the_excluded_share_evenly() {
     let lb = Balancer::with_backends(Policy::RoundRobin, backends(&[1, 1, 1]));
     let exclude = ["svc/1"];
     let ctx = PickContext {
@@ -143,8 +143,9 @@ fn round_robin_exclusion_skips_to_next_backend() {
     };
     let counts = tally(&lb, &ctx, 300);
     assert_eq!(counts.get("svc/1"), None);
-    // Slot of svc/1 goes to svc/2, the next one in the rotation.
-    assert_eq!((counts["svc/0"], counts["svc/2"]), (100, 200));
+    // The slot of svc/1 draws the next position, so the others share it evenly (handing
+    // it to its successor would give svc/2 twice the load of svc/0).
+    assert_eq!((counts["svc/0"], counts["svc/2"]), (150, 150));
 }
 
 proptest! {

@@ -96,6 +96,130 @@ pub struct Service {
     pub protocol: Protocol,
     /// How requests are spread over the replicas.
     pub balance: Balance,
+    /// Active health checks: readiness and liveness of local replicas (run by the
+    /// supervisor), health of static servers (run by the gateway).
+    pub health: Health,
+    /// Retries of failed requests on other replicas.
+    pub retry: Retry,
+    /// Passive health: ejection of replicas that fail real requests.
+    pub passive: Passive,
+    /// Fast 503s while the service is failing; off unless configured.
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// Retries of a request on another replica. On by default for what is safe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Tries per request, the first included; 1 = never retry. Default 3.
+    pub attempts: u32,
+    /// Upstream statuses after which an idempotent request is retried. Default 502, 503, 504.
+    pub on_status: Vec<u16>,
+    /// When a try has no response headers after this long, an idempotent request is also
+    /// sent to another replica and the first answer wins. Default `Auto`.
+    pub per_try_timeout: PerTryTimeout,
+    /// Request bodies up to this many bytes are kept so the request can be sent again.
+    /// Default 64 KiB.
+    pub max_replay_body: u64,
+    /// Retries allowed, as a fraction of requests over the last 10 s. Default 0.2.
+    pub budget_ratio: f64,
+    /// Retries allowed per second whatever the ratio (so quiet services can retry). Default 10.
+    pub budget_min_per_sec: u32,
+    /// Also retry non-idempotent requests (POST, PATCH without `Idempotency-Key`) after they
+    /// were sent. Default false: they are retried only when nothing was sent.
+    pub non_idempotent: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            on_status: vec![502, 503, 504],
+            per_try_timeout: PerTryTimeout::Auto,
+            max_replay_body: 64 * 1024,
+            budget_ratio: 0.2,
+            budget_min_per_sec: 10,
+            non_idempotent: false,
+        }
+    }
+}
+
+/// How long one try may wait for response headers before another replica is tried too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerTryTimeout {
+    /// From the service's recent latency: 4 × its p99, at least 100 ms, at most 2 s; 1 s
+    /// until 50 responses have been seen.
+    Auto,
+    /// A fixed time.
+    Fixed(Duration),
+    /// Never: a try waits for its answer up to `response_header` timeout.
+    Off,
+}
+
+/// Passive health checking (outlier detection): real requests that fail eject a replica
+/// from rotation for a while.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passive {
+    /// On unless `passive: false`.
+    pub enabled: bool,
+    /// Consecutive 5xx responses that eject a replica. Default 5.
+    pub consecutive_5xx: u32,
+    /// Consecutive gateway failures (timeouts, resets after sending) that eject a replica.
+    /// A refused connection ejects at once. Default 3.
+    pub consecutive_failures: u32,
+    /// First ejection; doubles with each ejection in a row, reset by a success. Default 1s.
+    pub base_ejection: Duration,
+    /// Longest ejection. Default 30s.
+    pub max_ejection: Duration,
+    /// At most this share of the service's replicas ejected at once (at least one).
+    /// Default 50.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            enabled: true,
+            consecutive_5xx: 5,
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(30),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// A per-service circuit breaker: closed → open (503 at once) → half-open → closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreaker {
+    /// Outcomes are counted over this sliding window. Default 10s.
+    pub window: Duration,
+    /// No decision before this many requests in the window. Default 20.
+    pub min_requests: u32,
+    /// Opens when this share of requests failed (5xx or no answer), if set. Default 0.5
+    /// when neither ratio is set.
+    pub error_ratio: Option<f64>,
+    /// A request slower than this counts as slow. Default 1s.
+    pub slow_call: Duration,
+    /// Opens when this share of requests was slow, if set.
+    pub slow_ratio: Option<f64>,
+    /// How long it stays open before letting trial requests through. Default 5s.
+    pub open_for: Duration,
+    /// Trial requests in half-open; all must succeed to close. Default 5.
+    pub half_open_requests: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            error_ratio: Some(0.5),
+            slow_call: Duration::from_secs(1),
+            slow_ratio: None,
+            open_for: Duration::from_secs(5),
+            half_open_requests: 5,
+        }
+    }
 }
 
 /// Where a service's replicas come from.
@@ -133,8 +257,6 @@ pub struct Command {
     pub port_env: String,
     /// Variable holding the replica's index. Default `SHOAL_REPLICA`.
     pub replica_env: String,
-    /// Readiness check.
-    pub health: Health,
     /// Restart policy.
     pub restart: Restart,
     /// Stop behaviour.
@@ -161,34 +283,53 @@ impl Default for Logs {
     }
 }
 
-/// Readiness check of a local replica.
+/// Active health checks of a service's replicas (HAProxy-style rise/fall).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// HTTP GET this path (2xx/3xx passes); None = TCP connect. Default TCP.
+    /// Off with `health: false`: static servers are then always in rotation (passive
+    /// checks still apply); local replicas are ready once they run.
+    pub enabled: bool,
+    /// HTTP GET this path; None = TCP connect. Default TCP.
     pub path: Option<String>,
-    /// Between checks. Default 1s. Until a replica is first ready, checks come at least
-    /// every 100ms.
+    /// Statuses that pass an HTTP check, as inclusive ranges. Default 200-399.
+    pub expect_status: Vec<(u16, u16)>,
+    /// Between checks of a healthy replica, with ±10% jitter. Default 1s. Until a replica
+    /// is first ready, checks come at least every 100ms.
     pub interval: Duration,
-    /// Per check. Default 1s.
+    /// Between checks after a failed check and while unhealthy. Default 250ms.
+    pub fast_interval: Duration,
+    /// Per check. Default 500ms.
     pub timeout: Duration,
-    /// Passes needed to become ready. Default 1.
+    /// Passes in a row that bring a replica (back) into rotation ("rise"). Default 1.
     pub healthy_threshold: u32,
-    /// Consecutive failures that take a ready replica out. Default 3.
+    /// Failures in a row that take a replica out of rotation ("fall"). Default 2.
     pub unhealthy_threshold: u32,
-    /// Failures in this period after start do not count. Default 0s.
+    /// Local replicas: failures in this period after start do not count. Default 0s.
     pub start_period: Duration,
-    /// Not ready by then: the start failed. Default 60s.
+    /// Local replicas: not ready by then, the start failed. Default 60s.
     pub start_timeout: Duration,
+}
+
+impl Health {
+    /// Whether an HTTP check answered with `status` passes.
+    pub fn passes(&self, status: u16) -> bool {
+        self.expect_status
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
+            enabled: true,
             path: None,
+            expect_status: vec![(200, 399)],
             interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
+            fast_interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(500),
             healthy_threshold: 1,
-            unhealthy_threshold: 3,
+            unhealthy_threshold: 2,
             start_period: Duration::ZERO,
             start_timeout: Duration::from_secs(60),
         }
@@ -305,6 +446,9 @@ pub struct Route {
     pub middlewares: Vec<Middleware>,
     /// Entrypoints the route listens on; None = all.
     pub entrypoints: Option<Vec<String>>,
+    /// The route's retry settings: its `retry:` fields over the service's. None = the
+    /// service's.
+    pub retry: Option<Retry>,
 }
 
 /// A request/response transformation.

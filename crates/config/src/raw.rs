@@ -72,7 +72,10 @@ pub(crate) struct RawService {
     pub(crate) replicas: Option<u32>,
     pub(crate) port_env: Option<String>,
     pub(crate) replica_env: Option<String>,
-    pub(crate) health: Option<RawHealth>,
+    pub(crate) health: Option<BoolOr<RawHealth>>,
+    pub(crate) retry: Option<BoolOr<RawRetry>>,
+    pub(crate) passive: Option<BoolOr<RawPassive>>,
+    pub(crate) circuit_breaker: Option<BoolOr<RawCircuitBreaker>>,
     pub(crate) restart: Option<StringOr<RawRestart>>,
     pub(crate) stop: Option<RawStop>,
     pub(crate) logs: Option<RawLogs>,
@@ -98,12 +101,55 @@ impl From<String> for RawServer {
 pub(crate) struct RawHealth {
     pub(crate) path: Option<String>,
     pub(crate) tcp: Option<bool>,
+    pub(crate) expect_status: Option<RawStatuses>,
     pub(crate) interval: Option<String>,
+    pub(crate) fast_interval: Option<String>,
     pub(crate) timeout: Option<String>,
     pub(crate) healthy_threshold: Option<u32>,
     pub(crate) unhealthy_threshold: Option<u32>,
     pub(crate) start_period: Option<String>,
     pub(crate) start_timeout: Option<String>,
+}
+
+/// `retry:` of a service or a route (a route's fields override its service's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub(crate) attempts: Option<u32>,
+    pub(crate) on_status: Option<RawStatuses>,
+    pub(crate) per_try_timeout: Option<RawPerTryTimeout>,
+    pub(crate) max_replay_body: Option<RawSize>,
+    pub(crate) budget: Option<RawBudget>,
+    pub(crate) non_idempotent: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub(crate) ratio: Option<RawNumber>,
+    pub(crate) min_per_sec: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassive {
+    pub(crate) consecutive_5xx: Option<u32>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) base_ejection: Option<String>,
+    pub(crate) max_ejection: Option<String>,
+    pub(crate) max_ejected_percent: Option<RawNumber>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCircuitBreaker {
+    pub(crate) window: Option<String>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) error_ratio: Option<RawNumber>,
+    pub(crate) slow_call: Option<String>,
+    pub(crate) slow_ratio: Option<RawNumber>,
+    pub(crate) open_for: Option<String>,
+    pub(crate) half_open_requests: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +217,146 @@ impl<'de> Deserialize<'de> for RawSize {
     }
 }
 
+/// `per_try_timeout`: `auto`, `off` (or `false`), or a duration (validated later). Bare
+/// numbers are kept as text so that validation can say they lack a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawPerTryTimeout {
+    Bool(bool),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawPerTryTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPerTryTimeout;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto`, `off` or a duration like `300ms`")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawPerTryTimeout, E> {
+                Ok(RawPerTryTimeout::Bool(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPerTryTimeout, E> {
+                Ok(RawPerTryTimeout::Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPerTryTimeout, E> {
+                Ok(RawPerTryTimeout::Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawPerTryTimeout, E> {
+                Ok(RawPerTryTimeout::Text(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPerTryTimeout, E> {
+                Ok(RawPerTryTimeout::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number, or text such as `20%` (validated later).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawNumber {
+    Number(f64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a percentage, like `0.2` or `20%`")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawNumber, E> {
+                Ok(RawNumber::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawNumber, E> {
+                Ok(RawNumber::Number(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawNumber, E> {
+                Ok(RawNumber::Number(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawNumber, E> {
+                Ok(RawNumber::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One HTTP status or a range of them: `200`, `"200-299"` (validated later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawStatus {
+    Number(u64),
+    Text(String),
+}
+
+/// A status, a range, or a list of them: `200`, `"200-299"`, `[200, "300-302"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RawStatuses {
+    pub(crate) items: Vec<RawStatus>,
+    /// Written as a list (errors then point at the item, `field[i]`).
+    pub(crate) list: bool,
+}
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an HTTP status like `200` or a range like `200-299`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
+                Err(E::custom(format!("`{v}` is not an HTTP status")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
+                Ok(RawStatus::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawStatuses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawStatuses;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an HTTP status like `200`, a range like `200-299`, or a list of them")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatuses, E> {
+                Ok(RawStatuses {
+                    items: vec![RawStatus::Number(v)],
+                    list: false,
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatuses, E> {
+                Err(E::custom(format!("`{v}` is not an HTTP status")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatuses, E> {
+                Ok(RawStatuses {
+                    items: vec![RawStatus::Text(v.to_owned())],
+                    list: false,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawStatuses, A::Error> {
+                let mut items = Vec::new();
+                while let Some(s) = seq.next_element::<RawStatus>()? {
+                    items.push(s);
+                }
+                Ok(RawStatuses { items, list: true })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBalance {
@@ -226,6 +412,7 @@ pub(crate) struct RawRoute {
     pub(crate) middlewares: Vec<String>,
     pub(crate) strip_prefix: Option<StringOrList>,
     pub(crate) entrypoints: Option<Vec<String>>,
+    pub(crate) retry: Option<BoolOr<RawRetry>>,
 }
 
 /// `true`/`false` or a string (e.g. `replica_header: X-Served-By`).
@@ -285,6 +472,36 @@ where
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOr)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// `true`/`false` or the full mapping, e.g. `health: false` or `health: { path: /health }`.
+/// Like [`StringOr`], errors inside the mapping keep serde's precise messages.
+#[derive(Debug)]
+pub(crate) enum BoolOr<T> {
+    Bool(bool),
+    Map(T),
+}
+
+impl<'de, T> Deserialize<'de> for BoolOr<T>
+where
+    T: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = BoolOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`true`, `false` or a mapping")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(BoolOr::Bool(v))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(BoolOr::Map)
             }
         }
         d.deserialize_any(V(PhantomData))

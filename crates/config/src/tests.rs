@@ -60,7 +60,8 @@ fn demo_stack_is_valid() {
     };
     assert_eq!(users.argv, ["shoal", "sample-app"]);
     assert_eq!(users.replicas, 3);
-    assert_eq!(users.health.path.as_deref(), Some("/health"));
+    let health = &s.service("users").unwrap().health;
+    assert_eq!(health.path.as_deref(), Some("/health"));
     assert_eq!(s.routes.len(), 2);
     assert_eq!(
         s.routes[0].middlewares,
@@ -447,4 +448,530 @@ fn peek_admin_reads_the_admin_section_of_an_invalid_file() {
     assert_eq!(peek_admin(&path).unwrap().listen, DEFAULT_ADMIN_LISTEN);
     assert!(peek_admin(&dir.join("absent.yaml")).is_none());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+const FAILOVER: &str = "services:
+  api:
+    servers: [http://127.0.0.1:9001, http://127.0.0.1:9002]
+    health:
+      path: /health
+      expect_status: [200, \"300-302\"]
+      interval: 2s
+      fast_interval: 100ms
+      timeout: 300ms
+      healthy_threshold: 2
+      unhealthy_threshold: 4
+    retry:
+      attempts: 4
+      on_status: [502, \"503-504\", 429]
+      per_try_timeout: 300ms
+      max_replay_body: 1MiB
+      budget: { ratio: 25%, min_per_sec: 5 }
+      non_idempotent: true
+    passive:
+      consecutive_5xx: 7
+      consecutive_failures: 2
+      base_ejection: 2s
+      max_ejection: 1m
+      max_ejected_percent: 30
+    circuit_breaker:
+      window: 20s
+      min_requests: 50
+      error_ratio: 0.4
+      slow_call: 2s
+      slow_ratio: 80%
+      open_for: 10s
+      half_open_requests: 3
+  worker:
+    command: [app]
+    health: { path: /ready, expect_status: 204, start_period: 5s, start_timeout: 2m }
+    retry: { per_try_timeout: off, attempts: 2 }
+routes:
+  - match: PathPrefix(`/api`)
+    service: api
+    name: plain
+  - match: PathPrefix(`/slow`)
+    service: api
+    name: slow
+    retry: { attempts: 5 }
+  - match: PathPrefix(`/w`)
+    service: worker
+    name: worker
+";
+
+#[test]
+fn failover_sections_parse_into_the_model() {
+    let s = parse(FAILOVER, "shoal.yaml").unwrap();
+    let api = s.service("api").unwrap();
+    assert_eq!(
+        api.health,
+        Health {
+            enabled: true,
+            path: Some("/health".into()),
+            expect_status: vec![(200, 200), (300, 302)],
+            interval: Duration::from_secs(2),
+            fast_interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            healthy_threshold: 2,
+            unhealthy_threshold: 4,
+            start_period: Duration::ZERO,
+            start_timeout: Duration::from_secs(60),
+        }
+    );
+    assert!(api.health.passes(301) && !api.health.passes(204));
+    assert_eq!(
+        api.retry,
+        Retry {
+            attempts: 4,
+            on_status: vec![502, 503, 504, 429],
+            per_try_timeout: PerTryTimeout::Fixed(Duration::from_millis(300)),
+            max_replay_body: 1024 * 1024,
+            budget_ratio: 0.25,
+            budget_min_per_sec: 5,
+            non_idempotent: true,
+        }
+    );
+    assert_eq!(
+        api.passive,
+        Passive {
+            enabled: true,
+            consecutive_5xx: 7,
+            consecutive_failures: 2,
+            base_ejection: Duration::from_secs(2),
+            max_ejection: Duration::from_secs(60),
+            max_ejected_percent: 30,
+        }
+    );
+    assert_eq!(
+        api.circuit_breaker,
+        Some(CircuitBreaker {
+            window: Duration::from_secs(20),
+            min_requests: 50,
+            error_ratio: Some(0.4),
+            slow_call: Duration::from_secs(2),
+            slow_ratio: Some(0.8),
+            open_for: Duration::from_secs(10),
+            half_open_requests: 3,
+        })
+    );
+
+    let worker = s.service("worker").unwrap();
+    assert_eq!(worker.health.path.as_deref(), Some("/ready"));
+    assert_eq!(worker.health.expect_status, [(204, 204)]);
+    assert_eq!(worker.health.start_period, Duration::from_secs(5));
+    assert_eq!(worker.health.start_timeout, Duration::from_secs(120));
+    assert_eq!(worker.retry.per_try_timeout, PerTryTimeout::Off);
+    assert_eq!(worker.retry.attempts, 2);
+    assert_eq!(worker.retry.on_status, [502, 503, 504]);
+    assert_eq!(worker.passive, Passive::default());
+    assert_eq!(worker.circuit_breaker, None);
+
+    let route = |name: &str| {
+        s.routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no route for {name}"))
+    };
+    assert_eq!(route("plain").retry, None);
+    assert_eq!(route("worker").retry, None);
+    // The route's fields over its service's.
+    assert_eq!(
+        route("slow").retry,
+        Some(Retry {
+            attempts: 5,
+            ..api.retry.clone()
+        })
+    );
+}
+
+#[test]
+fn failover_defaults_when_absent() {
+    let s = parse(MINIMAL, "shoal.yaml").unwrap();
+    let web = s.service("web").unwrap();
+    assert_eq!(web.health, Health::default());
+    assert!(web.health.enabled);
+    assert_eq!(web.health.expect_status, [(200, 399)]);
+    assert_eq!(web.health.timeout, Duration::from_millis(500));
+    assert_eq!(web.health.unhealthy_threshold, 2);
+    assert_eq!(web.retry, Retry::default());
+    assert_eq!(web.retry.attempts, 3);
+    assert_eq!(web.retry.per_try_timeout, PerTryTimeout::Auto);
+    assert_eq!(web.passive, Passive::default());
+    assert!(web.passive.enabled);
+    assert_eq!(web.circuit_breaker, None);
+    assert_eq!(s.routes[0].retry, None);
+}
+
+#[test]
+fn failover_sections_switch_with_booleans() {
+    let src = "services:
+  a:
+    servers: [http://127.0.0.1:1]
+    health: false
+    retry: false
+    passive: false
+    circuit_breaker: true
+  b:
+    command: [app]
+    health: true
+    retry: true
+    passive: true
+    circuit_breaker: {}
+  c:
+    servers: [http://127.0.0.1:2]
+    circuit_breaker: false
+    retry: { per_try_timeout: false }
+routes:
+  - { match: PathPrefix(`/a`), service: a, retry: true }
+  - { match: PathPrefix(`/b`), service: b, retry: false }
+";
+    let s = parse(src, "shoal.yaml").unwrap();
+    let a = s.service("a").unwrap();
+    assert!(!a.health.enabled);
+    assert_eq!(
+        a.retry,
+        Retry {
+            attempts: 1,
+            ..Retry::default()
+        }
+    );
+    assert!(!a.passive.enabled);
+    assert_eq!(a.circuit_breaker, Some(CircuitBreaker::default()));
+    assert_eq!(
+        CircuitBreaker::default().error_ratio,
+        Some(0.5),
+        "on by default with an error ratio"
+    );
+    let b = s.service("b").unwrap();
+    assert_eq!(b.health, Health::default());
+    assert_eq!(b.retry, Retry::default());
+    assert_eq!(b.passive, Passive::default());
+    assert_eq!(b.circuit_breaker, Some(CircuitBreaker::default()));
+    let c = s.service("c").unwrap();
+    assert_eq!(c.circuit_breaker, None);
+    assert_eq!(c.retry.per_try_timeout, PerTryTimeout::Off);
+    let route = |svc: &str| s.routes.iter().find(|r| r.service == svc).unwrap();
+    // `retry: true` on a route: the service's settings (attempts 1 for `a`).
+    assert_eq!(route("a").retry, Some(a.retry.clone()));
+    assert_eq!(
+        route("b").retry,
+        Some(Retry {
+            attempts: 1,
+            ..Retry::default()
+        })
+    );
+}
+
+#[test]
+fn route_retry_takes_unset_fields_from_its_service() {
+    let src = "services:
+  a:
+    servers: [http://127.0.0.1:1]
+    retry:
+      on_status: [503]
+      budget: { ratio: 0.1, min_per_sec: 3 }
+      per_try_timeout: 200ms
+routes:
+  - match: PathPrefix(`/`)
+    service: a
+    retry:
+      attempts: 5
+      budget: { ratio: 0.5 }
+";
+    let s = parse(src, "shoal.yaml").unwrap();
+    assert_eq!(
+        s.routes[0].retry,
+        Some(Retry {
+            attempts: 5,
+            on_status: vec![503],
+            per_try_timeout: PerTryTimeout::Fixed(Duration::from_millis(200)),
+            max_replay_body: 64 * 1024,
+            budget_ratio: 0.5,
+            budget_min_per_sec: 3,
+            non_idempotent: false,
+        })
+    );
+    // The service keeps its own.
+    assert_eq!(s.services[0].retry.attempts, 3);
+    assert_eq!(s.services[0].retry.budget_ratio, 0.1);
+    // A route to an unknown service: one error (the service), not one per retry field.
+    let e = one_error(&src.replace("service: a\n    retry", "service: b\n    retry"));
+    assert!(e.contains("unknown service `b`"), "{e}");
+}
+
+#[test]
+fn circuit_breaker_ratios() {
+    let svc = |b: &str| {
+        format!("services:\n  a:\n    servers: [http://127.0.0.1:1]\n    circuit_breaker: {b}\n")
+    };
+    let get = |b: &str| {
+        parse(&svc(b), "f").unwrap().services[0]
+            .circuit_breaker
+            .clone()
+            .unwrap()
+    };
+    // Neither ratio: the default error ratio.
+    let cb = get("{ window: 30s }");
+    assert_eq!((cb.error_ratio, cb.slow_ratio), (Some(0.5), None));
+    assert_eq!(cb.window, Duration::from_secs(30));
+    // Only the slow ratio: no error ratio.
+    let cb = get("{ slow_ratio: 0.3 }");
+    assert_eq!((cb.error_ratio, cb.slow_ratio), (None, Some(0.3)));
+    // Both.
+    let cb = get("{ slow_ratio: '30%', error_ratio: 1 }");
+    assert_eq!((cb.error_ratio, cb.slow_ratio), (Some(1.0), Some(0.3)));
+
+    let e = one_error(&svc("{ error_ratio: 1.5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:37: services.a.circuit_breaker.error_ratio: must be above 0 and at most 1 (100%), got `1.5`"
+    );
+    let e = one_error(&svc("{ error_ratio: 50 }"));
+    assert!(
+        e.ends_with("got `50`; for a percentage, write `50%`"),
+        "{e}"
+    );
+    let e = one_error(&svc("{ slow_ratio: 0 }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:36: services.a.circuit_breaker.slow_ratio: must be above 0"),
+        "{e}"
+    );
+    let e = one_error(&svc("{ error_ratio: half }"));
+    assert!(
+        e.contains("error_ratio: `half` is not a ratio; expected a number like `0.2` or a percentage like `20%`"),
+        "{e}"
+    );
+    let e = one_error(&svc("{ min_requests: 0 }"));
+    assert!(
+        e.starts_with(
+            "shoal.yaml:4:38: services.a.circuit_breaker.min_requests: must be at least 1"
+        ),
+        "{e}"
+    );
+    let e = one_error(&svc("{ open_for: 0s }"));
+    assert!(
+        e.contains("circuit_breaker.open_for: must be greater than 0"),
+        "{e}"
+    );
+    let e = one_error(&svc("sometimes"));
+    assert!(e.starts_with("shoal.yaml:4:22: "), "{e}");
+    assert!(e.contains("expected `true`, `false` or a mapping"), "{e}");
+}
+
+/// A service with one section, for error tests: the section's value is on line 4.
+fn api_with(section: &str) -> String {
+    format!("services:\n  api:\n    servers: [http://127.0.0.1:1]\n    {section}\n")
+}
+
+#[test]
+fn bad_expect_status_points_at_the_value() {
+    let e = one_error(&api_with("health: { path: /h, expect_status: \"700\" }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:40: services.api.health.expect_status: `700` is out of range; statuses here are 100 to 599"
+    );
+    // In a list, at the item.
+    let e = one_error(&api_with(
+        "health: { path: /h, expect_status: [200, \"299-200\"] }",
+    ));
+    assert!(
+        e.starts_with("shoal.yaml:4:46: services.api.health.expect_status[1]: `299-200`: a range goes from the lower status to the higher, e.g. `200-299`"),
+        "{e}"
+    );
+    let e = one_error(&api_with("health: { path: /h, expect_status: 2xx }"));
+    assert!(
+        e.contains(
+            "`2xx` is not a status; expected an HTTP status like `100` or a range like `100-199`"
+        ),
+        "{e}"
+    );
+    let e = one_error(&api_with("health: { path: /h, expect_status: [] }"));
+    assert!(
+        e.contains("expect_status: needs at least one status"),
+        "{e}"
+    );
+    let e = one_error(&api_with("health: { expect_status: 200 }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:15: services.api.health.expect_status: `expect_status` applies to HTTP checks; set `path` too"),
+        "{e}"
+    );
+    let e = one_error(&api_with("health: { path: /h, fast_interval: 0s }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:40: services.api.health.fast_interval: must be greater than 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn health_on_servers_services_is_allowed_but_start_settings_are_not() {
+    let s = parse(
+        &api_with("health: { path: /health, interval: 5s }"),
+        "shoal.yaml",
+    )
+    .unwrap();
+    assert_eq!(s.services[0].health.path.as_deref(), Some("/health"));
+    assert_eq!(s.services[0].health.interval, Duration::from_secs(5));
+    let e = errors(&api_with(
+        "health:\n      start_period: 5s\n      start_timeout: 1m",
+    ));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!(
+        e[0],
+        "shoal.yaml:5:7: services.api.health.start_period: `start_period` applies to services with `command`, not to `servers`"
+    );
+    assert!(
+        e[1].starts_with("shoal.yaml:6:7: services.api.health.start_timeout: `start_timeout` applies to services with `command`"),
+        "{}",
+        e[1]
+    );
+}
+
+#[test]
+fn bad_passive_values() {
+    let e = one_error(&api_with(
+        "passive: { base_ejection: 10s, max_ejection: 5s }",
+    ));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:50: services.api.passive.max_ejection: must not be shorter than `base_ejection` (10s)"
+    );
+    let e = one_error(&api_with("passive: { base_ejection: 1m }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:31: services.api.passive.base_ejection: is longer than `max_ejection` (default 30s); set `max_ejection` too"),
+        "{e}"
+    );
+    let e = one_error(&api_with("passive: { max_ejected_percent: 0 }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:37: services.api.passive.max_ejected_percent: expected a whole percentage from 1 to 100"),
+        "{e}"
+    );
+    let s = parse(&api_with("passive: { max_ejected_percent: 100% }"), "f").unwrap();
+    assert_eq!(s.services[0].passive.max_ejected_percent, 100);
+    let e = one_error(&api_with("passive: { consecutive_5xx: 0 }"));
+    assert!(
+        e.contains("passive.consecutive_5xx: must be at least 1"),
+        "{e}"
+    );
+    let e = one_error(&api_with("passive: { base_ejection: 0s }"));
+    assert!(
+        e.contains("passive.base_ejection: must be greater than 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_retry_values() {
+    let e = one_error(&api_with("retry: { attempts: 0 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:24: services.api.retry.attempts: must be between 1 and 10 (tries per request, the first included; 1 = never retry)"
+    );
+    let e = one_error(&api_with("retry: { attempts: 11 }"));
+    assert!(
+        e.contains("retry.attempts: must be between 1 and 10"),
+        "{e}"
+    );
+    let e = one_error(&api_with("retry: { per_try_timeout: fast }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.retry.per_try_timeout: `fast` is not a per-try timeout; expected `auto`, `off` or a duration like `300ms`"
+    );
+    let e = one_error(&api_with("retry: { per_try_timeout: atuo }"));
+    assert!(e.ends_with("did you mean `auto`?"), "{e}");
+    let e = one_error(&api_with("retry: { per_try_timeout: 0ms }"));
+    assert!(
+        e.contains("per_try_timeout: must be greater than 0; write `off`"),
+        "{e}"
+    );
+    let e = one_error(&api_with("retry: { per_try_timeout: 300 }"));
+    assert!(e.contains("per_try_timeout: `300` has no unit"), "{e}");
+    let e = one_error(&api_with("retry: { on_status: [502, 302] }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.retry.on_status[1]: `302` is out of range; statuses here are 400 to 599"
+    );
+    let s = parse(&api_with("retry: { on_status: [] }"), "f").unwrap();
+    assert!(s.services[0].retry.on_status.is_empty());
+    let e = one_error(&api_with("retry: { budget: { ratio: 1.5 } }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.retry.budget.ratio: must be between 0 and 1 (0% and 100%), got `1.5`"
+    );
+    let s = parse(&api_with("retry: { budget: { ratio: 0 } }"), "f").unwrap();
+    assert_eq!(s.services[0].retry.budget_ratio, 0.0);
+    let e = one_error(&api_with("retry: { budget: { ratio: 120% } }"));
+    assert!(
+        e.contains("budget.ratio: must be between 0 and 1 (0% and 100%), got `120%`"),
+        "{e}"
+    );
+    let e = one_error(&api_with("retry: { max_replay_body: 64 kilobytes }"));
+    assert!(
+        e.starts_with(
+            "shoal.yaml:4:31: services.api.retry.max_replay_body: `64 kilobytes` is not a size"
+        ),
+        "{e}"
+    );
+    let s = parse(&api_with("retry: { max_replay_body: 0 }"), "f").unwrap();
+    assert_eq!(s.services[0].retry.max_replay_body, 0);
+}
+
+#[test]
+fn route_retry_errors_point_into_the_route() {
+    let src = format!(
+        "{}routes:\n  - match: PathPrefix(`/`)\n    service: api\n    retry:\n      attempts: 20\n",
+        api_with("retry: { attempts: 2 }")
+    );
+    let e = one_error(&src);
+    assert!(
+        e.starts_with("shoal.yaml:9:17: routes[0].retry.attempts: must be between 1 and 10"),
+        "{e}"
+    );
+    let e = one_error(&src.replace("attempts: 20", "atempts: 2"));
+    assert!(
+        e.starts_with("shoal.yaml:9:7: routes[0].retry: unknown field `atempts`"),
+        "{e}"
+    );
+    assert!(e.ends_with("did you mean `attempts`?"), "{e}");
+}
+
+#[test]
+fn typos_in_failover_sections_get_hints() {
+    for (section, typo, name, column) in [
+        ("retry: { atempts: 2 }", "atempts", "attempts", 14),
+        ("retry: { budget: { ration: 0.1 } }", "ration", "ratio", 24),
+        (
+            "passive: { max_ejection_percent: 20 }",
+            "max_ejection_percent",
+            "max_ejected_percent",
+            16,
+        ),
+        (
+            "circuit_breaker: { error_rate: 0.1 }",
+            "error_rate",
+            "error_ratio",
+            24,
+        ),
+        (
+            "health: { expect_statuses: 200 }",
+            "expect_statuses",
+            "expect_status",
+            15,
+        ),
+    ] {
+        let e = one_error(&api_with(section));
+        assert!(
+            e.starts_with(&format!("shoal.yaml:4:{column}: ")),
+            "{section}: {e}"
+        );
+        assert!(
+            e.contains(&format!("unknown field `{typo}`")),
+            "{section}: {e}"
+        );
+        assert!(
+            e.ends_with(&format!("did you mean `{name}`?")),
+            "{section}: {e}"
+        );
+    }
+    let e = one_error(&api_with("retyr: { attempts: 2 }"));
+    assert!(e.ends_with("did you mean `retry`?"), "{e}");
 }

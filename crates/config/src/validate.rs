@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use shoal_route::Rule;
 
-use crate::duration::parse_duration;
+use crate::duration::{format_duration, parse_duration};
 use crate::error::{Diagnostic, Diagnostics, did_you_mean};
 use crate::locate::Locations;
 use crate::model::*;
@@ -292,6 +292,14 @@ impl Cx<'_> {
                     }
                 }
             }
+            let retry = r.retry.map(|raw| {
+                let base = services
+                    .iter()
+                    .find(|s| s.name == r.service)
+                    .map(|s| s.retry.clone())
+                    .unwrap_or_default();
+                self.retry(&format!("{path}.retry"), Some(raw), &base)
+            });
             if let Some(rule) = rule {
                 let priority = r.priority.unwrap_or_else(|| rule.default_priority());
                 routes.push(Route {
@@ -301,6 +309,7 @@ impl Cx<'_> {
                     service: r.service,
                     middlewares: chain,
                     entrypoints: r.entrypoints,
+                    retry,
                 });
             }
         }
@@ -455,6 +464,12 @@ impl Cx<'_> {
             }
         };
         let balance = self.balance(&path, &name, raw.balance.map(|b| b.0));
+        let servers = raw.servers.is_some() && raw.command.is_none();
+        let health = self.health(&format!("{path}.health"), raw.health, servers);
+        let retry = self.retry(&format!("{path}.retry"), raw.retry, &Retry::default());
+        let passive = self.passive(&format!("{path}.passive"), raw.passive);
+        let circuit_breaker =
+            self.circuit_breaker(&format!("{path}.circuit_breaker"), raw.circuit_breaker);
         let source = match (raw.servers, raw.command) {
             (Some(_), Some(_)) => {
                 self.misplaced(
@@ -477,7 +492,6 @@ impl Cx<'_> {
                     ("workdir", raw.workdir.is_some()),
                     ("port_env", raw.port_env.is_some()),
                     ("replica_env", raw.replica_env.is_some()),
-                    ("health", raw.health.is_some()),
                     ("restart", raw.restart.is_some()),
                     ("stop", raw.stop.is_some()),
                     ("logs", raw.logs.is_some()),
@@ -513,7 +527,6 @@ impl Cx<'_> {
                     }
                     env.push((k, v));
                 }
-                let health = self.health(&format!("{path}.health"), raw.health);
                 let restart = self.restart(&format!("{path}.restart"), raw.restart.map(|r| r.0));
                 let stop = match raw.stop {
                     None => Stop::default(),
@@ -542,7 +555,6 @@ impl Cx<'_> {
                     replicas,
                     port_env: raw.port_env.unwrap_or_else(|| "PORT".into()),
                     replica_env: raw.replica_env.unwrap_or_else(|| "SHOAL_REPLICA".into()),
-                    health,
                     restart,
                     stop,
                     logs,
@@ -554,6 +566,10 @@ impl Cx<'_> {
             source,
             protocol,
             balance,
+            health,
+            retry,
+            passive,
+            circuit_breaker,
         })
     }
 
@@ -662,9 +678,18 @@ impl Cx<'_> {
         }
     }
 
-    fn health(&mut self, path: &str, raw: Option<RawHealth>) -> Health {
+    fn health(&mut self, path: &str, raw: Option<BoolOr<RawHealth>>, servers: bool) -> Health {
         let d = Health::default();
-        let Some(raw) = raw else { return d };
+        let raw = match raw {
+            None | Some(BoolOr::Bool(true)) => return d,
+            Some(BoolOr::Bool(false)) => {
+                return Health {
+                    enabled: false,
+                    ..d
+                };
+            }
+            Some(BoolOr::Map(raw)) => raw,
+        };
         if let Some(p) = &raw.path {
             if !p.starts_with('/') {
                 self.error(
@@ -679,12 +704,50 @@ impl Cx<'_> {
                 );
             }
         }
+        if servers {
+            for (field, present) in [
+                ("start_period", raw.start_period.is_some()),
+                ("start_timeout", raw.start_timeout.is_some()),
+            ] {
+                if present {
+                    self.misplaced(
+                        &format!("{path}.{field}"),
+                        format!("`{field}` applies to services with `command`, not to `servers`"),
+                    );
+                }
+            }
+        }
+        let expect_field = format!("{path}.expect_status");
+        let expect_status = match &raw.expect_status {
+            None => d.expect_status.clone(),
+            Some(_) if raw.path.is_none() => {
+                self.misplaced(
+                    &expect_field,
+                    "`expect_status` applies to HTTP checks; set `path` too",
+                );
+                d.expect_status.clone()
+            }
+            Some(statuses) if statuses.items.is_empty() => {
+                self.error(&expect_field, "needs at least one status");
+                d.expect_status.clone()
+            }
+            Some(statuses) => self
+                .statuses(&expect_field, statuses, 100, 599)
+                .unwrap_or_else(|| d.expect_status.clone()),
+        };
         Health {
+            enabled: true,
             path: raw.path.clone(),
+            expect_status,
             interval: self.nonzero_duration(
                 &format!("{path}.interval"),
                 raw.interval.as_ref(),
                 d.interval,
+            ),
+            fast_interval: self.nonzero_duration(
+                &format!("{path}.fast_interval"),
+                raw.fast_interval.as_ref(),
+                d.fast_interval,
             ),
             timeout: self.nonzero_duration(
                 &format!("{path}.timeout"),
@@ -714,20 +777,349 @@ impl Cx<'_> {
         }
     }
 
+    /// HTTP statuses and ranges, each within `min..=max`, as inclusive ranges. None if any
+    /// is invalid (each is reported, at its list item when written as a list).
+    fn statuses(
+        &mut self,
+        field: &str,
+        raw: &RawStatuses,
+        min: u16,
+        max: u16,
+    ) -> Option<Vec<(u16, u16)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in raw.items.iter().enumerate() {
+            let f = if raw.list {
+                format!("{field}[{i}]")
+            } else {
+                field.to_owned()
+            };
+            match parse_status_range(item, min, max) {
+                Ok(range) => out.push(range),
+                Err(e) => {
+                    self.error(&f, e);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Retry settings over `base` (the defaults for a service; the service's for a route).
+    fn retry(&mut self, path: &str, raw: Option<BoolOr<RawRetry>>, base: &Retry) -> Retry {
+        let raw = match raw {
+            None | Some(BoolOr::Bool(true)) => return base.clone(),
+            Some(BoolOr::Bool(false)) => {
+                return Retry {
+                    attempts: 1,
+                    ..base.clone()
+                };
+            }
+            Some(BoolOr::Map(raw)) => raw,
+        };
+        let attempts = match raw.attempts {
+            None => base.attempts,
+            Some(n @ 1..=MAX_ATTEMPTS) => n,
+            Some(_) => {
+                self.error(
+                    &format!("{path}.attempts"),
+                    format!("must be between 1 and {MAX_ATTEMPTS} (tries per request, the first included; 1 = never retry)"),
+                );
+                base.attempts
+            }
+        };
+        let on_status = match &raw.on_status {
+            None => base.on_status.clone(),
+            Some(statuses) => match self.statuses(&format!("{path}.on_status"), statuses, 400, 599)
+            {
+                Some(ranges) => {
+                    let mut out: Vec<u16> = Vec::new();
+                    for (lo, hi) in ranges {
+                        for s in lo..=hi {
+                            if !out.contains(&s) {
+                                out.push(s);
+                            }
+                        }
+                    }
+                    out
+                }
+                None => base.on_status.clone(),
+            },
+        };
+        let per_try_timeout = match raw.per_try_timeout {
+            None => base.per_try_timeout,
+            Some(t) => self
+                .per_try_timeout(&format!("{path}.per_try_timeout"), t)
+                .unwrap_or(base.per_try_timeout),
+        };
+        let max_replay_body = match raw.max_replay_body {
+            None => base.max_replay_body,
+            Some(size) => self
+                .size(&format!("{path}.max_replay_body"), size)
+                .unwrap_or(base.max_replay_body),
+        };
+        let (mut budget_ratio, mut budget_min_per_sec) =
+            (base.budget_ratio, base.budget_min_per_sec);
+        if let Some(budget) = raw.budget {
+            if let Some(r) = budget.ratio {
+                budget_ratio = self
+                    .ratio(&format!("{path}.budget.ratio"), r, true)
+                    .unwrap_or(budget_ratio);
+            }
+            budget_min_per_sec = budget.min_per_sec.unwrap_or(budget_min_per_sec);
+        }
+        Retry {
+            attempts,
+            on_status,
+            per_try_timeout,
+            max_replay_body,
+            budget_ratio,
+            budget_min_per_sec,
+            non_idempotent: raw.non_idempotent.unwrap_or(base.non_idempotent),
+        }
+    }
+
+    fn per_try_timeout(&mut self, field: &str, raw: RawPerTryTimeout) -> Option<PerTryTimeout> {
+        const WORDS: [&str; 2] = ["auto", "off"];
+        let expected = "expected `auto`, `off` or a duration like `300ms`";
+        let text = match raw {
+            RawPerTryTimeout::Bool(false) => return Some(PerTryTimeout::Off),
+            RawPerTryTimeout::Bool(true) => {
+                self.error(
+                    field,
+                    format!("`true` is not a per-try timeout; {expected}"),
+                );
+                return None;
+            }
+            RawPerTryTimeout::Text(s) => s,
+        };
+        match text.trim() {
+            "auto" => Some(PerTryTimeout::Auto),
+            "off" => Some(PerTryTimeout::Off),
+            t if t.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+                match parse_duration(t) {
+                    Ok(d) if d.is_zero() => {
+                        self.error_hint(
+                            field,
+                            "must be greater than 0",
+                            Some("write `off` to never send a request to a second replica while the first try is pending".into()),
+                        );
+                        None
+                    }
+                    Ok(d) => Some(PerTryTimeout::Fixed(d)),
+                    Err(e) => {
+                        self.error(field, e);
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error_hint(
+                    field,
+                    format!("`{other}` is not a per-try timeout; {expected}"),
+                    did_you_mean(other, WORDS),
+                );
+                None
+            }
+        }
+    }
+
+    fn passive(&mut self, path: &str, raw: Option<BoolOr<RawPassive>>) -> Passive {
+        let d = Passive::default();
+        let raw = match raw {
+            None | Some(BoolOr::Bool(true)) => return d,
+            Some(BoolOr::Bool(false)) => {
+                return Passive {
+                    enabled: false,
+                    ..d
+                };
+            }
+            Some(BoolOr::Map(raw)) => raw,
+        };
+        let base_ejection = self.nonzero_duration(
+            &format!("{path}.base_ejection"),
+            raw.base_ejection.as_ref(),
+            d.base_ejection,
+        );
+        let max_ejection = self.nonzero_duration(
+            &format!("{path}.max_ejection"),
+            raw.max_ejection.as_ref(),
+            d.max_ejection,
+        );
+        if max_ejection < base_ejection {
+            if raw.max_ejection.is_some() {
+                self.error(
+                    &format!("{path}.max_ejection"),
+                    format!(
+                        "must not be shorter than `base_ejection` ({})",
+                        format_duration(base_ejection)
+                    ),
+                );
+            } else {
+                self.error_hint(
+                    &format!("{path}.base_ejection"),
+                    format!(
+                        "is longer than `max_ejection` (default {})",
+                        format_duration(max_ejection)
+                    ),
+                    Some("set `max_ejection` too".into()),
+                );
+            }
+        }
+        let max_ejected_percent = match raw.max_ejected_percent {
+            None => d.max_ejected_percent,
+            Some(p) => self
+                .percent(&format!("{path}.max_ejected_percent"), p)
+                .unwrap_or(d.max_ejected_percent),
+        };
+        Passive {
+            enabled: true,
+            consecutive_5xx: self.positive(
+                &format!("{path}.consecutive_5xx"),
+                raw.consecutive_5xx,
+                d.consecutive_5xx,
+            ),
+            consecutive_failures: self.positive(
+                &format!("{path}.consecutive_failures"),
+                raw.consecutive_failures,
+                d.consecutive_failures,
+            ),
+            base_ejection,
+            max_ejection: max_ejection.max(base_ejection),
+            max_ejected_percent,
+        }
+    }
+
+    fn circuit_breaker(
+        &mut self,
+        path: &str,
+        raw: Option<BoolOr<RawCircuitBreaker>>,
+    ) -> Option<CircuitBreaker> {
+        let d = CircuitBreaker::default();
+        let raw = match raw {
+            None | Some(BoolOr::Bool(false)) => return None,
+            Some(BoolOr::Bool(true)) => return Some(d),
+            Some(BoolOr::Map(raw)) => raw,
+        };
+        let given = raw.error_ratio.is_some() || raw.slow_ratio.is_some();
+        let error_ratio = match raw.error_ratio {
+            None if given => None,
+            None => d.error_ratio,
+            Some(r) => self
+                .ratio(&format!("{path}.error_ratio"), r, false)
+                .or(d.error_ratio),
+        };
+        let slow_ratio = match raw.slow_ratio {
+            None => d.slow_ratio,
+            Some(r) => self.ratio(&format!("{path}.slow_ratio"), r, false),
+        };
+        Some(CircuitBreaker {
+            window: self.nonzero_duration(&format!("{path}.window"), raw.window.as_ref(), d.window),
+            min_requests: self.positive(
+                &format!("{path}.min_requests"),
+                raw.min_requests,
+                d.min_requests,
+            ),
+            error_ratio,
+            slow_call: self.nonzero_duration(
+                &format!("{path}.slow_call"),
+                raw.slow_call.as_ref(),
+                d.slow_call,
+            ),
+            slow_ratio,
+            open_for: self.nonzero_duration(
+                &format!("{path}.open_for"),
+                raw.open_for.as_ref(),
+                d.open_for,
+            ),
+            half_open_requests: self.positive(
+                &format!("{path}.half_open_requests"),
+                raw.half_open_requests,
+                d.half_open_requests,
+            ),
+        })
+    }
+
+    /// A share: `0.2` or `20%`, from 0 (if `zero_ok`, else above 0) to 1.
+    fn ratio(&mut self, field: &str, raw: RawNumber, zero_ok: bool) -> Option<f64> {
+        let (value, percent, shown) = match raw {
+            RawNumber::Number(v) => (Some(v), false, v.to_string()),
+            RawNumber::Text(t) => match t.trim().strip_suffix('%') {
+                Some(p) => (p.trim().parse::<f64>().ok().map(|v| v / 100.0), true, t),
+                None => (t.trim().parse::<f64>().ok(), false, t),
+            },
+        };
+        let Some(value) = value else {
+            self.error(
+                field,
+                format!(
+                    "`{shown}` is not a ratio; expected a number like `0.2` or a percentage like `20%`"
+                ),
+            );
+            return None;
+        };
+        let in_range = if zero_ok {
+            (0.0..=1.0).contains(&value)
+        } else {
+            value > 0.0 && value <= 1.0
+        };
+        if in_range {
+            return Some(value);
+        }
+        let range = if zero_ok {
+            "must be between 0 and 1 (0% and 100%)"
+        } else {
+            "must be above 0 and at most 1 (100%)"
+        };
+        // `error_ratio: 50` most likely means 50%.
+        let hint = (!percent && value > 1.0 && value <= 100.0 && value.fract() == 0.0)
+            .then(|| format!("for a percentage, write `{shown}%`"));
+        self.error_hint(field, format!("{range}, got `{shown}`"), hint);
+        None
+    }
+
+    /// A whole percentage from 1 to 100: `50` or `50%`.
+    fn percent(&mut self, field: &str, raw: RawNumber) -> Option<u32> {
+        let (value, shown) = match raw {
+            RawNumber::Number(v) => (Some(v), v.to_string()),
+            RawNumber::Text(t) => {
+                let v = t.trim().trim_end_matches('%').trim().parse::<f64>().ok();
+                (v, t)
+            }
+        };
+        match value {
+            Some(v) if v.fract() == 0.0 && (1.0..=100.0).contains(&v) => Some(v as u32),
+            _ => {
+                self.error(
+                    field,
+                    format!("expected a whole percentage from 1 to 100, like `50`, got `{shown}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a number or text like `64KiB`.
+    fn size(&mut self, field: &str, raw: RawSize) -> Option<u64> {
+        match raw {
+            RawSize::Bytes(n) => Some(n),
+            RawSize::Text(text) => match parse_size(&text) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.error(field, e);
+                    None
+                }
+            },
+        }
+    }
+
     fn logs(&mut self, path: &str, raw: Option<RawLogs>) -> Logs {
         let d = Logs::default();
         let Some(raw) = raw else { return d };
         let field = format!("{path}.max_size");
         let max_size = match raw.max_size {
             None => d.max_size,
-            Some(RawSize::Bytes(n)) => n,
-            Some(RawSize::Text(text)) => match parse_size(&text) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.error(&field, e);
-                    d.max_size
-                }
-            },
+            Some(size) => self.size(&field, size).unwrap_or(d.max_size),
         };
         if max_size < MIN_LOG_SIZE {
             self.error(
@@ -893,6 +1285,54 @@ fn offset_place(text: &str, offset: usize, start: crate::locate::Place) -> (usiz
     } else {
         let last = before.rsplit('\n').next().unwrap_or("");
         (start.line + newlines, 1 + last.chars().count())
+    }
+}
+
+/// Most tries per request (`retry.attempts`).
+const MAX_ATTEMPTS: u32 = 10;
+
+/// `200` or `"200-299"` (or `"200"`), each status within `min..=max`.
+fn parse_status_range(raw: &RawStatus, min: u16, max: u16) -> Result<(u16, u16), String> {
+    let expected = || {
+        format!(
+            "expected an HTTP status like `{min}` or a range like `{min}-{}`",
+            min + 99
+        )
+    };
+    let check = |n: u64, shown: &str| -> Result<u16, String> {
+        match u16::try_from(n) {
+            Ok(s) if (min..=max).contains(&s) => Ok(s),
+            _ => Err(format!(
+                "`{shown}` is out of range; statuses here are {min} to {max}"
+            )),
+        }
+    };
+    match raw {
+        RawStatus::Number(n) => {
+            let s = check(*n, &n.to_string())?;
+            Ok((s, s))
+        }
+        RawStatus::Text(text) => {
+            let number = |t: &str| {
+                t.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{text}` is not a status; {}", expected()))
+            };
+            let (lo, hi) = match text.split_once('-') {
+                Some((lo, hi)) => (number(lo)?, number(hi)?),
+                None => {
+                    let n = number(text)?;
+                    (n, n)
+                }
+            };
+            let (lo, hi) = (check(lo, text)?, check(hi, text)?);
+            if lo > hi {
+                return Err(format!(
+                    "`{text}`: a range goes from the lower status to the higher, e.g. `{hi}-{lo}`"
+                ));
+            }
+            Ok((lo, hi))
+        }
     }
 }
 

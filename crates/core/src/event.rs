@@ -29,6 +29,18 @@ pub enum EventKind {
     Failed,
     /// The configuration was reloaded (or a reload was rejected).
     Reloaded,
+    /// A replica failed its active health check and left rotation (gateway checks).
+    Unhealthy,
+    /// A replica passed its active health check again and is back in rotation.
+    Healthy,
+    /// Passive health checking took a replica out of rotation for a while.
+    Ejected,
+    /// An ejected replica is back in rotation.
+    Readmitted,
+    /// A service's circuit breaker opened (requests get 503 at once) or half-opened.
+    CircuitOpen,
+    /// A service's circuit breaker closed again.
+    CircuitClosed,
 }
 
 /// One event.

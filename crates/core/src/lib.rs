@@ -14,7 +14,10 @@ mod replica;
 
 pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};
 pub use event::{Event, EventKind, EventLog};
-pub use replica::{Endpoint, ExitStatus, ReplicaState, ReplicaStatus, ServiceState, ServiceStatus};
+pub use replica::{
+    Endpoint, ExitStatus, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic, ServiceState,
+    ServiceStatus, ServiceTraffic,
+};
 
 /// Milliseconds since the Unix epoch, for timestamps that leave the process (events, API).
 pub fn unix_millis() -> u64 {

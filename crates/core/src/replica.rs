@@ -84,6 +84,68 @@ pub struct ReplicaStatus {
     pub last_exit: Option<ExitStatus>,
     /// Human-readable reason for the current state (e.g. why it failed).
     pub message: Option<String>,
+    /// How the gateway sees it, once it is in the balancer.
+    #[serde(default)]
+    pub traffic: Option<ReplicaTraffic>,
+}
+
+/// Whether the gateway sends requests to a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// In rotation.
+    Healthy,
+    /// Failing its active health check: out of rotation until it passes.
+    Unhealthy,
+    /// Ejected by passive health checking: out of rotation for a while.
+    Ejected,
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::Ejected => "ejected",
+        })
+    }
+}
+
+/// A replica as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaTraffic {
+    /// In rotation or why not.
+    pub health: HealthState,
+    /// Why it is out of rotation, e.g. "health check: timed out after 500ms".
+    pub reason: Option<String>,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Requests sent to it so far.
+    pub requests_total: u64,
+    /// Times passive health checking ejected it.
+    pub ejections_total: u64,
+}
+
+/// A service as the gateway sees it: failover counters, ready for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceTraffic {
+    /// Tries sent again after a failure (to another replica, or resent when nothing was sent).
+    pub retries_total: u64,
+    /// Tries sent to another replica because the first was slow (per-try timeout).
+    pub hedges_total: u64,
+    /// Retries and hedges the retry budget refused.
+    pub retries_refused_total: u64,
+    /// Ejections of the service's replicas.
+    pub ejections_total: u64,
+    /// Circuit breaker state (`closed`, `open`, `half-open`), if the service has one.
+    pub breaker: Option<String>,
+    /// Times the breaker opened.
+    pub breaker_opened_total: u64,
+    /// Requests answered 503 by the open breaker.
+    pub breaker_rejected_total: u64,
+    /// The per-try timeout in force now (the automatic one follows the service's latency),
+    /// in milliseconds; None when tries are not hedged.
+    pub per_try_timeout_ms: Option<u64>,
 }
 
 /// A service's overall standing.
@@ -113,4 +175,7 @@ pub struct ServiceStatus {
     pub state: ServiceState,
     /// The replicas, by index.
     pub replicas: Vec<ReplicaStatus>,
+    /// Failover counters from the gateway.
+    #[serde(default)]
+    pub traffic: Option<ServiceTraffic>,
 }

@@ -17,6 +17,18 @@ pub enum ProxyError {
     /// The route's service has no ready replica.
     #[error("no ready replica for service `{0}`")]
     NoEndpoint(String),
+    /// The service has replicas, but every one is out of rotation (failing its health
+    /// check, or ejected).
+    #[error("no healthy replica for service `{0}`")]
+    NoHealthy(String),
+    /// The service's circuit breaker is open.
+    #[error("service `{service}` is failing; its circuit breaker is open")]
+    CircuitOpen {
+        /// Service name.
+        service: String,
+        /// Seconds until trial requests are let through.
+        retry_after_secs: u64,
+    },
     /// Connecting to the replica failed (nothing was sent: safe to retry elsewhere).
     #[error("could not connect to a replica of service `{service}`")]
     Connect {
@@ -48,7 +60,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_)
+            | ProxyError::NoHealthy(_)
+            | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -60,6 +74,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoint(_) => "no-ready-replica",
+            ProxyError::NoHealthy(_) => "no-healthy-replica",
+            ProxyError::CircuitOpen { .. } => "circuit-open",
             ProxyError::Connect { .. } => "connect-failed",
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "upstream-timeout",
@@ -83,7 +99,12 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert("x-shoal-error", HeaderValue::from_static(self.reason()));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let ProxyError::CircuitOpen {
+            retry_after_secs, ..
+        } = &self
+        {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp

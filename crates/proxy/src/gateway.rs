@@ -3,29 +3,33 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use shoal_balance::{Pick, PickContext};
 use shoal_config::{Balance, HashOn, Protocol, Stack};
-use shoal_core::{Endpoint, EndpointSink};
+use shoal_core::{Endpoint, EndpointSink, EventLog, ReplicaTraffic, ServiceTraffic};
 use shoal_route::RequestInfo;
+use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody, boxed};
+use crate::breaker::Admission;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::middleware;
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
-use crate::upstream::{Conn, ConnectError, Upstreams};
+use crate::tries::{Answer, Outbound};
+use crate::upstream::Upstreams;
 
 /// Connection facts the gateway needs per request.
 #[derive(Debug, Clone)]
@@ -36,9 +40,6 @@ pub struct ConnInfo {
     pub entrypoint: Arc<str>,
 }
 
-/// Retries on another replica when connecting failed (nothing was sent).
-const CONNECT_RETRIES: usize = 2;
-
 /// The data plane's state: the current routing table, swapped whole on reload, and the
 /// endpoints drivers have reported. Cheap to share (`Arc<Gateway>`).
 #[derive(Debug)]
@@ -46,16 +47,46 @@ pub struct Gateway {
     table: ArcSwap<RoutingTable>,
     /// Endpoints reported by drivers, by service; writers (reload, drivers) serialise here.
     endpoints: Mutex<HashMap<String, Vec<Endpoint>>>,
+    /// Where health changes (unhealthy, ejected, breaker) are recorded.
+    events: Arc<EventLog>,
 }
 
 impl Gateway {
-    /// A gateway serving `stack`'s routes and services.
+    /// A gateway serving `stack`'s routes and services, with its own event log.
     pub fn new(stack: &Stack) -> Arc<Gateway> {
-        let table = RoutingTable::build(stack, None, &HashMap::new());
+        Gateway::with_events(stack, Arc::new(EventLog::new(1000)))
+    }
+
+    /// A gateway recording health changes in `events` (shared with the other planes).
+    pub fn with_events(stack: &Stack, events: Arc<EventLog>) -> Arc<Gateway> {
+        let table = RoutingTable::build(stack, None, &HashMap::new(), &events);
         Arc::new(Gateway {
             table: ArcSwap::from_pointee(table),
             endpoints: Mutex::new(HashMap::new()),
+            events,
         })
+    }
+
+    /// The event log health changes go to.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// A service's failover counters and how the gateway sees each of its backends, by
+    /// backend key (`service/N` for replicas, the URL for static servers).
+    pub fn traffic(
+        &self,
+        service: &str,
+    ) -> Option<(ServiceTraffic, Vec<(String, ReplicaTraffic)>)> {
+        let table = self.table.load();
+        let handle = table.services.get(service)?;
+        let replicas = handle
+            .balancer
+            .backends()
+            .iter()
+            .map(|b| (b.key().to_owned(), handle.health.traffic(b)))
+            .collect();
+        Some((handle.traffic(), replicas))
     }
 
     /// Swap in a new configuration. Requests in flight finish on the table they started with;
@@ -63,7 +94,7 @@ impl Gateway {
     pub fn reload(&self, stack: &Stack) {
         let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.table.load_full();
-        let table = RoutingTable::build(stack, Some(&current), &endpoints);
+        let table = RoutingTable::build(stack, Some(&current), &endpoints, &self.events);
         self.table.store(Arc::new(table));
     }
 
@@ -152,93 +183,52 @@ impl Gateway {
         }
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
 
-        // Balance, connect, send. A replica we cannot connect to is skipped for the next one
-        // (nothing was sent, so this is safe for every method); a pooled connection the replica
-        // closed before our request was written gives the request back and we send it again.
-        let mut req = Request::from_parts(parts, body);
-        *req.version_mut() = if h2c {
+        // Balance, connect, send, and try again where that is safe (see `crate::tries`).
+        let now = Instant::now();
+        let trial = match service.breaker.as_ref().map(|b| b.admit(now)) {
+            None => false,
+            Some(Admission::Allowed { trial }) => trial,
+            Some(Admission::Rejected { retry_after }) => {
+                service
+                    .health
+                    .counters
+                    .breaker_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(ProxyError::CircuitOpen {
+                    service: service.name.to_string(),
+                    retry_after_secs: retry_after.as_secs().max(1),
+                });
+            }
+        };
+        service.budget.record_request(now);
+        let version = if h2c {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut resent = false;
-        // Set when a replica refused us: if no other is left to try, that is the answer (502 or
-        // 504), not "no ready replica" (503).
-        let mut connect_failure: Option<ProxyError> = None;
-        let (pick, resp, h1) = loop {
-            let Some(pick) = ({
-                let exclude: Vec<&str> = tried.iter().map(|k| &**k).collect();
-                pick_backend(service, req.headers(), client_ip, &exclude)
-            }) else {
-                return Err(connect_failure
-                    .unwrap_or_else(|| ProxyError::NoEndpoint(service.name.to_string())));
-            };
-            let backend = pick.backend();
-            let conn = match table.upstreams.checkout(backend.addr(), h2c).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::debug!(service = %service.name, replica = backend.key(), error = %e, "connect failed");
-                    let timed_out = matches!(e, ConnectError::Timeout(_));
-                    let name = service.name.to_string();
-                    let failure = if timed_out {
-                        ProxyError::Timeout(name)
-                    } else {
-                        ProxyError::Connect {
-                            service: name,
-                            source: Box::new(e),
-                        }
-                    };
-                    if tried.len() < CONNECT_RETRIES {
-                        tried.push(backend.key().into());
-                        connect_failure = Some(failure);
-                        continue;
-                    }
-                    return Err(failure);
-                }
-            };
-            // HTTP/1.1 upstreams get the origin form (`/path?query`); HTTP/2 needs the
-            // scheme and authority as pseudo-headers, so it gets the absolute form.
-            *req.uri_mut() = if h2c {
-                upstream_uri(backend.addr(), &path_and_query)?
-            } else {
-                Uri::from(path_and_query.clone())
-            };
-            let deadline = table.settings.response_header_timeout;
-            let sent = match conn {
-                Conn::H1(mut sender) => {
-                    match tokio::time::timeout(deadline, sender.try_send_request(req)).await {
-                        Ok(Ok(resp)) => Ok((resp, Some(sender))),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
-                    }
-                }
-                Conn::H2(mut sender) => {
-                    match tokio::time::timeout(deadline, sender.try_send_request(req)).await {
-                        Ok(Ok(resp)) => Ok((resp, None)),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => return Err(ProxyError::Timeout(service.name.to_string())),
-                    }
-                }
-            };
-            match sent {
-                Ok((resp, h1)) => break (pick, resp, h1),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !resent => {
-                        // The connection died before our request was written: send it again.
-                        resent = true;
-                        req = unsent;
-                    }
-                    _ => {
-                        return Err(ProxyError::Upstream {
-                            service: service.name.to_string(),
-                            source: Box::new(e.into_error()),
-                        });
-                    }
-                },
+        let sent = Outbound {
+            upstreams: &table.upstreams,
+            service,
+            retry: &route.retry,
+            once: upgrade,
+            response_header_timeout: table.settings.response_header_timeout,
+            client_ip,
+        }
+        .run(parts.method, version, parts.headers, path_and_query, body)
+        .await;
+        if let Some(breaker) = &service.breaker {
+            let failed = sent
+                .as_ref()
+                .map_or(true, |a| a.response.status().is_server_error());
+            if let Some(state) = breaker.record(Instant::now(), trial, failed, now.elapsed()) {
+                service.health.breaker_changed(state);
             }
-        };
-        let mut resp = resp;
+        }
+        let Answer {
+            pick,
+            response: mut resp,
+            h1,
+        } = sent?;
 
         // Response headers back to the client.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -323,7 +313,7 @@ fn find_route<'t>(
     })
 }
 
-fn pick_backend(
+pub(crate) fn pick_backend(
     service: &ServiceHandle,
     headers: &HeaderMap,
     client_ip: IpAddr,
@@ -371,15 +361,6 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
         .map_or(host, |(h, _)| h)
-}
-
-fn upstream_uri(addr: &str, pq: &PathAndQuery) -> Result<Uri, ProxyError> {
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(addr)
-        .path_and_query(pq.clone())
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
 }
 
 /// Copy bytes both ways between the upgraded client and upstream connections. The pick is

@@ -13,12 +13,17 @@
 #![warn(missing_docs)]
 
 pub mod body;
+mod breaker;
+mod budget;
 mod error;
 mod forward;
 mod gateway;
+mod health;
+mod latency;
 mod middleware;
 mod server;
 mod table;
+mod tries;
 mod upstream;
 
 pub use error::ProxyError;

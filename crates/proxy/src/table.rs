@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use http::HeaderName;
 use shoal_balance::{Backend, Balancer, Policy};
-use shoal_config::{Balance, Middleware, Protocol, Service, Source, Stack};
-use shoal_core::Endpoint;
+use shoal_config::{Balance, Middleware, PerTryTimeout, Protocol, Retry, Service, Source, Stack};
+use shoal_core::{Endpoint, EventLog, ServiceTraffic};
 use shoal_route::Rule;
 
+use crate::breaker::Breaker;
+use crate::budget::RetryBudget;
+use crate::health::ServiceHealth;
+use crate::latency::LatencyTracker;
 use crate::upstream::{PoolSettings, Upstreams};
 
 /// One service as the data plane sees it.
@@ -23,19 +27,41 @@ pub(crate) struct ServiceHandle {
     pub(crate) name: Arc<str>,
     pub(crate) def: Service,
     pub(crate) balancer: Balancer,
+    /// Health of the backends: active checks of static servers, passive ejection.
+    pub(crate) health: Arc<ServiceHealth>,
+    /// Retries allowed as a share of requests.
+    pub(crate) budget: RetryBudget,
+    /// Recent time to response headers, for the automatic per-try timeout.
+    pub(crate) latency: LatencyTracker,
+    /// The circuit breaker, if the service has one.
+    pub(crate) breaker: Option<Breaker>,
 }
 
 impl ServiceHandle {
     /// A handle for `def` around `balancer`, filled with the service's static servers or
     /// with the endpoints its driver last reported.
-    fn new(def: &Service, balancer: Balancer, endpoints: Option<&Vec<Endpoint>>) -> ServiceHandle {
+    fn new(
+        def: &Service,
+        balancer: Balancer,
+        endpoints: Option<&Vec<Endpoint>>,
+        events: &Arc<EventLog>,
+    ) -> ServiceHandle {
         let handle = ServiceHandle {
             name: def.name.as_str().into(),
             def: def.clone(),
             balancer,
+            health: ServiceHealth::new(def, Arc::clone(events)),
+            budget: RetryBudget::new(def.retry.budget_ratio, def.retry.budget_min_per_sec),
+            latency: LatencyTracker::new(),
+            breaker: def.circuit_breaker.clone().map(Breaker::new),
         };
         match &def.source {
-            Source::Servers(_) => handle.set_static(def),
+            Source::Servers(_) => {
+                handle.set_static(def);
+                handle
+                    .health
+                    .start_checks(&def.health, &handle.balancer.backends());
+            }
             Source::Command(_) => {
                 if let Some(eps) = endpoints {
                     handle.set_endpoints(eps);
@@ -65,6 +91,30 @@ impl ServiceHandle {
         self.balancer.set_backends(backends);
     }
 
+    /// Failover counters, for the API and metrics.
+    pub(crate) fn traffic(&self) -> ServiceTraffic {
+        let c = &self.health.counters;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        ServiceTraffic {
+            retries_total: n(&c.retries),
+            hedges_total: n(&c.hedges),
+            retries_refused_total: self.budget.refused_total(),
+            ejections_total: n(&c.ejections),
+            breaker: self.breaker.as_ref().map(|b| b.state().to_string()),
+            breaker_opened_total: self.breaker.as_ref().map_or(0, Breaker::opened_total),
+            breaker_rejected_total: n(&c.breaker_rejected),
+            per_try_timeout_ms: match self.def.retry.per_try_timeout {
+                PerTryTimeout::Auto => Some(
+                    self.latency
+                        .auto_per_try_timeout(tokio::time::Instant::now())
+                        .as_millis() as u64,
+                ),
+                PerTryTimeout::Fixed(d) => Some(d.as_millis() as u64),
+                PerTryTimeout::Off => None,
+            },
+        }
+    }
+
     pub(crate) fn protocol(&self) -> Protocol {
         self.def.protocol
     }
@@ -88,6 +138,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) middlewares: Vec<Middleware>,
     /// Whether a middleware rewrites the path (else the original path is forwarded as is).
     pub(crate) rewrites_path: bool,
+    /// The route's retry settings, or its service's.
+    pub(crate) retry: Retry,
     pub(crate) service: Arc<ServiceHandle>,
 }
 
@@ -113,6 +165,7 @@ impl RoutingTable {
         stack: &Stack,
         previous: Option<&RoutingTable>,
         endpoints: &HashMap<String, Vec<Endpoint>>,
+        events: &Arc<EventLog>,
     ) -> RoutingTable {
         let mut services = HashMap::new();
         for def in &stack.services {
@@ -126,12 +179,13 @@ impl RoutingTable {
                         old.balancer.policy().clone(),
                         old.balancer.backends().to_vec(),
                     );
-                    Arc::new(ServiceHandle::new(def, balancer, eps))
+                    Arc::new(ServiceHandle::new(def, balancer, eps, events))
                 }
                 _ => Arc::new(ServiceHandle::new(
                     def,
                     Balancer::new(policy(&def.balance)),
                     eps,
+                    events,
                 )),
             };
             services.insert(def.name.clone(), handle);
@@ -140,6 +194,7 @@ impl RoutingTable {
             .routes
             .iter()
             .filter_map(|r| {
+                let service = services.get(&r.service)?.clone();
                 Some(CompiledRoute {
                     rule: r.rule.clone(),
                     entrypoints: r.entrypoints.clone(),
@@ -148,7 +203,8 @@ impl RoutingTable {
                         .middlewares
                         .iter()
                         .any(|m| !matches!(m, Middleware::Headers(_))),
-                    service: services.get(&r.service)?.clone(),
+                    retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
+                    service,
                 })
             })
             .collect();

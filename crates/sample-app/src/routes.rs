@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -36,6 +37,10 @@ pub(crate) struct State {
     name_header: HeaderValue,
     replica_header: Option<HeaderValue>,
     pub(crate) in_flight: Arc<InFlight>,
+    /// When non-zero, every request but `/fault` and `/health` is answered with this status
+    /// (set with `/fault?status=`; failover tests make one replica "sick" while its health
+    /// check still passes, and well again).
+    fault: AtomicU16,
     /// Set to `true` when shutdown starts; WebSocket sessions subscribe to it, and the server
     /// waits (within the grace period) until every subscriber has gone.
     pub(crate) shutdown: watch::Sender<bool>,
@@ -60,6 +65,7 @@ impl State {
             name_header: Self::name_header(name)?,
             replica_header: replica.map(HeaderValue::from),
             in_flight: Arc::default(),
+            fault: AtomicU16::new(0),
             shutdown: watch::Sender::new(false),
         })
     }
@@ -92,7 +98,13 @@ async fn route(
 ) -> Response<HandlerBody> {
     let query = req.uri().query();
     let path = req.uri().path();
+    let fault = state.fault.load(Ordering::Relaxed);
+    if fault != 0 && path != "/fault" && path != "/health" {
+        let status = StatusCode::from_u16(fault).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return text(status, "injected fault (see /fault)\n");
+    }
     let result = match path {
+        "/fault" => set_fault(state, query),
         "/health" => Ok(text(StatusCode::OK, "ok")),
         "/whoami" => Ok(whoami(state, remote, &req)),
         "/work" => work(query).await,
@@ -195,6 +207,19 @@ fn fail(query: Option<&str>) -> Result<Response<HandlerBody>, String> {
     } else {
         text(StatusCode::OK, "ok\n")
     })
+}
+
+/// `/fault?status=500`: answer every other request (but `/health`) with that status from now on;
+/// `/fault?status=0`: back to normal.
+fn set_fault(state: &State, query: Option<&str>) -> Result<Response<HandlerBody>, String> {
+    let code: u16 = required(query, "status")?;
+    if code != 0 && !(200..=599).contains(&code) {
+        return Err(format!(
+            "query parameter status={code} must be 0 or in 200..=599"
+        ));
+    }
+    state.fault.store(code, Ordering::Relaxed);
+    Ok(text(StatusCode::OK, format!("fault status {code}\n")))
 }
 
 /// `/status/CODE`: answer with that status.

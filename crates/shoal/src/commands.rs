@@ -213,11 +213,34 @@ async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A service's failover counters, when anything happened: "12 retries, 3 hedges, ...".
+fn failover_line(t: &serde_json::Value) -> Option<String> {
+    let count = |k: &str| t[k].as_u64().unwrap_or(0);
+    let mut parts: Vec<String> = [
+        ("retries_total", "retries"),
+        ("hedges_total", "hedges"),
+        ("retries_refused_total", "retries over budget"),
+        ("ejections_total", "ejections"),
+        ("breaker_rejected_total", "rejected by the breaker"),
+    ]
+    .iter()
+    .filter(|(k, _)| count(k) > 0)
+    .map(|(k, label)| format!("{} {label}", count(k)))
+    .collect();
+    if let Some(b) = t["breaker"].as_str()
+        && b != "closed"
+    {
+        parts.push(format!("circuit breaker {b}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// A `kubectl get pods`-like table.
 pub(crate) fn status_table(services: &serde_json::Value) -> String {
-    let mut rows: Vec<[String; 9]> = vec![
+    let mut rows: Vec<[String; 10]> = vec![
         [
-            "NAME", "STATE", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU", "MEMORY",
+            "NAME", "STATE", "HEALTH", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU",
+            "MEMORY",
         ]
         .map(String::from),
     ];
@@ -227,6 +250,7 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
         rows.push([
             name.to_owned(),
             s["state"].as_str().unwrap_or("?").to_owned(),
+            String::new(),
             format!("{}/{}", s["ready"], s["desired"]),
             String::new(),
             String::new(),
@@ -253,9 +277,11 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
                 .as_f64()
                 .filter(|u| *u > 0.0)
                 .map_or("-".into(), human_duration);
+            let health = r["traffic"]["health"].as_str().unwrap_or("-");
             rows.push([
                 format!("  {name}/{}", r["index"]),
                 r["state"].as_str().unwrap_or("?").to_owned(),
+                health.to_owned(),
                 String::new(),
                 opt(&r["pid"]),
                 opt(&r["port"]),
@@ -269,9 +295,15 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
             {
                 notes.push(format!("{name}/{}: {m}", r["index"]));
             }
+            if let Some(reason) = r["traffic"]["reason"].as_str() {
+                notes.push(format!("{name}/{}: {reason}", r["index"]));
+            }
+        }
+        if let Some(line) = failover_line(&s["traffic"]) {
+            notes.push(format!("{name}: {line}"));
         }
     }
-    let widths: Vec<usize> = (0..9)
+    let widths: Vec<usize> = (0..10)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -460,4 +492,37 @@ async fn sample_app(args: SampleAppArgs) -> anyhow::Result<ExitCode> {
     }
     shoal_sample_app::run_until_signal(opts).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_table_shows_health_reasons_and_failover_counters() {
+        let services = serde_json::json!([{
+            "name": "web", "state": "running", "ready": 2, "desired": 2,
+            "traffic": { "retries_total": 3, "hedges_total": 0, "ejections_total": 1, "breaker": "closed" },
+            "replicas": [
+                { "index": 0, "state": "ready", "pid": 10, "port": 20001, "restarts": 0,
+                  "traffic": { "health": "healthy" } },
+                { "index": 1, "state": "ready", "pid": 11, "port": 20002, "restarts": 0,
+                  "traffic": { "health": "ejected", "reason": "ejected for 1000ms: connection refused" } }
+            ]
+        }]);
+        let table = status_table(&services);
+        let header = table.lines().next().unwrap();
+        assert!(header.contains("HEALTH"), "{table}");
+        let row = table.lines().find(|l| l.contains("web/1")).unwrap();
+        assert!(row.contains("ejected"), "{table}");
+        assert!(
+            table.contains("web/1: ejected for 1000ms: connection refused"),
+            "{table}"
+        );
+        assert!(table.contains("web: 3 retries, 1 ejections"), "{table}");
+        assert!(
+            !table.contains("breaker"),
+            "a closed breaker is not news: {table}"
+        );
+    }
 }

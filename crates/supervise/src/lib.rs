@@ -15,7 +15,7 @@
 //!
 //! Modules, one concern each, with the theory in their docs: `spec` (what to run:
 //! [`ServiceSpec`] and its policies), `backoff` (the pure restart/give-up rule),
-//! `process` (spawning and signalling process groups), `probe` (readiness checks),
+//! `process` (spawning and signalling process groups), probes from `shoal-health`,
 //! `logs` (pipes to rotated files), `procfs` (resource use), `replica` (the state machine
 //! of one replica, which owns its process) and `supervisor` (the table of services behind
 //! [`Supervisor`]).
@@ -23,7 +23,6 @@
 
 mod backoff;
 mod logs;
-mod probe;
 mod process;
 mod procfs;
 mod replica;
@@ -31,7 +30,8 @@ mod spec;
 mod supervisor;
 
 pub use logs::{MAX_LINE, log_file};
+pub use shoal_health::Probe;
 pub use spec::{
-    LogPolicy, LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy,
+    LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy,
 };
 pub use supervisor::{SAMPLE_EVERY, Supervisor};

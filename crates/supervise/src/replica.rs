@@ -38,9 +38,9 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::backoff::{Decision, RestartTracker, human};
 use crate::logs::{self, ReplicaLog};
+use crate::process;
 use crate::procfs::{CpuMeter, GroupUsage};
-use crate::spec::{LogPolicy, ServiceSpec};
-use crate::{probe, process};
+use crate::spec::{LogPolicy, Readiness, ServiceSpec};
 
 /// How often a draining replica's in-flight count is polled.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -56,12 +56,15 @@ const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
 const START_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Delay before the next probe: at most [`START_PROBE_INTERVAL`] until the replica is
-/// first ready, then `interval`; never below [`MIN_PROBE_INTERVAL`].
-fn next_probe_delay(interval: Duration, ever_ready: bool) -> Duration {
-    let delay = if ever_ready {
-        interval
+/// first ready; then `fast_interval` after a failed probe or while out of the balancer,
+/// else `interval` with ±10% jitter; never below [`MIN_PROBE_INTERVAL`].
+fn next_probe_delay(readiness: &Readiness, ever_ready: bool, failing: bool) -> Duration {
+    let delay = if !ever_ready {
+        readiness.interval.min(START_PROBE_INTERVAL)
+    } else if failing {
+        readiness.fast_interval
     } else {
-        interval.min(START_PROBE_INTERVAL)
+        shoal_health::jittered(readiness.interval)
     };
     // A zero interval must not turn into a busy loop of connects.
     delay.max(MIN_PROBE_INTERVAL)
@@ -294,6 +297,7 @@ impl ReplicaHandle {
             rss_bytes: if running { v.rss_bytes } else { None },
             last_exit: v.last_exit,
             message: v.message.clone(),
+            traffic: None,
         }
     }
 }
@@ -473,7 +477,7 @@ impl Runner {
         let timeout = self.spec.readiness.timeout;
         Box::pin(async move {
             sleep(delay).await;
-            probe::check(&probe, port, timeout).await
+            shoal_health::check(&probe, &format!("127.0.0.1:{port}"), timeout).await
         })
     }
 
@@ -526,7 +530,8 @@ impl Runner {
                 result = &mut probe => {
                     // Decided before this result counts: the probe after the one that
                     // made the replica ready still comes at the start-up cadence.
-                    probe = self.probe_after(next_probe_delay(readiness.interval, ever_ready), port);
+                    let failing = result.is_err() || (ever_ready && !in_balancer);
+                    probe = self.probe_after(next_probe_delay(&readiness, ever_ready, failing), port);
                     match result {
                         Ok(()) => {
                             failures = 0;
@@ -623,15 +628,35 @@ mod tests {
 
     #[test]
     fn probes_come_fast_until_first_ready_then_every_interval() {
-        let second = Duration::from_secs(1);
-        assert_eq!(next_probe_delay(second, false), START_PROBE_INTERVAL);
-        assert_eq!(next_probe_delay(second, true), second);
+        let at = |interval: Duration, fast: Duration| Readiness {
+            interval,
+            fast_interval: fast,
+            ..Readiness::default()
+        };
+        let second = at(Duration::from_secs(1), Duration::from_millis(250));
+        assert_eq!(
+            next_probe_delay(&second, false, false),
+            START_PROBE_INTERVAL
+        );
+        let d = next_probe_delay(&second, true, false);
+        assert!(
+            (Duration::from_millis(900)..=Duration::from_millis(1100)).contains(&d),
+            "interval with jitter: {d:?}"
+        );
+        // After a failure or while out of the balancer: the fast interval.
+        assert_eq!(
+            next_probe_delay(&second, true, true),
+            Duration::from_millis(250)
+        );
         // A shorter interval is kept during start-up too.
-        let short = Duration::from_millis(30);
-        assert_eq!(next_probe_delay(short, false), short);
-        assert_eq!(next_probe_delay(short, true), short);
+        let short = at(Duration::from_millis(30), Duration::from_millis(30));
+        assert_eq!(
+            next_probe_delay(&short, false, false),
+            Duration::from_millis(30)
+        );
         // Zero never becomes a busy loop.
-        assert_eq!(next_probe_delay(Duration::ZERO, false), MIN_PROBE_INTERVAL);
-        assert_eq!(next_probe_delay(Duration::ZERO, true), MIN_PROBE_INTERVAL);
+        let zero = at(Duration::ZERO, Duration::ZERO);
+        assert_eq!(next_probe_delay(&zero, false, false), MIN_PROBE_INTERVAL);
+        assert_eq!(next_probe_delay(&zero, true, true), MIN_PROBE_INTERVAL);
     }
 }

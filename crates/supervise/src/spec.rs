@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shoal_health::Probe;
+
 /// Everything needed to run the replicas of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
@@ -55,18 +57,6 @@ impl ServiceSpec {
     }
 }
 
-/// How readiness is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    /// `GET http://127.0.0.1:PORT{path}`; a 2xx or 3xx status passes.
-    Http {
-        /// Request path, starting with `/`.
-        path: String,
-    },
-    /// A TCP connection to `127.0.0.1:PORT` is accepted.
-    Tcp,
-}
-
 /// Readiness checking: a replica joins the balancer only once its probe passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
@@ -76,11 +66,14 @@ pub struct Readiness {
     /// at least every 100 ms (like Docker's `start_interval`), so a replica that listens
     /// soon after spawn joins the balancer without waiting a whole interval.
     pub interval: Duration,
-    /// Time one probe may take (default 1 s).
+    /// Time between probes after a failed probe and while out of the balancer
+    /// (default 250 ms).
+    pub fast_interval: Duration,
+    /// Time one probe may take (default 500 ms).
     pub timeout: Duration,
     /// Consecutive passes needed to (re)join the balancer (default 1).
     pub success_threshold: u32,
-    /// Consecutive failures after which a ready replica leaves the balancer (default 3).
+    /// Consecutive failures after which a ready replica leaves the balancer (default 2).
     pub failure_threshold: u32,
     /// Probe failures during this period after start don't count (default 0 s).
     pub start_period: Duration,
@@ -94,9 +87,10 @@ impl Default for Readiness {
         Readiness {
             probe: Probe::Tcp,
             interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
+            fast_interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(500),
             success_threshold: 1,
-            failure_threshold: 3,
+            failure_threshold: 2,
             start_period: Duration::ZERO,
             start_timeout: Duration::from_secs(60),
         }

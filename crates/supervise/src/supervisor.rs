@@ -486,6 +486,7 @@ impl Driver for Supervisor {
                     ready,
                     state,
                     replicas: replicas.into_iter().map(|(_, r)| r).collect(),
+                    traffic: None,
                 }
             })
             .collect()

@@ -102,9 +102,7 @@ impl Harness {
     fn server(&self, name: &str, replicas: u32) -> ServiceSpec {
         let mut spec = fast(name, vec!["python3".into(), self.server_py()]);
         spec.replicas = replicas;
-        spec.readiness.probe = Probe::Http {
-            path: "/health".into(),
-        };
+        spec.readiness.probe = Probe::http("/health");
         spec
     }
 
@@ -154,6 +152,7 @@ fn fast(name: &str, command: Vec<String>) -> ServiceSpec {
     spec.readiness = Readiness {
         probe: Probe::Tcp,
         interval: Duration::from_millis(50),
+        fast_interval: Duration::from_millis(50),
         timeout: Duration::from_millis(500),
         success_threshold: 1,
         failure_threshold: 2,
@@ -899,9 +898,7 @@ async fn a_failing_readiness_check_takes_a_replica_out_and_back() {
         flag = flag.display().to_string()
     );
     let mut spec = fast("flaky", vec!["python3".into(), "-c".into(), script]);
-    spec.readiness.probe = Probe::Http {
-        path: "/health".into(),
-    };
+    spec.readiness.probe = Probe::http("/health");
     spec.readiness.success_threshold = 2;
     h.sup.apply(vec![spec]).await;
     eventually(15, "ready", || {

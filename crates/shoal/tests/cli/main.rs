@@ -4,8 +4,10 @@
 //! - `supervise`: readiness gating, crash recovery, crash-loop give-up, scaling, shutdown,
 //!   scale persistence, bad commands;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
+//! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
 mod commands;
+mod failover;
 mod figures;
 mod supervise;
 mod support;

@@ -428,15 +428,33 @@ pub(crate) fn http(
     path: &str,
     json: Option<&Value>,
 ) -> std::io::Result<Response> {
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let headers: &[(&str, &str)] = if json.is_some() {
+        &[("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    http_with(addr, method, path, headers, body.as_bytes())
+}
+
+/// One request with these headers and body on a fresh connection, read to the end.
+pub(crate) fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = json.map(Value::to_string).unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if json.is_some() {
-        req.push_str("Content-Type: application/json\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes())?;
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw).ok_or_else(|| {

@@ -1,42 +1,60 @@
-//! Readiness probes: is the replica listening on its port, and does it answer?
+//! One probe: is the replica listening, and does it answer?
 //!
-//! A TCP probe passes when a connection to `127.0.0.1:PORT` is accepted. An HTTP probe
-//! sends a minimal `GET` (HTTP/1.1, `Connection: close`) over a plain `TcpStream`, reads
-//! only the status line and passes on 2xx or 3xx — enough for a health endpoint without
-//! pulling an HTTP client into the driver. Each probe is bounded by its timeout; the
-//! thresholds that turn probe results into balancer membership live in `replica`.
-use std::net::{Ipv4Addr, SocketAddr};
+//! A TCP probe passes when a connection to the address is accepted. An HTTP probe sends a
+//! minimal `GET` (HTTP/1.1, `Connection: close`) over a plain `TcpStream`, reads only the
+//! status line and passes when the status is in the expected ranges (2xx or 3xx by
+//! default) — enough for a health endpoint without pulling an HTTP client in. Each probe is
+//! bounded by its timeout. Note that a TCP probe passes on a hung process (the kernel
+//! accepts connections into the listen backlog); only an HTTP probe notices a hang.
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::spec::Probe;
+/// What a check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET http://ADDR{path}`; passes when the status is in one of the `expect` ranges.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Inclusive status ranges that pass.
+        expect: Vec<(u16, u16)>,
+    },
+    /// A TCP connection to the address is accepted.
+    Tcp,
+}
+
+impl Probe {
+    /// An HTTP probe of `path` passing on 2xx and 3xx.
+    pub fn http(path: impl Into<String>) -> Probe {
+        Probe::Http {
+            path: path.into(),
+            expect: vec![(200, 399)],
+        }
+    }
+}
 
 /// Longest status line read before giving up on a response.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// Run one probe against `127.0.0.1:port`; `Err` carries the reason it failed.
-pub(crate) async fn check(probe: &Probe, port: u16, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, check_inner(probe, port)).await {
+/// Run one probe against `addr` (`host:port`); `Err` carries the reason it failed.
+pub async fn check(probe: &Probe, addr: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, check_inner(probe, addr)).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "timed out after {}",
-            crate::backoff::human(timeout)
-        )),
+        Err(_) => Err(format!("timed out after {}ms", timeout.as_millis())),
     }
 }
 
-async fn check_inner(probe: &Probe, port: u16) -> Result<(), String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+async fn check_inner(probe: &Probe, addr: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let Probe::Http { path } = probe else {
+    let Probe::Http { path, expect } = probe else {
         return Ok(());
     };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shoal-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shoal-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
@@ -65,7 +83,7 @@ async fn check_inner(probe: &Probe, port: u16) -> Result<(), String> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let status = parse_status_line(&buf)?;
-    if (200..400).contains(&status) {
+    if expect.iter().any(|&(lo, hi)| (lo..=hi).contains(&status)) {
         Ok(())
     } else {
         Err(format!("HTTP status {status}"))
@@ -107,9 +125,9 @@ mod tests {
     }
 
     /// A one-shot server answering every connection with `response`.
-    async fn serve(response: &'static str) -> u16 {
+    async fn serve(response: &'static str) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 1024];
@@ -117,7 +135,7 @@ mod tests {
                 let _ = s.write_all(response.as_bytes()).await;
             }
         });
-        port
+        addr
     }
 
     #[tokio::test]
@@ -125,37 +143,45 @@ mod tests {
         let ok = serve("HTTP/1.1 204 No Content\r\n\r\n").await;
         let redirect = serve("HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
         let down = serve("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
-        let http = Probe::Http {
-            path: "/health".into(),
-        };
+        let http = Probe::http("/health");
         let t = Duration::from_secs(2);
-        assert_eq!(check(&http, ok, t).await, Ok(()));
-        assert_eq!(check(&http, redirect, t).await, Ok(()));
-        assert_eq!(check(&http, down, t).await, Err("HTTP status 503".into()));
+        assert_eq!(check(&http, &ok, t).await, Ok(()));
+        assert_eq!(check(&http, &redirect, t).await, Ok(()));
+        assert_eq!(check(&http, &down, t).await, Err("HTTP status 503".into()));
+        // Expected statuses are configurable: 503 passes, 204 does not.
+        let only_503 = Probe::Http {
+            path: "/health".into(),
+            expect: vec![(503, 503)],
+        };
+        assert_eq!(check(&only_503, &down, t).await, Ok(()));
+        assert_eq!(
+            check(&only_503, &ok, t).await,
+            Err("HTTP status 204".into())
+        );
     }
 
     #[tokio::test]
     async fn probes_fail_when_nothing_listens_or_nothing_answers() {
         // A port that was free a moment ago: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
+            .to_string();
         assert!(
-            check(&Probe::Tcp, port, Duration::from_secs(1))
+            check(&Probe::Tcp, &addr, Duration::from_secs(1))
                 .await
                 .is_err()
         );
         // A listener that accepts but never answers: the HTTP probe times out, TCP passes.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = silent.local_addr().unwrap().port();
+        let addr = silent.local_addr().unwrap().to_string();
         assert_eq!(
-            check(&Probe::Tcp, port, Duration::from_secs(1)).await,
+            check(&Probe::Tcp, &addr, Duration::from_secs(1)).await,
             Ok(())
         );
-        let http = Probe::Http { path: "/".into() };
-        let err = check(&http, port, Duration::from_millis(100))
+        let http = Probe::http("/");
+        let err = check(&http, &addr, Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(err.contains("timed out"), "{err}");

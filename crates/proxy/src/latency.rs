@@ -1,0 +1,467 @@
+//! Recent response latency of a service, and the adaptive per-try timeout derived from it.
+//!
+//! This module owns the histogram and the `Auto` timeout rule; applying the timeout to a
+//! try, and deciding what to do when it fires, belong to the forwarding code.
+//!
+//! # Algorithm
+//!
+//! Latencies go into a log-bucketed histogram of atomic counters: bucket upper bounds grow
+//! by 2^(1/4) (four buckets per octave, so a bucket is at most ~19% wide) from
+//! [`FIRST_BOUND`] (50 µs; everything faster shares bucket 0) to ~62 s (everything slower
+//! shares the last bucket). A quantile is the upper bound of the bucket holding it, so it
+//! errs on the slow side, which is the safe side for a timeout.
+//!
+//! There are two such histograms: windows of [`WINDOW`] (10 s) numbered from `origin`
+//! (fixed at construction), window `n` living in slot `n % 2`. Quantiles are computed over
+//! the current and the previous window, that is over the last 10–20 s. Rotation is lazy:
+//! the first recorder that finds its slot holding an older window claims it with a CAS on
+//! the slot's window number and zeroes its counters. A sample that lands in the slot between
+//! that CAS and the zeroing is lost; this is a few instructions once every 10 s and costs a
+//! sample or two, which a quantile does not notice.
+//!
+//! Recording is one relaxed load (the slot's window number), a binary search over a
+//! constant table and one relaxed `fetch_add`: no lock, no allocation, no floating point.
+//!
+//! The `Auto` per-try timeout is `clamp(4 × p99, 100 ms, 2 s)`, or 1 s with fewer than 50
+//! samples. Scanning the histogram costs ~160 loads, so the value is cached in atomics and
+//! recomputed at most every [`AUTO_REFRESH`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Upper bound of bucket 0, in nanoseconds (50 µs).
+const FIRST_BOUND: u64 = 50_000;
+
+/// Number of buckets: the last upper bound is 50 µs × 2^(81/4) ≈ 62 s.
+const BUCKETS: usize = 82;
+
+/// Length of one window.
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// The window number of a slot that has never been used.
+const NEVER: u64 = u64::MAX;
+
+/// `Auto` timeout with too few samples to trust a p99.
+const AUTO_DEFAULT: Duration = Duration::from_secs(1);
+/// Samples needed before the p99 drives the `Auto` timeout.
+const AUTO_MIN_SAMPLES: u64 = 50;
+/// The `Auto` timeout is this many times the p99...
+const AUTO_P99_FACTOR: u32 = 4;
+/// ...but at least this...
+const AUTO_FLOOR: Duration = Duration::from_millis(100);
+/// ...and at most this.
+const AUTO_CAP: Duration = Duration::from_secs(2);
+/// How long a computed `Auto` timeout is reused.
+const AUTO_REFRESH: Duration = Duration::from_millis(100);
+
+/// Bucket upper bounds in nanoseconds: `FIRST_BOUND × 2^(i/4)`, rounded.
+static BOUNDS: [u64; BUCKETS] = bounds();
+
+/// Builds [`BOUNDS`] from the four steps of one octave, doubled once per octave.
+const fn bounds() -> [u64; BUCKETS] {
+    // FIRST_BOUND × 2^(j/4) for j = 0..4, rounded to the nanosecond.
+    const OCTAVE: [u64; 4] = [FIRST_BOUND, 59_460, 70_711, 84_090];
+    let mut bounds = [0; BUCKETS];
+    let mut i = 0;
+    while i < BUCKETS {
+        bounds[i] = OCTAVE[i % 4] << (i / 4);
+        i += 1;
+    }
+    bounds
+}
+
+/// The bucket a latency of `nanos` falls in.
+fn bucket_of(nanos: u64) -> usize {
+    BOUNDS
+        .partition_point(|&bound| bound < nanos)
+        .min(BUCKETS - 1)
+}
+
+/// One window's histogram.
+#[derive(Debug)]
+struct Window {
+    /// The window number these counters belong to, or [`NEVER`].
+    number: AtomicU64,
+    counts: [AtomicU64; BUCKETS],
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            number: AtomicU64::new(NEVER),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Claims this slot for window `number` if it holds an older one, zeroing its counters.
+    fn rotate_to(&self, number: u64) {
+        let held = self.number.load(Ordering::Acquire);
+        // A newer number means a caller with a later clock reading got here first.
+        if held == number || (held != NEVER && held > number) {
+            return;
+        }
+        let claimed = self
+            .number
+            .compare_exchange(held, number, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            for count in &self.counts {
+                count.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether this slot holds window `current` or the one before it.
+    fn is_recent(&self, current: u64) -> bool {
+        let held = self.number.load(Ordering::Acquire);
+        current.checked_sub(held).is_some_and(|age| age < 2)
+    }
+}
+
+/// Recent latencies of one service. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct LatencyTracker {
+    /// Start of window 0.
+    origin: Instant,
+    windows: [Window; 2],
+    /// Cached `Auto` timeout, in nanoseconds.
+    auto_nanos: AtomicU64,
+    /// When `auto_nanos` was computed, in nanoseconds since `origin`, or [`NEVER`].
+    auto_at: AtomicU64,
+}
+
+impl Default for LatencyTracker {
+    fn default() -> Self {
+        LatencyTracker::new()
+    }
+}
+
+impl LatencyTracker {
+    /// An empty tracker.
+    pub(crate) fn new() -> LatencyTracker {
+        LatencyTracker {
+            origin: Instant::now(),
+            windows: [Window::new(), Window::new()],
+            auto_nanos: AtomicU64::new(0),
+            auto_at: AtomicU64::new(NEVER),
+        }
+    }
+
+    /// One response's time to headers.
+    pub(crate) fn record(&self, now: Instant, latency: Duration) {
+        let number = self.window_number(now);
+        let window = &self.windows[(number % 2) as usize];
+        window.rotate_to(number);
+        let bucket = bucket_of(saturating_nanos(latency));
+        window.counts[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The q-quantile (0..1) over roughly the last 10–20 s, or None with fewer than
+    /// `min_samples` samples (or none at all).
+    ///
+    /// The answer is the upper bound of the bucket holding the quantile, so at most ~19%
+    /// above the true value. `q` is clamped to 0..=1.
+    pub(crate) fn quantile(&self, now: Instant, q: f64, min_samples: u64) -> Option<Duration> {
+        let counts = self.recent_counts(now);
+        let total: u64 = counts.iter().sum();
+        if total == 0 || total < min_samples {
+            return None;
+        }
+        let rank = rank_of(q, total);
+        let mut seen = 0;
+        let bucket = counts.iter().position(|&count| {
+            seen += count;
+            seen >= rank
+        })?;
+        Some(Duration::from_nanos(BOUNDS[bucket]))
+    }
+
+    /// The per-try timeout for `Auto`: clamp(4 × p99, 100 ms, 2 s); 1 s when fewer than 50 samples.
+    /// Cached: recomputed at most every 100 ms (store the value and the time in atomics).
+    pub(crate) fn auto_per_try_timeout(&self, now: Instant) -> Duration {
+        let at = saturating_nanos(now.saturating_duration_since(self.origin));
+        if let Some(cached) = self.cached_auto(at) {
+            return cached;
+        }
+        let timeout = self.compute_auto(now);
+        // Value first, then the time that validates it.
+        self.auto_nanos
+            .store(saturating_nanos(timeout), Ordering::Relaxed);
+        self.auto_at.store(at, Ordering::Release);
+        timeout
+    }
+
+    /// The cached `Auto` timeout if it was computed less than [`AUTO_REFRESH`] before `at`.
+    fn cached_auto(&self, at: u64) -> Option<Duration> {
+        let computed_at = self.auto_at.load(Ordering::Acquire);
+        let age = at.checked_sub(computed_at)?;
+        if age >= saturating_nanos(AUTO_REFRESH) {
+            return None;
+        }
+        Some(Duration::from_nanos(
+            self.auto_nanos.load(Ordering::Relaxed),
+        ))
+    }
+
+    fn compute_auto(&self, now: Instant) -> Duration {
+        match self.quantile(now, 0.99, AUTO_MIN_SAMPLES) {
+            Some(p99) => (p99 * AUTO_P99_FACTOR).clamp(AUTO_FLOOR, AUTO_CAP),
+            None => AUTO_DEFAULT,
+        }
+    }
+
+    /// Number of the window `now` falls in; a reading from before `origin` is in window 0.
+    fn window_number(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.origin);
+        elapsed.as_secs() / WINDOW.as_secs()
+    }
+
+    /// Per-bucket counts summed over the current and the previous window.
+    fn recent_counts(&self, now: Instant) -> [u64; BUCKETS] {
+        let current = self.window_number(now);
+        let mut counts = [0; BUCKETS];
+        for window in self.windows.iter().filter(|w| w.is_recent(current)) {
+            for (sum, count) in counts.iter_mut().zip(&window.counts) {
+                *sum += count.load(Ordering::Relaxed);
+            }
+        }
+        counts
+    }
+}
+
+/// The 1-based rank of the q-quantile among `total` samples.
+fn rank_of(q: f64, total: u64) -> u64 {
+    let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+    // `as` saturates; the clamp keeps it within the samples.
+    ((q * total as f64).ceil() as u64).clamp(1, total)
+}
+
+fn saturating_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn record_n(tracker: &LatencyTracker, now: Instant, latency: Duration, n: usize) {
+        for _ in 0..n {
+            tracker.record(now, latency);
+        }
+    }
+
+    #[test]
+    fn bounds_grow_by_a_quarter_octave_from_50us_to_about_60s() {
+        assert_eq!(BOUNDS[0], 50_000);
+        assert_eq!(BOUNDS[4], 100_000);
+        for pair in BOUNDS.windows(2) {
+            let step = pair[1] as f64 / pair[0] as f64;
+            assert!((step - 2f64.powf(0.25)).abs() < 1e-4, "{pair:?}");
+        }
+        let last = Duration::from_nanos(BOUNDS[BUCKETS - 1]);
+        assert!(last >= Duration::from_mins(1) && last < Duration::from_secs(65));
+    }
+
+    #[test]
+    fn bucket_of_finds_the_first_bound_at_or_above() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(50_000), 0);
+        assert_eq!(bucket_of(50_001), 1);
+        assert_eq!(bucket_of(100_000), 4);
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn constant_latency_gives_its_own_bucket() {
+        let tracker = LatencyTracker::new();
+        let now = tracker.origin;
+        record_n(&tracker, now, ms(2), 1000);
+        let p99 = tracker.quantile(now, 0.99, 1).unwrap();
+        assert!(
+            p99 >= ms(2) && p99 <= Duration::from_micros(2500),
+            "{p99:?}"
+        );
+        assert_eq!(tracker.quantile(now, 0.0, 1), Some(p99));
+        assert_eq!(tracker.quantile(now, 1.0, 1), Some(p99));
+    }
+
+    #[test]
+    fn a_slow_tail_shows_in_the_high_quantiles_only() {
+        let tracker = LatencyTracker::new();
+        let now = tracker.origin;
+        record_n(&tracker, now, ms(1), 990);
+        record_n(&tracker, now, ms(100), 10);
+        let p50 = tracker.quantile(now, 0.5, 1).unwrap();
+        assert!(
+            p50 >= ms(1) && p50 <= Duration::from_micros(1190),
+            "{p50:?}"
+        );
+        let p999 = tracker.quantile(now, 0.999, 1).unwrap();
+        assert!(p999 >= ms(100) && p999 <= ms(119), "{p999:?}");
+    }
+
+    #[test]
+    fn too_few_samples_give_none() {
+        let tracker = LatencyTracker::new();
+        let now = tracker.origin;
+        assert_eq!(tracker.quantile(now, 0.5, 0), None, "no samples at all");
+        record_n(&tracker, now, ms(5), 9);
+        assert_eq!(tracker.quantile(now, 0.5, 10), None);
+        tracker.record(now, ms(5));
+        assert!(tracker.quantile(now, 0.5, 10).is_some());
+    }
+
+    #[test]
+    fn samples_age_out_after_two_windows() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, ms(50), 100);
+        // Still the previous window at 19.9 s.
+        assert!(tracker.quantile(t0 + ms(19_900), 0.5, 1).is_some());
+        assert_eq!(tracker.quantile(t0 + ms(20_000), 0.5, 1), None);
+        // A recorder reusing the slot drops the old samples.
+        tracker.record(t0 + ms(20_000), ms(1));
+        let p100 = tracker.quantile(t0 + ms(20_000), 1.0, 1).unwrap();
+        assert!(p100 < ms(2), "{p100:?}");
+    }
+
+    #[test]
+    fn quantiles_span_the_current_and_previous_window() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0 + ms(9_000), ms(1), 50);
+        record_n(&tracker, t0 + ms(11_000), ms(100), 50);
+        let now = t0 + ms(12_000);
+        assert!(tracker.quantile(now, 0.25, 100).unwrap() < ms(2));
+        assert!(tracker.quantile(now, 0.75, 100).unwrap() >= ms(100));
+    }
+
+    #[test]
+    fn auto_timeout_is_one_second_without_enough_data() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(1));
+        record_n(&tracker, t0, ms(1), 49);
+        assert_eq!(
+            tracker.auto_per_try_timeout(t0 + ms(100)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn auto_timeout_has_a_floor_for_fast_services() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, ms(1), 1000);
+        assert_eq!(tracker.auto_per_try_timeout(t0), ms(100));
+    }
+
+    #[test]
+    fn auto_timeout_is_four_times_the_p99() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, ms(200), 1000);
+        let timeout = tracker.auto_per_try_timeout(t0);
+        // 4 × 200 ms, plus at most one bucket width (~19%).
+        assert!(timeout >= ms(800) && timeout <= ms(952), "{timeout:?}");
+    }
+
+    #[test]
+    fn auto_timeout_is_capped() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, Duration::from_secs(30), 100);
+        assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn auto_timeout_is_recomputed_at_most_every_100ms() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(1));
+        record_n(&tracker, t0, ms(1), 1000);
+        assert_eq!(
+            tracker.auto_per_try_timeout(t0 + ms(99)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(tracker.auto_per_try_timeout(t0 + ms(100)), ms(100));
+    }
+
+    /// A small seeded generator (SplitMix64): the randomized tests need no extra crate, and
+    /// a failure names its seed.
+    #[derive(Debug)]
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `lo..hi`.
+        fn range(&mut self, lo: u64, hi: u64) -> u64 {
+            lo + self.next() % (hi - lo)
+        }
+
+        /// Uniform in `0.0..1.0`.
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn random_tracker(rng: &mut Rng, max_micros: u64) -> (LatencyTracker, Vec<u64>) {
+        let tracker = LatencyTracker::new();
+        let len = rng.range(1, 300);
+        let micros: Vec<u64> = (0..len).map(|_| rng.range(50, max_micros)).collect();
+        for &us in &micros {
+            tracker.record(tracker.origin, Duration::from_micros(us));
+        }
+        (tracker, micros)
+    }
+
+    /// The reported quantile is the bucket bound at or just above the exact one.
+    #[test]
+    fn quantile_is_the_exact_one_rounded_up_to_its_bucket() {
+        for seed in 0..300 {
+            let mut rng = Rng(seed);
+            let (tracker, mut micros) = random_tracker(&mut rng, 60_000_000);
+            let q = rng.unit();
+            micros.sort_unstable();
+            let rank = rank_of(q, micros.len() as u64);
+            let exact = Duration::from_micros(micros[rank as usize - 1]);
+            let reported = tracker.quantile(tracker.origin, q, 1).unwrap();
+            assert!(reported >= exact, "seed {seed}: {reported:?} < {exact:?}");
+            let most = exact.as_secs_f64() * 1.19;
+            assert!(
+                reported.as_secs_f64() <= most,
+                "seed {seed}: {reported:?} vs {exact:?}"
+            );
+        }
+    }
+
+    /// Higher quantiles are never faster.
+    #[test]
+    fn quantiles_are_monotonic() {
+        for seed in 0..300 {
+            let mut rng = Rng(seed);
+            let (tracker, _) = random_tracker(&mut rng, 100_000_000);
+            let (a, b) = (rng.unit(), rng.unit());
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let now = tracker.origin;
+            let (lo_value, hi_value) = (tracker.quantile(now, lo, 1), tracker.quantile(now, hi, 1));
+            assert!(
+                lo_value <= hi_value,
+                "seed {seed}: q{lo} {lo_value:?} > q{hi} {hi_value:?}"
+            );
+        }
+    }
+}

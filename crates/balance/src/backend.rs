@@ -140,7 +140,7 @@ impl Backend {
     }
 
     /// The key as a shared string (cheap to clone).
-    pub(crate) fn key_arc(&self) -> &Arc<str> {
+    pub fn key_shared(&self) -> &Arc<str> {
         &self.key
     }
 

@@ -185,7 +185,7 @@ impl Balancer {
         let mut seen = HashSet::with_capacity(backends.len());
         let mut set = Vec::with_capacity(backends.len());
         for b in backends {
-            if !seen.insert(Arc::clone(b.key_arc())) {
+            if !seen.insert(Arc::clone(b.key_shared())) {
                 continue;
             }
             let b = match existing.get(b.key()) {

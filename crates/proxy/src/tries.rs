@@ -24,12 +24,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version, header};
 use http_body::Body;
@@ -198,7 +197,7 @@ impl Outbound<'_> {
             tried: Vec::new(),
             started: 0,
             last_error: None,
-            in_flight: FuturesUnordered::new(),
+            in_flight: Vec::with_capacity(1),
             latest: None,
             fallback: None,
         };
@@ -207,26 +206,37 @@ impl Outbound<'_> {
             .next_request()
             .expect("the first try always has its request");
         state.launch(first)?;
+        // One timer at a time (the hedge or the deadline, whichever comes first): timers
+        // are a noticeable part of a request's cost.
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
         loop {
             let hedge_at = match (per_try, &state.latest) {
                 (Some(d), Some((_, at))) if state.started < retry.attempts => Some(*at + d),
                 _ => None,
             };
+            let wake_at = hedge_at.map_or(deadline, |h| h.min(deadline));
+            if timer.deadline() != wake_at {
+                timer.as_mut().reset(wake_at);
+            }
             tokio::select! {
                 biased;
-                Some((pick, sent_ms, result)) = state.in_flight.next() => {
+                (pick, sent_ms, result) = state.next_settled() => {
                     if let Some(answer) = state.settle(pick, sent_ms, result)? {
                         return Ok(answer);
                     }
                 }
-                () = sleep_until_opt(hedge_at) => state.hedge(per_try.unwrap_or_default()),
-                () = tokio::time::sleep_until(deadline) => {
-                    // Every try still waiting counts as a failure of its replica.
-                    while let Some(latest) = state.latest.take() {
-                        let reason = format!("no response headers within {}ms", self.response_header_timeout.as_millis());
-                        service.health.observe(&service.balancer, &latest.0, Outcome::Failed(reason));
+                () = &mut timer => {
+                    if Instant::now() < deadline {
+                        state.hedge(per_try.unwrap_or_default());
+                    } else {
+                        // The try still waiting counts as a failure of its replica.
+                        if let Some((backend, _)) = state.latest.take() {
+                            let reason = format!("no response headers within {}ms", self.response_header_timeout.as_millis());
+                            service.health.observe(&service.balancer, &backend, Outcome::Failed(reason));
+                        }
+                        return Err(ProxyError::Timeout(service.name.to_string()));
                     }
-                    return Err(ProxyError::Timeout(service.name.to_string()));
                 }
             }
             if state.in_flight.is_empty() {
@@ -254,7 +264,8 @@ struct Tries<'s, 'a> {
     /// Tries started.
     started: u32,
     last_error: Option<ProxyError>,
-    in_flight: FuturesUnordered<BoxFuture<'static, (Pick, u64, TryResult)>>,
+    /// Tries running (usually one; a hedge adds one). Polled in turn by `next_settled`.
+    in_flight: Vec<BoxFuture<'static, (Pick, u64, TryResult)>>,
     /// The backend and start of the latest try: the one a hedge would back up.
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.
@@ -262,6 +273,20 @@ struct Tries<'s, 'a> {
 }
 
 impl<'a> Tries<'_, 'a> {
+    /// The next try to finish, removed from `in_flight`. Pending forever if none runs.
+    async fn next_settled(&mut self) -> (Pick, u64, TryResult) {
+        std::future::poll_fn(|cx| {
+            for i in 0..self.in_flight.len() {
+                if let Poll::Ready(out) = self.in_flight[i].as_mut().poll(cx) {
+                    drop(self.in_flight.swap_remove(i));
+                    return Poll::Ready(out);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Start a try of `req` on a backend not tried yet. `Err` when there is none and no
     /// other try is running.
     fn launch(&mut self, req: Request<ProxyBody>) -> Result<(), ProxyError> {
@@ -285,7 +310,7 @@ impl<'a> Tries<'_, 'a> {
 
     fn launch_on(&mut self, pick: Pick, req: Request<ProxyBody>) {
         self.started += 1;
-        self.tried.push(Arc::from(pick.backend().key()));
+        self.tried.push(Arc::clone(pick.backend().key_shared()));
         self.latest = Some((Arc::clone(pick.backend()), Instant::now()));
         let upstreams = Arc::clone(self.send.upstreams);
         let h2c = self.template.h2c;
@@ -445,14 +470,6 @@ impl<'a> Tries<'_, 'a> {
         *req.uri_mut() = Uri::from(t.path_and_query.clone());
         *req.headers_mut() = headers;
         Some(req)
-    }
-}
-
-/// Sleep until `at`, or forever.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

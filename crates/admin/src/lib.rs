@@ -35,12 +35,22 @@ use tokio::sync::watch;
 pub trait Control: Send + Sync + 'static {
     /// Every service, sorted by name.
     fn services(&self) -> Vec<ServiceStatus>;
-    /// Set a service's desired replica count.
-    fn scale(&self, service: &str, replicas: u32) -> Result<(), ScaleError>;
+    /// Set a service's desired replica count; says what was set (an autoscaled service is
+    /// clamped to its bounds).
+    fn scale(&self, service: &str, replicas: u32) -> Result<Scaled, ScaleError>;
     /// Re-read and apply the stack file; the error lists every problem (file:line:column).
     fn reload(&self) -> Result<String, String>;
     /// The event log.
     fn events(&self) -> &EventLog;
+}
+
+/// What a scale request did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaled {
+    /// The replica count now desired.
+    pub replicas: u32,
+    /// Why it differs from the one asked for, if it does.
+    pub note: Option<String>,
 }
 
 /// Why a scale request was refused.
@@ -194,9 +204,12 @@ async fn scale(
         );
     };
     match s.control.scale(&name, req.replicas) {
-        Ok(()) => {
-            Json(serde_json::json!({ "service": name, "replicas": req.replicas })).into_response()
-        }
+        Ok(done) => Json(serde_json::json!({
+            "service": name,
+            "replicas": done.replicas,
+            "note": done.note,
+        }))
+        .into_response(),
         Err(e @ ScaleError::UnknownService(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ ScaleError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }

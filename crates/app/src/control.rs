@@ -1,16 +1,18 @@
 //! The running shoal as the admin API sees it: status, scale, reload, events.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use shoal_admin::{Control, ScaleError};
+use shoal_admin::{Control, ScaleError, Scaled};
 use shoal_config::{Health, Source, Stack};
 use shoal_core::{
     Driver, DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus,
     ReplicaTraffic, ServiceState, ServiceStatus,
 };
 use shoal_proxy::Gateway;
+
+use crate::autoscale::Autoscaling;
 use shoal_supervise::{
     LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
 };
@@ -77,6 +79,9 @@ pub(crate) struct AppControl {
     pub(crate) scale_state: Mutex<ScaleState>,
     pub(crate) shoal_exe: PathBuf,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) autoscaling: Arc<Autoscaling>,
+    /// This control itself, for callbacks that must not keep it alive.
+    pub(crate) me: OnceLock<Weak<AppControl>>,
 }
 
 impl std::fmt::Debug for AppControl {
@@ -91,25 +96,41 @@ impl AppControl {
     /// The supervisor's view of the stack's command services, with scale overrides applied.
     pub(crate) fn specs(&self, stack: &Stack) -> Vec<ServiceSpec> {
         let state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
+        let running: HashMap<String, u32> = self
+            .supervisor
+            .status()
+            .into_iter()
+            .map(|s| (s.name, s.desired))
+            .collect();
         stack
             .services
             .iter()
             .filter_map(|s| match &s.source {
-                Source::Command(c) => Some(spec_for(
-                    &s.name,
-                    c,
-                    &s.health,
-                    state.replicas(&s.name, c.replicas),
-                    &self.shoal_exe,
-                )),
+                Source::Command(c) => {
+                    let replicas = match &c.autoscale {
+                        // Autoscaled: a reload keeps the count the autoscaler reached,
+                        // within the (new) bounds.
+                        Some(a) => running
+                            .get(&s.name)
+                            .map_or(c.replicas, |&n| n.clamp(a.policy.min, a.policy.max)),
+                        None => state.replicas(&s.name, c.replicas),
+                    };
+                    Some(spec_for(&s.name, c, &s.health, replicas, &self.shoal_exe))
+                }
                 Source::Servers(_) => None,
             })
             .collect()
     }
 
+    /// A weak handle on this control (for the gateway's wake callbacks).
+    pub(crate) fn weak(&self) -> Weak<AppControl> {
+        self.me.get().cloned().unwrap_or_default()
+    }
+
     /// Apply a new stack: gateway first (new services become routable), then the driver.
     pub(crate) fn apply(&self, stack: Stack) {
         self.gateway.reload(&stack);
+        self.autoscaling.apply(&stack, self);
         let specs = self.specs(&stack);
         *self.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
         let supervisor = self.supervisor.clone();
@@ -186,6 +207,7 @@ impl AppControl {
                         })
                         .collect(),
                     traffic: None,
+                    autoscale: None,
                 }),
                 Source::Command(_) => None,
             })
@@ -267,11 +289,13 @@ impl Control for AppControl {
         all.sort_by(|a, b| a.name.cmp(&b.name));
         for service in &mut all {
             self.add_traffic(service);
+            let held = service.traffic.as_ref().map_or(0, |t| t.held);
+            service.autoscale = self.autoscaling.status(&service.name, held);
         }
         all
     }
 
-    fn scale(&self, service: &str, replicas: u32) -> Result<(), ScaleError> {
+    fn scale(&self, service: &str, replicas: u32) -> Result<Scaled, ScaleError> {
         let file_replicas = {
             let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
             match stack.service(service).map(|s| &s.source) {
@@ -287,6 +311,27 @@ impl Control for AppControl {
         if replicas > 1000 {
             return Err(ScaleError::Invalid("at most 1000 replicas".into()));
         }
+        if let Some((min, max)) = self.autoscaling.bounds(service) {
+            // Autoscaled: set the current count within the bounds; the autoscaler carries
+            // on from there (like `kubectl scale` under an HPA). Not saved across restarts.
+            let set = replicas.clamp(min, max);
+            self.supervisor.scale(service, set).map_err(|e| match e {
+                DriverError::UnknownService(s) => ScaleError::UnknownService(s),
+                DriverError::Invalid(m) => ScaleError::Invalid(m),
+            })?;
+            let note = format!(
+                "`{service}` is autoscaled between {min} and {max}{}; the autoscaler carries on from {set}",
+                if set == replicas {
+                    String::new()
+                } else {
+                    format!(" (asked for {replicas}, clamped to {set})")
+                }
+            );
+            return Ok(Scaled {
+                replicas: set,
+                note: Some(note),
+            });
+        }
         self.supervisor
             .scale(service, replicas)
             .map_err(|e| match e {
@@ -300,7 +345,10 @@ impl Control for AppControl {
         if let Err(e) = state.save(&self.state_path) {
             tracing::warn!(path = %self.state_path.display(), error = %e, "cannot save the scale state");
         }
-        Ok(())
+        Ok(Scaled {
+            replicas,
+            note: None,
+        })
     }
 
     fn reload(&self) -> Result<String, String> {

@@ -7,6 +7,7 @@
 //! algorithm or process handling: those live in the plane crates.
 #![warn(missing_docs)]
 
+mod autoscale;
 mod control;
 mod shoal;
 

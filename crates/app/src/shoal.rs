@@ -1,7 +1,7 @@
 //! Start-up, reload and shutdown of a whole shoal.
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use shoal_admin::{AdminConfig, AdminServer, Control};
 use shoal_config::Stack;
@@ -9,6 +9,7 @@ use shoal_core::{EndpointSink, EventLog};
 use shoal_proxy::{BindError, Gateway, Listeners, ServeSettings, Serving};
 use shoal_supervise::{LogPolicy, Supervisor};
 
+use crate::autoscale::Autoscaling;
 use crate::control::{AppControl, DRIVER_SHUTDOWN_SLACK, ScaleState};
 
 /// What to start.
@@ -96,7 +97,11 @@ impl Shoal {
             state_path,
             shoal_exe: opts.shoal_exe,
             runtime: tokio::runtime::Handle::current(),
+            autoscaling: Autoscaling::new(),
+            me: OnceLock::new(),
         });
+        let _ = control.me.set(Arc::downgrade(&control));
+        tokio::spawn(control.autoscaling.clone().run(Arc::downgrade(&control)));
         let serving = Serving::start(
             gateway,
             listeners,

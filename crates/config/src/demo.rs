@@ -1,7 +1,8 @@
 //! The built-in demo stack: what `shoal up` runs without a stack file and `shoal init` writes.
 
-/// Two services of the built-in sample app behind path-prefix routes. `shoal` as argv[0]
-/// means "this shoal binary", so the demo works before shoal is on `PATH`.
+/// Two services of the built-in sample app behind path-prefix routes, one of them
+/// autoscaled. `shoal` as `argv[0]` means "this shoal binary", so the demo works before shoal
+/// is on `PATH`.
 pub const DEMO_STACK: &str = r#"# shoal demo stack: two services of the built-in sample app behind one gateway.
 # Try:  curl localhost:8000/api/users/whoami   (repeat it: replicas take turns)
 #       shoal status    shoal scale users 4    shoal logs users -f
@@ -19,9 +20,13 @@ services:
     restart: { policy: on-failure, max_attempts: 5 }
   music:
     command: [shoal, sample-app]
-    replicas: 2
+    replicas: 2                   # the starting count; the autoscaler takes it from there
     health: { path: /health, interval: 1s }
     balance: least_requests
+    # 1 to 6 replicas, aiming at 5 requests in flight per replica. Watch it scale:
+    #   shoal load 'http://127.0.0.1:8000/api/music/work?cpu_ms=20' -c 20 -d 30s
+    #   shoal status
+    autoscale: { min: 1, max: 6, concurrency: 5 }
 
 routes:
   - match: PathPrefix(`/api/users`)

@@ -245,13 +245,14 @@ pub struct Server {
 /// A service run as local processes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
-    /// argv. `shoal` as argv[0] means this shoal binary.
+    /// argv. `shoal` as `argv[0]` means this shoal binary.
     pub argv: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
     /// Working directory, relative paths resolved against the stack file's folder.
     pub workdir: Option<PathBuf>,
-    /// Replica count. Default 1.
+    /// Replica count. Default 1. With `autoscale`, the starting count (default
+    /// `max(min, 1)`), within `[min, max]`.
     pub replicas: u32,
     /// Variable holding the replica's port. Default `PORT`.
     pub port_env: String,
@@ -263,6 +264,134 @@ pub struct Command {
     pub stop: Stop,
     /// Rotation of the replicas' log files.
     pub logs: Logs,
+    /// Autoscaling between `min` and `max` replicas, if configured. `replicas` is then the
+    /// starting count.
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Autoscaling of a command service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoscale {
+    /// The decision engine's settings (min, max, targets, behaviour).
+    pub policy: shoal_autoscale::Policy,
+    /// Cores per replica that the cpu target is relative to. Default 1.0.
+    pub cpu_request: f64,
+    /// Decision interval. Default 1s.
+    pub tick: Duration,
+    /// Requests held at the gateway while the service wakes from zero.
+    pub hold: Hold,
+    /// Which preset the behaviour started from.
+    pub preset: Preset,
+}
+
+/// Requests held at the gateway while a service scaled to zero starts its first replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Most requests held at once; more are answered 503 at once. Default 1000.
+    pub queue: u32,
+    /// Longest wait of a held request; then it is answered 503. Default 30s.
+    pub timeout: Duration,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold {
+            queue: 1000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Starting values for the autoscaler's behaviour fields (explicit fields override them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// shoal's defaults ([`shoal_autoscale::Policy::default`], a 1 s tick).
+    #[default]
+    Shoal,
+    /// Kubernetes HPA's defaults: a 15 s tick, 300 s scale-down stabilization, no panic mode.
+    Hpa,
+    /// Knative KPA's defaults in HPA terms: a 2 s tick, 60 s stable window, panic mode.
+    Kpa,
+}
+
+impl Preset {
+    /// All presets, in the order the docs list them.
+    pub const ALL: [Preset; 3] = [Preset::Shoal, Preset::Hpa, Preset::Kpa];
+
+    /// The behaviour fields of this preset; `min`, `max` and `targets` are
+    /// [`Policy::default`](shoal_autoscale::Policy::default)'s. `panic_threshold` is
+    /// `f64::INFINITY` where panic mode is off.
+    pub fn policy(self) -> shoal_autoscale::Policy {
+        use shoal_autoscale::{Policy, RatePolicy};
+        let secs = Duration::from_secs;
+        match self {
+            Preset::Shoal => Policy::default(),
+            // Kubernetes HPA (autoscaling/v2) `behavior` defaults at its 15 s sync period.
+            Preset::Hpa => Policy {
+                tolerance_up: 0.1,
+                tolerance_down: 0.1,
+                up_stabilization: Duration::ZERO,
+                down_stabilization: secs(300),
+                up_policies: vec![
+                    RatePolicy::Pods {
+                        value: 4,
+                        period: secs(15),
+                    },
+                    RatePolicy::Percent {
+                        value: 100,
+                        period: secs(15),
+                    },
+                ],
+                down_policies: vec![RatePolicy::Percent {
+                    value: 100,
+                    period: secs(15),
+                }],
+                panic_threshold: f64::INFINITY,
+                // HPA cannot scale to zero by itself; KEDA's `cooldownPeriod` is 300 s.
+                scale_to_zero_after: secs(300),
+                warm_up: secs(30),
+                ..Policy::default()
+            },
+            // Knative KPA: 2 s tick, 60 s stable window, scale-down by at most ÷2 per tick,
+            // scale-up ×1000 per tick (unlimited here), panic at 200% over 6 s, scale to zero
+            // after the stable window plus the 30 s grace period.
+            Preset::Kpa => Policy {
+                tolerance_up: 0.0,
+                tolerance_down: 0.0,
+                up_stabilization: Duration::ZERO,
+                down_stabilization: secs(60),
+                up_policies: Vec::new(),
+                down_policies: vec![RatePolicy::Percent {
+                    value: 50,
+                    period: secs(2),
+                }],
+                panic_threshold: 2.0,
+                panic_window: secs(6),
+                panic_hold: secs(60),
+                scale_to_zero_after: secs(90),
+                warm_up: Duration::ZERO,
+                ..Policy::default()
+            },
+        }
+    }
+
+    /// The decision interval of this preset: 1 s (shoal), 15 s (hpa), 2 s (kpa).
+    pub fn tick(self) -> Duration {
+        match self {
+            Preset::Shoal => Duration::from_secs(1),
+            Preset::Hpa => Duration::from_secs(15),
+            Preset::Kpa => Duration::from_secs(2),
+        }
+    }
+
+    /// The name as written in the stack file: `shoal`, `hpa`, `kpa`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Shoal => "shoal",
+            Preset::Hpa => "hpa",
+            Preset::Kpa => "kpa",
+        }
+    }
 }
 
 /// Size-based rotation of each replica's log file (`.shoal/logs/SERVICE.INDEX.log`).

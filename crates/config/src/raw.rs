@@ -79,6 +79,7 @@ pub(crate) struct RawService {
     pub(crate) restart: Option<StringOr<RawRestart>>,
     pub(crate) stop: Option<RawStop>,
     pub(crate) logs: Option<RawLogs>,
+    pub(crate) autoscale: Option<RawAutoscale>,
     pub(crate) protocol: Option<String>,
     pub(crate) balance: Option<StringOr<RawBalance>>,
 }
@@ -184,6 +185,69 @@ pub(crate) struct RawStop {
 pub(crate) struct RawLogs {
     pub(crate) max_size: Option<RawSize>,
     pub(crate) keep: Option<u32>,
+}
+
+/// `autoscale:` of a command service. Targets, then behaviour; unset behaviour fields come
+/// from the preset.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAutoscale {
+    pub(crate) min: Option<u32>,
+    pub(crate) max: Option<u32>,
+    pub(crate) cpu: Option<RawNumber>,
+    pub(crate) cpu_request: Option<RawNumber>,
+    pub(crate) memory: Option<RawSize>,
+    pub(crate) concurrency: Option<RawNumber>,
+    pub(crate) rps: Option<RawNumber>,
+    pub(crate) latency_p95: Option<String>,
+    pub(crate) tolerance: Option<NumberOr<RawTolerance>>,
+    pub(crate) scale_up: Option<RawScaling>,
+    pub(crate) scale_down: Option<RawScaling>,
+    pub(crate) panic: Option<BoolOr<RawPanic>>,
+    pub(crate) scale_to_zero_after: Option<String>,
+    pub(crate) warm_up: Option<String>,
+    pub(crate) tick: Option<String>,
+    pub(crate) hold: Option<RawHold>,
+    pub(crate) preset: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTolerance {
+    pub(crate) up: Option<RawNumber>,
+    pub(crate) down: Option<RawNumber>,
+}
+
+/// `scale_up:` / `scale_down:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScaling {
+    pub(crate) stabilization: Option<String>,
+    pub(crate) policies: Option<Vec<RawRatePolicy>>,
+}
+
+/// One entry of `policies:`: `pods` or `percent`, and `period`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRatePolicy {
+    pub(crate) pods: Option<u32>,
+    pub(crate) percent: Option<RawNumber>,
+    pub(crate) period: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPanic {
+    pub(crate) threshold: Option<RawNumber>,
+    pub(crate) window: Option<String>,
+    pub(crate) hold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHold {
+    pub(crate) queue: Option<u32>,
+    pub(crate) timeout: Option<String>,
 }
 
 /// A size: a number of bytes, or text like `10MiB` (validated later).
@@ -472,6 +536,46 @@ where
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StringOr)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A number (or text like `10%`) or the full mapping, e.g. `tolerance: 10%` or
+/// `tolerance: { up: 10%, down: 5% }`. Like [`StringOr`], errors inside the mapping keep
+/// serde's precise messages.
+#[derive(Debug)]
+pub(crate) enum NumberOr<T> {
+    Number(RawNumber),
+    Map(T),
+}
+
+impl<'de, T> Deserialize<'de> for NumberOr<T>
+where
+    T: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NumberOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number, a percentage like `10%`, or a mapping")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(NumberOr::Number(RawNumber::Number(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(NumberOr::Number(RawNumber::Number(v as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(NumberOr::Number(RawNumber::Number(v as f64)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(NumberOr::Number(RawNumber::Text(v.to_owned())))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(NumberOr::Map)
             }
         }
         d.deserialize_any(V(PhantomData))

@@ -62,6 +62,31 @@ fn demo_stack_is_valid() {
     assert_eq!(users.replicas, 3);
     let health = &s.service("users").unwrap().health;
     assert_eq!(health.path.as_deref(), Some("/health"));
+    assert_eq!(users.autoscale, None);
+    // `music` is autoscaled, starting with 2 replicas.
+    let Source::Command(music) = &s.service("music").unwrap().source else {
+        panic!()
+    };
+    assert_eq!(music.replicas, 2);
+    let autoscale = music.autoscale.as_ref().unwrap();
+    assert_eq!(
+        (autoscale.policy.min, autoscale.policy.max),
+        (1, 6),
+        "{autoscale:?}"
+    );
+    assert_eq!(
+        autoscale.policy.targets,
+        [shoal_autoscale::Target::Concurrency(5.0)]
+    );
+    // The comment's load command goes to a route of `music`.
+    assert!(
+        DEMO_STACK.contains("shoal load 'http://127.0.0.1:8000/api/music/work?cpu_ms=20' -c 20")
+    );
+    assert!(
+        s.routes
+            .iter()
+            .any(|r| r.service == "music" && r.rule.source().contains("/api/music")),
+    );
     assert_eq!(s.routes.len(), 2);
     assert_eq!(
         s.routes[0].middlewares,
@@ -974,4 +999,580 @@ fn typos_in_failover_sections_get_hints() {
     }
     let e = one_error(&api_with("retyr: { attempts: 2 }"));
     assert!(e.ends_with("did you mean `retry`?"), "{e}");
+}
+
+const AUTOSCALE: &str = "services:
+  api:
+    command: [shoal, sample-app]
+    replicas: 4
+    autoscale:
+      min: 2
+      max: 12
+      cpu: 60%
+      cpu_request: 500m
+      memory: 256Mi
+      concurrency: 7.5
+      rps: 120
+      latency_p95: 250ms
+      tolerance: { up: 15%, down: 0.05 }
+      scale_up:
+        stabilization: 3s
+        policies: [{ pods: 2, period: 2s }, { percent: 150%, period: 3s }]
+      scale_down: { stabilization: 45s, policies: [{ percent: 25, period: 10s }] }
+      panic: { threshold: 300%, window: 8s, hold: 20s }
+      scale_to_zero_after: 2m
+      warm_up: 7s
+      tick: 500ms
+      hold: { queue: 50, timeout: 10s }
+      preset: shoal
+";
+
+fn command_of(s: &Stack, name: &str) -> Command {
+    match &s.service(name).unwrap().source {
+        Source::Command(c) => (**c).clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn autoscale_section_parses_into_the_policy() {
+    use shoal_autoscale::{Policy, RatePolicy, Target};
+    let s = parse(AUTOSCALE, "shoal.yaml").unwrap();
+    let api = command_of(&s, "api");
+    assert_eq!(api.replicas, 4);
+    assert_eq!(
+        api.autoscale,
+        Some(Autoscale {
+            policy: Policy {
+                min: 2,
+                max: 12,
+                // Always in this order: cpu, memory, concurrency, rps, latency_p95.
+                targets: vec![
+                    Target::Cpu(0.6),
+                    Target::Memory(256 * 1024 * 1024),
+                    Target::Concurrency(7.5),
+                    Target::Rps(120.0),
+                    Target::LatencyP95(Duration::from_millis(250)),
+                ],
+                tolerance_up: 0.15,
+                tolerance_down: 0.05,
+                up_stabilization: Duration::from_secs(3),
+                down_stabilization: Duration::from_secs(45),
+                up_policies: vec![
+                    RatePolicy::Pods {
+                        value: 2,
+                        period: Duration::from_secs(2),
+                    },
+                    RatePolicy::Percent {
+                        value: 150,
+                        period: Duration::from_secs(3),
+                    },
+                ],
+                down_policies: vec![RatePolicy::Percent {
+                    value: 25,
+                    period: Duration::from_secs(10),
+                }],
+                panic_threshold: 3.0,
+                panic_window: Duration::from_secs(8),
+                panic_hold: Duration::from_secs(20),
+                scale_to_zero_after: Duration::from_secs(120),
+                warm_up: Duration::from_secs(7),
+            },
+            cpu_request: 0.5,
+            tick: Duration::from_millis(500),
+            hold: Hold {
+                queue: 50,
+                timeout: Duration::from_secs(10),
+            },
+            preset: Preset::Shoal,
+        })
+    );
+    // The order of the targets does not depend on the order in the file.
+    let reordered = AUTOSCALE.replace("      cpu: 60%\n", "") + "      cpu: 0.6\n";
+    let s = parse(&reordered, "shoal.yaml").unwrap();
+    let policy = command_of(&s, "api").autoscale.unwrap().policy;
+    assert_eq!(policy.targets[0], Target::Cpu(0.6));
+    assert_eq!(policy.targets.len(), 5);
+}
+
+/// A command service with one section, for autoscale tests: the section's value is on
+/// line 4.
+fn cmd_with(section: &str) -> String {
+    format!("services:\n  api:\n    command: [app]\n    {section}\n")
+}
+
+fn autoscale_of(section: &str) -> (u32, Autoscale) {
+    let s = parse(&cmd_with(section), "shoal.yaml").unwrap();
+    let c = command_of(&s, "api");
+    (c.replicas, c.autoscale.unwrap())
+}
+
+#[test]
+fn autoscale_defaults() {
+    use shoal_autoscale::{Policy, Target};
+    let (replicas, a) = autoscale_of("autoscale: { max: 5, rps: 100 }");
+    assert_eq!(
+        a,
+        Autoscale {
+            policy: Policy {
+                min: 1,
+                max: 5,
+                targets: vec![Target::Rps(100.0)],
+                ..Policy::default()
+            },
+            cpu_request: 1.0,
+            tick: Duration::from_secs(1),
+            hold: Hold {
+                queue: 1000,
+                timeout: Duration::from_secs(30),
+            },
+            preset: Preset::Shoal,
+        }
+    );
+    assert_eq!(a.policy.panic_threshold, 2.0);
+    assert_eq!(a.policy.down_stabilization, Duration::from_secs(30));
+    // The starting count defaults to max(min, 1).
+    assert_eq!(replicas, 1);
+    let (replicas, a) = autoscale_of("autoscale: { min: 0, max: 5, concurrency: 10 }");
+    assert_eq!((replicas, a.policy.min), (1, 0));
+    let (replicas, _) = autoscale_of("autoscale: { min: 3, max: 5, concurrency: 10 }");
+    assert_eq!(replicas, 3);
+    // With min 0 the service may also start with none.
+    let src = cmd_with("autoscale: { min: 0, max: 5, concurrency: 10 }")
+        .replace("command: [app]\n", "command: [app]\n    replicas: 0\n");
+    assert_eq!(command_of(&parse(&src, "f").unwrap(), "api").replicas, 0);
+    // A service without `autoscale` has none.
+    let s = parse(&cmd_with("replicas: 2"), "f").unwrap();
+    assert_eq!(command_of(&s, "api").autoscale, None);
+    // Other spellings.
+    let (_, a) = autoscale_of("autoscale: { max: 5, cpu: 0.5, cpu_request: 2, memory: 1048576 }");
+    assert_eq!(
+        a.policy.targets,
+        [Target::Cpu(0.5), Target::Memory(1024 * 1024)]
+    );
+    assert_eq!(a.cpu_request, 2.0);
+    let (_, a) = autoscale_of("autoscale: { max: 5, cpu: 250%, cpu_request: '1.5', tolerance: 0 }");
+    assert_eq!(a.policy.targets, [Target::Cpu(2.5)]);
+    assert_eq!(a.cpu_request, 1.5);
+    assert_eq!((a.policy.tolerance_up, a.policy.tolerance_down), (0.0, 0.0));
+    let (_, a) = autoscale_of("autoscale: { max: 5, rps: 1, tolerance: { down: 20% } }");
+    assert_eq!((a.policy.tolerance_up, a.policy.tolerance_down), (0.1, 0.2));
+    // `policies: []`: no limit.
+    let (_, a) = autoscale_of("autoscale: { max: 5, rps: 1, scale_up: { policies: [] } }");
+    assert!(a.policy.up_policies.is_empty());
+    assert_eq!(a.policy.down_policies, Policy::default().down_policies);
+}
+
+#[test]
+fn autoscale_presets() {
+    use shoal_autoscale::{Policy, RatePolicy, Target};
+    let secs = Duration::from_secs;
+    let (_, hpa) = autoscale_of("autoscale: { max: 8, cpu: 80%, preset: hpa }");
+    assert_eq!(hpa.preset, Preset::Hpa);
+    assert_eq!(hpa.tick, secs(15));
+    assert_eq!(
+        hpa.policy,
+        Policy {
+            min: 1,
+            max: 8,
+            targets: vec![Target::Cpu(0.8)],
+            tolerance_up: 0.1,
+            tolerance_down: 0.1,
+            up_stabilization: Duration::ZERO,
+            down_stabilization: secs(300),
+            up_policies: vec![
+                RatePolicy::Pods {
+                    value: 4,
+                    period: secs(15),
+                },
+                RatePolicy::Percent {
+                    value: 100,
+                    period: secs(15),
+                },
+            ],
+            down_policies: vec![RatePolicy::Percent {
+                value: 100,
+                period: secs(15),
+            }],
+            panic_threshold: f64::INFINITY,
+            panic_window: secs(6),
+            panic_hold: secs(10),
+            scale_to_zero_after: secs(300),
+            warm_up: secs(30),
+        }
+    );
+    assert_eq!(hpa.hold, Hold::default());
+
+    let (_, kpa) = autoscale_of("autoscale: { min: 0, max: 8, concurrency: 70, preset: kpa }");
+    assert_eq!(kpa.preset, Preset::Kpa);
+    assert_eq!(kpa.tick, secs(2));
+    assert_eq!(
+        kpa.policy,
+        Policy {
+            min: 0,
+            max: 8,
+            targets: vec![Target::Concurrency(70.0)],
+            tolerance_up: 0.0,
+            tolerance_down: 0.0,
+            up_stabilization: Duration::ZERO,
+            down_stabilization: secs(60),
+            up_policies: vec![],
+            down_policies: vec![RatePolicy::Percent {
+                value: 50,
+                period: secs(2),
+            }],
+            panic_threshold: 2.0,
+            panic_window: secs(6),
+            panic_hold: secs(60),
+            scale_to_zero_after: secs(90),
+            warm_up: Duration::ZERO,
+        }
+    );
+
+    let (_, shoal) = autoscale_of("autoscale: { max: 8, rps: 5, preset: shoal }");
+    let (_, none) = autoscale_of("autoscale: { max: 8, rps: 5 }");
+    assert_eq!(shoal, none);
+    assert_eq!(Preset::Shoal.policy(), Policy::default());
+
+    // Explicit fields override the preset's; the others keep it.
+    let (_, a) = autoscale_of(
+        "autoscale: { max: 8, cpu: 80%, preset: hpa, tick: 5s, scale_down: { stabilization: 60s }, panic: true }",
+    );
+    assert_eq!(a.tick, secs(5));
+    assert_eq!(
+        a.policy,
+        Policy {
+            down_stabilization: secs(60),
+            // `panic: true` turns panic mode on with shoal's threshold.
+            panic_threshold: 2.0,
+            ..hpa.policy
+        }
+    );
+    let (_, a) = autoscale_of("autoscale: { max: 8, rps: 5, preset: kpa, panic: { window: 10s } }");
+    assert_eq!(
+        (
+            a.policy.panic_threshold,
+            a.policy.panic_window,
+            a.policy.panic_hold
+        ),
+        (2.0, secs(10), secs(60))
+    );
+}
+
+#[test]
+fn autoscale_panic_false_switches_panic_mode_off() {
+    let (_, a) = autoscale_of("autoscale: { max: 8, rps: 5, panic: false }");
+    assert_eq!(a.policy.panic_threshold, f64::INFINITY);
+    assert_eq!(
+        a.policy,
+        shoal_autoscale::Policy {
+            max: 8,
+            targets: vec![shoal_autoscale::Target::Rps(5.0)],
+            panic_threshold: f64::INFINITY,
+            ..shoal_autoscale::Policy::default()
+        }
+    );
+    let (_, a) = autoscale_of("autoscale: { max: 8, rps: 5, preset: kpa, panic: false }");
+    assert_eq!(a.policy.panic_threshold, f64::INFINITY);
+}
+
+#[test]
+fn bad_autoscale_values() {
+    // No target: at the `autoscale` key.
+    let e = one_error(&cmd_with("autoscale: { max: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:5: services.api.autoscale: needs at least one target: `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`"
+    );
+    // No max.
+    let e = one_error(&cmd_with("autoscale: { rps: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:5: services.api.autoscale: needs `max`, the most replicas (1 to 1000)"
+    );
+    let e = one_error(&cmd_with("autoscale: { min: 4, max: 3, rps: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.autoscale.max: must not be below `min` (4), got 3"
+    );
+    let e = one_error(&cmd_with("autoscale: { min: 0, max: 0, rps: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.autoscale.max: must be at least 1"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 1001, rps: 5 }"));
+    assert!(e.contains("autoscale.max: at most 1000 replicas"), "{e}");
+    let e = one_error(&cmd_with("autoscale: { max: 5, cpu: 0% }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:31: services.api.autoscale.cpu: must be above 0% and at most 1000% (of `cpu_request`), got `0%`"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, cpu: 50 }"));
+    assert!(
+        e.ends_with("got `50`; for a percentage, write `50%`"),
+        "{e}"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, cpu: 50%, cpu_request: 0 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:49: services.api.autoscale.cpu_request: must be above 0 cores, got `0`"
+    );
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, cpu: 50%, cpu_request: 0m }",
+    ));
+    assert!(e.contains("cpu_request: must be above 0 cores"), "{e}");
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, cpu: 50%, cpu_request: lots }",
+    ));
+    assert!(
+        e.ends_with("`lots` is not a number of CPU cores; expected e.g. `1`, `0.5` or `500m`"),
+        "{e}"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, concurrency: 0 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:39: services.api.autoscale.concurrency: must be above 0, got `0`"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 10% }"));
+    assert!(
+        e.contains("autoscale.rps: `10%` is not a number; expected e.g. `100`"),
+        "{e}"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, memory: 0 }"));
+    assert!(e.contains("autoscale.memory: must be above 0 bytes"), "{e}");
+    let e = one_error(&cmd_with("autoscale: { max: 5, memory: 1 gig }"));
+    assert!(e.contains("autoscale.memory: `1 gig` is not a size"), "{e}");
+    let e = one_error(&cmd_with("autoscale: { max: 5, latency_p95: 0s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:39: services.api.autoscale.latency_p95: must be greater than 0"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, tolerance: 100% }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:45: services.api.autoscale.tolerance: must be at least 0 and below 1 (100%), got `100%`"
+    );
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, tolerance: { up: 5%, down: 1 } }",
+    ));
+    assert!(
+        e.starts_with(
+            "shoal.yaml:4:61: services.api.autoscale.tolerance.down: must be at least 0 and below 1"
+        ),
+        "{e}"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, tick: 0s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:40: services.api.autoscale.tick: must be greater than 0"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, tick: 2m }"));
+    assert!(e.contains("autoscale.tick: must be at most 60s"), "{e}");
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, tick: 1 }"));
+    assert!(e.contains("autoscale.tick: `1` has no unit"), "{e}");
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, panic: { threshold: 100% } }",
+    ));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:54: services.api.autoscale.panic.threshold: must be above 100% and at most 1000% (of the current replicas), got `100%`"
+    );
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, panic: { threshold: 200 } }",
+    ));
+    assert!(e.ends_with("for a percentage, write `200%`"), "{e}");
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, hold: { queue: 0 } }",
+    ));
+    assert!(
+        e.contains("autoscale.hold.queue: must be at least 1"),
+        "{e}"
+    );
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, hold: { timeout: 0s } }",
+    ));
+    assert!(
+        e.contains("autoscale.hold.timeout: must be greater than 0"),
+        "{e}"
+    );
+    // Several problems are all reported, in file order.
+    let e = errors(&cmd_with("autoscale: { max: 0, cpu: 0, tick: 0s }"));
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].contains("autoscale.max"), "{}", e[0]);
+    assert!(e[1].contains("autoscale.cpu"), "{}", e[1]);
+    assert!(e[2].contains("autoscale.tick"), "{}", e[2]);
+}
+
+#[test]
+fn bad_autoscale_rate_policies() {
+    let section = |p: &str| {
+        cmd_with(&format!(
+            "autoscale:\n      max: 5\n      rps: 5\n      scale_up:\n        policies:\n          - {p}\n"
+        ))
+    };
+    // Line 9 is the policy.
+    let e = one_error(&section("{ pods: 2, percent: 100, period: 1s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:24: services.api.autoscale.scale_up.policies[0].percent: a policy has either `pods` or `percent`, not both"
+    );
+    let e = one_error(&section("{ period: 1s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:13: services.api.autoscale.scale_up.policies[0]: a policy needs `pods: N` (replicas) or `percent: N` (of the current count), and `period`"
+    );
+    let e = one_error(&section("{ pods: 2 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:13: services.api.autoscale.scale_up.policies[0]: a policy needs `period`, e.g. `period: 15s`"
+    );
+    let e = one_error(&section("{ pods: 0, period: 1s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:21: services.api.autoscale.scale_up.policies[0].pods: must be at least 1"
+    );
+    let e = one_error(&section("{ percent: 0.5, period: 1s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:24: services.api.autoscale.scale_up.policies[0].percent: expected a whole percentage of at least 1, like `50` or `50%`, got `0.5`"
+    );
+    let e = one_error(&section("{ percent: 100%, period: 0s }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:9:38: services.api.autoscale.scale_up.policies[0].period: must be greater than 0"
+    );
+    let e = one_error(&section("{ pods: 2, period: 1s, every: 2s }"));
+    assert!(
+        e.starts_with(
+            "shoal.yaml:9:36: services.api.autoscale.scale_up.policies[0]: unknown field `every`"
+        ),
+        "{e}"
+    );
+    // The second entry, in scale_down.
+    let e = one_error(&cmd_with(
+        "autoscale: { max: 5, rps: 5, scale_down: { policies: [{ pods: 1, period: 1s }, { pods: 1 }] } }",
+    ));
+    assert!(
+        e.starts_with("shoal.yaml:4:84: services.api.autoscale.scale_down.policies[1]: a policy needs `period`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_autoscale_names_get_hints() {
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, preset: hap }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:42: services.api.autoscale.preset: unknown preset `hap`; expected `shoal`, `hpa` or `kpa`; did you mean `hpa`?"
+    );
+    let e = one_error(&cmd_with("autoscale: { max: 5, rps: 5, preset: knative }"));
+    assert!(e.ends_with("expected `shoal`, `hpa` or `kpa`"), "{e}");
+    for (section, typo, name, column) in [
+        ("autoscale: { max: 5, rsp: 5 }", "rsp", "rps", 26),
+        (
+            "autoscale: { max: 5, rps: 5, latency_p99: 1s }",
+            "latency_p99",
+            "latency_p95",
+            34,
+        ),
+        ("autoscale: { mxa: 5, rps: 5 }", "mxa", "max", 18),
+        (
+            "autoscale: { max: 5, rps: 5, scale_down: { stabilisation: 1m } }",
+            "stabilisation",
+            "stabilization",
+            48,
+        ),
+        (
+            "autoscale: { max: 5, rps: 5, scale_up: { policies: [{ pod: 1, period: 1s }] } }",
+            "pod",
+            "pods",
+            59,
+        ),
+        (
+            "autoscale: { max: 5, rps: 5, panic: { treshold: 3 } }",
+            "treshold",
+            "threshold",
+            43,
+        ),
+        (
+            "autoscale: { max: 5, rps: 5, hold: { queues: 3 } }",
+            "queues",
+            "queue",
+            42,
+        ),
+    ] {
+        let e = one_error(&cmd_with(section));
+        assert!(
+            e.starts_with(&format!("shoal.yaml:4:{column}: ")),
+            "{section}: {e}"
+        );
+        assert!(
+            e.contains(&format!("unknown field `{typo}`")),
+            "{section}: {e}"
+        );
+        assert!(
+            e.ends_with(&format!("did you mean `{name}`?")),
+            "{section}: {e}"
+        );
+    }
+    let e = one_error(&cmd_with("autoscael: { max: 5, rps: 5 }"));
+    assert!(e.ends_with("did you mean `autoscale`?"), "{e}");
+}
+
+#[test]
+fn autoscale_applies_to_command_services_only() {
+    let e = one_error(&api_with("autoscale: { max: 5, rps: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:5: services.api.autoscale: `autoscale` applies to services with `command`, not to `servers`"
+    );
+}
+
+#[test]
+fn autoscaled_replicas_start_within_min_and_max() {
+    let with = |replicas: u32, autoscale: &str| {
+        format!(
+            "services:\n  api:\n    command: [app]\n    replicas: {replicas}\n    autoscale: {autoscale}\n"
+        )
+    };
+    let e = one_error(&with(12, "{ max: 10, rps: 5 }"));
+    assert_eq!(
+        e,
+        "shoal.yaml:4:15: services.api.replicas: with `autoscale`, `replicas` is the starting count and must be between `min` (1) and `max` (10), got 12"
+    );
+    let e = one_error(&with(1, "{ min: 2, max: 10, rps: 5 }"));
+    assert!(
+        e.contains("must be between `min` (2) and `max` (10), got 1"),
+        "{e}"
+    );
+    let e = one_error(&with(0, "{ max: 10, rps: 5 }"));
+    assert!(e.contains("got 0"), "{e}");
+    for (replicas, autoscale) in [
+        (0, "{ min: 0, max: 3, rps: 5 }"),
+        (3, "{ min: 0, max: 3, rps: 5 }"),
+        (2, "{ min: 2, max: 3, rps: 5 }"),
+    ] {
+        let s = parse(&with(replicas, autoscale), "f").unwrap();
+        assert_eq!(command_of(&s, "api").replicas, replicas);
+    }
+    // Without autoscale, replicas is not bounded by it.
+    let s = parse(
+        &with(12, "{ max: 10, rps: 5 }").replace("    autoscale: { max: 10, rps: 5 }\n", ""),
+        "f",
+    )
+    .unwrap();
+    assert_eq!(command_of(&s, "api").replicas, 12);
+}
+
+#[test]
+fn kubernetes_size_units() {
+    let (_, a) = autoscale_of("autoscale: { max: 5, memory: 512Ki }");
+    assert_eq!(
+        a.policy.targets,
+        [shoal_autoscale::Target::Memory(512 * 1024)]
+    );
+    let (_, a) = autoscale_of("autoscale: { max: 5, memory: 1Gi }");
+    assert_eq!(a.policy.targets, [shoal_autoscale::Target::Memory(1 << 30)]);
+    let s = parse(&cmd_with("logs: { max_size: 2Mi }"), "f").unwrap();
+    assert_eq!(command_of(&s, "api").logs.max_size, 2 * 1024 * 1024);
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use shoal_autoscale::{RatePolicy, Target};
 use shoal_route::Rule;
 
 use crate::duration::{format_duration, parse_duration};
@@ -495,6 +496,7 @@ impl Cx<'_> {
                     ("restart", raw.restart.is_some()),
                     ("stop", raw.stop.is_some()),
                     ("logs", raw.logs.is_some()),
+                    ("autoscale", raw.autoscale.is_some()),
                 ] {
                     if present {
                         self.misplaced(
@@ -544,10 +546,31 @@ impl Cx<'_> {
                     },
                 };
                 let logs = self.logs(&format!("{path}.logs"), raw.logs);
-                let replicas = raw.replicas.unwrap_or(1);
-                if replicas > 1000 {
-                    self.error(&format!("{path}.replicas"), "at most 1000 replicas");
-                }
+                let autoscale = raw
+                    .autoscale
+                    .and_then(|a| self.autoscale(&format!("{path}.autoscale"), a));
+                let replicas = match (&autoscale, raw.replicas) {
+                    (None, replicas) => {
+                        let replicas = replicas.unwrap_or(1);
+                        if replicas > 1000 {
+                            self.error(&format!("{path}.replicas"), "at most 1000 replicas");
+                        }
+                        replicas
+                    }
+                    // The starting count: at least one replica, so the first request does
+                    // not wait for a cold start.
+                    (Some(a), None) => a.policy.min.max(1),
+                    (Some(a), Some(replicas)) => {
+                        let (min, max) = (a.policy.min, a.policy.max);
+                        if !(min..=max).contains(&replicas) {
+                            self.error(
+                                &format!("{path}.replicas"),
+                                format!("with `autoscale`, `replicas` is the starting count and must be between `min` ({min}) and `max` ({max}), got {replicas}"),
+                            );
+                        }
+                        replicas.clamp(min, max)
+                    }
+                };
                 Source::Command(Box::new(Command {
                     argv,
                     env,
@@ -558,6 +581,7 @@ impl Cx<'_> {
                     restart,
                     stop,
                     logs,
+                    autoscale,
                 }))
             }
         };
@@ -1042,6 +1066,33 @@ impl Cx<'_> {
 
     /// A share: `0.2` or `20%`, from 0 (if `zero_ok`, else above 0) to 1.
     fn ratio(&mut self, field: &str, raw: RawNumber, zero_ok: bool) -> Option<f64> {
+        if zero_ok {
+            self.fraction(
+                field,
+                raw,
+                |v| (0.0..=1.0).contains(&v),
+                "must be between 0 and 1 (0% and 100%)",
+            )
+        } else {
+            self.fraction(
+                field,
+                raw,
+                |v| v > 0.0 && v <= 1.0,
+                "must be above 0 and at most 1 (100%)",
+            )
+        }
+    }
+
+    /// A number or a percentage (`0.2` or `20%`) for which `ok` holds; `range` says which
+    /// values are, when it does not. A whole number that is out of range but would be in
+    /// range as a percentage (`error_ratio: 50`) gets the hint to write `50%`.
+    fn fraction(
+        &mut self,
+        field: &str,
+        raw: RawNumber,
+        ok: impl Fn(f64) -> bool,
+        range: &str,
+    ) -> Option<f64> {
         let (value, percent, shown) = match raw {
             RawNumber::Number(v) => (Some(v), false, v.to_string()),
             RawNumber::Text(t) => match t.trim().strip_suffix('%') {
@@ -1049,7 +1100,7 @@ impl Cx<'_> {
                 None => (t.trim().parse::<f64>().ok(), false, t),
             },
         };
-        let Some(value) = value else {
+        let Some(value) = value.filter(|v| v.is_finite()) else {
             self.error(
                 field,
                 format!(
@@ -1058,24 +1109,68 @@ impl Cx<'_> {
             );
             return None;
         };
-        let in_range = if zero_ok {
-            (0.0..=1.0).contains(&value)
-        } else {
-            value > 0.0 && value <= 1.0
-        };
-        if in_range {
+        if ok(value) {
             return Some(value);
         }
-        let range = if zero_ok {
-            "must be between 0 and 1 (0% and 100%)"
-        } else {
-            "must be above 0 and at most 1 (100%)"
-        };
-        // `error_ratio: 50` most likely means 50%.
-        let hint = (!percent && value > 1.0 && value <= 100.0 && value.fract() == 0.0)
+        let hint = (!percent && value.fract() == 0.0 && ok(value / 100.0))
             .then(|| format!("for a percentage, write `{shown}%`"));
         self.error_hint(field, format!("{range}, got `{shown}`"), hint);
         None
+    }
+
+    /// A positive number (`10`, `2.5`), e.g. a concurrency or rate target.
+    fn positive_number(&mut self, field: &str, raw: RawNumber, example: &str) -> Option<f64> {
+        let (value, shown) = match raw {
+            RawNumber::Number(v) => (Some(v), v.to_string()),
+            RawNumber::Text(t) => (t.trim().parse::<f64>().ok(), t),
+        };
+        match value.filter(|v| v.is_finite()) {
+            Some(v) if v > 0.0 => Some(v),
+            Some(_) => {
+                self.error(field, format!("must be above 0, got `{shown}`"));
+                None
+            }
+            None => {
+                self.error(
+                    field,
+                    format!("`{shown}` is not a number; expected e.g. `{example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A whole percentage of at least 1, with no upper bound: `50`, `200` or `200%`.
+    fn whole_percent(&mut self, field: &str, raw: RawNumber) -> Option<u32> {
+        let (value, shown) = match raw {
+            RawNumber::Number(v) => (Some(v), v.to_string()),
+            RawNumber::Text(t) => {
+                let v = t.trim().trim_end_matches('%').trim().parse::<f64>().ok();
+                (v, t)
+            }
+        };
+        match value {
+            Some(v) if v.fract() == 0.0 && v >= 1.0 && v <= f64::from(u32::MAX) => Some(v as u32),
+            _ => {
+                self.error(
+                    field,
+                    format!(
+                        "expected a whole percentage of at least 1, like `50` or `50%`, got `{shown}`"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration that must not be zero (an interval, a window, a target).
+    fn nonzero(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
+        let d = self.duration(field, value, default);
+        if d.is_zero() {
+            self.error(field, "must be greater than 0");
+            return default;
+        }
+        d
     }
 
     /// A whole percentage from 1 to 100: `50` or `50%`.
@@ -1110,6 +1205,332 @@ impl Cx<'_> {
                     None
                 }
             },
+        }
+    }
+
+    /// `autoscale:` of a command service. None if anything in it is invalid (each problem is
+    /// reported).
+    fn autoscale(&mut self, path: &str, raw: RawAutoscale) -> Option<Autoscale> {
+        let before = self.diags.len();
+        const PRESETS: [&str; 3] = ["shoal", "hpa", "kpa"];
+        let preset = match raw.preset.as_deref().map(str::trim) {
+            None => Preset::Shoal,
+            Some(name) => match Preset::ALL.into_iter().find(|p| p.name() == name) {
+                Some(p) => p,
+                None => {
+                    self.error_hint(
+                        &format!("{path}.preset"),
+                        format!("unknown preset `{name}`; expected `shoal`, `hpa` or `kpa`"),
+                        did_you_mean(name, PRESETS),
+                    );
+                    Preset::Shoal
+                }
+            },
+        };
+        // The behaviour starts from the preset; the fields given replace its values.
+        let mut policy = preset.policy();
+
+        policy.min = raw.min.unwrap_or(1);
+        match raw.max {
+            None => self.misplaced(path, "needs `max`, the most replicas (1 to 1000)"),
+            Some(0) => self.error(&format!("{path}.max"), "must be at least 1"),
+            Some(max) if max > MAX_REPLICAS => self.error(
+                &format!("{path}.max"),
+                format!("at most {MAX_REPLICAS} replicas"),
+            ),
+            Some(max) if max < policy.min => self.error(
+                &format!("{path}.max"),
+                format!("must not be below `min` ({}), got {max}", policy.min),
+            ),
+            Some(max) => policy.max = max,
+        }
+
+        // Targets, in the documented order.
+        let cpu_request = match raw.cpu_request {
+            None => 1.0,
+            Some(c) => self.cores(&format!("{path}.cpu_request"), c).unwrap_or(1.0),
+        };
+        let any_target = raw.cpu.is_some()
+            || raw.memory.is_some()
+            || raw.concurrency.is_some()
+            || raw.rps.is_some()
+            || raw.latency_p95.is_some();
+        let mut targets = Vec::new();
+        if let Some(cpu) = raw.cpu
+            && let Some(v) = self.fraction(
+                &format!("{path}.cpu"),
+                cpu,
+                |v| v > 0.0 && v <= MAX_CPU_TARGET,
+                "must be above 0% and at most 1000% (of `cpu_request`)",
+            )
+        {
+            targets.push(Target::Cpu(v));
+        }
+        if let Some(memory) = raw.memory {
+            let field = format!("{path}.memory");
+            match self.size(&field, memory) {
+                Some(0) => self.error(&field, "must be above 0 bytes"),
+                Some(bytes) => targets.push(Target::Memory(bytes)),
+                None => {}
+            }
+        }
+        if let Some(c) = raw.concurrency
+            && let Some(v) = self.positive_number(&format!("{path}.concurrency"), c, "10")
+        {
+            targets.push(Target::Concurrency(v));
+        }
+        if let Some(r) = raw.rps
+            && let Some(v) = self.positive_number(&format!("{path}.rps"), r, "100")
+        {
+            targets.push(Target::Rps(v));
+        }
+        if let Some(l) = &raw.latency_p95 {
+            let field = format!("{path}.latency_p95");
+            let before = self.diags.len();
+            let d = self.nonzero(&field, Some(l), Duration::ZERO);
+            if self.diags.len() == before {
+                targets.push(Target::LatencyP95(d));
+            }
+        }
+        if !any_target {
+            self.misplaced(
+                path,
+                "needs at least one target: `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`",
+            );
+        }
+        policy.targets = targets;
+
+        // Behaviour.
+        let tolerance_range = "must be at least 0 and below 1 (100%)";
+        let in_tolerance = |v: f64| (0.0..1.0).contains(&v);
+        match raw.tolerance {
+            None => {}
+            Some(NumberOr::Number(t)) => {
+                if let Some(t) = self.fraction(
+                    &format!("{path}.tolerance"),
+                    t,
+                    in_tolerance,
+                    tolerance_range,
+                ) {
+                    policy.tolerance_up = t;
+                    policy.tolerance_down = t;
+                }
+            }
+            Some(NumberOr::Map(t)) => {
+                if let Some(up) = t.up {
+                    policy.tolerance_up = self
+                        .fraction(
+                            &format!("{path}.tolerance.up"),
+                            up,
+                            in_tolerance,
+                            tolerance_range,
+                        )
+                        .unwrap_or(policy.tolerance_up);
+                }
+                if let Some(down) = t.down {
+                    policy.tolerance_down = self
+                        .fraction(
+                            &format!("{path}.tolerance.down"),
+                            down,
+                            in_tolerance,
+                            tolerance_range,
+                        )
+                        .unwrap_or(policy.tolerance_down);
+                }
+            }
+        }
+        if let Some(up) = raw.scale_up {
+            self.scaling(
+                &format!("{path}.scale_up"),
+                up,
+                &mut policy.up_stabilization,
+                &mut policy.up_policies,
+            );
+        }
+        if let Some(down) = raw.scale_down {
+            self.scaling(
+                &format!("{path}.scale_down"),
+                down,
+                &mut policy.down_stabilization,
+                &mut policy.down_policies,
+            );
+        }
+        match raw.panic {
+            None => {}
+            Some(BoolOr::Bool(false)) => policy.panic_threshold = f64::INFINITY,
+            Some(on) => {
+                if !policy.panic_threshold.is_finite() {
+                    policy.panic_threshold = shoal_autoscale::Policy::default().panic_threshold;
+                }
+                if let BoolOr::Map(panic) = on {
+                    if let Some(t) = panic.threshold {
+                        policy.panic_threshold = self
+                            .fraction(
+                                &format!("{path}.panic.threshold"),
+                                t,
+                                |v| v > 1.0 && v <= MAX_PANIC_THRESHOLD,
+                                "must be above 100% and at most 1000% (of the current replicas)",
+                            )
+                            .unwrap_or(policy.panic_threshold);
+                    }
+                    policy.panic_window = self.nonzero(
+                        &format!("{path}.panic.window"),
+                        panic.window.as_ref(),
+                        policy.panic_window,
+                    );
+                    policy.panic_hold = self.duration(
+                        &format!("{path}.panic.hold"),
+                        panic.hold.as_ref(),
+                        policy.panic_hold,
+                    );
+                }
+            }
+        }
+        policy.scale_to_zero_after = self.nonzero(
+            &format!("{path}.scale_to_zero_after"),
+            raw.scale_to_zero_after.as_ref(),
+            policy.scale_to_zero_after,
+        );
+        policy.warm_up = self.duration(
+            &format!("{path}.warm_up"),
+            raw.warm_up.as_ref(),
+            policy.warm_up,
+        );
+        let tick_field = format!("{path}.tick");
+        let tick = self.nonzero(&tick_field, raw.tick.as_ref(), preset.tick());
+        if tick > MAX_TICK {
+            self.error(
+                &tick_field,
+                format!("must be at most {}", format_duration(MAX_TICK)),
+            );
+        }
+        let d = Hold::default();
+        let hold = match raw.hold {
+            None => d,
+            Some(h) => Hold {
+                queue: self.positive(&format!("{path}.hold.queue"), h.queue, d.queue),
+                timeout: self.nonzero(
+                    &format!("{path}.hold.timeout"),
+                    h.timeout.as_ref(),
+                    d.timeout,
+                ),
+            },
+        };
+        if self.diags.len() > before {
+            return None;
+        }
+        // The engine's own check. Everything it checks is checked above with a more precise
+        // message, so this only guards against the two drifting apart. `panic: false` is an
+        // infinite threshold, which the engine handles but its check refuses.
+        let mut check = policy.clone();
+        if check.panic_threshold == f64::INFINITY {
+            check.panic_threshold = shoal_autoscale::Policy::default().panic_threshold;
+        }
+        if let Err(e) = check.validate() {
+            self.error(&policy_field(path, &e.field, &policy.targets), e.reason);
+            return None;
+        }
+        Some(Autoscale {
+            policy,
+            cpu_request,
+            tick,
+            hold,
+            preset,
+        })
+    }
+
+    /// `scale_up:` or `scale_down:`: the stabilization window and the rate policies.
+    fn scaling(
+        &mut self,
+        path: &str,
+        raw: RawScaling,
+        stabilization: &mut Duration,
+        policies: &mut Vec<RatePolicy>,
+    ) {
+        *stabilization = self.duration(
+            &format!("{path}.stabilization"),
+            raw.stabilization.as_ref(),
+            *stabilization,
+        );
+        let Some(list) = raw.policies else { return };
+        policies.clear();
+        for (i, p) in list.into_iter().enumerate() {
+            let field = format!("{path}.policies[{i}]");
+            let value = match (p.pods, p.percent) {
+                (Some(_), Some(_)) => {
+                    self.misplaced(
+                        &format!("{field}.percent"),
+                        "a policy has either `pods` or `percent`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.error(
+                        &field,
+                        "a policy needs `pods: N` (replicas) or `percent: N` (of the current count), and `period`",
+                    );
+                    None
+                }
+                (Some(0), None) => {
+                    self.error(&format!("{field}.pods"), "must be at least 1");
+                    None
+                }
+                (Some(pods), None) => Some((true, pods)),
+                (None, Some(percent)) => self
+                    .whole_percent(&format!("{field}.percent"), percent)
+                    .map(|v| (false, v)),
+            };
+            let period = match &p.period {
+                None => {
+                    if value.is_some() {
+                        self.error(&field, "a policy needs `period`, e.g. `period: 15s`");
+                    }
+                    None
+                }
+                Some(text) => {
+                    let before = self.diags.len();
+                    let d = self.nonzero(&format!("{field}.period"), Some(text), Duration::ZERO);
+                    (self.diags.len() == before).then_some(d)
+                }
+            };
+            if let (Some((pods, value)), Some(period)) = (value, period) {
+                policies.push(if pods {
+                    RatePolicy::Pods { value, period }
+                } else {
+                    RatePolicy::Percent { value, period }
+                });
+            }
+        }
+    }
+
+    /// CPU cores: `1`, `0.5` or Kubernetes' millicores, `500m`.
+    fn cores(&mut self, field: &str, raw: RawNumber) -> Option<f64> {
+        let (value, shown) = match raw {
+            RawNumber::Number(v) => (Some(v), v.to_string()),
+            RawNumber::Text(t) => {
+                let text = t.trim();
+                let v = match text.strip_suffix('m') {
+                    Some(milli) => milli.trim().parse::<f64>().ok().map(|m| m / 1000.0),
+                    None => text.parse::<f64>().ok(),
+                };
+                (v, t)
+            }
+        };
+        match value.filter(|v| v.is_finite()) {
+            Some(v) if v > 0.0 => Some(v),
+            Some(_) => {
+                self.error(field, format!("must be above 0 cores, got `{shown}`"));
+                None
+            }
+            None => {
+                self.error(
+                    field,
+                    format!(
+                        "`{shown}` is not a number of CPU cores; expected e.g. `1`, `0.5` or `500m`"
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -1336,11 +1757,61 @@ fn parse_status_range(raw: &RawStatus, min: u16, max: u16) -> Result<(u16, u16),
     }
 }
 
+/// Most replicas of a service (`replicas`, `autoscale.max`).
+const MAX_REPLICAS: u32 = 1000;
+
+/// Highest `autoscale.cpu` target: 1000% of `cpu_request`.
+const MAX_CPU_TARGET: f64 = 10.0;
+
+/// Highest `autoscale.panic.threshold`: 1000% (Knative's upper bound too).
+const MAX_PANIC_THRESHOLD: f64 = 10.0;
+
+/// Longest `autoscale.tick`.
+const MAX_TICK: Duration = Duration::from_secs(60);
+
+/// The stack-file path of a [`shoal_autoscale::Policy`] field named by
+/// [`shoal_autoscale::InvalidPolicy`], under the `autoscale` section at `path`; the section
+/// itself when there is no closer field.
+fn policy_field(path: &str, field: &str, targets: &[Target]) -> String {
+    let indexed = |prefix: &str| -> Option<usize> {
+        field
+            .strip_prefix(prefix)?
+            .strip_prefix('[')?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    };
+    if let Some(i) = indexed("targets") {
+        return match targets.get(i) {
+            Some(t) => format!("{path}.{}", t.name()),
+            None => path.to_owned(),
+        };
+    }
+    if let Some(i) = indexed("up_policies") {
+        return format!("{path}.scale_up.policies[{i}]");
+    }
+    if let Some(i) = indexed("down_policies") {
+        return format!("{path}.scale_down.policies[{i}]");
+    }
+    match field {
+        "min" | "max" => format!("{path}.{field}"),
+        "tolerance_up" => format!("{path}.tolerance.up"),
+        "tolerance_down" => format!("{path}.tolerance.down"),
+        "up_stabilization" => format!("{path}.scale_up.stabilization"),
+        "down_stabilization" => format!("{path}.scale_down.stabilization"),
+        "panic_threshold" => format!("{path}.panic.threshold"),
+        "panic_window" => format!("{path}.panic.window"),
+        "panic_hold" => format!("{path}.panic.hold"),
+        "scale_to_zero_after" | "warm_up" => format!("{path}.{field}"),
+        _ => path.to_owned(),
+    }
+}
+
 /// Smallest `logs.max_size`: below it, rotation would churn on every few lines.
 const MIN_LOG_SIZE: u64 = 1024;
 
 /// `1048576`, `512KiB`, `10MiB`, `1GiB`, `10MB`, `100KB`, `64B` (binary units are powers of
-/// 1024, decimal ones of 1000).
+/// 1024, decimal ones of 1000). Kubernetes' `Ki`, `Mi`, `Gi` are the binary units too.
 fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -1353,9 +1824,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
     let n: u64 = digits.parse().map_err(|_| expected())?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
         "KB" | "kB" => 1000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
@@ -1452,4 +1923,47 @@ pub fn peek_admin(path: &Path) -> Option<Admin> {
         listen,
         token: raw.token.filter(|t| !t.is_empty()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_fields_map_to_stack_file_paths() {
+        let p = "services.api.autoscale";
+        let targets = [Target::Rps(1.0), Target::LatencyP95(Duration::from_secs(1))];
+        for (field, path) in [
+            ("max", "services.api.autoscale.max"),
+            ("min", "services.api.autoscale.min"),
+            ("targets", "services.api.autoscale"),
+            ("targets[1]", "services.api.autoscale.latency_p95"),
+            ("targets[7]", "services.api.autoscale"),
+            ("tolerance_down", "services.api.autoscale.tolerance.down"),
+            (
+                "up_policies[2]",
+                "services.api.autoscale.scale_up.policies[2]",
+            ),
+            (
+                "down_policies[0]",
+                "services.api.autoscale.scale_down.policies[0]",
+            ),
+            ("panic_threshold", "services.api.autoscale.panic.threshold"),
+            ("something_new", "services.api.autoscale"),
+        ] {
+            assert_eq!(policy_field(p, field, &targets), path, "{field}");
+        }
+    }
+
+    #[test]
+    fn every_preset_is_a_valid_policy() {
+        for preset in Preset::ALL {
+            let mut policy = preset.policy();
+            if policy.panic_threshold == f64::INFINITY {
+                policy.panic_threshold = 2.0;
+            }
+            assert_eq!(policy.validate(), Ok(()), "{preset:?}");
+            assert!(preset.tick() <= MAX_TICK);
+        }
+    }
 }

@@ -15,8 +15,8 @@ mod replica;
 pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};
 pub use event::{Event, EventKind, EventLog};
 pub use replica::{
-    Endpoint, ExitStatus, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic, ServiceState,
-    ServiceStatus, ServiceTraffic,
+    AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, ReplicaState,
+    ReplicaStatus, ReplicaTraffic, ServiceState, ServiceStatus, ServiceTraffic,
 };
 
 /// Milliseconds since the Unix epoch, for timestamps that leave the process (events, API).

@@ -146,6 +146,11 @@ pub struct ServiceTraffic {
     /// The per-try timeout in force now (the automatic one follows the service's latency),
     /// in milliseconds; None when tries are not hedged.
     pub per_try_timeout_ms: Option<u64>,
+    /// 95th percentile of time to response headers over the last 10–20 s, in ms; None
+    /// before 10 responses.
+    pub latency_p95_ms: Option<f64>,
+    /// Requests held now, waiting for the service to wake from zero.
+    pub held: u64,
 }
 
 /// A service's overall standing.
@@ -178,4 +183,44 @@ pub struct ServiceStatus {
     /// Failover counters from the gateway.
     #[serde(default)]
     pub traffic: Option<ServiceTraffic>,
+    /// The autoscaler's view, for an autoscaled service.
+    #[serde(default)]
+    pub autoscale: Option<AutoscaleStatus>,
+}
+
+/// An autoscaled service, like `kubectl get hpa` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleStatus {
+    /// Lower bound (0 = scales to zero).
+    pub min: u32,
+    /// Upper bound.
+    pub max: u32,
+    /// What the last decision asked for.
+    pub desired: u32,
+    /// Current value / target per metric, e.g. `75%/50%, 23.5/10`.
+    pub targets: String,
+    /// Each metric: name, current value (per replica; latency in ms), target.
+    pub readings: Vec<AutoscaleReading>,
+    /// In panic mode (a burst: scaling up at once, no scale-down).
+    pub panic: bool,
+    /// Why the last decision is what it is.
+    pub reason: String,
+    /// What held the count back from the raw recommendation, if anything.
+    pub limited_by: Option<String>,
+    /// When the count last changed (ms since the Unix epoch).
+    pub last_scaled_ms: Option<u64>,
+    /// Requests held at the gateway waiting for a replica (scale from zero).
+    pub held: u64,
+}
+
+/// One autoscaling metric against its target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleReading {
+    /// `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`.
+    pub name: String,
+    /// Current value (cpu as a fraction of the request, memory in bytes, latency in ms);
+    /// None when unknown.
+    pub value: Option<f64>,
+    /// The target, in the same unit.
+    pub target: f64,
 }

@@ -21,6 +21,15 @@ pub enum ProxyError {
     /// check, or ejected).
     #[error("no healthy replica for service `{0}`")]
     NoHealthy(String),
+    /// The service was at zero replicas and did not get one in time (or too many requests
+    /// were already waiting for it).
+    #[error("service `{service}` is starting: {why}")]
+    NotStarted {
+        /// Service name.
+        service: String,
+        /// Why the request was not let through.
+        why: String,
+    },
     /// The service's circuit breaker is open.
     #[error("service `{service}` is failing; its circuit breaker is open")]
     CircuitOpen {
@@ -62,6 +71,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint(_)
             | ProxyError::NoHealthy(_)
+            | ProxyError::NotStarted { .. }
             | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -75,6 +85,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoint(_) => "no-ready-replica",
             ProxyError::NoHealthy(_) => "no-healthy-replica",
+            ProxyError::NotStarted { .. } => "not-started",
             ProxyError::CircuitOpen { .. } => "circuit-open",
             ProxyError::Connect { .. } => "connect-failed",
             ProxyError::Upstream { .. } => "upstream-failed",

@@ -26,6 +26,7 @@ use crate::body::{BoxError, ProxyBody, boxed};
 use crate::breaker::Admission;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::middleware;
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::tries::{Answer, Outbound};
@@ -49,6 +50,8 @@ pub struct Gateway {
     endpoints: Mutex<HashMap<String, Vec<Endpoint>>>,
     /// Where health changes (unhealthy, ejected, breaker) are recorded.
     events: Arc<EventLog>,
+    /// Services that can wake from zero, by name (kept across reloads).
+    activators: Mutex<HashMap<String, Arc<Activator>>>,
 }
 
 impl Gateway {
@@ -59,12 +62,39 @@ impl Gateway {
 
     /// A gateway recording health changes in `events` (shared with the other planes).
     pub fn with_events(stack: &Stack, events: Arc<EventLog>) -> Arc<Gateway> {
-        let table = RoutingTable::build(stack, None, &HashMap::new(), &events);
+        let table = RoutingTable::build(stack, None, &HashMap::new(), &events, &HashMap::new());
         Arc::new(Gateway {
             table: ArcSwap::from_pointee(table),
             endpoints: Mutex::new(HashMap::new()),
             events,
+            activators: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Let `service` wake from zero: a request that finds it without a replica is held (see
+    /// [`Activator`]) and `wake` is called. `None` turns holding off (503 at once).
+    pub fn set_activator(
+        &self,
+        service: &str,
+        hold: Option<(HoldSettings, WakeFn)>,
+    ) -> Option<Arc<Activator>> {
+        let mut all = self.activators.lock().unwrap_or_else(|e| e.into_inner());
+        // Same settings: keep the activator, so requests held across a reload still hear
+        // about the endpoints.
+        if let (Some((settings, _)), Some(existing)) = (&hold, all.get(service))
+            && existing.settings() == *settings
+        {
+            return Some(Arc::clone(existing));
+        }
+        let activator = hold.map(|(settings, wake)| Activator::new(settings, wake));
+        match &activator {
+            Some(a) => all.insert(service.to_owned(), Arc::clone(a)),
+            None => all.remove(service),
+        };
+        if let Some(handle) = self.table.load().services.get(service) {
+            handle.activator.store(activator.clone());
+        }
+        activator
     }
 
     /// The event log health changes go to.
@@ -93,8 +123,10 @@ impl Gateway {
     /// unchanged services keep their balancers and connections.
     pub fn reload(&self, stack: &Stack) {
         let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let activators = self.activators.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.table.load_full();
-        let table = RoutingTable::build(stack, Some(&current), &endpoints, &self.events);
+        let table =
+            RoutingTable::build(stack, Some(&current), &endpoints, &self.events, &activators);
         self.table.store(Arc::new(table));
     }
 
@@ -182,6 +214,25 @@ impl Gateway {
             parts.headers.remove(header::HOST);
         }
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+
+        // A service at zero replicas that can wake: hold the request while it starts.
+        if let Some(activator) = service.activator.load_full()
+            && service.balancer.backends().is_empty()
+        {
+            let has_endpoint = || !service.balancer.backends().is_empty();
+            activator
+                .hold(has_endpoint)
+                .await
+                .map_err(|e| ProxyError::NotStarted {
+                    service: service.name.to_string(),
+                    why: match e {
+                        HoldError::Full => "too many requests are waiting for it".to_owned(),
+                        HoldError::TimedOut(d) => {
+                            format!("no replica ready within {}ms", d.as_millis())
+                        }
+                    },
+                })?;
+        }
 
         // Balance, connect, send, and try again where that is safe (see `crate::tries`).
         let now = Instant::now();

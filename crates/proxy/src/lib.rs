@@ -19,6 +19,7 @@ mod error;
 mod forward;
 mod gateway;
 mod health;
+mod hold;
 mod latency;
 mod middleware;
 mod server;
@@ -28,4 +29,5 @@ mod upstream;
 
 pub use error::ProxyError;
 pub use gateway::{ConnInfo, Gateway};
+pub use hold::{Activator, HoldSettings, WakeFn};
 pub use server::{BindError, Listeners, ServeSettings, Serving};

@@ -18,6 +18,7 @@ use shoal_route::Rule;
 use crate::breaker::Breaker;
 use crate::budget::RetryBudget;
 use crate::health::ServiceHealth;
+use crate::hold::Activator;
 use crate::latency::LatencyTracker;
 use crate::upstream::{PoolSettings, Upstreams};
 
@@ -35,6 +36,8 @@ pub(crate) struct ServiceHandle {
     pub(crate) latency: LatencyTracker,
     /// The circuit breaker, if the service has one.
     pub(crate) breaker: Option<Breaker>,
+    /// Where requests wait while the service wakes from zero, if it can.
+    pub(crate) activator: arc_swap::ArcSwapOption<Activator>,
 }
 
 impl ServiceHandle {
@@ -54,6 +57,7 @@ impl ServiceHandle {
             budget: RetryBudget::new(def.retry.budget_ratio, def.retry.budget_min_per_sec),
             latency: LatencyTracker::new(),
             breaker: def.circuit_breaker.clone().map(Breaker::new),
+            activator: arc_swap::ArcSwapOption::empty(),
         };
         match &def.source {
             Source::Servers(_) => {
@@ -89,6 +93,9 @@ impl ServiceHandle {
             .map(|e| Backend::new(e.key.as_str(), e.addr.to_string(), 1))
             .collect();
         self.balancer.set_backends(backends);
+        if let Some(activator) = self.activator.load().as_ref() {
+            activator.endpoints_changed();
+        }
     }
 
     /// Failover counters, for the API and metrics.
@@ -112,6 +119,11 @@ impl ServiceHandle {
                 PerTryTimeout::Fixed(d) => Some(d.as_millis() as u64),
                 PerTryTimeout::Off => None,
             },
+            latency_p95_ms: self
+                .latency
+                .quantile(tokio::time::Instant::now(), 0.95, 10)
+                .map(|d| d.as_secs_f64() * 1000.0),
+            held: self.activator.load().as_ref().map_or(0, |a| a.waiting()),
         }
     }
 
@@ -166,6 +178,7 @@ impl RoutingTable {
         previous: Option<&RoutingTable>,
         endpoints: &HashMap<String, Vec<Endpoint>>,
         events: &Arc<EventLog>,
+        activators: &HashMap<String, Arc<Activator>>,
     ) -> RoutingTable {
         let mut services = HashMap::new();
         for def in &stack.services {
@@ -188,6 +201,7 @@ impl RoutingTable {
                     events,
                 )),
             };
+            handle.activator.store(activators.get(&def.name).cloned());
             services.insert(def.name.clone(), handle);
         }
         let routes = stack

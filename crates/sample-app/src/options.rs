@@ -34,6 +34,10 @@ pub struct Options {
     /// Max time to let in-flight requests finish after shutdown is requested.
     /// Default: [`DEFAULT_SHUTDOWN_GRACE`] (5 s).
     pub shutdown_grace: Duration,
+    /// At most this many `/work` and `/sleep` requests are served at once; the others queue
+    /// (a replica with a fixed worker pool: its latency grows with its load, which is what
+    /// an autoscaler must fix). Default: unlimited.
+    pub capacity: Option<usize>,
 }
 
 impl Default for Options {
@@ -46,6 +50,7 @@ impl Default for Options {
             replica: None,
             startup_delay: Duration::ZERO,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            capacity: None,
         }
     }
 }

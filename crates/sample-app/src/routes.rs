@@ -41,6 +41,8 @@ pub(crate) struct State {
     /// (set with `/fault?status=`; failover tests make one replica "sick" while its health
     /// check still passes, and well again).
     fault: AtomicU16,
+    /// Permits for `/work` and `/sleep` when the capacity is limited.
+    workers: Option<tokio::sync::Semaphore>,
     /// Set to `true` when shutdown starts; WebSocket sessions subscribe to it, and the server
     /// waits (within the grace period) until every subscriber has gone.
     pub(crate) shutdown: watch::Sender<bool>,
@@ -66,8 +68,15 @@ impl State {
             replica_header: replica.map(HeaderValue::from),
             in_flight: Arc::default(),
             fault: AtomicU16::new(0),
+            workers: None,
             shutdown: watch::Sender::new(false),
         })
+    }
+
+    /// Serve at most `capacity` `/work` and `/sleep` requests at once.
+    pub(crate) fn with_capacity(mut self, capacity: Option<usize>) -> State {
+        self.workers = capacity.map(|n| tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     fn stamp(&self, headers: &mut HeaderMap) {
@@ -107,8 +116,18 @@ async fn route(
         "/fault" => set_fault(state, query),
         "/health" => Ok(text(StatusCode::OK, "ok")),
         "/whoami" => Ok(whoami(state, remote, &req)),
-        "/work" => work(query).await,
-        "/sleep" => sleep(query).await,
+        "/work" | "/sleep" => {
+            // A worker of the limited pool, if there is one: the rest wait their turn.
+            let _permit = match &state.workers {
+                Some(pool) => pool.acquire().await.ok(),
+                None => None,
+            };
+            if path == "/work" {
+                work(query).await
+            } else {
+                sleep(query).await
+            }
+        }
         "/fail" => fail(query),
         "/echo" => Ok(echo(req)),
         "/ws" => crate::ws::upgrade(state, req),

@@ -46,7 +46,9 @@ impl SampleApp {
         tokio::time::sleep(opts.startup_delay).await;
         let listener = TcpListener::bind(opts.listen).await?;
         let local_addr = listener.local_addr()?;
-        let state = Arc::new(State::new(&opts.name, opts.replica, local_addr.port())?);
+        let state = Arc::new(
+            State::new(&opts.name, opts.replica, local_addr.port())?.with_capacity(opts.capacity),
+        );
         let (stop, stopped) = oneshot::channel();
         let span = tracing::info_span!("sample-app", app = %opts.label(), %local_addr);
         let server = tokio::spawn(tracing::Instrument::instrument(

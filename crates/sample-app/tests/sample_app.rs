@@ -627,3 +627,45 @@ async fn in_flight_counts_requests_until_answered() {
     eventually("no request in flight", || app.in_flight() == 0).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_limited_capacity_queues_the_requests_beyond_it() {
+    let app = SampleApp::start(Options {
+        capacity: Some(2),
+        ..options()
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..4).map(|_| get(&app, "/sleep?ms=200"))).await;
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    // Two workers, four 200 ms requests: two rounds, not one.
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // /health does not wait for a worker.
+    assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fault_status_answers_everything_but_health_and_fault() {
+    let app = start().await;
+    assert_eq!(get(&app, "/fault?status=503").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/whoami").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/fault?status=0").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/whoami").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/fault?status=99").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    app.shutdown().await;
+}

@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+pub(crate) use shoal_loadgen::LoadArgs;
 
 /// Run replicated web services behind a fast load-balancing gateway.
 #[derive(Debug, Parser)]
@@ -36,6 +37,9 @@ pub(crate) enum Command {
     Init(InitArgs),
     /// Run the built-in sample HTTP backend (used by the demo, examples and tests).
     SampleApp(SampleAppArgs),
+    /// Generate HTTP load: latency percentiles (corrected for coordinated omission with
+    /// --rate), errors, and how the answers spread over replicas. See docs/load.md.
+    Load(Box<LoadArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +157,10 @@ pub(crate) struct SampleAppArgs {
     /// Wait this long before listening (to try readiness checks), e.g. 2s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) startup_delay: Option<std::time::Duration>,
+    /// Serve at most N /work and /sleep requests at once; the rest queue (a replica with a
+    /// fixed worker pool, whose latency grows with its load).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) capacity: Option<u32>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

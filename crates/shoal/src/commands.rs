@@ -27,6 +27,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs(&args),
         Command::Init(args) => init(&args),
         Command::SampleApp(args) => block_on(sample_app(args)),
+        Command::Load(args) => load(&args),
     }
 }
 
@@ -320,6 +321,76 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
         out.push_str(&n);
         out.push('\n');
     }
+    out.push_str(&autoscale_table(services));
+    out
+}
+
+/// Autoscaled services, like `kubectl get hpa`: TARGETS as current/target per metric.
+fn autoscale_table(services: &serde_json::Value) -> String {
+    let mut rows = vec![
+        [
+            "AUTOSCALED",
+            "TARGETS",
+            "MIN",
+            "MAX",
+            "REPLICAS",
+            "LAST SCALED",
+        ]
+        .map(String::from),
+    ];
+    let mut notes = Vec::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for s in services.as_array().into_iter().flatten() {
+        let a = &s["autoscale"];
+        if a.is_null() {
+            continue;
+        }
+        let name = s["name"].as_str().unwrap_or("?");
+        let last = a["last_scaled_ms"].as_u64().map_or("-".into(), |t| {
+            format!(
+                "{} ago",
+                human_duration(now_ms.saturating_sub(t) as f64 / 1000.0)
+            )
+        });
+        rows.push([
+            name.to_owned(),
+            a["targets"].as_str().unwrap_or("-").to_owned(),
+            a["min"].to_string(),
+            a["max"].to_string(),
+            format!("{}/{}", s["ready"], s["desired"]),
+            last,
+        ]);
+        let mut note = format!("{name}: {}", a["reason"].as_str().unwrap_or(""));
+        if a["panic"] == true {
+            note.push_str(" [panic mode]");
+        }
+        if a["held"].as_u64().unwrap_or(0) > 0 {
+            note.push_str(&format!(" [{} requests held while it starts]", a["held"]));
+        }
+        notes.push(note);
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::from("\n");
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
     out
 }
 
@@ -335,14 +406,18 @@ fn human_duration(secs: f64) -> String {
 async fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let client = admin_client(&args.admin);
     let path = format!("/api/v1/services/{}/scale", args.service);
-    client
+    let done = client
         .json(
             Method::POST,
             &path,
             Some(serde_json::json!({ "replicas": args.replicas })),
         )
         .await?;
-    println!("{}: scaled to {} replicas", args.service, args.replicas);
+    let replicas = done["replicas"].as_u64().unwrap_or(args.replicas.into());
+    println!("{}: scaled to {replicas} replicas", args.service);
+    if let Some(note) = done["note"].as_str() {
+        println!("{note}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -490,8 +565,60 @@ async fn sample_app(args: SampleAppArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.startup_delay {
         opts.startup_delay = d;
     }
+    opts.capacity = args.capacity.map(|n| n as usize);
     shoal_sample_app::run_until_signal(opts).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code for unusable arguments (as clap uses).
+const EXIT_USAGE: u8 = 2;
+
+/// `shoal load`: validate, run, print. Exit 1 if no request got a 2xx/3xx answer.
+fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let plan = match shoal_loadgen::Plan::from_args(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let opts = shoal_loadgen::RunOptions {
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+        // Ctrl-C stops the run; what was measured so far is still reported.
+        interrupt: Some(Box::pin(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = match runtime.block_on(shoal_loadgen::run(plan, opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some(path) = &args.report {
+        std::fs::write(path, shoal_loadgen::html::render(&report))
+            .with_context(|| format!("--report: cannot write {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+        if let Some(path) = &args.report {
+            println!("  report     {}", path.display());
+        }
+    }
+    Ok(if report.requests.ok == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::replica::{ReadySet, ReplicaHandle, Shared, wait_done};
 use crate::spec::{LogPolicy, ServiceSpec};
 
 /// Period of the CPU/memory sampler.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the replicas of every service as local processes. See the crate docs.
 pub struct Supervisor {
@@ -487,6 +487,7 @@ impl Driver for Supervisor {
                     state,
                     replicas: replicas.into_iter().map(|(_, r)| r).collect(),
                     traffic: None,
+                    autoscale: None,
                 }
             })
             .collect()

@@ -8,10 +8,6 @@
 //! without one that a replica had already received when it died cannot be retried by any
 //! proxy (the replica may have acted on it), so it would fail if it was in flight at the
 //! instant of a `kill -9`.
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
@@ -36,6 +32,23 @@ fn three_replicas(restart: &str) -> Stack {
     Stack::new(&service, &[("/", "web")], "")
 }
 
+/// GET /whoami and POST /echo in turn; the POST carries a body and an `Idempotency-Key`
+/// and must get its body back.
+fn mixed_get_and_post(thread: usize, i: u64) -> Req {
+    if i.is_multiple_of(2) {
+        let body = format!("thread {thread} request {i} {}", "x".repeat(512));
+        Req {
+            method: "POST",
+            path: "/echo".into(),
+            headers: vec![("idempotency-key".into(), format!("{thread}-{i}"))],
+            expect_body: Some(body.clone().into_bytes()),
+            body: body.into_bytes(),
+        }
+    } else {
+        Req::get("/whoami")
+    }
+}
+
 fn replica(service: &Value, index: u64) -> Value {
     service["replicas"]
         .as_array()
@@ -46,118 +59,6 @@ fn replica(service: &Value, index: u64) -> Value {
 /// In rotation: ready in the supervisor and healthy in the gateway.
 fn in_rotation(replica: &Value) -> bool {
     replica["state"] == "ready" && replica["traffic"]["health"] == "healthy"
-}
-
-/// Client threads sending GET /whoami and POST /echo (with a body and an
-/// `Idempotency-Key`) in a loop until stopped, bounded by time and count.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    results: Arc<Mutex<Tally>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    ok: u64,
-    failures: Vec<String>,
-    by_replica: BTreeMap<String, u64>,
-    slowest: Duration,
-}
-
-impl Load {
-    fn start(stack: &Stack, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let results = Arc::new(Mutex::new(Tally::default()));
-        let addr = stack.gateway;
-        let threads = (0..threads)
-            .map(|t| {
-                let (stop, sent, results) = (stop.clone(), sent.clone(), results.clone());
-                std::thread::spawn(move || {
-                    let started = SystemTime::now();
-                    let mut i = 0u64;
-                    // Bounded: at most 60 s and 50,000 requests per thread.
-                    while !stop.load(Ordering::Relaxed)
-                        && elapsed(started) < Duration::from_secs(60)
-                        && i < 50_000
-                    {
-                        i += 1;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let body = format!("thread {t} request {i} {}", "x".repeat(512));
-                        let at = SystemTime::now();
-                        let result = if i.is_multiple_of(2) {
-                            let key = format!("{t}-{i}");
-                            http_with(
-                                addr,
-                                "POST",
-                                "/echo",
-                                &[("idempotency-key", &key)],
-                                body.as_bytes(),
-                            )
-                            .map(|r| (r.body == body.as_bytes(), r))
-                        } else {
-                            http_with(addr, "GET", "/whoami", &[], b"").map(|r| (true, r))
-                        };
-                        let took = elapsed(at);
-                        let mut tally = results.lock().unwrap();
-                        tally.slowest = tally.slowest.max(took);
-                        match result {
-                            // Like the failover benchmark: an answer after 2 s is a failure.
-                            Ok(_) if took > Duration::from_secs(2) => {
-                                tally
-                                    .failures
-                                    .push(format!("request {t}/{i}: took {took:?}"));
-                            }
-                            Ok((true, r)) if r.status == 200 => {
-                                tally.ok += 1;
-                                let who = r.header("x-shoal-replica").unwrap_or("?").to_owned();
-                                *tally.by_replica.entry(who).or_default() += 1;
-                            }
-                            Ok((_, r)) => tally.failures.push(format!(
-                                "request {t}/{i}: {} {}",
-                                r.status,
-                                r.text().chars().take(120).collect::<String>()
-                            )),
-                            Err(e) => tally.failures.push(format!("request {t}/{i}: {e}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            sent,
-            results,
-            threads,
-        }
-    }
-
-    /// Wait until `n` more requests have been sent.
-    fn wait_requests(&self, n: u64) {
-        let target = self.sent.load(Ordering::Relaxed) + n;
-        wait_for(&format!("{n} more requests"), T, || {
-            (self.sent.load(Ordering::Relaxed) >= target).then_some(())
-        });
-    }
-
-    fn ok_from(&self, who: &str) -> u64 {
-        self.results
-            .lock()
-            .unwrap()
-            .by_replica
-            .get(who)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn finish(self) -> Tally {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        Arc::try_unwrap(self.results).unwrap().into_inner().unwrap()
-    }
 }
 
 fn pid_of(stack: &Stack, index: u64) -> i32 {
@@ -173,7 +74,7 @@ fn kill_9_of_a_replica_under_load_fails_no_request() {
     let mut up = stack.up();
     up.wait_listening(&stack);
     stack.wait_ready("web", 3, T);
-    let load = Load::start(&stack, 4);
+    let load = Load::start(&stack, 4, mixed_get_and_post);
     load.wait_requests(300);
     let victim = pid_of(&stack, 1);
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
@@ -199,7 +100,7 @@ fn a_hung_replica_leaves_rotation_within_3s_and_returns_after_sigcont() {
     let mut up = stack.up();
     up.wait_listening(&stack);
     stack.wait_ready("web", 3, T);
-    let load = Load::start(&stack, 4);
+    let load = Load::start(&stack, 4, mixed_get_and_post);
     // Enough answers for the automatic per-try timeout to know the service's latency
     // (before 50 it uses 1 s).
     load.wait_requests(1000);

@@ -3,12 +3,16 @@
 //!
 //! - `supervise`: readiness gating, crash recovery, crash-loop give-up, scaling, shutdown,
 //!   scale persistence, bad commands;
+//! - `autoscale`: a load step up and down, scale to zero and back, manual scale clamped;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
+//! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
+mod autoscale;
 mod commands;
 mod failover;
 mod figures;
+mod load;
 mod supervise;
 mod support;
 

@@ -297,12 +297,21 @@ fn shutdown_leaves_nothing_behind(signal: Signal, to_group: bool) {
         up.stderr()
     );
     assert!(up.stdout().contains("shoal stopped"), "{}", up.stdout());
-    let left: Vec<Proc> = procs
-        .iter()
-        .chain(&everything)
-        .filter(|p| p.alive())
-        .copied()
-        .collect();
+    // SIGKILL is delivered asynchronously: on a loaded machine a grandchild may take a
+    // moment to die after shoal has exited. Poll (with a deadline), do not race it.
+    let still = || -> Vec<Proc> {
+        procs
+            .iter()
+            .chain(&everything)
+            .filter(|p| p.alive())
+            .copied()
+            .collect()
+    };
+    let gone_by = std::time::SystemTime::now();
+    while !still().is_empty() && elapsed(gone_by) < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = still();
     for p in &left {
         p.kill(); // no longer under shoal, so the guard would not find them
     }

@@ -8,6 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -497,5 +500,158 @@ fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(raw.get(..size)?);
         raw = raw.get(size + 2..)?;
+    }
+}
+
+/// One request a [`Load`] thread sends.
+#[derive(Debug, Clone)]
+pub(crate) struct Req {
+    pub(crate) method: &'static str,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    /// The body the answer must carry, if checked.
+    pub(crate) expect_body: Option<Vec<u8>>,
+}
+
+impl Req {
+    pub(crate) fn get(path: &str) -> Req {
+        Req {
+            method: "GET",
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            expect_body: None,
+        }
+    }
+}
+
+/// Client threads sending requests through the gateway in a loop until stopped, bounded
+/// by time (60 s) and count (50,000 per thread). A request fails when it gets an error, a
+/// status other than 200, a wrong body, or no answer within 2 s (as in
+/// `bench/failover.sh`).
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    results: Arc<Mutex<Tally>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) ok: u64,
+    pub(crate) failures: Vec<String>,
+    pub(crate) by_replica: BTreeMap<String, u64>,
+    pub(crate) slowest: Duration,
+    /// (when it was sent, how long it took) of each successful request.
+    pub(crate) latencies: Vec<(SystemTime, Duration)>,
+}
+
+impl Tally {
+    /// The p99 latency of the requests sent at or after `since`.
+    pub(crate) fn p99_since(&self, since: SystemTime) -> Option<Duration> {
+        let mut l: Vec<Duration> = self
+            .latencies
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, d)| *d)
+            .collect();
+        l.sort();
+        (!l.is_empty()).then(|| l[(l.len() * 99 / 100).min(l.len() - 1)])
+    }
+}
+
+impl Load {
+    /// `threads` threads; thread `t` sends `request(t, i)` as its `i`-th request.
+    pub(crate) fn start(stack: &Stack, threads: usize, request: fn(usize, u64) -> Req) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let results = Arc::new(Mutex::new(Tally::default()));
+        let addr = stack.gateway;
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, sent, results) = (stop.clone(), sent.clone(), results.clone());
+                std::thread::spawn(move || {
+                    let started = SystemTime::now();
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed)
+                        && elapsed(started) < Duration::from_secs(60)
+                        && i < 50_000
+                    {
+                        i += 1;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let req = request(t, i);
+                        let headers: Vec<(&str, &str)> = req
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        let at = SystemTime::now();
+                        let result = http_with(addr, req.method, &req.path, &headers, &req.body);
+                        let took = elapsed(at);
+                        let mut tally = results.lock().unwrap();
+                        tally.slowest = tally.slowest.max(took);
+                        let what = format!("request {t}/{i} {} {}", req.method, req.path);
+                        match result {
+                            Ok(_) if took > Duration::from_secs(2) => {
+                                tally.failures.push(format!("{what}: took {took:?}"));
+                            }
+                            Ok(r)
+                                if r.status == 200
+                                    && req.expect_body.as_ref().is_none_or(|b| *b == r.body) =>
+                            {
+                                tally.ok += 1;
+                                tally.latencies.push((at, took));
+                                let who = r.header("x-shoal-replica").unwrap_or("?").to_owned();
+                                *tally.by_replica.entry(who).or_default() += 1;
+                            }
+                            Ok(r) => tally.failures.push(format!(
+                                "{what}: {} {}",
+                                r.status,
+                                r.text().chars().take(120).collect::<String>()
+                            )),
+                            Err(e) => tally.failures.push(format!("{what}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            sent,
+            results,
+            threads,
+        }
+    }
+
+    /// Wait until `n` more requests have been sent.
+    pub(crate) fn wait_requests(&self, n: u64) {
+        let target = self.sent.load(Ordering::Relaxed) + n;
+        wait_for(
+            &format!("{n} more requests"),
+            Duration::from_secs(30),
+            || (self.sent.load(Ordering::Relaxed) >= target).then_some(()),
+        );
+    }
+
+    /// Successful answers from replica `who` so far.
+    pub(crate) fn ok_from(&self, who: &str) -> u64 {
+        self.results
+            .lock()
+            .unwrap()
+            .by_replica
+            .get(who)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Stop every thread and return what they saw.
+    pub(crate) fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        Arc::try_unwrap(self.results).unwrap().into_inner().unwrap()
     }
 }

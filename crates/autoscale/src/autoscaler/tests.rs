@@ -1,0 +1,583 @@
+//! Scenario tests of the controller, in fake time (plain `Duration`s, 1 s ticks).
+
+use std::time::Duration;
+
+use crate::{Autoscaler, Limit, Policy, RatePolicy, ReplicaSample, Sample, Target};
+
+fn s(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A replica ready long ago with this concurrency.
+fn busy(in_flight: f64) -> ReplicaSample {
+    ReplicaSample::ready(s(600)).with_concurrency(in_flight)
+}
+
+/// `current` ready replicas sharing a total concurrency of `total`, with traffic.
+fn load(now: u64, current: u32, total: f64) -> Sample {
+    Sample {
+        now: s(now),
+        current,
+        replicas: vec![busy(total / f64::from(current)); current as usize],
+        requests: 100,
+        ..Sample::default()
+    }
+}
+
+/// A policy without panic mode, to look at one stage at a time.
+fn calm(policy: Policy) -> Policy {
+    Policy {
+        panic_threshold: 1000.0,
+        ..policy
+    }
+}
+
+#[test]
+fn tolerance_band_holds_small_changes() {
+    let mut a = Autoscaler::new(Policy::default(), s(0));
+    // Ratio 1.05: inside ±10%.
+    let d = a.tick(&load(1, 4, 42.0));
+    assert_eq!(d.desired, 4);
+    assert_eq!(d.limited_by, Some(Limit::Tolerance));
+    assert!(d.reason.contains("within tolerance"), "{}", d.reason);
+    // Ratio 1.2: ceil(1.2 × 4) = 5.
+    let d = a.tick(&load(2, 4, 48.0));
+    assert_eq!(
+        (d.desired, d.recommendation, d.limited_by),
+        (5, Some(5), None)
+    );
+    assert!(!d.panic);
+}
+
+#[test]
+fn tolerance_is_per_direction() {
+    let policy = calm(Policy {
+        max: 50,
+        tolerance_down: 0.3,
+        down_stabilization: Duration::ZERO,
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    // Ratio 0.8 is within the 30% down band; ratio 1.15 is outside the 10% up band.
+    assert_eq!(a.tick(&load(1, 10, 80.0)).desired, 10);
+    assert_eq!(a.tick(&load(2, 10, 115.0)).desired, 12);
+}
+
+#[test]
+fn down_stabilization_keeps_the_largest_recommendation_of_the_window() {
+    let mut a = Autoscaler::new(calm(Policy::default()), s(0));
+    for t in 0..=40 {
+        assert_eq!(a.tick(&load(t, 10, 100.0)).desired, 10);
+    }
+    // A 10 s dip to half the load inside the 30 s window: no scale-down.
+    for t in 41..=50 {
+        let d = a.tick(&load(t, 10, 50.0));
+        assert_eq!(d.recommendation, Some(5));
+        assert_eq!(
+            (d.desired, d.limited_by),
+            (10, Some(Limit::DownStabilization))
+        );
+    }
+    for t in 51..=100 {
+        assert_eq!(a.tick(&load(t, 10, 100.0)).desired, 10);
+    }
+    // A lasting drop: held until the last 10 leaves the window (recorded at 100, outside
+    // from 130), then halved by the down policy (Percent 50 per 5 s).
+    for t in 101..=129 {
+        assert_eq!(a.tick(&load(t, 10, 50.0)).desired, 10, "t={t}");
+    }
+    let d = a.tick(&load(130, 10, 50.0));
+    assert_eq!(d.desired, 5);
+    assert_eq!(d.limited_by, None);
+}
+
+#[test]
+fn a_new_autoscaler_cannot_scale_down_before_a_full_window() {
+    // Restarted at t=100 with 10 replicas and almost no load: it behaves as if 10 had been
+    // recommended at 100.
+    let mut a = Autoscaler::new(calm(Policy::default()), s(100));
+    for t in 100..130 {
+        let d = a.tick(&load(t, 10, 5.0));
+        assert_eq!(d.recommendation, Some(1));
+        assert_eq!(
+            (d.desired, d.limited_by),
+            (10, Some(Limit::DownStabilization))
+        );
+    }
+    let d = a.tick(&load(130, 10, 5.0));
+    assert_eq!((d.desired, d.limited_by), (5, Some(Limit::DownRatePolicy)));
+    assert!(
+        d.reason
+            .contains("scale-down limited to 5 by policy Percent 50 per 5s"),
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn up_rate_policies_cap_each_step() {
+    // From 2 toward 40 with +4 pods or +100% per 1 s (the larger): 6, 12, 24, then 40.
+    let mut a = Autoscaler::new(
+        calm(Policy {
+            max: 50,
+            ..Policy::default()
+        }),
+        s(0),
+    );
+    let mut current = 2;
+    let mut seen = vec![current];
+    for t in 1..=5 {
+        let d = a.tick(&load(t, current, 400.0));
+        assert_eq!(d.recommendation, Some(40));
+        if d.desired < 40 {
+            assert_eq!(d.limited_by, Some(Limit::UpRatePolicy), "{}", d.reason);
+        }
+        current = d.desired;
+        seen.push(current);
+    }
+    assert_eq!(seen, vec![2, 6, 12, 24, 40, 40]);
+}
+
+#[test]
+fn up_rate_policy_over_a_longer_period_spends_its_budget_once() {
+    let policy = calm(Policy {
+        up_policies: vec![RatePolicy::Pods {
+            value: 4,
+            period: s(3),
+        }],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut current = 2;
+    let mut seen = vec![];
+    for t in 0..7 {
+        current = a.tick(&load(t, current, 100.0)).desired;
+        seen.push(current);
+    }
+    // +4 at 0, nothing while that step is inside the 3 s period, +4 at 3, at 6 reaches 10.
+    assert_eq!(seen, vec![6, 6, 6, 10, 10, 10, 10]);
+}
+
+#[test]
+fn down_rate_policy_halves_per_period() {
+    let policy = calm(Policy {
+        down_stabilization: Duration::ZERO,
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut current = 20;
+    let mut seen = vec![];
+    for t in 0..=12 {
+        current = a.tick(&load(t, current, 15.0)).desired;
+        seen.push(current);
+    }
+    // Recommendation 2; Percent 50 per 5 s: 20 → 10 at 0, → 5 at 5, → 2 at 10.
+    assert_eq!(seen, vec![10, 10, 10, 10, 10, 5, 5, 5, 5, 5, 2, 2, 2]);
+}
+
+#[test]
+fn missing_metrics_block_scale_down() {
+    let policy = calm(Policy {
+        down_stabilization: Duration::ZERO,
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut sample = load(1, 4, 4.0);
+    sample.replicas[3].concurrency = None;
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.limited_by), (4, Some(Limit::MissingMetrics)));
+    assert_eq!(d.readings[0].missing, 1);
+    assert!(d.reason.contains("scale-down forbidden"), "{}", d.reason);
+    // The missing replica was counted at the target, so the raw recommendation was 2,
+    // not 1, and it is not remembered.
+    assert_eq!(d.recommendation, Some(2));
+    // Once every replica reports, it scales down.
+    let d = a.tick(&load(2, 4, 4.0));
+    assert_eq!(d.desired, 2);
+}
+
+#[test]
+fn missing_metrics_do_not_block_scale_up() {
+    let mut a = Autoscaler::new(Policy::default(), s(0));
+    let mut sample = load(1, 4, 60.0); // 15 each
+    sample.replicas[3].concurrency = None;
+    // Three at 15, one missing counted as 0: 45 / 4 / 10 = 1.125 → ceil(4.5) = 5.
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.limited_by), (5, None));
+}
+
+#[test]
+fn missing_latency_blocks_scale_down_only_under_traffic() {
+    let policy = calm(Policy {
+        targets: vec![
+            Target::Concurrency(10.0),
+            Target::LatencyP95(Duration::from_millis(200)),
+        ],
+        down_stabilization: Duration::ZERO,
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy.clone(), s(0));
+    let d = a.tick(&load(1, 4, 4.0));
+    assert_eq!((d.desired, d.limited_by), (4, Some(Limit::MissingMetrics)));
+    assert_eq!(d.targets_column(), "1/10, <unknown>/200ms");
+
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut idle = load(1, 4, 4.0);
+    idle.requests = 0;
+    assert_eq!(a.tick(&idle).desired, 2);
+}
+
+#[test]
+fn no_data_at_all_holds_the_current_count() {
+    let mut a = Autoscaler::new(calm(Policy::default()), s(0));
+    let sample = Sample {
+        now: s(40),
+        current: 3,
+        replicas: vec![ReplicaSample::ready(s(600)); 3],
+        requests: 10,
+        ..Sample::default()
+    };
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.recommendation), (3, None));
+    assert_eq!(d.limited_by, Some(Limit::MissingMetrics));
+    assert!(d.reason.contains("no target has data"), "{}", d.reason);
+}
+
+#[test]
+fn starting_replicas_count_as_zero_on_scale_up() {
+    // 2 ready at 30 each, 5 more starting, 7 asked for. The ready ones alone say ratio 3 →
+    // ceil(3 × 2) = 6, below the 7 already coming. Counting the starting ones at zero:
+    // 60 / 7 / 10 = 0.86 < 1 flips the direction → hold at 7 while they start.
+    let mut a = Autoscaler::new(Policy::default(), s(0));
+    let mut sample = load(1, 7, 0.0);
+    sample.replicas = vec![busy(30.0), busy(30.0)];
+    sample.replicas.extend(vec![ReplicaSample::starting(); 5]);
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.limited_by), (7, Some(Limit::WarmingUp)));
+    assert!(
+        d.reason
+            .contains("5 replicas starting or warming up, holding at 7"),
+        "{}",
+        d.reason
+    );
+
+    // 2 ready at 30, 4 starting: 60 / 6 / 10 = 1.0 → within tolerance, no more replicas
+    // (the naive 3 × … would keep adding while the new ones start).
+    let mut a = Autoscaler::new(Policy::default(), s(0));
+    let mut sample = load(1, 6, 0.0);
+    sample.replicas = vec![busy(30.0), busy(30.0)];
+    sample.replicas.extend(vec![ReplicaSample::starting(); 4]);
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.limited_by), (6, Some(Limit::Tolerance)));
+}
+
+#[test]
+fn starting_replicas_are_left_out_on_scale_down() {
+    let policy = calm(Policy {
+        down_stabilization: Duration::ZERO,
+        down_policies: vec![],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut sample = load(1, 6, 0.0);
+    sample.replicas = vec![busy(4.0), busy(4.0)];
+    sample.replicas.extend(vec![ReplicaSample::starting(); 4]);
+    // ratio 0.4 over the 2 ready → ceil(0.8) = 1.
+    assert_eq!(a.tick(&sample).desired, 1);
+}
+
+#[test]
+fn warm_up_cpu_samples_are_ignored() {
+    let policy = calm(Policy {
+        targets: vec![Target::Cpu(0.5)],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let settled = ReplicaSample::ready(s(600)).with_cpu(0.5);
+    let sample = |now, spike_ready_for| Sample {
+        now: s(now),
+        current: 2,
+        replicas: vec![
+            settled.clone(),
+            ReplicaSample::ready(s(spike_ready_for)).with_cpu(1.0),
+        ],
+        requests: 10,
+        ..Sample::default()
+    };
+    // The start-up spike (ready for 2 s < 5 s) is ignored: 50%/50% → hold at 2.
+    let d = a.tick(&sample(1, 2));
+    assert_eq!((d.desired, d.targets_column()), (2, "50%/50%".to_owned()));
+    // Once warm, the same sample counts: 75% / 50% = 1.5 → 3.
+    let d = a.tick(&sample(2, 10));
+    assert_eq!((d.desired, d.targets_column()), (3, "75%/50%".to_owned()));
+}
+
+#[test]
+fn several_targets_take_the_largest() {
+    let policy = Policy {
+        targets: vec![Target::Cpu(0.5), Target::Concurrency(10.0)],
+        ..Policy::default()
+    };
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut sample = load(1, 4, 60.0); // 15 in flight each: 1.5 → 6
+    for r in &mut sample.replicas {
+        r.cpu = Some(0.6); // 120% of the 50% target → ceil(4.8) = 5
+    }
+    let d = a.tick(&sample);
+    assert_eq!(d.desired, 6);
+    assert_eq!(d.readings[0].recommendation, Some(5));
+    assert_eq!(d.readings[1].recommendation, Some(6));
+    assert_eq!(d.targets_column(), "60%/50%, 15/10");
+    assert_eq!(
+        d.reason,
+        "cpu 60%/50% → 5, concurrency 15/10 per replica → 6: largest 6 replicas"
+    );
+}
+
+#[test]
+fn panic_on_a_burst_jumps_past_the_up_policy() {
+    let mut a = Autoscaler::new(
+        Policy {
+            max: 50,
+            ..Policy::default()
+        },
+        s(0),
+    );
+    for t in 0..=5 {
+        let d = a.tick(&load(t, 4, 40.0));
+        assert_eq!((d.desired, d.panic), (4, false));
+    }
+    // 3× the load: 12 wanted, 12 ≥ 2 × 4 ready. The up policy alone would allow 8.
+    let d = a.tick(&load(6, 4, 120.0));
+    assert!(d.panic, "{}", d.reason);
+    assert_eq!(d.desired, 12);
+    assert!(d.reason.contains("panic mode"), "{}", d.reason);
+}
+
+#[test]
+fn panic_never_scales_down_and_ends_after_the_hold() {
+    let policy = Policy {
+        max: 50,
+        down_stabilization: Duration::ZERO,
+        down_policies: vec![],
+        ..Policy::default()
+    };
+    let mut a = Autoscaler::new(policy, s(0));
+    a.tick(&load(0, 4, 40.0));
+    let d = a.tick(&load(1, 4, 120.0));
+    assert_eq!((d.desired, d.panic), (12, true));
+    // The burst is over at once; the threshold was last reached at 1.
+    for t in 2..11 {
+        let d = a.tick(&load(t, 12, 40.0));
+        assert_eq!(d.recommendation, Some(4));
+        assert_eq!((d.desired, d.panic), (12, true), "t={t}");
+        assert_eq!(d.limited_by, Some(Limit::Panic));
+    }
+    // 10 s (panic_hold) after the threshold was last reached: out of panic, and with no
+    // down stabilization or policy, straight to the recommendation.
+    let d = a.tick(&load(11, 12, 40.0));
+    assert_eq!((d.desired, d.panic), (4, false));
+}
+
+#[test]
+fn panic_ratchet_keeps_the_highest_count() {
+    let mut a = Autoscaler::new(
+        Policy {
+            max: 50,
+            ..Policy::default()
+        },
+        s(0),
+    );
+    let d = a.tick(&load(0, 2, 100.0)); // 10 wanted ≥ 2 × 2
+    assert_eq!((d.desired, d.panic), (10, true));
+    // Load drops while the 10 is still in the panic window and 10 ≥ 2 × 4 ready:
+    // still panicking, never below 10.
+    let mut sample = load(1, 10, 40.0);
+    sample.replicas.truncate(4);
+    sample.replicas.extend(vec![ReplicaSample::starting(); 6]);
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.panic), (10, true));
+}
+
+#[test]
+fn scale_to_zero_after_the_idle_period() {
+    let policy = Policy {
+        min: 0,
+        ..Policy::default()
+    };
+    let mut a = Autoscaler::new(policy, s(0));
+    let idle = |now, current| {
+        let mut x = load(now, current, 0.0);
+        x.requests = 0;
+        x
+    };
+    let mut current = 2;
+    current = a.tick(&load(10, current, 5.0)).desired; // the last request, at 10
+    for t in 11..70 {
+        let d = a.tick(&idle(t, current));
+        assert!(d.desired >= 1, "t={t}: {}", d.reason);
+        current = d.desired;
+    }
+    assert_eq!(current, 1); // scaled down by the normal path meanwhile, kept at 1
+    let d = a.tick(&idle(70, current));
+    assert_eq!((d.desired, d.limited_by), (0, None));
+    assert!(d.reason.contains("idle for 60s"), "{}", d.reason);
+    // Stays at zero while idle.
+    let zero = |now| Sample {
+        now: s(now),
+        ..Sample::default()
+    };
+    assert_eq!(a.tick(&zero(71)).desired, 0);
+    // A queued request wakes it at once.
+    let d = a.tick(&Sample {
+        queued: 3,
+        ..zero(75)
+    });
+    assert_eq!(d.desired, 1);
+    assert!(d.reason.contains("waking to 1"), "{}", d.reason);
+}
+
+#[test]
+fn traffic_restarts_the_idle_clock_and_keeps_at_least_one() {
+    let policy = Policy {
+        min: 0,
+        ..Policy::default()
+    };
+    let mut a = Autoscaler::new(policy, s(0));
+    for t in 0..200 {
+        // A trickle every 30 s: never idle for 60 s, so never zero (and never below 1).
+        let mut x = load(t, 1, 0.0);
+        x.requests = u64::from(t % 30 == 0);
+        let d = a.tick(&x);
+        assert_eq!(d.desired, 1, "t={t}");
+    }
+}
+
+#[test]
+fn wake_returns_the_count_at_once_and_holds_off_scale_to_zero() {
+    let policy = Policy {
+        min: 0,
+        ..Policy::default()
+    };
+    let mut a = Autoscaler::new(policy, s(0));
+    let zero = |now| Sample {
+        now: s(now),
+        ..Sample::default()
+    };
+    assert_eq!(a.tick(&zero(1)).desired, 0);
+    assert_eq!(a.wake(s(100)), 1);
+    // The wiring has not applied it yet: the tick still says 1.
+    assert_eq!(a.tick(&zero(101)).desired, 1);
+    // The replica is starting; no request reached it yet. Not idle for 60 s: stays at 1.
+    for t in 102..160 {
+        let x = Sample {
+            now: s(t),
+            current: 1,
+            replicas: vec![ReplicaSample::starting()],
+            ..Sample::default()
+        };
+        assert_eq!(a.tick(&x).desired, 1, "t={t}");
+    }
+    let x = Sample {
+        now: s(160),
+        current: 1,
+        replicas: vec![busy(0.0)],
+        ..Sample::default()
+    };
+    assert_eq!(a.tick(&x).desired, 0);
+
+    // With min 2, waking goes to 2.
+    let mut a = Autoscaler::new(
+        Policy {
+            min: 2,
+            ..Policy::default()
+        },
+        s(0),
+    );
+    assert_eq!(a.wake(s(5)), 2);
+}
+
+#[test]
+fn min_and_max_clamp() {
+    let mut a = Autoscaler::new(
+        Policy {
+            max: 5,
+            ..Policy::default()
+        },
+        s(0),
+    );
+    let d = a.tick(&load(1, 4, 80.0)); // 8 wanted
+    assert_eq!((d.desired, d.limited_by), (5, Some(Limit::Max)));
+    assert!(
+        d.reason
+            .ends_with("capped at max 5; panic mode: 8 recommended within 6s ≥ 2 × 4 ready"),
+        "{}",
+        d.reason
+    );
+    // A count above max (after a policy change) is brought down to it.
+    let d = a.tick(&load(2, 8, 80.0));
+    assert_eq!((d.desired, d.limited_by), (5, Some(Limit::Max)));
+
+    let policy = calm(Policy {
+        min: 3,
+        down_stabilization: Duration::ZERO,
+        down_policies: vec![],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let d = a.tick(&load(1, 4, 1.0));
+    assert_eq!((d.desired, d.limited_by), (3, Some(Limit::Min)));
+    // A count below min is raised to it, from zero too.
+    let d = a.tick(&Sample {
+        now: s(2),
+        ..Sample::default()
+    });
+    assert_eq!((d.desired, d.limited_by), (3, Some(Limit::Min)));
+}
+
+#[test]
+fn set_policy_keeps_history() {
+    let slow_up = calm(Policy {
+        max: 20,
+        up_policies: vec![RatePolicy::Pods {
+            value: 4,
+            period: s(10),
+        }],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(slow_up.clone(), s(0));
+    assert_eq!(a.tick(&load(1, 2, 200.0)).desired, 6);
+    a.set_policy(Policy {
+        max: 30,
+        ..slow_up.clone()
+    });
+    assert_eq!(a.policy().max, 30);
+    // The +4 at 1 is remembered: no more scale-up within its 10 s period.
+    let d = a.tick(&load(2, 6, 200.0));
+    assert_eq!((d.desired, d.limited_by), (6, Some(Limit::UpRatePolicy)));
+    // A fresh autoscaler would have allowed it.
+    let mut fresh = Autoscaler::new(slow_up, s(0));
+    assert_eq!(fresh.tick(&load(2, 6, 200.0)).desired, 10);
+}
+
+#[test]
+fn the_reason_reads_like_a_sentence() {
+    let policy = calm(Policy {
+        up_policies: vec![RatePolicy::Pods {
+            value: 2,
+            period: s(1),
+        }],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    let d = a.tick(&load(1, 2, 47.0));
+    assert_eq!(d.desired, 4);
+    assert_eq!(
+        d.reason,
+        "concurrency 23.5/10 per replica → 5 replicas; scale-up limited to 4 by policy Pods 2 per 1s"
+    );
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["limited_by"], "up-rate-policy");
+    assert_eq!(json["readings"][0]["name"], "concurrency");
+    assert_eq!(json["readings"][0]["recommendation"], 5);
+}

@@ -208,6 +208,10 @@ async fn the_retry_budget_caps_amplification_when_every_replica_fails() {
         "budget exceeded: {tries} tries for {n} requests, {counters:?}"
     );
     assert_eq!(counters.retries_total, tries - n);
+    assert_eq!(
+        (counters.requests_total, counters.server_errors_total),
+        (n, n)
+    );
     assert!(counters.retries_refused_total > 0, "{counters:?}");
 }
 

@@ -126,9 +126,15 @@ pub struct ReplicaTraffic {
     pub ejections_total: u64,
 }
 
-/// A service as the gateway sees it: failover counters, ready for metrics.
+/// A service as the gateway sees it: request and failover counters, ready for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceTraffic {
+    /// Requests routed to the service and answered (by a replica or by the gateway).
+    #[serde(default)]
+    pub requests_total: u64,
+    /// Of those, answered with a 5xx status.
+    #[serde(default)]
+    pub server_errors_total: u64,
     /// Tries sent again after a failure (to another replica, or resent when nothing was sent).
     pub retries_total: u64,
     /// Tries sent to another replica because the first was slow (per-try timeout).

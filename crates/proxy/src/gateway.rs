@@ -152,7 +152,7 @@ impl Gateway {
         req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         // The Host header (a reference-counted clone), or HTTP/2's :authority.
         let host_header: Option<HeaderValue> = match parts.headers.get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -174,6 +174,27 @@ impl Gateway {
             };
             find_route(table, &info, &conn.entrypoint).ok_or(ProxyError::NoRoute)?
         };
+        let result = self
+            .forward_to(table, route, parts, body, host_header, client_ip)
+            .await;
+        let status = match &result {
+            Ok(resp) => resp.status(),
+            Err(e) => e.status(),
+        };
+        route.service.health.counters.answered(status);
+        result
+    }
+
+    /// The rest of [`forward`](Self::forward), once the route is known.
+    async fn forward_to(
+        &self,
+        table: &RoutingTable,
+        route: &CompiledRoute,
+        mut parts: http::request::Parts,
+        body: ProxyBody,
+        host_header: Option<HeaderValue>,
+        client_ip: IpAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let service = &route.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
         let h2c = service.protocol() == Protocol::H2c;

@@ -55,13 +55,26 @@ pub(crate) enum Outcome {
     Slow { started_ms: u64, waited: Duration },
 }
 
-/// Failover counters of one service (ready for the metrics endpoint).
+/// Counters of one service (ready for the metrics endpoint).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Requests answered (by a replica or by the gateway), and those answered 5xx.
+    pub(crate) requests: AtomicU64,
+    pub(crate) server_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) hedges: AtomicU64,
     pub(crate) ejections: AtomicU64,
     pub(crate) breaker_rejected: AtomicU64,
+}
+
+impl Counters {
+    /// One request of the service got its response headers (or its error) with `status`.
+    pub(crate) fn answered(&self, status: http::StatusCode) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Milliseconds on the gateway's monotonic clock (from its first use; never 0).

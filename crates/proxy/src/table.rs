@@ -103,6 +103,8 @@ impl ServiceHandle {
         let c = &self.health.counters;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         ServiceTraffic {
+            requests_total: n(&c.requests),
+            server_errors_total: n(&c.server_errors),
             retries_total: n(&c.retries),
             hedges_total: n(&c.hedges),
             retries_refused_total: self.budget.refused_total(),

@@ -183,12 +183,14 @@ fn chart(title: &str, unit: &str, lines: &[Line]) -> String {
         .flat_map(|l| l.points.iter().map(|p| p.0))
         .fold(1.0f64, f64::max)
         .ceil();
-    let max_y = nice(
-        lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .fold(0.0f64, f64::max),
-    );
+    let values = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let top_value = values().fold(0.0f64, f64::max);
+    // Small counts (replicas, failures) get whole-number gridlines.
+    let max_y = if top_value <= 40.0 && values().all(|v| v.fract() == 0.0) {
+        (top_value / 4.0).ceil().max(1.0) * 4.0
+    } else {
+        nice(top_value)
+    };
     let x = |v: f64| left + v / max_x * pw;
     let y = |v: f64| top + ph - v / max_y * ph;
     let mut o = String::new();
@@ -277,7 +279,7 @@ fn spread_bars(r: &Report) -> String {
         .fold(0.0, f64::max)
         .max(1e-9);
     let even = 1.0 / s.replicas.len() as f64;
-    let bar_w = 520.0;
+    let bar_w = 400.0;
     let _ = write!(
         o,
         "<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\">"

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,10 +194,23 @@ class Pool:
         self.waiters = asyncio.Queue()   # futures of requests waiting for a connection
         self.waited = 0                  # requests that had to wait for a connection
         self.peak = 0
+        self.expired = 0                 # idle connections closed by IDLE_MAX
+
+    IDLE_MAX = 30.0   # drop connections idle this long: below the gateway's 60 s client_idle,
+                      # so a request is never written on a connection the gateway is closing
 
     async def get(self):
-        if self.idle:
-            return self.idle.pop()
+        now = time.time()
+        while self.idle:
+            conn, since = self.idle.pop()
+            if now - since < self.IDLE_MAX:
+                return conn
+            try:
+                conn[1].close()
+            except Exception:
+                pass
+            self.count -= 1
+            self.expired += 1
         if self.count < self.max:
             self.count += 1
             self.peak = max(self.peak, self.count)
@@ -216,7 +230,7 @@ class Pool:
             if not fut.done():
                 fut.set_result(conn)
                 return
-        self.idle.append(conn)
+        self.idle.append((conn, time.time()))
 
     def discard(self, conn):
         if conn is not None:
@@ -247,7 +261,7 @@ class Pool:
             fut.set_result(conn)
 
     def close_all(self):
-        for r, w in self.idle:
+        for (r, w), _ in self.idle:
             try:
                 w.close()
             except Exception:
@@ -460,7 +474,9 @@ def score(profile, phases, steps, t0, times, res, polls, events, timeout, secs):
             if acc <= st < acc + dur:
                 end = acc + dur
             acc += dur
-        ups = [x for x in scaled if x["t"] >= st - 0.5 and x["to"] > x["from"] and x["t"] < end]
+        nxt = [x for x in steps if x > st]
+        up_end = nxt[0] if nxt else total + timeout
+        ups = [x for x in scaled if x["t"] >= st - 0.5 and x["to"] > x["from"] and x["t"] < up_end]
         decide = round(ups[0]["t"] - st, 2) if ups else None
         # already at capacity when the step came (onoff cycles after the first)?
         at_step = [p for p in good if p["t"] <= st]
@@ -547,7 +563,7 @@ def svg_plot(runs, path):
     W, H, ml, mr, mt, mb = 760, 380, 55, 60, 30, 70
     pw, ph = W - ml - mr, H - mt - mb
     T = max(len(s) for _, s in runs.values())
-    ymax = max(max((b["ready"] or 0, b["desired"] or 0, b["needed"]) for b in s) for _, s in runs.values())
+    ymax = max(max(max(b["ready"] or 0, b["desired"] or 0, b["needed"]) for b in s) for _, s in runs.values())
     ymax = max(ymax + 1, 5)
     rmax = max(max(b["rate"] for b in s) for _, s in runs.values())
     rmax = int(math.ceil(rmax / 100.0) * 100) or 100
@@ -629,7 +645,8 @@ def table(summaries):
     for s in summaries:
         fails = "%d / %d" % (s["failed"], s["requests"])
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            s["profile"], s["policy"], fmt(s["first_up_s"]), fmt(s["to_capacity_s"]),
+            s["profile"], s["policy"], fmt(s["first_up_s"]),
+            "not reached" if s["to_capacity_s"] is None else s["to_capacity_s"],
             s["under_pct"], s["replica_seconds"], s["scaling_actions"], fails, s["p99_ms"]))
     return "\n".join(lines)
 
@@ -649,7 +666,25 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply phase durations (smoke tests)")
     ap.add_argument("--tag", default="", help="suffix for the raw file names")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--from-raw", action="store_true",
+                    help="no runs: rebuild the table and plot from the raw files")
     args = ap.parse_args()
+
+    if args.from_raw:
+        # rebuild the table and the plot from bench/results/raw (no runs)
+        with open(os.path.join(RAW_DIR, "autoscale-summary%s.json" % args.tag)) as f:
+            data = json.load(f)
+        step_runs = {}
+        for pol in POLICIES:
+            path = os.path.join(RAW_DIR, "autoscale-step-%s-r1%s.jsonl" % (pol, args.tag))
+            if os.path.exists(path):
+                secs = [json.loads(l) for l in open(path)]
+                step_runs[pol] = (None, [x for x in secs if x["type"] == "second"])
+        if step_runs and not args.no_plot:
+            svg_plot(step_runs, SVG_PATH)
+        print(table(data["runs"]))
+        print("\nload average: start %s, end %s" % (data["env"]["loadavg_start"], data["env"]["loadavg_end"]))
+        return
 
     profiles = {}
     for name in args.profiles.split(","):
@@ -679,6 +714,7 @@ def main():
                 finally:
                     stack.stop()
                 la1 = loadavg()
+                shutil.rmtree(stack.dir, ignore_errors=True)   # kept only when a run fails
                 secs = per_second(prof["phases"], t0, times, res, polls, args.timeout)
                 s = score(name, prof["phases"], prof["steps"], t0, times, res, polls, events,
                           args.timeout, secs)
@@ -688,7 +724,8 @@ def main():
                           "sched_lag_max_ms": round(max(lag) * 1000, 1) if lag else None,
                           "sent_total": sum(b["sent"] for b in secs),
                           "offered_total": sum(b["offered"] for b in secs),
-                          "conn_peak": pool.peak, "conn_waits": pool.waited})
+                          "conn_peak": pool.peak, "conn_waits": pool.waited,
+                          "conn_expired": pool.expired})
                 summaries.append(s)
                 raw = os.path.join(RAW_DIR, "autoscale-%s-%s-r%d%s.jsonl" % (name, pol, rnd, args.tag))
                 with open(raw, "w") as f:

@@ -6,12 +6,13 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib/common.sh"
 : "${CAND_RUNDIR:=$RUN_ROOT/cand-$(basename "$0" .sh)}"; mkdir -p "$CAND_RUNDIR"
+# SHOAL_TMPL picks another stack template (the variants below use it).
 # The binary under test: SHOAL_BIN, else the workspace's release build.
 BIN=${SHOAL_BIN:-$BENCH_DIR/../target/release/shoal}
 case ${1:-} in
   start)
     [[ -x $BIN ]] || { echo "no shoal binary at $BIN (cargo build --release, or set SHOAL_BIN)" >&2; exit 2; }
-    render "$BENCH_DIR/candidates/shoal.yaml.tmpl" "$CAND_RUNDIR/shoal.yaml"
+    render "${SHOAL_TMPL:-$BENCH_DIR/candidates/shoal.yaml.tmpl}" "$CAND_RUNDIR/shoal.yaml"
     raise_nofile
     "$BIN" check -f "$CAND_RUNDIR/shoal.yaml" >/dev/null
     setsid taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" up --quiet -f "$CAND_RUNDIR/shoal.yaml" \

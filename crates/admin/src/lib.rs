@@ -14,7 +14,15 @@
 //! | `GET /api/v1/events?since=SEQ` | events after `SEQ` (default 0), oldest first |
 //! | `GET /api/v1/events/follow?since=SEQ` | the same, then new events as they happen (NDJSON) |
 //! | `POST /api/v1/reload` | re-reads the stack file; 422 with the errors if it is invalid |
+//! | `GET /metrics` | Prometheus text format (see `docs/observability.md`) |
+//! | `GET /api/v1/routes` | the routes, in the order they are tried |
+//! | `GET /api/v1/stream` | a snapshot of every service and the new events, every second (SSE) |
+//! | `GET /dashboard/` | the web dashboard (`docs/dashboard.md`); its files need no token |
 #![warn(missing_docs)]
+
+mod dashboard;
+
+pub use dashboard::{BACKLOG, Snapshot};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +50,29 @@ pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> Result<String, String>;
     /// The event log.
     fn events(&self) -> &EventLog;
+    /// The routes, in the order they are tried (highest priority first).
+    fn routes(&self) -> Vec<RouteInfo>;
+    /// Every metric in Prometheus' text format (`GET /metrics`); see `docs/observability.md`.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+}
+
+/// A route as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// Name (`route-N` unless the file names it).
+    pub name: String,
+    /// The rule as written, e.g. ``PathPrefix(`/api`)``.
+    pub rule: String,
+    /// Target service.
+    pub service: String,
+    /// Higher is tried first.
+    pub priority: i64,
+    /// Entrypoints it listens on; None = all.
+    pub entrypoints: Option<Vec<String>>,
+    /// Its middlewares in order, described in a few words (e.g. `strip_prefix /api`).
+    pub middlewares: Vec<String>,
 }
 
 /// What a scale request did.
@@ -88,7 +119,7 @@ impl AdminServer {
     ) -> std::io::Result<AdminServer> {
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
-        let app = router(control, config);
+        let app = router_until(control, config, stopped.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.changed().await;
@@ -119,13 +150,24 @@ impl AdminServer {
 struct AppState {
     control: Arc<dyn Control>,
     token: Option<Arc<str>>,
+    /// Turns true when the server stops (ends the dashboard's streams).
+    stop: watch::Receiver<bool>,
 }
 
 /// The API's routes (exposed for in-process tests).
 pub fn router(control: Arc<dyn Control>, config: AdminConfig) -> Router {
+    router_until(control, config, watch::channel(false).1)
+}
+
+fn router_until(
+    control: Arc<dyn Control>,
+    config: AdminConfig,
+    stop: watch::Receiver<bool>,
+) -> Router {
     let state = AppState {
         control,
         token: config.token.map(Into::into),
+        stop,
     };
     Router::new()
         .route(
@@ -138,6 +180,9 @@ pub fn router(control: Arc<dyn Control>, config: AdminConfig) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/follow", get(follow))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/routes", get(routes))
+        .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -159,12 +204,17 @@ async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.token
+        && !dashboard::is_public(req.uri().path())
+    {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&**token) {
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            // An EventSource cannot send headers: the stream alone takes `?token=`.
+            .or_else(|| dashboard::query_token(&req));
+        if given.as_deref() != Some(&**token) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong token: send `Authorization: Bearer TOKEN`",
@@ -176,6 +226,10 @@ async fn authorize(
 
 async fn services(State(s): State<AppState>) -> Json<Vec<ServiceStatus>> {
     Json(s.control.services())
+}
+
+async fn routes(State(s): State<AppState>) -> Json<Vec<RouteInfo>> {
+    Json(s.control.routes())
 }
 
 async fn service(State(s): State<AppState>, Path(name): Path<String>) -> Response {
@@ -264,4 +318,16 @@ async fn reload(State(s): State<AppState>) -> Response {
         Ok(Err(errors)) => error(StatusCode::UNPROCESSABLE_ENTITY, errors),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload panicked"),
     }
+}
+
+/// `GET /metrics`: Prometheus' text exposition format, version 0.0.4.
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.control.metrics(),
+    )
+        .into_response()
 }

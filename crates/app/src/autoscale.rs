@@ -24,6 +24,7 @@ use shoal_proxy::HoldSettings;
 use tokio::time::Instant;
 
 use crate::control::AppControl;
+use crate::metrics::ScalingEvents;
 
 /// How often requests in flight are sampled between ticks.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -33,6 +34,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 pub(crate) struct Autoscaling {
     origin: Instant,
     services: Mutex<HashMap<String, Scaled>>,
+    /// Scale changes made, for the metrics.
+    pub(crate) events: ScalingEvents,
 }
 
 /// One autoscaled service.
@@ -59,6 +62,7 @@ impl Autoscaling {
         Arc::new(Autoscaling {
             origin: Instant::now(),
             services: Mutex::new(HashMap::new()),
+            events: ScalingEvents::default(),
         })
     }
 
@@ -306,6 +310,7 @@ fn apply_scale(control: &AppControl, service: &str, current: u32, desired: u32, 
     match control.supervisor.scale(service, desired) {
         Ok(()) => {
             tracing::info!(service, current, desired, %reason, "autoscaled");
+            control.autoscaling.events.scaled(service, current, desired);
             control.events.emit(
                 service,
                 None,

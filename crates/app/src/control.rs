@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use shoal_admin::{Control, ScaleError, Scaled};
-use shoal_config::{Health, Source, Stack};
+use shoal_admin::{Control, RouteInfo, ScaleError, Scaled};
+use shoal_config::{Health, Middleware, Source, Stack};
 use shoal_core::{
     Driver, DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus,
     ReplicaTraffic, ServiceState, ServiceStatus,
@@ -80,6 +80,8 @@ pub(crate) struct AppControl {
     pub(crate) shoal_exe: PathBuf,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) autoscaling: Arc<Autoscaling>,
+    /// Configuration reloads, for the metrics.
+    pub(crate) reloads: crate::metrics::Reloads,
     /// This control itself, for callbacks that must not keep it alive.
     pub(crate) me: OnceLock<Weak<AppControl>>,
 }
@@ -130,6 +132,9 @@ impl AppControl {
     /// Apply a new stack: gateway first (new services become routable), then the driver.
     pub(crate) fn apply(&self, stack: Stack) {
         self.gateway.reload(&stack);
+        if let Err(e) = crate::metrics::apply_access_log(&self.gateway, &stack, &self.runtime) {
+            tracing::error!(error = %e, "cannot open the access log; access logging is off");
+        }
         self.autoscaling.apply(&stack, self);
         let specs = self.specs(&stack);
         *self.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
@@ -372,7 +377,11 @@ impl Control for AppControl {
                         "; gateway listen addresses changed: restart shoal to apply them",
                     );
                 }
+                if stack.metrics.buckets != self.gateway.metric_buckets() {
+                    message.push_str("; metrics.buckets changed: restart shoal to apply them");
+                }
                 self.apply(stack);
+                self.reloads.applied(true);
                 self.events
                     .emit("", None, EventKind::Reloaded, message.clone());
                 Ok(message)
@@ -392,6 +401,35 @@ impl Control for AppControl {
 
     fn events(&self) -> &EventLog {
         &self.events
+    }
+
+    fn metrics(&self) -> String {
+        crate::metrics::render(self)
+    }
+
+    fn routes(&self) -> Vec<RouteInfo> {
+        let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+        stack
+            .routes
+            .iter()
+            .map(|r| RouteInfo {
+                name: r.name.clone(),
+                rule: r.rule.source().to_owned(),
+                service: r.service.clone(),
+                priority: r.priority,
+                entrypoints: r.entrypoints.clone(),
+                middlewares: r.middlewares.iter().map(describe).collect(),
+            })
+            .collect()
+    }
+}
+
+/// A middleware in a few words, for the admin API's routes.
+fn describe(m: &Middleware) -> String {
+    match m {
+        Middleware::StripPrefix(prefixes) => format!("strip_prefix {}", prefixes.join(" ")),
+        Middleware::AddPrefix(prefix) => format!("add_prefix {prefix}"),
+        Middleware::Headers(_) => "headers".to_owned(),
     }
 }
 

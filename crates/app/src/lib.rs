@@ -9,6 +9,7 @@
 
 mod autoscale;
 mod control;
+mod metrics;
 mod shoal;
 
 pub use shoal::{Shoal, StartError, StartOptions};

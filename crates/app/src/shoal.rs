@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use shoal_admin::{AdminConfig, AdminServer, Control};
 use shoal_config::Stack;
 use shoal_core::{EndpointSink, EventLog};
-use shoal_proxy::{BindError, Gateway, Listeners, ServeSettings, Serving};
+use shoal_proxy::{AccessLogger, BindError, Gateway, Listeners, ServeSettings, Serving};
 use shoal_supervise::{LogPolicy, Supervisor};
 
 use crate::autoscale::Autoscaling;
@@ -35,6 +35,9 @@ pub enum StartError {
     /// A gateway entrypoint could not be bound.
     #[error(transparent)]
     Gateway(#[from] BindError),
+    /// The access log file could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
     /// The admin API address could not be bound.
     #[error("cannot listen on {addr} (admin API): {source}{hint}")]
     Admin {
@@ -81,6 +84,10 @@ impl Shoal {
 
         let events = Arc::new(EventLog::new(1000));
         let gateway = Gateway::with_events(&stack, Arc::clone(&events));
+        if let Some(log) = &stack.access_log {
+            let logger = AccessLogger::start(log).map_err(StartError::AccessLog)?;
+            gateway.set_access_log(Some(logger));
+        }
         let sink: Arc<dyn EndpointSink> = gateway.clone();
         let mut logs = LogPolicy::new(opts.state_dir.join("logs"));
         logs.echo = opts.echo_logs;
@@ -98,6 +105,7 @@ impl Shoal {
             shoal_exe: opts.shoal_exe,
             runtime: tokio::runtime::Handle::current(),
             autoscaling: Autoscaling::new(),
+            reloads: Default::default(),
             me: OnceLock::new(),
         });
         let _ = control.me.set(Arc::downgrade(&control));
@@ -122,6 +130,7 @@ impl Shoal {
             hint: "",
         })?;
         control.apply(stack);
+        control.reloads.applied(false);
         Ok(Shoal {
             control,
             serving,

@@ -324,3 +324,25 @@ async fn the_circuit_breaker_opens_answers_503_fast_and_closes_after_recovery() 
     assert!(has_event(&gw, EventKind::CircuitOpen, "open"));
     assert!(has_event(&gw, EventKind::CircuitClosed, "closed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_replica_in_rotation_is_never_ejected() {
+    let dead = dead_url();
+    let gw = StackBuilder::new()
+        .service_with(
+            "api",
+            Service::servers(&vec![dead.clone()]).with("health: false"),
+        )
+        .route("PathPrefix(`/`)", "api")
+        .start()
+        .await;
+    for _ in 0..5 {
+        assert_eq!(
+            gw.get("/").await.status,
+            502,
+            "it refuses: a 502, not a 503"
+        );
+    }
+    assert_eq!(health_of(&gw, "api", &dead), HealthState::Healthy);
+    assert_eq!(traffic(&gw, "api").0.ejections_total, 0);
+}

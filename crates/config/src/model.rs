@@ -17,6 +17,78 @@ pub struct Stack {
     pub services: Vec<Service>,
     /// Routes, highest priority first (ties keep file order).
     pub routes: Vec<Route>,
+    /// Request metrics on the admin API's `/metrics`.
+    pub metrics: Metrics,
+    /// One line per request, if on. Default off.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Request metrics (`metrics:`), served in Prometheus' text format on the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    /// Whether requests are counted (`metrics: false` turns counting off). Default on.
+    pub enabled: bool,
+    /// Prefix of the Traefik-compatible families. Default `shoal`.
+    pub prefix: MetricsPrefix,
+    /// Upper bounds of the request duration histograms, in seconds, ascending. Default
+    /// Traefik's `[0.1, 0.3, 1.2, 5]`.
+    pub buckets: Vec<f64>,
+}
+
+/// Traefik's default request duration buckets, in seconds.
+pub const DEFAULT_BUCKETS: [f64; 4] = [0.1, 0.3, 1.2, 5.0];
+
+/// The most histogram buckets `metrics.buckets` may list.
+pub const MAX_BUCKETS: usize = 20;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: true,
+            prefix: MetricsPrefix::Shoal,
+            buckets: DEFAULT_BUCKETS.to_vec(),
+        }
+    }
+}
+
+/// How the Traefik-compatible families are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsPrefix {
+    /// `shoal_…`, labels with plain names.
+    Shoal,
+    /// `traefik_…`, with `router` and `service` labels written `NAME@shoal`, so dashboards
+    /// built for Traefik work unchanged.
+    Traefik,
+}
+
+impl MetricsPrefix {
+    /// The prefix without the underscore.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricsPrefix::Shoal => "shoal",
+            MetricsPrefix::Traefik => "traefik",
+        }
+    }
+}
+
+/// The access log (`access_log:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Line format. Default JSON.
+    pub format: AccessLogFormat,
+    /// File to append to; None = standard output.
+    pub path: Option<PathBuf>,
+    /// Lines that may wait for the writer; more are dropped (and counted). Default 16384.
+    pub buffer: usize,
+}
+
+/// Access log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line, with Traefik's field names.
+    Json,
+    /// Common Log Format, extended as Traefik does (router, service, replica, duration).
+    Common,
 }
 
 impl Stack {

@@ -24,6 +24,25 @@ pub(crate) struct RawStack {
     pub(crate) middlewares: BTreeMap<String, RawMiddleware>,
     #[serde(default)]
     pub(crate) routes: Vec<RawRoute>,
+    pub(crate) metrics: Option<BoolOr<RawMetrics>>,
+    pub(crate) access_log: Option<BoolOr<RawAccessLog>>,
+}
+
+/// `metrics:` (the Prometheus endpoint's request metrics).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub(crate) prefix: Option<String>,
+    pub(crate) buckets: Option<Vec<f64>>,
+}
+
+/// `access_log:` (one line per request).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccessLog {
+    pub(crate) format: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1576,3 +1576,53 @@ fn kubernetes_size_units() {
     let s = parse(&cmd_with("logs: { max_size: 2Mi }"), "f").unwrap();
     assert_eq!(command_of(&s, "api").logs.max_size, 2 * 1024 * 1024);
 }
+
+#[test]
+fn metrics_and_access_log_default_and_forms() {
+    let s = parse(MINIMAL, "shoal.yaml").unwrap();
+    assert_eq!(s.metrics, Metrics::default());
+    assert!(s.metrics.enabled);
+    assert_eq!(s.metrics.prefix, MetricsPrefix::Shoal);
+    assert_eq!(s.metrics.buckets, vec![0.1, 0.3, 1.2, 5.0]);
+    assert_eq!(s.access_log, None);
+
+    let src = format!(
+        "{MINIMAL}metrics: {{ prefix: traefik, buckets: [0.05, 0.5, 2] }}\naccess_log: {{ format: common, path: access.log }}\n"
+    );
+    let s = parse(&src, "shoal.yaml").unwrap();
+    assert_eq!(s.metrics.prefix, MetricsPrefix::Traefik);
+    assert_eq!(s.metrics.buckets, vec![0.05, 0.5, 2.0]);
+    let log = s.access_log.unwrap();
+    assert_eq!(log.format, AccessLogFormat::Common);
+    assert_eq!(
+        log.path.as_deref(),
+        Some(std::path::Path::new("access.log"))
+    );
+
+    let s = parse(
+        &format!("{MINIMAL}metrics: false\naccess_log: true\n"),
+        "shoal.yaml",
+    )
+    .unwrap();
+    assert!(!s.metrics.enabled);
+    let log = s.access_log.unwrap();
+    assert_eq!((log.format, log.path), (AccessLogFormat::Json, None));
+}
+
+#[test]
+fn metrics_and_access_log_errors_point_at_the_field() {
+    let e = one_error(&format!("{MINIMAL}metrics: {{ prefix: trafik }}\n"));
+    assert!(
+        e.starts_with("shoal.yaml:7:20: metrics.prefix: unknown prefix `trafik`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `traefik`?"), "{e}");
+    let e = one_error(&format!("{MINIMAL}metrics: {{ buckets: [1, 0.5] }}\n"));
+    assert!(e.starts_with("shoal.yaml:7:21: metrics.buckets:"), "{e}");
+    let e = one_error(&format!("{MINIMAL}access_log: {{ format: clf }}\n"));
+    assert!(e.starts_with("shoal.yaml:7:23: access_log.format:"), "{e}");
+    let e = one_error(&format!("{MINIMAL}access_log: {{ formt: json }}\n"));
+    assert!(e.contains("unknown field `formt`"), "{e}");
+    assert!(e.contains("did you mean `format`?"), "{e}");
+    assert!(e.starts_with("shoal.yaml:7:"), "{e}");
+}

@@ -315,7 +315,11 @@ impl Cx<'_> {
             }
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        let metrics = self.metrics(raw.metrics);
+        let access_log = self.access_log(raw.access_log, base);
         Stack {
+            metrics,
+            access_log,
             gateway,
             admin,
             services,
@@ -405,6 +409,106 @@ impl Cx<'_> {
             replica_header,
             max_idle_per_upstream: raw.max_idle_per_upstream.unwrap_or(1024),
         }
+    }
+
+    fn metrics(&mut self, raw: Option<BoolOr<RawMetrics>>) -> Metrics {
+        let d = Metrics::default();
+        let raw = match raw {
+            None | Some(BoolOr::Bool(true)) => return d,
+            Some(BoolOr::Bool(false)) => {
+                return Metrics {
+                    enabled: false,
+                    ..d
+                };
+            }
+            Some(BoolOr::Map(raw)) => raw,
+        };
+        let prefix = match raw.prefix.as_deref() {
+            None | Some("shoal") => MetricsPrefix::Shoal,
+            Some("traefik") => MetricsPrefix::Traefik,
+            Some(other) => {
+                self.error_hint(
+                    "metrics.prefix",
+                    format!("unknown prefix `{other}`, expected `shoal` or `traefik`"),
+                    did_you_mean(other, ["shoal", "traefik"]),
+                );
+                MetricsPrefix::Shoal
+            }
+        };
+        let buckets = match raw.buckets {
+            None => d.buckets,
+            Some(b) => {
+                let ascending = b.windows(2).all(|w| w[0] < w[1]);
+                if b.is_empty() || b.len() > MAX_BUCKETS {
+                    self.error(
+                        "metrics.buckets",
+                        format!("list 1 to {MAX_BUCKETS} bucket bounds, in seconds"),
+                    );
+                    d.buckets
+                } else if !ascending || b.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+                    self.error(
+                        "metrics.buckets",
+                        "bucket bounds are seconds above 0, in ascending order (e.g. `[0.1, 0.3, 1.2, 5]`)",
+                    );
+                    d.buckets
+                } else {
+                    b
+                }
+            }
+        };
+        Metrics {
+            enabled: true,
+            prefix,
+            buckets,
+        }
+    }
+
+    fn access_log(&mut self, raw: Option<BoolOr<RawAccessLog>>, base: &Path) -> Option<AccessLog> {
+        let raw = match raw {
+            None | Some(BoolOr::Bool(false)) => return None,
+            Some(BoolOr::Bool(true)) => RawAccessLog::default(),
+            Some(BoolOr::Map(raw)) => raw,
+        };
+        let format = match raw.format.as_deref() {
+            None | Some("json") => AccessLogFormat::Json,
+            Some("common") => AccessLogFormat::Common,
+            Some(other) => {
+                self.error_hint(
+                    "access_log.format",
+                    format!("unknown format `{other}`, expected `json` or `common`"),
+                    did_you_mean(other, ["json", "common"]),
+                );
+                AccessLogFormat::Json
+            }
+        };
+        let path = match raw.path.as_deref() {
+            None | Some("-") => None,
+            Some("") => {
+                self.error(
+                    "access_log.path",
+                    "give a file, or leave `path` out for standard output",
+                );
+                None
+            }
+            Some(p) => Some(resolve(base, p)),
+        };
+        let buffer = match raw.buffer {
+            None => 16384,
+            Some(0) => {
+                self.error("access_log.buffer", "must be at least 1");
+                16384
+            }
+            Some(n) if n > 1_000_000 => {
+                self.error("access_log.buffer", "at most 1000000 lines");
+                16384
+            }
+            Some(n) => n,
+        };
+        Some(AccessLog {
+            format,
+            path,
+            buffer,
+        })
     }
 
     fn nonzero_duration(

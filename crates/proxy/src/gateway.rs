@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -16,17 +16,19 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use shoal_balance::{Pick, PickContext};
+use shoal_balance::{Backend, Pick, PickContext};
 use shoal_config::{Balance, HashOn, Protocol, Stack};
 use shoal_core::{Endpoint, EndpointSink, EventLog, ReplicaTraffic, ServiceTraffic};
 use shoal_route::RequestInfo;
 use tokio::time::Instant;
 
+use crate::access_log::{AccessLogger, Entry};
 use crate::body::{BoxError, ProxyBody, boxed};
 use crate::breaker::Admission;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
+use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::tries::{Answer, Outbound};
@@ -39,6 +41,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// Name of the entrypoint the connection came in on.
     pub entrypoint: Arc<str>,
+    /// The entrypoint's id in the gateway's request metrics ([`Gateway::entrypoint_id`]).
+    pub entrypoint_id: u32,
 }
 
 /// The data plane's state: the current routing table, swapped whole on reload, and the
@@ -52,6 +56,10 @@ pub struct Gateway {
     events: Arc<EventLog>,
     /// Services that can wake from zero, by name (kept across reloads).
     activators: Mutex<HashMap<String, Arc<Activator>>>,
+    /// Request counters and histograms (kept across reloads).
+    metrics: RequestMetrics,
+    /// Where access log lines go, if anywhere.
+    access_log: ArcSwapOption<AccessLogger>,
 }
 
 impl Gateway {
@@ -62,13 +70,61 @@ impl Gateway {
 
     /// A gateway recording health changes in `events` (shared with the other planes).
     pub fn with_events(stack: &Stack, events: Arc<EventLog>) -> Arc<Gateway> {
-        let table = RoutingTable::build(stack, None, &HashMap::new(), &events, &HashMap::new());
+        let metrics = RequestMetrics::new(&stack.metrics.buckets);
+        let table = RoutingTable::build(
+            stack,
+            None,
+            &HashMap::new(),
+            &events,
+            &HashMap::new(),
+            &metrics,
+        );
         Arc::new(Gateway {
             table: ArcSwap::from_pointee(table),
             endpoints: Mutex::new(HashMap::new()),
             events,
             activators: Mutex::new(HashMap::new()),
+            metrics,
+            access_log: ArcSwapOption::empty(),
         })
+    }
+
+    /// Send access log lines to `logger` (None: stop logging).
+    pub fn set_access_log(&self, logger: Option<AccessLogger>) {
+        self.access_log.store(logger.map(Arc::new));
+    }
+
+    /// The access logger, if one is set.
+    pub fn access_log(&self) -> Option<Arc<AccessLogger>> {
+        self.access_log.load_full()
+    }
+
+    /// The histogram bucket bounds the request metrics were created with (they change only
+    /// with a restart).
+    pub fn metric_buckets(&self) -> &[f64] {
+        self.metrics.buckets()
+    }
+
+    /// The id under which requests on entrypoint `name` are counted.
+    pub fn entrypoint_id(&self, name: &str) -> u32 {
+        self.metrics.intern(name)
+    }
+
+    /// The open-connections gauge of entrypoint `name`.
+    pub(crate) fn connections_gauge(&self, name: &Arc<str>) -> Arc<AtomicI64> {
+        self.metrics.connections(name)
+    }
+
+    /// Write the gateway's metrics in Prometheus' text format: Traefik's request families
+    /// (with the configured prefix), and shoal's per-service and per-replica series.
+    pub fn render_metrics(&self, out: &mut String) {
+        let table = self.table.load();
+        let dropped = self
+            .access_log
+            .load()
+            .as_ref()
+            .map_or(0, |l| l.dropped_total());
+        crate::metrics::render_gateway(out, &self.metrics, &table, dropped);
     }
 
     /// Let `service` wake from zero: a request that finds it without a replica is held (see
@@ -125,8 +181,14 @@ impl Gateway {
         let endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let activators = self.activators.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.table.load_full();
-        let table =
-            RoutingTable::build(stack, Some(&current), &endpoints, &self.events, &activators);
+        let table = RoutingTable::build(
+            stack,
+            Some(&current),
+            &endpoints,
+            &self.events,
+            &activators,
+            &self.metrics,
+        );
         self.table.store(Arc::new(table));
     }
 
@@ -152,7 +214,31 @@ impl Gateway {
         req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let start = Instant::now();
         let (parts, body) = req.into_parts();
+        let counting = table.settings.metrics;
+        let proto = if counting {
+            Proto::of(&parts.headers)
+        } else {
+            Proto::Http
+        };
+        let logger = if self.access_log.load().is_some() {
+            self.access_log.load_full()
+        } else {
+            None
+        };
+        // What the access log needs of the request, before its parts move on.
+        let logged = logger.as_ref().map(|_| {
+            let h = &parts.headers;
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                h.get(header::USER_AGENT).cloned(),
+                h.get(header::REFERER).cloned(),
+            )
+        });
+        let method = method_index(&parts.method);
         // The Host header (a reference-counted clone), or HTTP/2's :authority.
         let host_header: Option<HeaderValue> = match parts.headers.get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -172,20 +258,85 @@ impl Gateway {
                 headers: &parts.headers,
                 client_ip,
             };
-            find_route(table, &info, &conn.entrypoint).ok_or(ProxyError::NoRoute)?
+            find_route(table, &info, &conn.entrypoint)
         };
-        let result = self
-            .forward_to(table, route, parts, body, host_header, client_ip)
-            .await;
+        let mut replica = None;
+        let (result, ids) = match route {
+            None => (Err(ProxyError::NoRoute), None),
+            Some(route) => {
+                let log_host = logged.as_ref().and_then(|_| host_header.clone());
+                let slot = logger.is_some().then_some(&mut replica);
+                let result = self
+                    .forward_to(table, route, parts, body, host_header, client_ip, slot)
+                    .await;
+                (result, Some((route, log_host)))
+            }
+        };
         let status = match &result {
             Ok(resp) => resp.status(),
             Err(e) => e.status(),
         };
-        route.service.health.counters.answered(status);
+        if let Some((route, _)) = &ids {
+            route.service.health.counters.answered(status);
+        }
+        let elapsed = start.elapsed();
+        if counting {
+            let (router, service) = ids
+                .as_ref()
+                .map_or((NONE, NONE), |(r, _)| (r.router_id, r.service_id));
+            self.metrics.record(
+                Key {
+                    code: status.as_u16(),
+                    method,
+                    proto,
+                    entrypoint: conn.entrypoint_id,
+                    router,
+                    service,
+                },
+                elapsed.as_secs_f64(),
+            );
+        }
+        if let (Some(logger), Some((method, uri, version, user_agent, referer))) = (logger, logged)
+        {
+            let size = result.as_ref().ok().and_then(|r| {
+                r.headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+            });
+            let (router, service, host) = match ids {
+                Some((route, host)) => (
+                    Some(route.name.clone()),
+                    Some(route.service.name.clone()),
+                    host,
+                ),
+                None => (None, None, None),
+            };
+            logger.log(Entry {
+                start: std::time::SystemTime::now() - elapsed,
+                client: client_ip,
+                method,
+                uri,
+                host,
+                version,
+                status: status.as_u16(),
+                duration: elapsed,
+                entrypoint: conn.entrypoint.clone(),
+                router,
+                service,
+                replica,
+                user_agent,
+                referer,
+                size,
+            });
+        }
         result
     }
 
     /// The rest of [`forward`](Self::forward), once the route is known.
+    // The request's parts as `forward` split them, plus where to say which replica served
+    // (for the access log); a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn forward_to(
         &self,
         table: &RoutingTable,
@@ -194,6 +345,7 @@ impl Gateway {
         body: ProxyBody,
         host_header: Option<HeaderValue>,
         client_ip: IpAddr,
+        replica: Option<&mut Option<Arc<Backend>>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let service = &route.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
@@ -301,6 +453,9 @@ impl Gateway {
             response: mut resp,
             h1,
         } = sent?;
+        if let Some(slot) = replica {
+            *slot = Some(pick.backend().clone());
+        }
 
         // Response headers back to the client.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -19,8 +19,9 @@
 //! An ejection lasts `base_ejection × 2^(n-1)` for the n-th ejection without a success in
 //! between, capped at `max_ejection`; then the backend is back in rotation (and a failure
 //! ejects it again, for longer). At most `max_ejected_percent` of the service's backends
-//! (at least one) are ejected at once: past that, failures are counted but nobody is
-//! ejected, so passive checks can never empty a service. An active check that passes again
+//! (at least one) are ejected at once, and never the last one in rotation: past that,
+//! failures are counted but nobody is ejected, so passive checks can never empty a service
+//! (an overloaded single replica that answers nothing for a while is slow, not gone). An active check that passes again
 //! after failing also ends an ejection (the replica demonstrably recovered).
 //!
 //! # Active checks
@@ -249,6 +250,15 @@ impl ServiceHealth {
         let cap = (all.len() * self.passive.max_ejected_percent as usize / 100).max(1);
         if ejected >= cap {
             tracing::debug!(service = %self.service, replica = backend.key(), %reason, "not ejected: at the ejection cap");
+            return;
+        }
+        // Never eject the last replica in rotation: an overloaded service looks silent too,
+        // and slow answers beat none.
+        let others_up = all
+            .iter()
+            .any(|b| !Arc::ptr_eq(b, backend) && b.is_available());
+        if !others_up {
+            tracing::debug!(service = %self.service, replica = backend.key(), %reason, "not ejected: the last replica in rotation");
             return;
         }
         if !backend.set_down(Down::Ejected, true) {

@@ -12,6 +12,7 @@
 //! behind `ArcSwap`, counters are atomics, and no lock is held across an await.
 #![warn(missing_docs)]
 
+mod access_log;
 pub mod body;
 mod breaker;
 mod budget;
@@ -21,13 +22,16 @@ mod gateway;
 mod health;
 mod hold;
 mod latency;
+mod metrics;
 mod middleware;
 mod server;
 mod table;
 mod tries;
 mod upstream;
 
+pub use access_log::AccessLogger;
 pub use error::ProxyError;
 pub use gateway::{ConnInfo, Gateway};
 pub use hold::{Activator, HoldSettings, WakeFn};
+pub use metrics::{format_value, header as metric_header, sample as metric_sample};
 pub use server::{BindError, Listeners, ServeSettings, Serving};

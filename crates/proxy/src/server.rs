@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -150,6 +151,8 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
     let builder = Arc::new(builder);
+    let entrypoint_id = gateway.entrypoint_id(&entrypoint);
+    let open = gateway.connections_gauge(&entrypoint);
     loop {
         let (stream, client) = tokio::select! {
             biased;
@@ -164,7 +167,12 @@ async fn accept_loop(
                 }
             },
         };
-        serve_connection(&gateway, &entrypoint, &builder, &graceful, stream, client);
+        let info = ConnInfo {
+            client,
+            entrypoint: entrypoint.clone(),
+            entrypoint_id,
+        };
+        serve_connection(&gateway, info, &open, &builder, &graceful, stream);
     }
     drop(listener);
     graceful.shutdown().await;
@@ -172,17 +180,15 @@ async fn accept_loop(
 
 fn serve_connection(
     gateway: &Arc<Gateway>,
-    entrypoint: &Arc<str>,
+    info: ConnInfo,
+    open: &Arc<AtomicI64>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: &GracefulShutdown,
     stream: TcpStream,
-    client: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let info = ConnInfo {
-        client,
-        entrypoint: entrypoint.clone(),
-    };
+    open.fetch_add(1, Ordering::Relaxed);
+    let open = OpenConnection(open.clone());
     let gateway = gateway.clone();
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
@@ -195,5 +201,15 @@ fn serve_connection(
         if let Err(e) = conn.await {
             tracing::trace!(error = %e, "client connection ended with an error");
         }
+        drop(open);
     });
+}
+
+/// Counts one open connection until dropped.
+struct OpenConnection(Arc<AtomicI64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 use shoal_balance::{Backend, Balancer, Policy};
-use shoal_config::{Balance, Middleware, PerTryTimeout, Protocol, Retry, Service, Source, Stack};
+use shoal_config::{
+    Balance, MetricsPrefix, Middleware, PerTryTimeout, Protocol, Retry, Service, Source, Stack,
+};
 use shoal_core::{Endpoint, EventLog, ServiceTraffic};
 use shoal_route::Rule;
 
@@ -20,6 +22,7 @@ use crate::budget::RetryBudget;
 use crate::health::ServiceHealth;
 use crate::hold::Activator;
 use crate::latency::LatencyTracker;
+use crate::metrics::RequestMetrics;
 use crate::upstream::{PoolSettings, Upstreams};
 
 /// One service as the data plane sees it.
@@ -155,6 +158,11 @@ pub(crate) struct CompiledRoute {
     /// The route's retry settings, or its service's.
     pub(crate) retry: Retry,
     pub(crate) service: Arc<ServiceHandle>,
+    /// The route's name (`route-N` unless named), for metrics and the access log.
+    pub(crate) name: Arc<str>,
+    /// Interned ids of the route's and its service's names in the request metrics.
+    pub(crate) router_id: u32,
+    pub(crate) service_id: u32,
 }
 
 /// Settings of the forwarding path that can change on reload.
@@ -162,6 +170,10 @@ pub(crate) struct CompiledRoute {
 pub(crate) struct ForwardSettings {
     pub(crate) response_header_timeout: Duration,
     pub(crate) replica_header: Option<HeaderName>,
+    /// Whether requests are counted in the request metrics.
+    pub(crate) metrics: bool,
+    /// Prefix of the Traefik-compatible metric families.
+    pub(crate) metrics_prefix: MetricsPrefix,
 }
 
 /// Everything a request needs, swapped atomically on reload.
@@ -181,6 +193,7 @@ impl RoutingTable {
         endpoints: &HashMap<String, Vec<Endpoint>>,
         events: &Arc<EventLog>,
         activators: &HashMap<String, Arc<Activator>>,
+        metrics: &RequestMetrics,
     ) -> RoutingTable {
         let mut services = HashMap::new();
         for def in &stack.services {
@@ -220,6 +233,9 @@ impl RoutingTable {
                         .iter()
                         .any(|m| !matches!(m, Middleware::Headers(_))),
                     retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
+                    name: r.name.as_str().into(),
+                    router_id: metrics.intern(&r.name),
+                    service_id: metrics.intern(&r.service),
                     service,
                 })
             })
@@ -241,6 +257,8 @@ impl RoutingTable {
             settings: ForwardSettings {
                 response_header_timeout: g.timeouts.response_header,
                 replica_header: g.replica_header.clone(),
+                metrics: stack.metrics.enabled,
+                metrics_prefix: stack.metrics.prefix,
             },
         }
     }

@@ -27,6 +27,9 @@ pub(crate) enum Command {
     Reload(AdminArgs),
     /// Show services and replicas of the running shoal.
     Status(AdminArgs),
+    /// A live view of the running shoal: services with rates, the selected service's
+    /// replicas, events; keys to select (↑/↓) and scale (+/-) a service. See docs/cli.md.
+    Top(TopArgs),
     /// Set a service's replica count.
     Scale(ScaleArgs),
     /// Show what happened: replicas started, ready, exited, restarted; scaling; reloads.
@@ -89,6 +92,16 @@ pub(crate) struct AdminArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("json", |a| a.hide(true)))]
+pub(crate) struct TopArgs {
+    /// How often to refresh, e.g. 1s or 500ms.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
+    pub(crate) interval: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +178,14 @@ pub(crate) struct SampleAppArgs {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     shoal_config::parse_duration(s)
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

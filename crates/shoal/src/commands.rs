@@ -22,6 +22,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => Ok(check(&args.file)),
         Command::Reload(args) => block_on(reload(args)),
         Command::Status(args) => block_on(status(args)),
+        Command::Top(args) => crate::top::run(&args),
         Command::Scale(args) => block_on(scale(args)),
         Command::Events(args) => block_on(events(args)),
         Command::Logs(args) => logs(&args),
@@ -176,7 +177,7 @@ fn state_dir_for(stack: Option<&Path>) -> PathBuf {
 }
 
 /// Admin address and token: flags, else the stack file's admin section, else the default.
-fn admin_client(args: &AdminArgs) -> AdminClient {
+pub(crate) fn admin_client(args: &AdminArgs) -> AdminClient {
     let from_file = shoal_config::peek_admin(&args.file);
     let addr = args
         .admin
@@ -394,7 +395,7 @@ fn autoscale_table(services: &serde_json::Value) -> String {
     out
 }
 
-fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..=59 => format!("{s}s"),

@@ -3,6 +3,7 @@
 mod admin_client;
 mod cli;
 mod commands;
+mod top;
 
 use std::process::ExitCode;
 

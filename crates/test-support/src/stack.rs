@@ -13,6 +13,7 @@ pub struct StackBuilder {
     services: Vec<(String, Service)>,
     middlewares: Vec<(String, String)>,
     routes: Vec<Route>,
+    top: Vec<String>,
 }
 
 impl StackBuilder {
@@ -24,6 +25,12 @@ impl StackBuilder {
     /// Add raw YAML under `gateway:`, e.g. `"timeouts: { response_header: 300ms }"`.
     pub fn gateway(mut self, yaml: &str) -> Self {
         self.gateway.push(yaml.to_owned());
+        self
+    }
+
+    /// Add raw top-level YAML, e.g. `"metrics: { prefix: traefik }"`.
+    pub fn top(mut self, yaml: &str) -> Self {
+        self.top.push(yaml.to_owned());
         self
     }
 
@@ -81,6 +88,9 @@ impl StackBuilder {
             for r in &self.routes {
                 let _ = writeln!(y, "  - match: {}", quote(&r.rule));
                 let _ = writeln!(y, "    service: {}", quote(&r.service));
+                if let Some(name) = &r.name {
+                    let _ = writeln!(y, "    name: {}", quote(name));
+                }
                 if let Some(p) = r.priority {
                     let _ = writeln!(y, "    priority: {p}");
                 }
@@ -92,6 +102,9 @@ impl StackBuilder {
                     let _ = writeln!(y, "    middlewares: [{}]", names.join(", "));
                 }
             }
+        }
+        for extra in &self.top {
+            push_indented(&mut y, extra, 0);
         }
         y
     }
@@ -164,6 +177,7 @@ pub struct Route {
     priority: Option<i64>,
     strip_prefix: Option<String>,
     middlewares: Vec<String>,
+    name: Option<String>,
 }
 
 impl Route {
@@ -175,7 +189,14 @@ impl Route {
             priority: None,
             strip_prefix: None,
             middlewares: Vec::new(),
+            name: None,
         }
+    }
+
+    /// The route's name (for metrics and the access log).
+    pub fn name(mut self, name: &str) -> Route {
+        self.name = Some(name.to_owned());
+        self
     }
 
     /// An explicit priority (higher wins).

@@ -7,14 +7,18 @@
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
 //! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
+//! - `prometheus`: a real Prometheus scraping `shoal up`, dashboard queries over known traffic;
+//! - `top`: `shoal top` under tmux: the live screen, `+` to scale, `q` to quit, a bad address;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
 mod autoscale;
 mod commands;
 mod failover;
 mod figures;
 mod load;
+mod prometheus;
 mod supervise;
 mod support;
+mod top;
 
 /// A service of the built-in sample app with short test intervals.
 pub(crate) fn sample_service(name: &str, replicas: u32, extra_args: &str) -> String {

@@ -154,7 +154,9 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("  gateway     http://{addr}/   (entrypoint {name})");
         }
         println!("  admin API   http://{}/api/v1/services", shoal.admin_addr());
-        println!("  try         shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
+        println!("  dashboard   http://{}/dashboard/", shoal.admin_addr());
+        println!("  metrics     http://{}/metrics", shoal.admin_addr());
+        println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
         let _ = std::io::stdout().flush();
         let mut events = shoal.events().subscribe();
         tokio::spawn(async move {

@@ -297,6 +297,9 @@ fn shutdown_leaves_nothing_behind(signal: Signal, to_group: bool) {
         up.stderr()
     );
     assert!(up.stdout().contains("shoal stopped"), "{}", up.stdout());
+    // The banner says where to look.
+    let dashboard = format!("dashboard   http://{}/dashboard/", stack.admin);
+    assert!(up.stdout().contains(&dashboard), "{}", up.stdout());
     // SIGKILL is delivered asynchronously: on a loaded machine a grandchild may take a
     // moment to die after shoal has exited. Poll (with a deadline), do not race it.
     let still = || -> Vec<Proc> {

@@ -220,17 +220,6 @@ impl AppControl {
     }
 }
 
-/// The probe a health section describes.
-pub(crate) fn probe_of(health: &Health) -> Probe {
-    match &health.path {
-        Some(path) => Probe::Http {
-            path: path.clone(),
-            expect: health.expect_status.clone(),
-        },
-        None => Probe::Tcp,
-    }
-}
-
 /// Map a command service to the supervisor's spec. `shoal` as argv[0] is this binary.
 pub(crate) fn spec_for(
     name: &str,
@@ -250,7 +239,7 @@ pub(crate) fn spec_for(
     spec.port_env = c.port_env.clone();
     spec.replica_env = c.replica_env.clone();
     spec.readiness = Readiness {
-        probe: probe_of(health),
+        probe: Probe::of(health.path.as_deref(), &health.expect_status),
         interval: health.interval,
         fast_interval: health.fast_interval,
         timeout: health.timeout,
@@ -287,6 +276,14 @@ pub(crate) fn spec_for(
     spec
 }
 
+/// The admin API's wording of a driver's refusal.
+fn scale_error(e: DriverError) -> ScaleError {
+    match e {
+        DriverError::UnknownService(s) => ScaleError::UnknownService(s),
+        DriverError::Invalid(m) => ScaleError::Invalid(m),
+    }
+}
+
 impl Control for AppControl {
     fn services(&self) -> Vec<ServiceStatus> {
         let mut all = Self::static_status(&self.stack.lock().unwrap_or_else(|e| e.into_inner()));
@@ -320,10 +317,7 @@ impl Control for AppControl {
             // Autoscaled: set the current count within the bounds; the autoscaler carries
             // on from there (like `kubectl scale` under an HPA). Not saved across restarts.
             let set = replicas.clamp(min, max);
-            self.supervisor.scale(service, set).map_err(|e| match e {
-                DriverError::UnknownService(s) => ScaleError::UnknownService(s),
-                DriverError::Invalid(m) => ScaleError::Invalid(m),
-            })?;
+            self.supervisor.scale(service, set).map_err(scale_error)?;
             let note = format!(
                 "`{service}` is autoscaled between {min} and {max}{}; the autoscaler carries on from {set}",
                 if set == replicas {
@@ -339,10 +333,7 @@ impl Control for AppControl {
         }
         self.supervisor
             .scale(service, replicas)
-            .map_err(|e| match e {
-                DriverError::UnknownService(s) => ScaleError::UnknownService(s),
-                DriverError::Invalid(m) => ScaleError::Invalid(m),
-            })?;
+            .map_err(scale_error)?;
         let mut state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .entries

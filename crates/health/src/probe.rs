@@ -26,6 +26,18 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// An HTTP probe of `path` passing on the `expect` ranges, or a TCP probe without a path
+    /// (the shape of a stack file's `health:` section).
+    pub fn of(path: Option<&str>, expect: &[(u16, u16)]) -> Probe {
+        match path {
+            Some(path) => Probe::Http {
+                path: path.to_owned(),
+                expect: expect.to_vec(),
+            },
+            None => Probe::Tcp,
+        }
+    }
+
     /// An HTTP probe of `path` passing on 2xx and 3xx.
     pub fn http(path: impl Into<String>) -> Probe {
         Probe::Http {

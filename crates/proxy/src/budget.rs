@@ -306,50 +306,28 @@ mod tests {
     }
 
     fn random_op(rng: &mut Rng) -> Op {
-        match rng.range(0, 9) {
+        match rng.u64(0..9) {
             0..4 => Op::Request,
             4..8 => Op::Retry,
-            _ => Op::Wait(rng.range(0, 4_000)),
+            _ => Op::Wait(rng.u64(0..4_000)),
         }
     }
 
-    /// A small seeded generator (SplitMix64): the randomized tests need no extra crate, and
-    /// a failure names its seed.
-    #[derive(Debug)]
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in `lo..hi`.
-        fn range(&mut self, lo: u64, hi: u64) -> u64 {
-            lo + self.next() % (hi - lo)
-        }
-
-        /// Uniform in `0.0..1.0`.
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    // Seeded, so that a failure names its seed.
+    use fastrand::Rng;
 
     /// The budget agrees with a naive model that keeps every event with its second.
     #[test]
     fn matches_a_naive_model() {
         for seed in 0..300 {
-            let mut rng = Rng(seed);
-            let ratio = rng.unit() * 2.0;
-            let min_per_sec = rng.range(0, 3) as u32;
+            let mut rng = Rng::with_seed(seed);
+            let ratio = rng.f64() * 2.0;
+            let min_per_sec = rng.u64(0..3) as u32;
             let budget = RetryBudget::new(ratio, min_per_sec);
             let mut now = budget.origin;
             // (second, is_retry) of every counted event.
             let mut events: Vec<(u64, bool)> = Vec::new();
-            for step in 0..rng.range(0, 400) {
+            for step in 0..rng.u64(0..400) {
                 let second = (now - budget.origin).as_secs();
                 match random_op(&mut rng) {
                     Op::Request => {

@@ -46,8 +46,8 @@ use tokio::time::Instant;
 /// What one try told us about its backend.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Response headers arrived with this status.
-    Answered(u16),
+    /// Response headers arrived with this status, at `at_ms` ([`ms_at`]).
+    Answered { status: u16, at_ms: u64 },
     /// The connection was refused or could not be made.
     Refused(String),
     /// The request was sent and then the connection failed, or no headers came in time.
@@ -78,11 +78,11 @@ impl Counters {
     }
 }
 
-/// Milliseconds on the gateway's monotonic clock (from its first use; never 0).
-pub(crate) fn now_ms() -> u64 {
+/// `at` in milliseconds on the gateway's monotonic clock (from its first use; never 0).
+pub(crate) fn ms_at(at: Instant) -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    origin.elapsed().as_millis() as u64 + 1
+    at.saturating_duration_since(origin).as_millis() as u64 + 1
 }
 
 /// A task aborted when its owner is dropped.
@@ -136,13 +136,7 @@ impl ServiceHealth {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let probe = match &health.path {
-            Some(path) => Probe::Http {
-                path: path.clone(),
-                expect: health.expect_status.clone(),
-            },
-            None => Probe::Tcp,
-        };
+        let probe = Probe::of(health.path.as_deref(), &health.expect_status);
         let settings = CheckSettings {
             interval: health.interval,
             fast_interval: health.fast_interval,
@@ -202,20 +196,20 @@ impl ServiceHealth {
     /// Take in what a try told us about `backend`; may eject it.
     pub(crate) fn observe(&self, balancer: &Balancer, backend: &Arc<Backend>, outcome: Outcome) {
         let o = backend.outlier();
-        if let Outcome::Answered(_) = outcome {
-            o.last_response_ms.store(now_ms(), Ordering::Relaxed);
+        if let Outcome::Answered { at_ms, .. } = outcome {
+            o.last_response_ms.store(at_ms, Ordering::Relaxed);
         }
         if !self.passive.enabled {
             return;
         }
         let reason = match outcome {
-            Outcome::Answered(status) if status >= 500 => {
+            Outcome::Answered { status, .. } if status >= 500 => {
                 o.consecutive_failures.store(0, Ordering::Relaxed);
                 let n = o.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
                 (n >= self.passive.consecutive_5xx)
                     .then(|| format!("{n} responses in a row with status 5xx (last {status})"))
             }
-            Outcome::Answered(_) => {
+            Outcome::Answered { .. } => {
                 reset_counts(backend);
                 None
             }

@@ -393,35 +393,13 @@ mod tests {
         assert_eq!(tracker.auto_per_try_timeout(t0 + ms(100)), ms(100));
     }
 
-    /// A small seeded generator (SplitMix64): the randomized tests need no extra crate, and
-    /// a failure names its seed.
-    #[derive(Debug)]
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in `lo..hi`.
-        fn range(&mut self, lo: u64, hi: u64) -> u64 {
-            lo + self.next() % (hi - lo)
-        }
-
-        /// Uniform in `0.0..1.0`.
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    // Seeded, so that a failure names its seed.
+    use fastrand::Rng;
 
     fn random_tracker(rng: &mut Rng, max_micros: u64) -> (LatencyTracker, Vec<u64>) {
         let tracker = LatencyTracker::new();
-        let len = rng.range(1, 300);
-        let micros: Vec<u64> = (0..len).map(|_| rng.range(50, max_micros)).collect();
+        let len = rng.u64(1..300);
+        let micros: Vec<u64> = (0..len).map(|_| rng.u64(50..max_micros)).collect();
         for &us in &micros {
             tracker.record(tracker.origin, Duration::from_micros(us));
         }
@@ -432,9 +410,9 @@ mod tests {
     #[test]
     fn quantile_is_the_exact_one_rounded_up_to_its_bucket() {
         for seed in 0..300 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::with_seed(seed);
             let (tracker, mut micros) = random_tracker(&mut rng, 60_000_000);
-            let q = rng.unit();
+            let q = rng.f64();
             micros.sort_unstable();
             let rank = rank_of(q, micros.len() as u64);
             let exact = Duration::from_micros(micros[rank as usize - 1]);
@@ -452,9 +430,9 @@ mod tests {
     #[test]
     fn quantiles_are_monotonic() {
         for seed in 0..300 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::with_seed(seed);
             let (tracker, _) = random_tracker(&mut rng, 100_000_000);
-            let (a, b) = (rng.unit(), rng.unit());
+            let (a, b) = (rng.f64(), rng.f64());
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             let now = tracker.origin;
             let (lo_value, hi_value) = (tracker.quantile(now, lo, 1), tracker.quantile(now, hi, 1));

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::pick_backend;
-use crate::health::{Outcome, now_ms};
+use crate::health::{Outcome, ms_at};
 use crate::table::ServiceHandle;
 use crate::upstream::{Conn, ConnectError, Upstreams};
 
@@ -102,8 +102,8 @@ async fn run_try(
     pick: Pick,
     h2c: bool,
     mut req: Request<ProxyBody>,
-) -> (Pick, u64, TryResult) {
-    let started = now_ms();
+    started: Instant,
+) -> (Pick, Instant, TryResult) {
     let backend = Arc::clone(pick.backend());
     let conn = match upstreams.checkout(backend.addr(), h2c).await {
         Ok(conn) => conn,
@@ -221,8 +221,8 @@ impl Outbound<'_> {
             }
             tokio::select! {
                 biased;
-                (pick, sent_ms, result) = state.next_settled() => {
-                    if let Some(answer) = state.settle(pick, sent_ms, result)? {
+                (pick, sent, result) = state.next_settled() => {
+                    if let Some(answer) = state.settle(pick, sent, result)? {
                         return Ok(answer);
                     }
                 }
@@ -265,7 +265,7 @@ struct Tries<'s, 'a> {
     started: u32,
     last_error: Option<ProxyError>,
     /// Tries running (usually one; a hedge adds one). Polled in turn by `next_settled`.
-    in_flight: Vec<BoxFuture<'static, (Pick, u64, TryResult)>>,
+    in_flight: Vec<BoxFuture<'static, (Pick, Instant, TryResult)>>,
     /// The backend and start of the latest try: the one a hedge would back up.
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.
@@ -274,7 +274,7 @@ struct Tries<'s, 'a> {
 
 impl<'a> Tries<'_, 'a> {
     /// The next try to finish, removed from `in_flight`. Pending forever if none runs.
-    async fn next_settled(&mut self) -> (Pick, u64, TryResult) {
+    async fn next_settled(&mut self) -> (Pick, Instant, TryResult) {
         std::future::poll_fn(|cx| {
             for i in 0..self.in_flight.len() {
                 if let Poll::Ready(out) = self.in_flight[i].as_mut().poll(cx) {
@@ -311,11 +311,12 @@ impl<'a> Tries<'_, 'a> {
     fn launch_on(&mut self, pick: Pick, req: Request<ProxyBody>) {
         self.started += 1;
         self.tried.push(Arc::clone(pick.backend().key_shared()));
-        self.latest = Some((Arc::clone(pick.backend()), Instant::now()));
+        let now = Instant::now();
+        self.latest = Some((Arc::clone(pick.backend()), now));
         let upstreams = Arc::clone(self.send.upstreams);
         let h2c = self.template.h2c;
         self.in_flight
-            .push(Box::pin(run_try(upstreams, pick, h2c, req)));
+            .push(Box::pin(run_try(upstreams, pick, h2c, req, now)));
     }
 
     /// A try finished. `Ok(Some)`: the answer for the client. `Ok(None)`: keep waiting
@@ -323,7 +324,7 @@ impl<'a> Tries<'_, 'a> {
     fn settle(
         &mut self,
         pick: Pick,
-        sent_ms: u64,
+        sent: Instant,
         result: TryResult,
     ) -> Result<Option<Answer>, ProxyError> {
         let service = self.send.service;
@@ -339,13 +340,16 @@ impl<'a> Tries<'_, 'a> {
         match result {
             Ok((response, h1)) => {
                 let status = response.status().as_u16();
-                service.latency.record(
-                    Instant::now(),
-                    Duration::from_millis(now_ms().saturating_sub(sent_ms)),
-                );
+                let now = Instant::now();
                 service
-                    .health
-                    .observe(&service.balancer, &backend, Outcome::Answered(status));
+                    .latency
+                    .record(now, now.saturating_duration_since(sent));
+                let at_ms = ms_at(now);
+                service.health.observe(
+                    &service.balancer,
+                    &backend,
+                    Outcome::Answered { status, at_ms },
+                );
                 let answer = Answer { pick, response, h1 };
                 if !(self.resend_after_send && retry.on_status.contains(&status)) {
                     return Ok(Some(answer));
@@ -428,7 +432,7 @@ impl<'a> Tries<'_, 'a> {
         let Some((backend, at)) = self.latest.take() else {
             return;
         };
-        let started_ms = now_ms().saturating_sub(at.elapsed().as_millis() as u64);
+        let started_ms = ms_at(at);
         service.health.observe(
             &service.balancer,
             &backend,

@@ -307,11 +307,18 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
             notes.push(format!("{name}: {line}"));
         }
     }
-    let widths: Vec<usize> = (0..10)
+    let mut out = aligned(&rows, &notes);
+    out.push_str(&autoscale_table(services));
+    out
+}
+
+/// Rows as columns padded to their widest cell, then the notes, one per line.
+fn aligned<const N: usize>(rows: &[[String; N]], notes: &[String]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
@@ -321,10 +328,9 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
         out.push('\n');
     }
     for n in notes {
-        out.push_str(&n);
+        out.push_str(n);
         out.push('\n');
     }
-    out.push_str(&autoscale_table(services));
     out
 }
 
@@ -377,24 +383,7 @@ fn autoscale_table(services: &serde_json::Value) -> String {
     if rows.len() == 1 {
         return String::new();
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::from("\n");
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    for n in notes {
-        out.push_str(&n);
-        out.push('\n');
-    }
-    out
+    format!("\n{}", aligned(&rows, &notes))
 }
 
 pub(crate) fn human_duration(secs: f64) -> String {

@@ -193,14 +193,14 @@ impl Autoscaling {
     fn sample(&self, control: &AppControl) {
         let mut services = lock(&self.services);
         for (name, scaled) in services.iter_mut() {
-            let Some((_, backends)) = control.gateway.traffic(name) else {
-                continue;
-            };
-            for (key, t) in backends {
-                let e = scaled.in_flight.entry(key).or_default();
-                e.0 += t.in_flight;
+            control.gateway.for_each_in_flight(name, |key, in_flight| {
+                let e = match scaled.in_flight.get_mut(key) {
+                    Some(e) => e,
+                    None => scaled.in_flight.entry(key.to_owned()).or_default(),
+                };
+                e.0 += in_flight as u64;
                 e.1 += 1;
-            }
+            });
         }
     }
 

@@ -158,6 +158,16 @@ impl Gateway {
         &self.events
     }
 
+    /// Calls `f(key, requests in flight)` for each backend of `service`: the cheap reading the
+    /// autoscaler samples every 100 ms (no counters copied, no quantile computed).
+    pub fn for_each_in_flight(&self, service: &str, mut f: impl FnMut(&str, usize)) {
+        if let Some(handle) = self.table.load().services.get(service) {
+            for b in handle.balancer.backends().iter() {
+                f(b.key(), b.in_flight());
+            }
+        }
+    }
+
     /// A service's failover counters and how the gateway sees each of its backends, by
     /// backend key (`service/N` for replicas, the URL for static servers).
     pub fn traffic(

@@ -143,26 +143,22 @@ impl AppControl {
             .spawn(async move { supervisor.apply(specs).await });
     }
 
-    /// Fill in how the gateway sees the service and each replica (health, counters).
-    /// Static servers count as ready while they are in rotation.
-    fn add_traffic(&self, service: &mut ServiceStatus) {
+    /// Fill in how the gateway sees the service and each replica (health, counters): local
+    /// replicas by their endpoint key, static servers by their URL (the key the gateway
+    /// gives them). Static servers count as ready while they are in rotation.
+    fn add_traffic(&self, service: &mut ServiceStatus, static_urls: Option<&[String]>) {
         let Some((traffic, backends)) = self.gateway.traffic(&service.name) else {
             return;
         };
         let by_key: HashMap<String, ReplicaTraffic> = backends.into_iter().collect();
-        let is_static = service
-            .replicas
-            .iter()
-            .all(|r| r.pid.is_none() && r.endpoint.is_none());
         for replica in &mut service.replicas {
-            let key = match (&replica.endpoint, &replica.message) {
-                (Some(e), _) => e.key.clone(),
-                (None, Some(m)) if is_static => m.trim_start_matches("static server ").to_owned(),
-                _ => continue,
+            let key = match static_urls {
+                Some(urls) => urls.get(replica.index as usize),
+                None => replica.endpoint.as_ref().map(|e| &e.key),
             };
-            replica.traffic = by_key.get(&key).cloned();
+            replica.traffic = key.and_then(|k| by_key.get(k)).cloned();
         }
-        if is_static {
+        if static_urls.is_some() {
             let healthy = service
                 .replicas
                 .iter()
@@ -286,11 +282,26 @@ fn scale_error(e: DriverError) -> ScaleError {
 
 impl Control for AppControl {
     fn services(&self) -> Vec<ServiceStatus> {
-        let mut all = Self::static_status(&self.stack.lock().unwrap_or_else(|e| e.into_inner()));
+        let (mut all, static_urls) = {
+            let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            let urls: HashMap<String, Vec<String>> = stack
+                .services
+                .iter()
+                .filter_map(|s| match &s.source {
+                    Source::Servers(servers) => Some((
+                        s.name.clone(),
+                        servers.iter().map(|v| v.url.clone()).collect(),
+                    )),
+                    Source::Command(_) => None,
+                })
+                .collect();
+            (Self::static_status(&stack), urls)
+        };
         all.extend(self.supervisor.status());
         all.sort_by(|a, b| a.name.cmp(&b.name));
         for service in &mut all {
-            self.add_traffic(service);
+            let urls = static_urls.get(&service.name).map(Vec::as_slice);
+            self.add_traffic(service, urls);
             let held = service.traffic.as_ref().map_or(0, |t| t.held);
             service.autoscale = self.autoscaling.status(&service.name, held);
         }

@@ -157,7 +157,10 @@ async fn active_checks_take_a_failing_static_server_out_and_bring_it_back() {
     let api = format!("http://{}/api/v1/services/api", gw.shoal().admin_addr());
     let svc = client.get(&api).await.json();
     assert_eq!(svc["ready"], 1, "{svc}");
-    assert_eq!(svc["replicas"][0]["traffic"]["health"], "unhealthy", "{svc}");
+    assert_eq!(
+        svc["replicas"][0]["traffic"]["health"], "unhealthy",
+        "{svc}"
+    );
     assert_eq!(svc["replicas"][1]["traffic"]["health"], "healthy", "{svc}");
     let (_, seen) = traffic(&gw, "api");
     let reason = seen

@@ -11,13 +11,13 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use shoal_balance::{Backend, Pick, PickContext};
-use shoal_config::{Balance, HashOn, Protocol, Stack};
+use shoal_balance::{Backend, Pick};
+use shoal_config::{Balance, Protocol, Stack};
 use shoal_core::{Endpoint, EndpointSink, EventLog, ReplicaTraffic, ServiceTraffic};
 use shoal_route::RequestInfo;
 use tokio::time::Instant;
@@ -30,8 +30,8 @@ use crate::forward;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
-use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
-use crate::tries::{Answer, Outbound};
+use crate::table::{CompiledRoute, RoutingTable};
+use crate::tries::{Answer, BalanceKey, HyperExchange, Outbound, is_idempotent};
 use crate::upstream::Upstreams;
 
 /// Connection facts the gateway needs per request.
@@ -440,28 +440,40 @@ impl Gateway {
         } else {
             Version::HTTP_11
         };
+        let retry = &route.retry;
+        let idempotent =
+            !upgrade && (retry.non_idempotent || is_idempotent(&parts.method, &parts.headers));
+        let key = BalanceKey::of(service, &parts.headers, client_ip);
+        let exchange = HyperExchange::new(
+            parts.method,
+            version,
+            parts.headers,
+            path_and_query,
+            body,
+            h2c,
+            idempotent && retry.attempts > 1,
+            retry.max_replay_body,
+        )
+        .await?;
         let sent = Outbound {
             upstreams: &table.upstreams,
             service,
-            retry: &route.retry,
-            once: upgrade,
+            retry,
             response_header_timeout: table.settings.response_header_timeout,
-            client_ip,
         }
-        .run(parts.method, version, parts.headers, path_and_query, body)
+        .run(exchange, idempotent, &key)
         .await;
         if let Some(breaker) = &service.breaker {
             let failed = sent
                 .as_ref()
-                .map_or(true, |a| a.response.status().is_server_error());
+                .map_or(true, |a| a.response.0.status().is_server_error());
             if let Some(state) = breaker.record(Instant::now(), trial, failed, now.elapsed()) {
                 service.health.breaker_changed(state);
             }
         }
         let Answer {
             pick,
-            response: mut resp,
-            h1,
+            response: (mut resp, h1),
         } = sent?;
         if let Some(slot) = replica {
             *slot = Some(pick.backend().clone());
@@ -548,47 +560,6 @@ fn find_route<'t>(
             .is_none_or(|eps| eps.iter().any(|e| e == entrypoint))
             && r.rule.matches(info)
     })
-}
-
-pub(crate) fn pick_backend(
-    service: &ServiceHandle,
-    headers: &HeaderMap,
-    client_ip: IpAddr,
-    exclude: &[&str],
-) -> Option<Pick> {
-    let mut ctx = PickContext {
-        exclude,
-        ..PickContext::default()
-    };
-    let ip_bytes;
-    match &service.def.balance {
-        Balance::Hash(HashOn::Header(name)) => {
-            ctx.hash_key = headers.get(name).map(HeaderValue::as_bytes);
-        }
-        Balance::Hash(HashOn::Cookie(name)) => {
-            ctx.hash_key = cookie(headers, name).map(str::as_bytes);
-        }
-        Balance::Hash(HashOn::ClientIp) => {
-            ip_bytes = client_ip.to_string();
-            ctx.hash_key = Some(ip_bytes.as_bytes());
-        }
-        Balance::Sticky { cookie: name } => ctx.sticky = cookie(headers, name),
-        Balance::RoundRobin | Balance::LeastRequests => {}
-    }
-    service.balancer.pick(&ctx)
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v.trim_matches('"'))
-        })
 }
 
 fn strip_port(host: &str) -> &str {
@@ -680,15 +651,5 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
-    }
-
-    #[test]
-    fn reads_cookies() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; sid=\"xyz\""));
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(cookie(&h, "sid"), Some("xyz"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "c"), None);
     }
 }

@@ -35,22 +35,20 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use shoal_balance::{Backend, Pick};
-use shoal_config::{PerTryTimeout, Retry};
+use shoal_balance::{Backend, Pick, PickContext};
+use shoal_config::{Balance, HashOn, PerTryTimeout, Retry};
 use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
-use crate::gateway::pick_backend;
 use crate::health::{Outcome, ms_at};
 use crate::table::ServiceHandle;
 use crate::upstream::{Conn, ConnectError, Upstreams};
 
-/// A response with the pick that served it and its HTTP/1.1 connection to give back.
-pub(crate) struct Answer {
+/// A response with the pick that served it.
+pub(crate) struct Answer<R> {
     pub(crate) pick: Pick,
-    pub(crate) response: Response<Incoming>,
-    pub(crate) h1: Option<http1::SendRequest<ProxyBody>>,
+    pub(crate) response: R,
 }
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2).
@@ -66,6 +64,88 @@ pub(crate) fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
     idempotent_method(method) || headers.contains_key("idempotency-key")
 }
 
+/// How a try failed.
+pub(crate) enum TryError<R> {
+    /// No connection could be had: nothing was sent. The request comes back.
+    Connect(ConnectError, R),
+    /// The pooled connection closed before the request was written. It comes back.
+    Unsent(R),
+    /// The request was (perhaps partly) sent, then the connection failed.
+    Sent(BoxError),
+}
+
+/// One way of carrying a request to a replica: hyper's client ([`HyperExchange`]: any
+/// protocol, streamed bodies) or the HTTP/1.1 relay (`crate::relay`: bytes in hand).
+pub(crate) trait Exchange {
+    /// What one try sends.
+    type Request: Send + 'static;
+    /// What one try gets back: response head, body to come, connection.
+    type Response: Send + 'static;
+    /// The request for the next try; `None` when the only copy has been sent. Without
+    /// `keep_copy` no later try will need the request, so it may be moved out.
+    fn next_request(&mut self, keep_copy: bool) -> Option<Self::Request>;
+    /// Whether every try can have a copy (the body is held, not streamed).
+    fn replayable(&self) -> bool;
+    /// The response's status.
+    fn status(response: &Self::Response) -> u16;
+    /// Send `req` to `backend` and wait for its response head.
+    fn send(
+        &self,
+        upstreams: Arc<Upstreams>,
+        backend: Arc<Backend>,
+        req: Self::Request,
+    ) -> impl Future<Output = Result<Self::Response, TryError<Self::Request>>> + Send + 'static;
+}
+
+/// What the balancer needs of a request: its hash key or sticky cookie, read once.
+#[derive(Debug, Default)]
+pub(crate) struct BalanceKey {
+    hash: Option<Box<[u8]>>,
+    sticky: Option<Box<str>>,
+}
+
+impl BalanceKey {
+    /// The key `service` balances `headers` on (nothing for round robin and least requests).
+    pub(crate) fn of(service: &ServiceHandle, headers: &HeaderMap, client_ip: IpAddr) -> Self {
+        let mut key = BalanceKey::default();
+        match &service.def.balance {
+            Balance::Hash(HashOn::Header(name)) => {
+                key.hash = headers.get(name).map(|v| v.as_bytes().into());
+            }
+            Balance::Hash(HashOn::Cookie(name)) => {
+                key.hash = cookie(headers, name).map(|v| v.as_bytes().into());
+            }
+            Balance::Hash(HashOn::ClientIp) => {
+                key.hash = Some(client_ip.to_string().into_bytes().into());
+            }
+            Balance::Sticky { cookie: name } => key.sticky = cookie(headers, name).map(Into::into),
+            Balance::RoundRobin | Balance::LeastRequests => {}
+        }
+        key
+    }
+
+    fn pick(&self, service: &ServiceHandle, exclude: &[&str]) -> Option<Pick> {
+        service.balancer.pick(&PickContext {
+            hash_key: self.hash.as_deref(),
+            sticky: self.sticky.as_deref(),
+            exclude,
+        })
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.trim_matches('"'))
+        })
+}
+
 /// The request body, as far as sending it again goes.
 enum Replay {
     /// Known in full (empty, or read ahead because it is small): every try gets a copy.
@@ -74,40 +154,103 @@ enum Replay {
     Once(Option<ProxyBody>),
 }
 
-/// Everything of the request but its body and URI, to build each try from.
-struct Template {
+/// A request carried by hyper's client: everything of it but its body and URI, to build
+/// each try from, and the body.
+pub(crate) struct HyperExchange {
     method: Method,
     version: Version,
     /// `None` once moved into the only try that will ever be sent.
     headers: Option<HeaderMap>,
     path_and_query: PathAndQuery,
     h2c: bool,
+    replay: Replay,
 }
 
-/// How a try failed.
-enum TryError {
-    /// No connection could be had: nothing was sent. The request comes back.
-    Connect(ConnectError, Request<ProxyBody>),
-    /// The pooled connection closed before the request was written. It comes back.
-    Unsent(Request<ProxyBody>),
-    /// The request was (perhaps partly) sent, then the connection failed.
-    Sent(hyper::Error),
+/// A response from hyper's client, with its HTTP/1.1 connection to give back.
+pub(crate) type HyperResponse = (Response<Incoming>, Option<http1::SendRequest<ProxyBody>>);
+
+impl HyperExchange {
+    /// Hold the request for sending; a small body is read ahead when the request `may_resend`
+    /// (at most `max_replay_body` bytes), so that every try can have a copy.
+    pub(crate) async fn new(
+        method: Method,
+        version: Version,
+        headers: HeaderMap,
+        path_and_query: PathAndQuery,
+        body: ProxyBody,
+        h2c: bool,
+        may_resend: bool,
+        max_replay_body: u64,
+    ) -> Result<HyperExchange, ProxyError> {
+        let replay = if body.is_end_stream() {
+            Replay::Full(Bytes::new())
+        } else if may_resend && content_length(&headers).is_some_and(|n| n <= max_replay_body) {
+            Replay::Full(read_small_body(body, max_replay_body).await?)
+        } else {
+            Replay::Once(Some(body))
+        };
+        Ok(HyperExchange {
+            method,
+            version,
+            headers: Some(headers),
+            path_and_query,
+            h2c,
+            replay,
+        })
+    }
 }
 
-type TryResult = Result<(Response<Incoming>, Option<http1::SendRequest<ProxyBody>>), TryError>;
+impl Exchange for HyperExchange {
+    type Request = Request<ProxyBody>;
+    type Response = HyperResponse;
 
-/// One try on one backend.
-async fn run_try(
+    fn next_request(&mut self, keep_copy: bool) -> Option<Request<ProxyBody>> {
+        let body = match &mut self.replay {
+            Replay::Full(bytes) => boxed_bytes(bytes.clone()),
+            Replay::Once(body) => body.take()?,
+        };
+        let headers = if keep_copy {
+            self.headers.clone()?
+        } else {
+            self.headers.take()?
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.version_mut() = self.version;
+        *req.uri_mut() = Uri::from(self.path_and_query.clone());
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self.replay, Replay::Full(_))
+    }
+
+    fn status(response: &HyperResponse) -> u16 {
+        response.0.status().as_u16()
+    }
+
+    fn send(
+        &self,
+        upstreams: Arc<Upstreams>,
+        backend: Arc<Backend>,
+        req: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<HyperResponse, TryError<Request<ProxyBody>>>> + Send + 'static
+    {
+        hyper_try(upstreams, backend, self.h2c, req)
+    }
+}
+
+/// One try with hyper's client on one backend.
+async fn hyper_try(
     upstreams: Arc<Upstreams>,
-    pick: Pick,
+    backend: Arc<Backend>,
     h2c: bool,
     mut req: Request<ProxyBody>,
-    started: Instant,
-) -> (Pick, Instant, TryResult) {
-    let backend = Arc::clone(pick.backend());
+) -> Result<HyperResponse, TryError<Request<ProxyBody>>> {
     let conn = match upstreams.checkout(backend.addr(), h2c).await {
         Ok(conn) => conn,
-        Err(e) => return (pick, started, Err(TryError::Connect(e, req))),
+        Err(e) => return Err(TryError::Connect(e, req)),
     };
     if h2c {
         // HTTP/2 needs the scheme and authority as pseudo-headers: the absolute form.
@@ -121,23 +264,22 @@ async fn run_try(
             *req.uri_mut() = uri;
         }
     }
-    let result = match conn {
+    match conn {
         Conn::H1(mut sender) => match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, Some(sender))),
             Err(mut e) => Err(match e.take_message() {
                 Some(req) => TryError::Unsent(req),
-                None => TryError::Sent(e.into_error()),
+                None => TryError::Sent(Box::new(e.into_error())),
             }),
         },
         Conn::H2(mut sender) => match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, None)),
             Err(mut e) => Err(match e.take_message() {
                 Some(req) => TryError::Unsent(req),
-                None => TryError::Sent(e.into_error()),
+                None => TryError::Sent(Box::new(e.into_error())),
             }),
         },
-    };
-    (pick, started, result)
+    }
 }
 
 /// What the gateway knows of a request when it starts sending it.
@@ -145,38 +287,23 @@ pub(crate) struct Outbound<'a> {
     pub(crate) upstreams: &'a Arc<Upstreams>,
     pub(crate) service: &'a ServiceHandle,
     pub(crate) retry: &'a Retry,
-    /// Sending may only start once (an upgrade, or the caller says so).
-    pub(crate) once: bool,
     /// Overall bound on waiting for response headers.
     pub(crate) response_header_timeout: Duration,
-    /// The client, for hashing on its address.
-    pub(crate) client_ip: IpAddr,
 }
 
 impl Outbound<'_> {
     /// Send the request, trying again as the module docs say; the first usable answer.
-    pub(crate) async fn run(
+    /// `idempotent`: the request may reach a replica twice (see [`is_idempotent`]).
+    pub(crate) async fn run<X: Exchange>(
         self,
-        method: Method,
-        version: Version,
-        headers: HeaderMap,
-        path_and_query: PathAndQuery,
-        body: ProxyBody,
-    ) -> Result<Answer, ProxyError> {
+        exchange: X,
+        idempotent: bool,
+        key: &BalanceKey,
+    ) -> Result<Answer<X::Response>, ProxyError> {
         let service = self.service;
         let retry = self.retry;
         let start = Instant::now();
-        let idempotent = !self.once && (retry.non_idempotent || is_idempotent(&method, &headers));
-        let may_resend = idempotent && retry.attempts > 1;
-        let replay = if body.is_end_stream() {
-            Replay::Full(Bytes::new())
-        } else if may_resend && content_length(&headers).is_some_and(|n| n <= retry.max_replay_body)
-        {
-            Replay::Full(read_small_body(body, retry.max_replay_body).await?)
-        } else {
-            Replay::Once(Some(body))
-        };
-        let resend_after_send = may_resend && matches!(replay, Replay::Full(_));
+        let resend_after_send = idempotent && retry.attempts > 1 && exchange.replayable();
         let per_try = match retry.per_try_timeout {
             _ if !resend_after_send => None,
             PerTryTimeout::Auto => Some(service.latency.auto_per_try_timeout(start)),
@@ -185,14 +312,8 @@ impl Outbound<'_> {
         };
         let mut state = Tries {
             send: &self,
-            template: Template {
-                method,
-                version,
-                headers: Some(headers),
-                path_and_query,
-                h2c: service.protocol() == shoal_config::Protocol::H2c,
-            },
-            replay,
+            exchange,
+            key,
             resend_after_send,
             tried: Vec::new(),
             started: 0,
@@ -253,10 +374,10 @@ impl Outbound<'_> {
 }
 
 /// The tries of one request.
-struct Tries<'s, 'a> {
+struct Tries<'s, 'a, X: Exchange> {
     send: &'s Outbound<'a>,
-    template: Template,
-    replay: Replay,
+    exchange: X,
+    key: &'s BalanceKey,
     /// The request may be sent again after a replica saw it.
     resend_after_send: bool,
     /// Keys of backends tried (excluded from later picks).
@@ -265,16 +386,23 @@ struct Tries<'s, 'a> {
     started: u32,
     last_error: Option<ProxyError>,
     /// Tries running (usually one; a hedge adds one). Polled in turn by `next_settled`.
-    in_flight: Vec<BoxFuture<'static, (Pick, Instant, TryResult)>>,
+    in_flight: Vec<BoxFuture<'static, Settled<X>>>,
     /// The backend and start of the latest try: the one a hedge would back up.
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.
-    fallback: Option<Answer>,
+    fallback: Option<Answer<X::Response>>,
 }
 
-impl<'a> Tries<'_, 'a> {
+/// A finished try: its pick, when it started, and how it went.
+type Settled<X> = (
+    Pick,
+    Instant,
+    Result<<X as Exchange>::Response, TryError<<X as Exchange>::Request>>,
+);
+
+impl<X: Exchange> Tries<'_, '_, X> {
     /// The next try to finish, removed from `in_flight`. Pending forever if none runs.
-    async fn next_settled(&mut self) -> (Pick, Instant, TryResult) {
+    async fn next_settled(&mut self) -> Settled<X> {
         std::future::poll_fn(|cx| {
             for i in 0..self.in_flight.len() {
                 if let Poll::Ready(out) = self.in_flight[i].as_mut().poll(cx) {
@@ -289,11 +417,11 @@ impl<'a> Tries<'_, 'a> {
 
     /// Start a try of `req` on a backend not tried yet. `Err` when there is none and no
     /// other try is running.
-    fn launch(&mut self, req: Request<ProxyBody>) -> Result<(), ProxyError> {
+    fn launch(&mut self, req: X::Request) -> Result<(), ProxyError> {
         let service = self.send.service;
         let pick = {
             let exclude: Vec<&str> = self.tried.iter().map(|k| &**k).collect();
-            pick_backend(service, req.headers(), self.send.client_ip, &exclude)
+            self.key.pick(service, &exclude)
         };
         match pick {
             Some(pick) => {
@@ -308,15 +436,18 @@ impl<'a> Tries<'_, 'a> {
         }
     }
 
-    fn launch_on(&mut self, pick: Pick, req: Request<ProxyBody>) {
+    fn launch_on(&mut self, pick: Pick, req: X::Request) {
         self.started += 1;
         self.tried.push(Arc::clone(pick.backend().key_shared()));
         let now = Instant::now();
         self.latest = Some((Arc::clone(pick.backend()), now));
-        let upstreams = Arc::clone(self.send.upstreams);
-        let h2c = self.template.h2c;
+        let sending = self.exchange.send(
+            Arc::clone(self.send.upstreams),
+            Arc::clone(pick.backend()),
+            req,
+        );
         self.in_flight
-            .push(Box::pin(run_try(upstreams, pick, h2c, req, now)));
+            .push(Box::pin(async move { (pick, now, sending.await) }));
     }
 
     /// A try finished. `Ok(Some)`: the answer for the client. `Ok(None)`: keep waiting
@@ -325,8 +456,8 @@ impl<'a> Tries<'_, 'a> {
         &mut self,
         pick: Pick,
         sent: Instant,
-        result: TryResult,
-    ) -> Result<Option<Answer>, ProxyError> {
+        result: Result<X::Response, TryError<X::Request>>,
+    ) -> Result<Option<Answer<X::Response>>, ProxyError> {
         let service = self.send.service;
         let retry = self.send.retry;
         let backend = Arc::clone(pick.backend());
@@ -338,8 +469,8 @@ impl<'a> Tries<'_, 'a> {
             self.latest = None;
         }
         match result {
-            Ok((response, h1)) => {
-                let status = response.status().as_u16();
+            Ok(response) => {
+                let status = X::status(&response);
                 let now = Instant::now();
                 service
                     .latency
@@ -350,7 +481,7 @@ impl<'a> Tries<'_, 'a> {
                     &backend,
                     Outcome::Answered { status, at_ms },
                 );
-                let answer = Answer { pick, response, h1 };
+                let answer = Answer { pick, response };
                 if !(self.resend_after_send && retry.on_status.contains(&status)) {
                     return Ok(Some(answer));
                 }
@@ -403,7 +534,7 @@ impl<'a> Tries<'_, 'a> {
                     .observe(&service.balancer, &backend, Outcome::Failed(e.to_string()));
                 self.last_error = Some(ProxyError::Upstream {
                     service: service.name.to_string(),
-                    source: Box::new(e),
+                    source: e,
                 });
                 drop(pick);
                 if self.resend_after_send
@@ -457,23 +588,8 @@ impl<'a> Tries<'_, 'a> {
         self.send.service.budget.try_withdraw(Instant::now())
     }
 
-    fn next_request(&mut self) -> Option<Request<ProxyBody>> {
-        let body = match &mut self.replay {
-            Replay::Full(bytes) => boxed_bytes(bytes.clone()),
-            Replay::Once(body) => body.take()?,
-        };
-        let t = &mut self.template;
-        let headers = if self.resend_after_send {
-            t.headers.clone()?
-        } else {
-            t.headers.take()?
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = t.method.clone();
-        *req.version_mut() = t.version;
-        *req.uri_mut() = Uri::from(t.path_and_query.clone());
-        *req.headers_mut() = headers;
-        Some(req)
+    fn next_request(&mut self) -> Option<X::Request> {
+        self.exchange.next_request(self.resend_after_send)
     }
 }
 
@@ -517,5 +633,22 @@ fn no_replica(service: &ServiceHandle) -> ProxyError {
         ProxyError::NoEndpoint(service.name.to_string())
     } else {
         ProxyError::NoHealthy(service.name.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn reads_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; sid=\"xyz\""));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, "sid"), Some("xyz"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
     }
 }

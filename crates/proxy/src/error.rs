@@ -94,29 +94,40 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The body the client gets: status and what went wrong, in one line.
+    pub(crate) fn body_text(&self) -> String {
         let status = self.status();
-        let body = format!(
+        format!(
             "{} {}: {self}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or("")
-        );
-        let mut resp = Response::new(full(body));
-        *resp.status_mut() = status;
+        )
+    }
+
+    /// The `Retry-After` seconds sent with this failure, if any: the breaker's wait, or 1 s
+    /// for other 503s.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::CircuitOpen {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The response the client gets.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = Response::new(full(self.body_text()));
+        *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert("x-shoal-error", HeaderValue::from_static(self.reason()));
-        if let ProxyError::CircuitOpen {
-            retry_after_secs, ..
-        } = &self
-        {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        } else if status == StatusCode::SERVICE_UNAVAILABLE {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(secs) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

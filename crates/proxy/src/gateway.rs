@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -30,7 +30,7 @@ use crate::forward;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
-use crate::table::{CompiledRoute, RoutingTable};
+use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::tries::{Answer, BalanceKey, HyperExchange, Outbound, is_idempotent};
 use crate::upstream::Upstreams;
 
@@ -202,6 +202,11 @@ impl Gateway {
         self.table.store(Arc::new(table));
     }
 
+    /// The current routing table.
+    pub(crate) fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
     /// Proxy one request. Never fails: every failure is a response.
     pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
     where
@@ -224,31 +229,68 @@ impl Gateway {
         req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let counting = table.settings.metrics;
-        let proto = if counting {
+        let begun = self.begin(table, &parts, conn);
+        let mut replica = None;
+        let result = match begun.route {
+            None => Err(ProxyError::NoRoute),
+            Some(route) => {
+                let slot = begun.logged.is_some().then_some(&mut replica);
+                self.forward_to(
+                    table,
+                    route,
+                    parts,
+                    body,
+                    begun.host_header.clone(),
+                    begun.client_ip,
+                    slot,
+                )
+                .await
+            }
+        };
+        let (status, size) = match &result {
+            Ok(resp) => (
+                resp.status(),
+                resp.headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            ),
+            Err(e) => (e.status(), None),
+        };
+        self.finish(begun, conn, status, size, replica);
+        result
+    }
+
+    /// The first step of every request, whichever path carries it: note what metrics and
+    /// the access log need, and match a route.
+    pub(crate) fn begin<'t>(
+        &self,
+        table: &'t RoutingTable,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+    ) -> Begun<'t> {
+        let start = Instant::now();
+        let proto = if table.settings.metrics {
             Proto::of(&parts.headers)
         } else {
             Proto::Http
         };
-        let logger = if self.access_log.load().is_some() {
-            self.access_log.load_full()
+        let logged = if self.access_log.load().is_some() {
+            self.access_log.load_full().map(|logger| {
+                let h = &parts.headers;
+                Logged {
+                    logger,
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    version: parts.version,
+                    user_agent: h.get(header::USER_AGENT).cloned(),
+                    referer: h.get(header::REFERER).cloned(),
+                }
+            })
         } else {
             None
         };
-        // What the access log needs of the request, before its parts move on.
-        let logged = logger.as_ref().map(|_| {
-            let h = &parts.headers;
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.version,
-                h.get(header::USER_AGENT).cloned(),
-                h.get(header::REFERER).cloned(),
-            )
-        });
-        let method = method_index(&parts.method);
         // The Host header (a reference-counted clone), or HTTP/2's :authority.
         let host_header: Option<HeaderValue> = match parts.headers.get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -257,12 +299,14 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        let host_str = host_header.as_ref().and_then(|h| h.to_str().ok());
         let client_ip = forward::canonical_ip(conn.client.ip());
         let route = {
             let info = RequestInfo {
                 method: &parts.method,
-                host: host_str.map(strip_port),
+                host: host_header
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .map(strip_port),
                 path: parts.uri.path(),
                 query: parts.uri.query(),
                 headers: &parts.headers,
@@ -270,35 +314,41 @@ impl Gateway {
             };
             find_route(table, &info, &conn.entrypoint)
         };
-        let mut replica = None;
-        let (result, ids) = match route {
-            None => (Err(ProxyError::NoRoute), None),
-            Some(route) => {
-                let log_host = logged.as_ref().and_then(|_| host_header.clone());
-                let slot = logger.is_some().then_some(&mut replica);
-                let result = self
-                    .forward_to(table, route, parts, body, host_header, client_ip, slot)
-                    .await;
-                (result, Some((route, log_host)))
-            }
-        };
-        let status = match &result {
-            Ok(resp) => resp.status(),
-            Err(e) => e.status(),
-        };
-        if let Some((route, _)) = &ids {
+        Begun {
+            start,
+            proto,
+            method: method_index(&parts.method),
+            logged,
+            host_header,
+            client_ip,
+            route,
+            counting: table.settings.metrics,
+        }
+    }
+
+    /// The last step of every request, once its response head is known: counters,
+    /// metrics, and the access log line.
+    pub(crate) fn finish(
+        &self,
+        begun: Begun<'_>,
+        conn: &ConnInfo,
+        status: StatusCode,
+        size: Option<u64>,
+        replica: Option<Arc<Backend>>,
+    ) {
+        if let Some(route) = begun.route {
             route.service.health.counters.answered(status);
         }
-        let elapsed = start.elapsed();
-        if counting {
-            let (router, service) = ids
-                .as_ref()
-                .map_or((NONE, NONE), |(r, _)| (r.router_id, r.service_id));
+        let elapsed = begun.start.elapsed();
+        if begun.counting {
+            let (router, service) = begun
+                .route
+                .map_or((NONE, NONE), |r| (r.router_id, r.service_id));
             self.metrics.record(
                 Key {
                     code: status.as_u16(),
-                    method,
-                    proto,
+                    method: begun.method,
+                    proto: begun.proto,
                     entrypoint: conn.entrypoint_id,
                     router,
                     service,
@@ -306,41 +356,26 @@ impl Gateway {
                 elapsed.as_secs_f64(),
             );
         }
-        if let (Some(logger), Some((method, uri, version, user_agent, referer))) = (logger, logged)
-        {
-            let size = result.as_ref().ok().and_then(|r| {
-                r.headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-            });
-            let (router, service, host) = match ids {
-                Some((route, host)) => (
-                    Some(route.name.clone()),
-                    Some(route.service.name.clone()),
-                    host,
-                ),
-                None => (None, None, None),
-            };
-            logger.log(Entry {
+        if let Some(logged) = begun.logged {
+            let route = begun.route;
+            logged.logger.log(Entry {
                 start: std::time::SystemTime::now() - elapsed,
-                client: client_ip,
-                method,
-                uri,
-                host,
-                version,
+                client: begun.client_ip,
+                method: logged.method,
+                uri: logged.uri,
+                host: route.and(begun.host_header),
+                version: logged.version,
                 status: status.as_u16(),
                 duration: elapsed,
                 entrypoint: conn.entrypoint.clone(),
-                router,
-                service,
+                router: route.map(|r| r.name.clone()),
+                service: route.map(|r| r.service.name.clone()),
                 replica,
-                user_agent,
-                referer,
+                user_agent: logged.user_agent,
+                referer: logged.referer,
                 size,
             });
         }
-        result
     }
 
     /// The rest of [`forward`](Self::forward), once the route is known.
@@ -360,99 +395,20 @@ impl Gateway {
         let service = &route.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
         let h2c = service.protocol() == Protocol::H2c;
-
-        // Upstream request headers. Before the middlewares: `set_forwarded` drops a client-sent
-        // `X-Forwarded-Prefix`, and `strip_prefix` then sets ours.
-        forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
-        forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone());
-
-        // Path rewriting and header edits. Without path middlewares the original
-        // path-and-query is reused as is (a cheap reference-counted clone).
-        let path_and_query = if route.rewrites_path {
-            let mut path = parts.uri.path().to_owned();
-            middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
-            match parts.uri.query() {
-                Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
-                None => PathAndQuery::try_from(path),
-            }
-            .map_err(|_| {
-                ProxyError::BadRequest("the rewritten path is not a valid URI path".into())
-            })?
-        } else {
-            // Header edits only: no path to rewrite.
-            middleware::apply_request(&route.middlewares, &mut String::new(), &mut parts.headers);
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"))
-        };
-        if !h2c && !parts.headers.contains_key(header::HOST) {
-            // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
-            if let Some(h) = host_header {
-                parts.headers.insert(header::HOST, h);
-            }
-        }
-        if h2c {
-            parts.headers.remove(header::HOST);
-        }
+        let path_and_query = prepare(route, &mut parts, host_header, client_ip, upgrade, h2c)?;
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
-
-        // A service at zero replicas that can wake: hold the request while it starts.
-        if let Some(activator) = service.activator.load_full()
-            && service.balancer.backends().is_empty()
-        {
-            let has_endpoint = || !service.balancer.backends().is_empty();
-            activator
-                .hold(has_endpoint)
-                .await
-                .map_err(|e| ProxyError::NotStarted {
-                    service: service.name.to_string(),
-                    why: match e {
-                        HoldError::Full => "too many requests are waiting for it".to_owned(),
-                        HoldError::TimedOut(d) => {
-                            format!("no replica ready within {}ms", d.as_millis())
-                        }
-                    },
-                })?;
-        }
-
-        // Balance, connect, send, and try again where that is safe (see `crate::tries`).
-        let now = Instant::now();
-        let trial = match service.breaker.as_ref().map(|b| b.admit(now)) {
-            None => false,
-            Some(Admission::Allowed { trial }) => trial,
-            Some(Admission::Rejected { retry_after }) => {
-                service
-                    .health
-                    .counters
-                    .breaker_rejected
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(ProxyError::CircuitOpen {
-                    service: service.name.to_string(),
-                    retry_after_secs: retry_after.as_secs().max(1),
-                });
-            }
-        };
-        service.budget.record_request(now);
-        let version = if h2c {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
+        let (now, trial) = admit(service).await?;
         let retry = &route.retry;
         let idempotent =
             !upgrade && (retry.non_idempotent || is_idempotent(&parts.method, &parts.headers));
         let key = BalanceKey::of(service, &parts.headers, client_ip);
         let exchange = HyperExchange::new(
             parts.method,
-            version,
             parts.headers,
             path_and_query,
             body,
             h2c,
-            idempotent && retry.attempts > 1,
-            retry.max_replay_body,
+            (idempotent && retry.attempts > 1).then_some(retry.max_replay_body),
         )
         .await?;
         let sent = Outbound {
@@ -463,14 +419,12 @@ impl Gateway {
         }
         .run(exchange, idempotent, &key)
         .await;
-        if let Some(breaker) = &service.breaker {
-            let failed = sent
-                .as_ref()
-                .map_or(true, |a| a.response.0.status().is_server_error());
-            if let Some(state) = breaker.record(Instant::now(), trial, failed, now.elapsed()) {
-                service.health.breaker_changed(state);
-            }
-        }
+        record_breaker(
+            service,
+            trial,
+            now,
+            sent.as_ref().ok().map(|a| a.response.0.status()),
+        );
         let Answer {
             pick,
             response: (mut resp, h1),
@@ -483,19 +437,14 @@ impl Gateway {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         forward::strip_hop_by_hop(resp.headers_mut(), switching, false);
         middleware::apply_response(&route.middlewares, resp.headers_mut());
-        if let Some(name) = &table.settings.replica_header
-            && let Ok(v) = HeaderValue::from_str(pick.backend().key())
-        {
-            resp.headers_mut().insert(name.clone(), v);
-        }
-        if let Some(id) = pick.set_sticky()
-            && let Balance::Sticky { cookie } = &service.def.balance
-        {
-            let c = format!("{cookie}={id}; Path=/; HttpOnly; SameSite=Lax");
-            if let Ok(v) = HeaderValue::try_from(c) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
+        let headers = resp.headers_mut();
+        response_extras(table, service, &pick, |name, value| {
+            if name == header::SET_COOKIE {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
             }
-        }
+        });
 
         if switching {
             let upstream_upgrade = resp.extensions_mut().remove::<OnUpgrade>();
@@ -546,6 +495,165 @@ impl EndpointSink for Gateway {
                     .map(|b| b.in_flight())
             })
             .unwrap_or(0)
+    }
+}
+
+/// What [`Gateway::begin`] noted of a request, for [`Gateway::finish`].
+pub(crate) struct Begun<'t> {
+    start: Instant,
+    proto: Proto,
+    method: u8,
+    counting: bool,
+    logged: Option<Logged>,
+    /// The Host header, or HTTP/2's `:authority`.
+    pub(crate) host_header: Option<HeaderValue>,
+    /// The client's address, IPv4-mapped addresses shown as IPv4.
+    pub(crate) client_ip: IpAddr,
+    /// The route that matched, if any.
+    pub(crate) route: Option<&'t CompiledRoute>,
+}
+
+impl Begun<'_> {
+    /// Whether [`Gateway::finish`] wants to know the replica (for the access log).
+    pub(crate) fn logged_wanted(&self) -> bool {
+        self.logged.is_some()
+    }
+}
+
+/// What the access log needs of a request, taken before its parts move on.
+struct Logged {
+    logger: Arc<AccessLogger>,
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+}
+
+/// Turn the client's request head into the one sent upstream: hop-by-hop headers out,
+/// forwarded headers in, the route's middlewares, and `Host` for HTTP/1 upstreams. Returns
+/// the upstream path and query.
+pub(crate) fn prepare(
+    route: &CompiledRoute,
+    parts: &mut http::request::Parts,
+    host_header: Option<HeaderValue>,
+    client_ip: IpAddr,
+    upgrade: bool,
+    h2c: bool,
+) -> Result<PathAndQuery, ProxyError> {
+    // Before the middlewares: `set_forwarded` drops a client-sent `X-Forwarded-Prefix`, and
+    // `strip_prefix` then sets ours.
+    forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
+    forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone());
+
+    // Path rewriting and header edits. Without path middlewares the original
+    // path-and-query is reused as is (a cheap reference-counted clone).
+    let path_and_query = if route.rewrites_path {
+        let mut path = parts.uri.path().to_owned();
+        middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
+        match parts.uri.query() {
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
+        }
+        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path".into()))?
+    } else {
+        // Header edits only: no path to rewrite.
+        middleware::apply_request(&route.middlewares, &mut String::new(), &mut parts.headers);
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    };
+    if !h2c && !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
+        if let Some(h) = host_header {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    if h2c {
+        parts.headers.remove(header::HOST);
+    }
+    Ok(path_and_query)
+}
+
+/// Let a request through to `service`: hold it while a service at zero wakes, ask the
+/// circuit breaker, count it for the retry budget. Returns when it was let through and
+/// whether it is a breaker trial (for [`record_breaker`]).
+pub(crate) async fn admit(service: &ServiceHandle) -> Result<(Instant, bool), ProxyError> {
+    // A service at zero replicas that can wake: hold the request while it starts.
+    if let Some(activator) = service.activator.load_full()
+        && service.balancer.backends().is_empty()
+    {
+        let has_endpoint = || !service.balancer.backends().is_empty();
+        activator
+            .hold(has_endpoint)
+            .await
+            .map_err(|e| ProxyError::NotStarted {
+                service: service.name.to_string(),
+                why: match e {
+                    HoldError::Full => "too many requests are waiting for it".to_owned(),
+                    HoldError::TimedOut(d) => {
+                        format!("no replica ready within {}ms", d.as_millis())
+                    }
+                },
+            })?;
+    }
+    let now = Instant::now();
+    let trial = match service.breaker.as_ref().map(|b| b.admit(now)) {
+        None => false,
+        Some(Admission::Allowed { trial }) => trial,
+        Some(Admission::Rejected { retry_after }) => {
+            service
+                .health
+                .counters
+                .breaker_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ProxyError::CircuitOpen {
+                service: service.name.to_string(),
+                retry_after_secs: retry_after.as_secs().max(1),
+            });
+        }
+    };
+    service.budget.record_request(now);
+    Ok((now, trial))
+}
+
+/// Tell the circuit breaker how a request admitted at `since` went (`None`: no answer).
+pub(crate) fn record_breaker(
+    service: &ServiceHandle,
+    trial: bool,
+    since: Instant,
+    status: Option<StatusCode>,
+) {
+    if let Some(breaker) = &service.breaker {
+        let failed = status.is_none_or(|s| s.is_server_error());
+        if let Some(state) = breaker.record(Instant::now(), trial, failed, since.elapsed()) {
+            service.health.breaker_changed(state);
+        }
+    }
+}
+
+/// Response headers going back to the client: the replica's name, if configured, and the
+/// sticky cookie when the pick set one. `add(name, value)` appends a header.
+pub(crate) fn response_extras(
+    table: &RoutingTable,
+    service: &ServiceHandle,
+    pick: &Pick,
+    mut add: impl FnMut(&HeaderName, HeaderValue),
+) {
+    if let Some(name) = &table.settings.replica_header
+        && let Ok(v) = HeaderValue::from_str(pick.backend().key())
+    {
+        add(name, v);
+    }
+    if let Some(id) = pick.set_sticky()
+        && let Balance::Sticky { cookie } = &service.def.balance
+    {
+        let c = format!("{cookie}={id}; Path=/; HttpOnly; SameSite=Lax");
+        if let Ok(v) = HeaderValue::try_from(c) {
+            add(&header::SET_COOKIE, v);
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod hold;
 mod latency;
 mod metrics;
 mod middleware;
+mod relay;
 mod server;
 mod table;
 mod tries;

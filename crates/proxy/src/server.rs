@@ -7,16 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use shoal_config::Entrypoint;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::gateway::{ConnInfo, Gateway};
+use crate::relay;
 
 /// Why an entrypoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +145,6 @@ async fn accept_loop(
     settings: ServeSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -153,6 +157,8 @@ async fn accept_loop(
     let builder = Arc::new(builder);
     let entrypoint_id = gateway.entrypoint_id(&entrypoint);
     let open = gateway.connections_gauge(&entrypoint);
+    // Every connection task holds a sender; once they are all gone, so are the connections.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let (stream, client) = tokio::select! {
             biased;
@@ -167,46 +173,155 @@ async fn accept_loop(
                 }
             },
         };
-        let info = ConnInfo {
-            client,
-            entrypoint: entrypoint.clone(),
-            entrypoint_id,
+        let conn = Connection {
+            gateway: gateway.clone(),
+            info: ConnInfo {
+                client,
+                entrypoint: entrypoint.clone(),
+                entrypoint_id,
+            },
+            builder: builder.clone(),
+            settings,
+            stopped: stopped.clone(),
+            _open: OpenConnection::new(&open),
+            _alive: alive.clone(),
         };
-        serve_connection(&gateway, info, &open, &builder, &graceful, stream);
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(conn.serve(stream));
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(alive);
+    let _ = all_closed.recv().await;
 }
 
-fn serve_connection(
-    gateway: &Arc<Gateway>,
+/// One client connection and what serving it needs.
+struct Connection {
+    gateway: Arc<Gateway>,
     info: ConnInfo,
-    open: &Arc<AtomicI64>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-) {
-    let _ = stream.set_nodelay(true);
-    open.fetch_add(1, Ordering::Relaxed);
-    let open = OpenConnection(open.clone());
-    let gateway = gateway.clone();
-    let service = service_fn(move |req| {
-        let gateway = gateway.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, &info).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let conn = graceful.watch(conn.into_owned());
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: ServeSettings,
+    stopped: watch::Receiver<bool>,
+    _open: OpenConnection,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// The relay first; the full HTTP stack if the relay hands the connection over.
+    async fn serve(mut self, stream: TcpStream) {
+        let relayed = relay::serve(
+            &self.gateway,
+            &self.info,
+            stream,
+            self.settings.client_idle,
+            &mut self.stopped,
+        )
+        .await;
+        if let relay::End::HandOff(read, stream) = relayed {
+            self.serve_full(Rewind::new(read, stream)).await;
+        }
+    }
+
+    /// hyper's HTTP/1.1 and HTTP/2 server, shut down gracefully when `stopped` says so.
+    async fn serve_full(mut self, io: Rewind) {
+        let gateway = self.gateway.clone();
+        let info = self.info.clone();
+        let service = service_fn(move |req| {
+            let gateway = gateway.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, &info).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let ended = if *self.stopped.borrow() {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        } else {
+            tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = self.stopped.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        };
+        if let Err(e) = ended {
             tracing::trace!(error = %e, "client connection ended with an error");
         }
-        drop(open);
-    });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection with bytes already read in front of it (by the relay).
+    struct Rewind {
+        read: Bytes,
+        #[pin]
+        stream: TcpStream,
+    }
+}
+
+impl Rewind {
+    fn new(read: Bytes, stream: TcpStream) -> Rewind {
+        Rewind { read, stream }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.read.is_empty() {
+            return this.stream.poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().stream.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
 }
 
 /// Counts one open connection until dropped.
 struct OpenConnection(Arc<AtomicI64>);
+
+impl OpenConnection {
+    fn new(gauge: &Arc<AtomicI64>) -> OpenConnection {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(gauge.clone())
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

@@ -170,24 +170,28 @@ pub(crate) struct HyperExchange {
 pub(crate) type HyperResponse = (Response<Incoming>, Option<http1::SendRequest<ProxyBody>>);
 
 impl HyperExchange {
-    /// Hold the request for sending; a small body is read ahead when the request `may_resend`
-    /// (at most `max_replay_body` bytes), so that every try can have a copy.
+    /// Hold the request for sending. With a `replay_limit` (the request may be sent again),
+    /// a body announced as at most that many bytes is read ahead, so that every try can
+    /// have a copy. HTTP/2 to `h2c` services, HTTP/1.1 otherwise.
     pub(crate) async fn new(
         method: Method,
-        version: Version,
         headers: HeaderMap,
         path_and_query: PathAndQuery,
         body: ProxyBody,
         h2c: bool,
-        may_resend: bool,
-        max_replay_body: u64,
+        replay_limit: Option<u64>,
     ) -> Result<HyperExchange, ProxyError> {
-        let replay = if body.is_end_stream() {
-            Replay::Full(Bytes::new())
-        } else if may_resend && content_length(&headers).is_some_and(|n| n <= max_replay_body) {
-            Replay::Full(read_small_body(body, max_replay_body).await?)
+        let replay = match replay_limit {
+            _ if body.is_end_stream() => Replay::Full(Bytes::new()),
+            Some(limit) if content_length(&headers).is_some_and(|n| n <= limit) => {
+                Replay::Full(read_small_body(body, limit).await?)
+            }
+            _ => Replay::Once(Some(body)),
+        };
+        let version = if h2c {
+            Version::HTTP_2
         } else {
-            Replay::Once(Some(body))
+            Version::HTTP_11
         };
         Ok(HyperExchange {
             method,

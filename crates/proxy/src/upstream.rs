@@ -59,11 +59,20 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle connection of the HTTP/1.1 relay (`crate::relay`): a plain socket between
+/// two exchanges.
+#[derive(Debug)]
+struct IdleSocket {
+    stream: TcpStream,
+    since: Instant,
+}
+
 /// The pools of every endpoint.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) settings: PoolSettings,
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    sockets: Mutex<HashMap<Box<str>, Vec<IdleSocket>>>,
     h2: Mutex<HashMap<Box<str>, http2::SendRequest<ProxyBody>>>,
 }
 
@@ -72,6 +81,7 @@ impl Upstreams {
         let pool = Arc::new(Upstreams {
             settings,
             idle: Mutex::default(),
+            sockets: Mutex::default(),
             h2: Mutex::default(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -134,6 +144,50 @@ impl Upstreams {
         None
     }
 
+    /// A plain socket to `addr` for the relay, and whether it was pooled (a pooled one may
+    /// turn out closed by the replica once used).
+    pub(crate) async fn checkout_socket(
+        &self,
+        addr: &str,
+    ) -> Result<(TcpStream, bool), ConnectError> {
+        loop {
+            let popped = {
+                let mut idle = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+                idle.get_mut(addr).and_then(Vec::pop)
+            };
+            let Some(entry) = popped else { break };
+            if entry.since.elapsed() >= self.settings.idle_timeout {
+                continue;
+            }
+            // Nothing may be readable on an idle connection: end of stream means the replica
+            // closed it. No system call unless the socket was reported readable.
+            let mut probe = [0u8; 1];
+            match entry.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok((entry.stream, true));
+                }
+                _ => continue,
+            }
+        }
+        let io = self.connect(addr).await?;
+        Ok((io.into_inner(), false))
+    }
+
+    /// Give a relay socket back, its last response read to the end.
+    pub(crate) fn checkin_socket(&self, addr: &str, stream: TcpStream) {
+        let mut idle = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match idle.get_mut(addr) {
+            Some(list) => list,
+            None => idle.entry(addr.into()).or_default(),
+        };
+        if list.len() < self.settings.max_idle_per_endpoint {
+            list.push(IdleSocket {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
     async fn checkout_h2(&self, addr: &str) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
         {
             let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +248,12 @@ async fn sweep(pool: Weak<Upstreams>) {
         }
         idle.retain(|_, list| !list.is_empty());
         drop(idle);
+        let mut sockets = pool.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for list in sockets.values_mut() {
+            list.retain(|e| e.since.elapsed() < timeout);
+        }
+        sockets.retain(|_, list| !list.is_empty());
+        drop(sockets);
         pool.h2
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,460 @@
+//! The HTTP/1.1 relay: the gateway's fast path for plain HTTP/1.1 keep-alive traffic.
+//!
+//! A client connection starts here. Each request head is parsed once ([`wire`]), routed and
+//! prepared exactly as on the full path (`Gateway::begin`, `prepare`, `admit`), sent by the
+//! same tries ([`crate::tries`], so retries, hedging, passive health and the retry budget
+//! behave the same), and the replica's response is relayed as bytes: its head rewritten on
+//! the fly, its body copied with the framing it came with (length, chunked, or until close).
+//! No per-request task, channel or body object, and one read and one write per direction for
+//! a small exchange.
+//!
+//! What the relay does not handle — HTTP/2 (h2c prior knowledge), HTTP/1.0, upgrades
+//! (WebSocket), `Expect: 100-continue`, chunked or large (over `max_replay_body`) request
+//! bodies, services reached over h2c — is recognised before anything is sent, and the
+//! connection, with the bytes already read, is handed to the full HTTP stack (hyper) for the
+//! rest of its life. So every request is served; the relay only decides how fast.
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use shoal_balance::Backend;
+use shoal_config::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
+use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
+use crate::upstream::Upstreams;
+
+pub(crate) mod wire;
+
+use wire::{ChunkedEnd, ClientRequest, Framing, Parsed, ResponseHead};
+
+/// Longest request body the relay carries (held in memory, so that a retry can resend it);
+/// longer ones are streamed by the full stack.
+const MAX_BODY: usize = 64 * 1024;
+/// Room reserved before each read from a replica.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a client connection left the relay.
+pub(crate) enum End {
+    /// Closed (by either side, by an error, or for shutdown).
+    Closed,
+    /// To be served by the full HTTP stack from here on; `Bytes` were read already.
+    HandOff(Bytes, TcpStream),
+}
+
+/// Why the current exchange stopped the connection.
+enum Next {
+    KeepAlive,
+    Close,
+    HandOff(Bytes),
+}
+
+/// Serve one client connection until it closes or needs the full HTTP stack.
+pub(crate) async fn serve(
+    gateway: &Gateway,
+    info: &ConnInfo,
+    mut stream: TcpStream,
+    client_idle: Duration,
+    stopped: &mut watch::Receiver<bool>,
+) -> End {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(1024);
+    let idle = tokio::time::sleep(client_idle);
+    tokio::pin!(idle);
+    loop {
+        // A whole request head (and body), reading as needed; a quiet client is let go after
+        // `client_idle`, and an idle one at once on shutdown.
+        idle.as_mut().reset(Instant::now() + client_idle);
+        let request = loop {
+            match wire::parse_request(&mut buf, MAX_BODY) {
+                Parsed::Request(r) => break r,
+                Parsed::Other => return End::HandOff(buf.freeze(), stream),
+                Parsed::Partial => {}
+            }
+            let read = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buf) => read,
+                () = &mut idle => return End::Closed,
+                _ = stopped.changed(), if buf.is_empty() => return End::Closed,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return End::Closed;
+            }
+        };
+        while buf.len() < request.body_len {
+            buf.reserve(request.body_len - buf.len());
+            let read = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buf) => read,
+                () = &mut idle => return End::Closed,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return End::Closed;
+            }
+        }
+        let body = buf.split_to(request.body_len).freeze();
+        let shutting_down = *stopped.borrow();
+        match exchange(
+            gateway,
+            info,
+            &mut stream,
+            &mut out,
+            request,
+            body,
+            shutting_down,
+        )
+        .await
+        {
+            Next::KeepAlive if !*stopped.borrow() => {}
+            Next::KeepAlive | Next::Close => return End::Closed,
+            Next::HandOff(mut prefix) => {
+                if !buf.is_empty() {
+                    let mut whole = BytesMut::with_capacity(prefix.len() + buf.len());
+                    whole.extend_from_slice(&prefix);
+                    whole.extend_from_slice(&buf);
+                    prefix = whole.freeze();
+                }
+                return End::HandOff(prefix, stream);
+            }
+        }
+    }
+}
+
+/// One request: route, send, relay the response.
+async fn exchange(
+    gateway: &Gateway,
+    info: &ConnInfo,
+    client: &mut TcpStream,
+    out: &mut BytesMut,
+    request: ClientRequest,
+    body: Bytes,
+    shutting_down: bool,
+) -> Next {
+    let ClientRequest {
+        mut parts,
+        raw,
+        close,
+        ..
+    } = request;
+    let close = close || shutting_down;
+    let table = gateway.table();
+    let begun = gateway.begin(&table, &parts, info);
+    let Some(route) = begun.route else {
+        let e = ProxyError::NoRoute;
+        gateway.finish(begun, info, e.status(), None, None);
+        return write_error(client, out, &e, close).await;
+    };
+    let service = &route.service;
+    if service.protocol() == Protocol::H2c {
+        // The full stack speaks HTTP/2 to the replica: give it the request as received.
+        let mut whole = BytesMut::with_capacity(raw.len() + body.len());
+        whole.extend_from_slice(&raw);
+        whole.extend_from_slice(&body);
+        return Next::HandOff(whole.freeze());
+    }
+    drop(raw);
+    let host = begun.host_header.clone();
+    let sent = async {
+        let path_and_query = prepare(route, &mut parts, host, begun.client_ip, false, false)?;
+        let (since, trial) = admit(service).await?;
+        let retry = &route.retry;
+        let idempotent = retry.non_idempotent || is_idempotent(&parts.method, &parts.headers);
+        let key = BalanceKey::of(service, &parts.headers, begun.client_ip);
+        let mut wire_req = BytesMut::with_capacity(512 + body.len());
+        wire::write_request(
+            &mut wire_req,
+            &parts.method,
+            &path_and_query,
+            &parts.headers,
+            &body,
+        );
+        let sent = Outbound {
+            upstreams: &table.upstreams,
+            service,
+            retry,
+            response_header_timeout: table.settings.response_header_timeout,
+        }
+        .run(
+            RelayExchange {
+                request: wire_req.freeze(),
+                idempotent,
+                head_request: parts.method == Method::HEAD,
+            },
+            idempotent,
+            &key,
+        )
+        .await;
+        record_breaker(
+            service,
+            trial,
+            since,
+            sent.as_ref()
+                .ok()
+                .and_then(|a| StatusCode::from_u16(a.response.head.status).ok()),
+        );
+        sent
+    }
+    .await;
+    let Answer { pick, response } = match sent {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::debug!(error = %e, "request failed");
+            gateway.finish(begun, info, e.status(), None, None);
+            return write_error(client, out, &e, close).await;
+        }
+    };
+    let RelayResponse {
+        upstream,
+        buf: mut up_buf,
+        head,
+    } = response;
+    let mut extras: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    response_extras(&table, service, &pick, |name, value| {
+        extras.push((name.clone(), value));
+    });
+    let close = close || head.framing == Framing::UntilClose;
+    out.clear();
+    wire::write_response_head(out, &up_buf, &head, &route.middlewares, &extras, close);
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let size = match head.framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let replica = begun.logged_wanted().then(|| Arc::clone(pick.backend()));
+    gateway.finish(begun, info, status, size, replica);
+    up_buf.advance(head.len);
+    let relayed = relay_body(client, out, upstream, up_buf, head.framing, head.reusable).await;
+    match relayed {
+        Ok(Some(reusable)) => table
+            .upstreams
+            .checkin_socket(pick.backend().addr(), reusable),
+        Ok(None) => {}
+        Err(e) => {
+            // Half a response is all the client can get: close its connection.
+            tracing::debug!(replica = pick.backend().key(), error = %e, "response body relay failed");
+            return Next::Close;
+        }
+    }
+    drop(pick);
+    if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// Send the response head in `out` and the body after it, as framed. Returns the upstream
+/// connection when it can carry another request.
+async fn relay_body(
+    client: &mut TcpStream,
+    out: &mut BytesMut,
+    mut upstream: TcpStream,
+    mut buf: BytesMut,
+    framing: Framing,
+    reusable: bool,
+) -> io::Result<Option<TcpStream>> {
+    let premature = || io::Error::new(io::ErrorKind::UnexpectedEof, "replica closed mid-body");
+    match framing {
+        Framing::Empty => {
+            client.write_all(out).await?;
+            Ok((reusable && buf.is_empty()).then_some(upstream))
+        }
+        Framing::Length(n) => {
+            let mut left = n;
+            // The usual case: the whole body came with the head. One write.
+            let now = (buf.len() as u64).min(left) as usize;
+            out.extend_from_slice(&buf[..now]);
+            let extra = buf.len() > now;
+            left -= now as u64;
+            client.write_all(out).await?;
+            while left > 0 {
+                buf.clear();
+                buf.reserve(READ_CHUNK);
+                if upstream.read_buf(&mut buf).await? == 0 {
+                    return Err(premature());
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                client.write_all(&buf[..take]).await?;
+                left -= take as u64;
+                if buf.len() > take {
+                    return Ok(None);
+                }
+            }
+            Ok((reusable && !extra).then_some(upstream))
+        }
+        Framing::Chunked => {
+            let mut end = ChunkedEnd::default();
+            let mut first = true;
+            loop {
+                let found = end
+                    .scan(&buf)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let take = found.unwrap_or(buf.len());
+                if first {
+                    out.extend_from_slice(&buf[..take]);
+                    client.write_all(out).await?;
+                    first = false;
+                } else {
+                    client.write_all(&buf[..take]).await?;
+                }
+                if found.is_some() {
+                    return Ok((reusable && take == buf.len()).then_some(upstream));
+                }
+                buf.clear();
+                buf.reserve(READ_CHUNK);
+                if upstream.read_buf(&mut buf).await? == 0 {
+                    return Err(premature());
+                }
+            }
+        }
+        Framing::UntilClose => {
+            out.extend_from_slice(&buf);
+            client.write_all(out).await?;
+            loop {
+                buf.clear();
+                buf.reserve(READ_CHUNK);
+                if upstream.read_buf(&mut buf).await? == 0 {
+                    return Ok(None);
+                }
+                client.write_all(&buf).await?;
+            }
+        }
+    }
+}
+
+/// Answer with the failure's status and short body.
+async fn write_error(
+    client: &mut TcpStream,
+    out: &mut BytesMut,
+    e: &ProxyError,
+    close: bool,
+) -> Next {
+    use std::fmt::Write;
+    let status = e.status();
+    let body = e.body_text();
+    out.clear();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-shoal-error: {}\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        e.reason(),
+        body.len()
+    );
+    if let Some(secs) = e.retry_after() {
+        let _ = write!(head, "retry-after: {secs}\r\n");
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+    match client.write_all(out).await {
+        Ok(()) if !close => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// A request as the relay sends it: its bytes, ready to write to any replica.
+struct RelayExchange {
+    request: Bytes,
+    idempotent: bool,
+    head_request: bool,
+}
+
+/// A replica's response head, with the connection and the bytes read so far.
+pub(crate) struct RelayResponse {
+    upstream: TcpStream,
+    /// The head, and whatever of the body came with it.
+    buf: BytesMut,
+    head: ResponseHead,
+}
+
+impl Exchange for RelayExchange {
+    type Request = Bytes;
+    type Response = RelayResponse;
+
+    fn next_request(&mut self, _keep_copy: bool) -> Option<Bytes> {
+        Some(self.request.clone())
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn status(response: &RelayResponse) -> u16 {
+        response.head.status
+    }
+
+    fn send(
+        &self,
+        upstreams: Arc<Upstreams>,
+        backend: Arc<Backend>,
+        req: Bytes,
+    ) -> impl Future<Output = Result<RelayResponse, TryError<Bytes>>> + Send + 'static {
+        relay_try(upstreams, backend, req, self.idempotent, self.head_request)
+    }
+}
+
+/// One try: write the request, read the response head.
+async fn relay_try(
+    upstreams: Arc<Upstreams>,
+    backend: Arc<Backend>,
+    req: Bytes,
+    idempotent: bool,
+    head_request: bool,
+) -> Result<RelayResponse, TryError<Bytes>> {
+    let (mut upstream, pooled) = match upstreams.checkout_socket(backend.addr()).await {
+        Ok(pair) => pair,
+        Err(e) => return Err(TryError::Connect(e, req)),
+    };
+    if let Err(e) = upstream.write_all(&req).await {
+        // A pooled connection the replica had closed: the request did not get through.
+        return Err(if pooled {
+            TryError::Unsent(req)
+        } else {
+            TryError::Sent(Box::new(e))
+        });
+    }
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let read = upstream.read_buf(&mut buf).await;
+        match read {
+            Ok(n) if n > 0 => {}
+            // A pooled connection closed as our request arrived (the replica's idle timeout
+            // raced us): nothing was answered. Safe to send again where a repeat is.
+            _ if pooled && buf.is_empty() && idempotent => return Err(TryError::Unsent(req)),
+            Ok(_) => {
+                return Err(TryError::Sent(
+                    "the replica closed the connection before responding".into(),
+                ));
+            }
+            Err(e) => return Err(TryError::Sent(Box::new(e))),
+        }
+        loop {
+            match wire::parse_response(&buf, head_request) {
+                Ok(None) => break,
+                Err(e) => return Err(TryError::Sent(e.into())),
+                Ok(Some(head)) if head.status == 101 => {
+                    return Err(TryError::Sent(
+                        "the replica switched protocols on a request that did not ask to".into(),
+                    ));
+                }
+                // Interim responses (100 Continue, 103 Early Hints) are dropped, as hyper's
+                // client does; the final response follows.
+                Ok(Some(head)) if head.status < 200 => buf.advance(head.len),
+                Ok(Some(head)) => {
+                    return Ok(RelayResponse {
+                        upstream,
+                        buf,
+                        head,
+                    });
+                }
+            }
+        }
+    }
+}

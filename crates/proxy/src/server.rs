@@ -217,7 +217,8 @@ impl Connection {
         )
         .await;
         if let relay::End::HandOff(read, stream) = relayed {
-            self.serve_full(Rewind::new(read, stream)).await;
+            // Boxed: most connections never get here, and need not carry its state.
+            Box::pin(self.serve_full(Rewind::new(read, stream))).await;
         }
     }
 

@@ -155,10 +155,9 @@ impl Upstreams {
                 let mut idle = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
                 idle.get_mut(addr).and_then(Vec::pop)
             };
+            // Too old ones are the sweeper's (within half the idle timeout); one a replica
+            // closed meanwhile is caught here or, after sending, by the tries.
             let Some(entry) = popped else { break };
-            if entry.since.elapsed() >= self.settings.idle_timeout {
-                continue;
-            }
             // Nothing may be readable on an idle connection: end of stream means the replica
             // closed it. No system call unless the socket was reported readable.
             let mut probe = [0u8; 1];

@@ -39,7 +39,9 @@ use wire::{ChunkedEnd, ClientRequest, Framing, Parsed, ResponseHead};
 /// Longest request body the relay carries (held in memory, so that a retry can resend it);
 /// longer ones are streamed by the full stack.
 const MAX_BODY: usize = 64 * 1024;
-/// Room reserved before each read from a replica.
+/// Room for a replica's response head (and a small body with it).
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Room reserved before each read of a longer body.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// How a client connection left the relay.
@@ -67,22 +69,36 @@ pub(crate) async fn serve(
 ) -> End {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(1024);
-    let idle = tokio::time::sleep(client_idle);
+    // The idle timer is armed once and moved only when it fires early: resetting a timer
+    // for every request costs more than the request's own bookkeeping.
+    let mut last_active = Instant::now();
+    let idle = tokio::time::sleep_until(last_active + client_idle);
     tokio::pin!(idle);
     loop {
-        // A whole request head (and body), reading as needed; a quiet client is let go after
-        // `client_idle`, and an idle one at once on shutdown.
-        idle.as_mut().reset(Instant::now() + client_idle);
+        // A whole request head (and body), reading as needed; a client quiet for
+        // `client_idle` is let go, and an idle one at once on shutdown.
         let request = loop {
             match wire::parse_request(&mut buf, MAX_BODY) {
                 Parsed::Request(r) => break r,
                 Parsed::Other => return End::HandOff(buf.freeze(), stream),
+                Parsed::Malformed => {
+                    let e = ProxyError::BadRequest("malformed HTTP/1.1 request head".into());
+                    write_error(&mut stream, &mut out, &e, true).await;
+                    return End::Closed;
+                }
                 Parsed::Partial => {}
             }
+            make_room(&mut buf, HEAD_CHUNK);
             let read = tokio::select! {
                 biased;
                 read = stream.read_buf(&mut buf) => read,
-                () = &mut idle => return End::Closed,
+                () = &mut idle => {
+                    if last_active.elapsed() >= client_idle {
+                        return End::Closed;
+                    }
+                    idle.as_mut().reset(last_active + client_idle);
+                    continue;
+                }
                 _ = stopped.changed(), if buf.is_empty() => return End::Closed,
             };
             if !matches!(read, Ok(n) if n > 0) {
@@ -94,7 +110,13 @@ pub(crate) async fn serve(
             let read = tokio::select! {
                 biased;
                 read = stream.read_buf(&mut buf) => read,
-                () = &mut idle => return End::Closed,
+                () = &mut idle => {
+                    if last_active.elapsed() >= client_idle {
+                        return End::Closed;
+                    }
+                    idle.as_mut().reset(last_active + client_idle);
+                    continue;
+                }
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return End::Closed;
@@ -102,7 +124,7 @@ pub(crate) async fn serve(
         }
         let body = buf.split_to(request.body_len).freeze();
         let shutting_down = *stopped.borrow();
-        match exchange(
+        let next = exchange(
             gateway,
             info,
             &mut stream,
@@ -111,8 +133,9 @@ pub(crate) async fn serve(
             body,
             shutting_down,
         )
-        .await
-        {
+        .await;
+        last_active = Instant::now();
+        match next {
             Next::KeepAlive if !*stopped.borrow() => {}
             Next::KeepAlive | Next::Close => return End::Closed,
             Next::HandOff(mut prefix) => {
@@ -326,6 +349,14 @@ async fn relay_body(
     }
 }
 
+/// At least `room` bytes free at the end of `buf` for the next read (reclaiming the space of
+/// what was taken off its front when it can, rather than reading in dribs).
+fn make_room(buf: &mut BytesMut, room: usize) {
+    if buf.capacity() - buf.len() < room / 2 {
+        buf.reserve(room);
+    }
+}
+
 /// Answer with the failure's status and short body.
 async fn write_error(
     client: &mut TcpStream,
@@ -420,8 +451,9 @@ async fn relay_try(
             TryError::Sent(Box::new(e))
         });
     }
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(HEAD_CHUNK);
     loop {
+        make_room(&mut buf, HEAD_CHUNK);
         let read = upstream.read_buf(&mut buf).await;
         match read {
             Ok(n) if n > 0 => {}

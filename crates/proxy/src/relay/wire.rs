@@ -29,6 +29,8 @@ pub(crate) enum Parsed {
     Partial,
     /// Something the relay leaves to the full HTTP stack.
     Other,
+    /// Not HTTP: answered 400 and closed.
+    Malformed,
     /// A request the relay carries; its head has been taken off the buffer.
     Request(ClientRequest),
 }
@@ -54,7 +56,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
-        _ => return Parsed::Other,
+        // The full stack answers 431 for a head too large, and speaks HTTP/2.
+        Ok(httparse::Status::Partial) => return Parsed::Other,
+        Err(_) if h2_preface(buf) => return Parsed::Other,
+        Err(_) => return Parsed::Malformed,
     };
     if req.version != Some(1) {
         return Parsed::Other;
@@ -71,23 +76,28 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| (s.as_ptr() as usize - base)..(s.as_ptr() as usize - base + s.len());
     let target = offset(target.as_bytes());
-    let mut names = Vec::with_capacity(req.headers.len());
+    // Where each field's name and value are, to build the header map from the shared bytes
+    // once the head is split off (on the stack: no allocation).
+    const NO_SPAN: (Range<usize>, Range<usize>) = (0..0, 0..0);
+    let mut spans = [NO_SPAN; MAX_HEADERS];
+    let count = req.headers.len();
     let mut body_len: Option<usize> = None;
     let mut close = false;
-    for field in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-            return Parsed::Other;
-        };
-        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+    for (field, span) in req.headers.iter().zip(spans.iter_mut()) {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
             return Parsed::Other;
         }
-        if name == header::CONTENT_LENGTH {
+        if name.eq_ignore_ascii_case(b"content-length") {
             match (parse_length(field.value), body_len) {
                 (Some(n), None) => body_len = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Parsed::Other,
             }
-        } else if name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(field.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -96,7 +106,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
                 }
             }
         }
-        names.push((name, offset(field.value)));
+        *span = (offset(name), offset(field.value));
     }
     let body_len = body_len.unwrap_or(0);
     if body_len > max_body {
@@ -107,9 +117,13 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
         // Put the head back for the full stack to answer.
         return other_after_split(buf, raw);
     };
-    let mut headers = HeaderMap::with_capacity(names.len());
-    for (name, value) in names {
-        let Ok(value) = HeaderValue::from_maybe_shared(raw.slice(value)) else {
+    // Room for the forwarded headers the gateway adds.
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    for (name, value) in &spans[..count] {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&raw[name.clone()]),
+            HeaderValue::from_maybe_shared(raw.slice(value.clone())),
+        ) else {
             return other_after_split(buf, raw);
         };
         headers.append(name, value);
@@ -125,6 +139,13 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
         body_len,
         close,
     })
+}
+
+/// Whether `buf` starts like the HTTP/2 connection preface (`PRI * HTTP/2.0`…).
+fn h2_preface(buf: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = buf.len().min(PREFACE.len());
+    buf[..n] == PREFACE[..n]
 }
 
 fn other_after_split(buf: &mut BytesMut, head: Bytes) -> Parsed {
@@ -434,5 +455,235 @@ impl ChunkedEnd {
             i += 1;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(text);
+        (parse_request(&mut buf, 64 * 1024), buf)
+    }
+
+    #[test]
+    fn plain_requests_are_parsed_and_split_off() {
+        let (parsed, rest) = parse(
+            b"POST /a/b?x=1 HTTP/1.1\r\nHost: h.test\r\nContent-Length: 3\r\nX-Many: 1\r\nx-many: 2\r\n\r\nabcGET",
+        );
+        let Parsed::Request(r) = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(r.parts.method, Method::POST);
+        assert_eq!(r.parts.uri.path(), "/a/b");
+        assert_eq!(r.parts.uri.query(), Some("x=1"));
+        assert_eq!(r.parts.headers["host"], "h.test");
+        assert_eq!(r.parts.headers.get_all("x-many").iter().count(), 2);
+        assert_eq!(r.body_len, 3);
+        assert!(!r.close);
+        assert_eq!(
+            &rest[..],
+            b"abcGET",
+            "body and what follows stay in the buffer"
+        );
+    }
+
+    #[test]
+    fn unusual_requests_are_left_to_the_full_stack() {
+        for text in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET http://other.test/ HTTP/1.1\r\n\r\n",
+            b"CONNECT other.test:443 HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            let (parsed, rest) = parse(text);
+            assert!(
+                matches!(parsed, Parsed::Other),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(&rest[..], text, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn partial_and_malformed_heads() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost: a").0,
+            Parsed::Partial
+        ));
+        assert!(matches!(
+            parse(b"NOT HTTP AT ALL\r\n\r\n").0,
+            Parsed::Malformed
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").0,
+            Parsed::Malformed
+        ));
+        let (close, _) = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
+        assert!(matches!(close, Parsed::Request(r) if r.close));
+    }
+
+    #[test]
+    fn requests_are_written_with_their_headers_and_body() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("h.test"));
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let mut out = BytesMut::new();
+        write_request(
+            &mut out,
+            &Method::PUT,
+            &PathAndQuery::from_static("/p?q"),
+            &headers,
+            b"body",
+        );
+        assert_eq!(
+            &out[..],
+            b"PUT /p?q HTTP/1.1\r\nhost: h.test\r\nx-a: 1\r\nx-a: 2\r\n\r\nbody"
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let framing = |text: &[u8], head: bool| {
+            parse_response(text, head)
+                .unwrap()
+                .map(|h| (h.framing, h.reusable))
+        };
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(framing(ok, false), Some((Framing::Length(5), true)));
+        assert_eq!(framing(ok, true), Some((Framing::Empty, true)), "HEAD");
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            Some((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
+            Some((Framing::UntilClose, false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            Some((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(0), false))
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            Some((Framing::Length(0), false)),
+            "HTTP/1.0 closes unless it says keep-alive"
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(0), true))
+        );
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\nContent-Le", false), None);
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(parse_response(b"SMTP ready\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn response_heads_are_rewritten_for_the_client() {
+        let text = b"HTTP/1.1 201 Made It\r\nConnection: x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nX-Shoal-Replica: spoofed\r\nServer: app\r\nX-Drop: 1\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(text, false).unwrap().unwrap();
+        let rules = shoal_config::HeaderRules {
+            response_remove: vec![HeaderName::from_static("x-drop")],
+            response_set: vec![(
+                HeaderName::from_static("server"),
+                HeaderValue::from_static("shoal"),
+            )],
+            ..Default::default()
+        };
+        let extras = [
+            (
+                HeaderName::from_static("x-shoal-replica"),
+                HeaderValue::from_static("web/1"),
+            ),
+            (header::SET_COOKIE, HeaderValue::from_static("sid=1")),
+        ];
+        let mut out = BytesMut::new();
+        write_response_head(
+            &mut out,
+            text,
+            &head,
+            &[Middleware::Headers(rules)],
+            &extras,
+            true,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 201 Made It\r\ncontent-length: 0\r\nserver: shoal\r\nx-shoal-replica: web/1\r\nset-cookie: sid=1\r\nconnection: close\r\n\r\n"
+                .replace("content-length", "Content-Length")
+        );
+    }
+
+    /// A chunked body with `sizes`, extensions and trailers.
+    fn chunked(sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            if i % 2 == 0 {
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            } else {
+                out.extend_from_slice(format!("{n:X};ext=\"v\"\r\n").as_bytes());
+            }
+            out.extend(std::iter::repeat_n(b'd', n));
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\nX-Trailer: a\r\nX-More: b\r\n\r\n");
+        out
+    }
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_however_it_is_split() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let sizes: Vec<usize> = (0..rng.usize(0..6)).map(|_| rng.usize(1..300)).collect();
+            let body = chunked(&sizes);
+            let mut wire = body.clone();
+            wire.extend_from_slice(b"HTTP/1.1 next");
+            let mut end = ChunkedEnd::default();
+            let mut at = 0;
+            let found = loop {
+                let step = rng.usize(1..40).min(wire.len() - at);
+                if let Some(n) = end.scan(&wire[at..at + step]).unwrap() {
+                    break at + n;
+                }
+                at += step;
+                assert!(at < wire.len(), "end not found in {sizes:?}");
+            };
+            assert_eq!(found, body.len(), "sizes {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        for bad in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"0\r\n\r\r"] {
+            let mut end = ChunkedEnd::default();
+            assert!(end.scan(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -582,8 +582,8 @@ pub(crate) fn prepare(
 /// whether it is a breaker trial (for [`record_breaker`]).
 pub(crate) async fn admit(service: &ServiceHandle) -> Result<(Instant, bool), ProxyError> {
     // A service at zero replicas that can wake: hold the request while it starts.
-    if let Some(activator) = service.activator.load_full()
-        && service.balancer.backends().is_empty()
+    if service.balancer.backends().is_empty()
+        && let Some(activator) = service.activator.load_full()
     {
         let has_endpoint = || !service.balancer.backends().is_empty();
         activator

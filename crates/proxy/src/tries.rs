@@ -37,6 +37,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use shoal_balance::{Backend, Pick, PickContext};
 use shoal_config::{Balance, HashOn, PerTryTimeout, Retry};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};
@@ -319,10 +320,10 @@ impl Outbound<'_> {
             exchange,
             key,
             resend_after_send,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             started: 0,
             last_error: None,
-            in_flight: Vec::with_capacity(1),
+            in_flight: SmallVec::new(),
             latest: None,
             fallback: None,
         };
@@ -385,12 +386,12 @@ struct Tries<'s, 'a, X: Exchange> {
     /// The request may be sent again after a replica saw it.
     resend_after_send: bool,
     /// Keys of backends tried (excluded from later picks).
-    tried: Vec<Arc<str>>,
+    tried: SmallVec<[Arc<str>; 2]>,
     /// Tries started.
     started: u32,
     last_error: Option<ProxyError>,
     /// Tries running (usually one; a hedge adds one). Polled in turn by `next_settled`.
-    in_flight: Vec<BoxFuture<'static, Settled<X>>>,
+    in_flight: SmallVec<[BoxFuture<'static, Settled<X>>; 2]>,
     /// The backend and start of the latest try: the one a hedge would back up.
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.

@@ -39,6 +39,8 @@ use wire::{ChunkedEnd, ClientRequest, Framing, Parsed, ResponseHead};
 /// Longest request body the relay carries (held in memory, so that a retry can resend it);
 /// longer ones are streamed by the full stack.
 const MAX_BODY: usize = 64 * 1024;
+/// Room for a client's request head: most fit; a longer one grows the buffer.
+const REQUEST_CHUNK: usize = 2 * 1024;
 /// Room for a replica's response head (and a small body with it).
 const HEAD_CHUNK: usize = 4 * 1024;
 /// Room reserved before each read of a longer body.
@@ -67,13 +69,20 @@ pub(crate) async fn serve(
     client_idle: Duration,
     stopped: &mut watch::Receiver<bool>,
 ) -> End {
-    let mut buf = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(REQUEST_CHUNK);
+    let mut out = BytesMut::with_capacity(512);
     // The idle timer is armed once and moved only when it fires early: resetting a timer
     // for every request costs more than the request's own bookkeeping.
     let mut last_active = Instant::now();
     let idle = tokio::time::sleep_until(last_active + client_idle);
     tokio::pin!(idle);
+    // One wait for shutdown for the connection's whole life: making and dropping one per
+    // request costs a lock on a list every connection is in.
+    let mut stopping = stopped.clone();
+    let stop = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stop);
     loop {
         // A whole request head (and body), reading as needed; a client quiet for
         // `client_idle` is let go, and an idle one at once on shutdown.
@@ -88,7 +97,7 @@ pub(crate) async fn serve(
                 }
                 Parsed::Partial => {}
             }
-            make_room(&mut buf, HEAD_CHUNK);
+            make_room(&mut buf, REQUEST_CHUNK);
             let read = tokio::select! {
                 biased;
                 read = stream.read_buf(&mut buf) => read,
@@ -99,7 +108,7 @@ pub(crate) async fn serve(
                     idle.as_mut().reset(last_active + client_idle);
                     continue;
                 }
-                _ = stopped.changed(), if buf.is_empty() => return End::Closed,
+                () = &mut stop, if buf.is_empty() => return End::Closed,
             };
             if !matches!(read, Ok(n) if n > 0) {
                 return End::Closed;

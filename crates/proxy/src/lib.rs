@@ -25,6 +25,12 @@ mod latency;
 mod metrics;
 mod middleware;
 mod relay;
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::relay::wire::check_parsers as relay_wire;
+}
 mod server;
 mod table;
 mod tries;

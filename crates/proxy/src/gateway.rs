@@ -397,7 +397,7 @@ impl Gateway {
         let h2c = service.protocol() == Protocol::H2c;
         let path_and_query = prepare(route, &mut parts, host_header, client_ip, upgrade, h2c)?;
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
-        let (now, trial) = admit(service).await?;
+        let (now, trial) = admit(service, Instant::now()).await?;
         let retry = &route.retry;
         let idempotent =
             !upgrade && (retry.non_idempotent || is_idempotent(&parts.method, &parts.headers));
@@ -416,6 +416,7 @@ impl Gateway {
             service,
             retry,
             response_header_timeout: table.settings.response_header_timeout,
+            start: now,
         }
         .run(exchange, idempotent, &key)
         .await;
@@ -514,6 +515,11 @@ pub(crate) struct Begun<'t> {
 }
 
 impl Begun<'_> {
+    /// When the request's head was in hand.
+    pub(crate) fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Whether [`Gateway::finish`] wants to know the replica (for the access log).
     pub(crate) fn logged_wanted(&self) -> bool {
         self.logged.is_some()
@@ -579,8 +585,11 @@ pub(crate) fn prepare(
 
 /// Let a request through to `service`: hold it while a service at zero wakes, ask the
 /// circuit breaker, count it for the retry budget. Returns when it was let through and
-/// whether it is a breaker trial (for [`record_breaker`]).
-pub(crate) async fn admit(service: &ServiceHandle) -> Result<(Instant, bool), ProxyError> {
+/// whether it is a breaker trial (for [`record_breaker`]). `now`: the request's start.
+pub(crate) async fn admit(
+    service: &ServiceHandle,
+    mut now: Instant,
+) -> Result<(Instant, bool), ProxyError> {
     // A service at zero replicas that can wake: hold the request while it starts.
     if service.balancer.backends().is_empty()
         && let Some(activator) = service.activator.load_full()
@@ -598,8 +607,8 @@ pub(crate) async fn admit(service: &ServiceHandle) -> Result<(Instant, bool), Pr
                     }
                 },
             })?;
+        now = Instant::now();
     }
-    let now = Instant::now();
     let trial = match service.breaker.as_ref().map(|b| b.admit(now)) {
         None => false,
         Some(Admission::Allowed { trial }) => trial,

@@ -294,6 +294,9 @@ pub(crate) struct Outbound<'a> {
     pub(crate) retry: &'a Retry,
     /// Overall bound on waiting for response headers.
     pub(crate) response_header_timeout: Duration,
+    /// When the request was let through (from [`crate::gateway::admit`]): the first try's
+    /// start, without another clock read.
+    pub(crate) start: Instant,
 }
 
 impl Outbound<'_> {
@@ -307,7 +310,7 @@ impl Outbound<'_> {
     ) -> Result<Answer<X::Response>, ProxyError> {
         let service = self.service;
         let retry = self.retry;
-        let start = Instant::now();
+        let start = self.start;
         let resend_after_send = idempotent && retry.attempts > 1 && exchange.replayable();
         let per_try = match retry.per_try_timeout {
             _ if !resend_after_send => None,
@@ -326,6 +329,7 @@ impl Outbound<'_> {
             in_flight: SmallVec::new(),
             latest: None,
             fallback: None,
+            first_at: Some(start),
         };
         let deadline = start + self.response_header_timeout;
         let first = state
@@ -396,6 +400,8 @@ struct Tries<'s, 'a, X: Exchange> {
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.
     fallback: Option<Answer<X::Response>>,
+    /// The first try's start, until it is launched.
+    first_at: Option<Instant>,
 }
 
 /// A finished try: its pick, when it started, and how it went.
@@ -444,7 +450,7 @@ impl<X: Exchange> Tries<'_, '_, X> {
     fn launch_on(&mut self, pick: Pick, req: X::Request) {
         self.started += 1;
         self.tried.push(Arc::clone(pick.backend().key_shared()));
-        let now = Instant::now();
+        let now = self.first_at.take().unwrap_or_else(Instant::now);
         self.latest = Some((Arc::clone(pick.backend()), now));
         let sending = self.exchange.send(
             Arc::clone(self.send.upstreams),

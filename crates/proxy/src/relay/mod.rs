@@ -196,7 +196,7 @@ async fn exchange(
     let host = begun.host_header.clone();
     let sent = async {
         let path_and_query = prepare(route, &mut parts, host, begun.client_ip, false, false)?;
-        let (since, trial) = admit(service).await?;
+        let (since, trial) = admit(service, begun.started()).await?;
         let retry = &route.retry;
         let idempotent = retry.non_idempotent || is_idempotent(&parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, begun.client_ip);
@@ -213,6 +213,7 @@ async fn exchange(
             service,
             retry,
             response_header_timeout: table.settings.response_header_timeout,
+            start: since,
         }
         .run(
             RelayExchange {

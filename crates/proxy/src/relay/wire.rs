@@ -5,6 +5,7 @@
 //! Anything unusual is not handled here but recognised and handed to the full HTTP stack
 //! ([`Parsed::Other`]): HTTP/1.0, the HTTP/2 preface, upgrades, `Expect`, chunked or large
 //! request bodies, absolute-form targets, and heads that do not parse.
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -51,9 +52,10 @@ pub(crate) struct ClientRequest {
 /// Parse a request head at the start of `buf`. On success the head is split off `buf`;
 /// the body, if any, follows in it. Bodies over `max_body` bytes are left to the full stack.
 pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+    // Uninitialised slots: filling 100 empty headers first costs more than parsing.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
         // The full stack answers 431 for a head too large, and speaks HTTP/2.
@@ -77,8 +79,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
     let target = offset(target.as_bytes());
     // Where each field's name and value are, to build the header map from the shared bytes
     // once the head is split off (on the stack: no allocation).
-    const NO_SPAN: (Range<usize>, Range<usize>) = (0..0, 0..0);
-    let mut spans = [NO_SPAN; MAX_HEADERS];
+    let mut spans = [Span::default(); MAX_HEADERS];
     let count = req.headers.len();
     let mut body_len: Option<usize> = None;
     let mut close = false;
@@ -105,7 +106,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
                 }
             }
         }
-        *span = (offset(name), offset(field.value));
+        *span = Span::of(offset(name), offset(field.value));
     }
     let body_len = body_len.unwrap_or(0);
     if body_len > max_body {
@@ -118,10 +119,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
     };
     // Room for the forwarded headers the gateway adds.
     let mut headers = HeaderMap::with_capacity(count + 4);
-    for (name, value) in &spans[..count] {
+    for span in &spans[..count] {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&raw[name.clone()]),
-            HeaderValue::from_maybe_shared(raw.slice(value.clone())),
+            HeaderName::from_bytes(&raw[span.name()]),
+            HeaderValue::from_maybe_shared(raw.slice(span.value())),
         ) else {
             return other_after_split(buf, raw);
         };
@@ -156,6 +157,32 @@ fn h2_preface(buf: &[u8]) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let n = buf.len().min(PREFACE.len());
     buf[..n] == PREFACE[..n]
+}
+
+/// Where one header field's name and value are in a request head (heads are at most a
+/// few hundred KiB: `u32` offsets, half the stack of `Range<usize>`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    fn of(name: Range<usize>, value: Range<usize>) -> Span {
+        let pair = |r: Range<usize>| (r.start as u32, r.end as u32);
+        Span {
+            name: pair(name),
+            value: pair(value),
+        }
+    }
+
+    fn name(&self) -> Range<usize> {
+        self.name.0 as usize..self.name.1 as usize
+    }
+
+    fn value(&self) -> Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
 }
 
 fn other_after_split(buf: &mut BytesMut, head: Bytes) -> Parsed {
@@ -238,9 +265,13 @@ pub(crate) fn parse_response(
     buf: &[u8],
     head_request: bool,
 ) -> Result<Option<ResponseHead>, &'static str> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => return Err("response head too large"),

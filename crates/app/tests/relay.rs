@@ -16,6 +16,8 @@ use tokio::time::timeout;
 struct RawReplica {
     url: String,
     connections: Arc<AtomicUsize>,
+    /// Connections the gateway closed while a `/hang` request waited for its answer.
+    abandoned: Arc<AtomicUsize>,
 }
 
 /// What the replica does after answering.
@@ -31,18 +33,27 @@ impl RawReplica {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
+        let abandoned = Arc::new(AtomicUsize::new(0));
+        let (counted, hung_up) = (connections.clone(), abandoned.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(replica_connection(stream, after));
+                tokio::spawn(replica_connection(stream, after, hung_up.clone()));
             }
         });
-        RawReplica { url, connections }
+        RawReplica {
+            url,
+            connections,
+            abandoned,
+        }
     }
 }
 
-async fn replica_connection(mut stream: TcpStream, after: AfterAnswer) {
+async fn replica_connection(
+    mut stream: TcpStream,
+    after: AfterAnswer,
+    abandoned: Arc<AtomicUsize>,
+) {
     let mut buf = Vec::new();
     loop {
         let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
@@ -66,6 +77,13 @@ async fn replica_connection(mut stream: TcpStream, after: AfterAnswer) {
                 return;
             }
             "/no-content" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+            "/hang" => {
+                // Never answer; note when the gateway gives up the connection.
+                let mut rest = [0u8; 64];
+                while matches!(stream.read(&mut rest).await, Ok(n) if n > 0) {}
+                abandoned.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
             "/early-hints" => vec![
                 b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n".to_vec(),
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
@@ -531,4 +549,29 @@ async fn shutdown_closes_idle_relay_connections_and_finishes_busy_ones() {
         .await
         .expect("shutdown finished")
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_abandons_its_request() {
+    let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
+    let gw = gateway_to(&replica).await;
+    let mut client = RawClient::connect(&gw).await;
+    client.send(&GET("/hang")).await;
+    shoal_test_support::eventually(DEADLINE, || async {
+        match replica.connections.load(Ordering::SeqCst) {
+            1 => Ok(()),
+            n => Err(format!("{n} upstream connections")),
+        }
+    })
+    .await;
+    assert_eq!(replica.abandoned.load(Ordering::SeqCst), 0);
+    drop(client);
+    // The replica hears of it long before the 30 s response-header timeout.
+    shoal_test_support::eventually(DEADLINE, || async {
+        match replica.abandoned.load(Ordering::SeqCst) {
+            1 => Ok(()),
+            n => Err(format!("{n} abandoned upstream connections")),
+        }
+    })
+    .await;
 }

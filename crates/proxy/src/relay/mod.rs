@@ -136,8 +136,11 @@ pub(crate) async fn serve(
         let next = exchange(
             gateway,
             info,
-            &mut stream,
-            &mut out,
+            Client {
+                stream: &mut stream,
+                out: &mut out,
+                pending: &mut buf,
+            },
             request,
             body,
             shutting_down,
@@ -160,16 +163,30 @@ pub(crate) async fn serve(
     }
 }
 
+/// The client's side of an exchange.
+struct Client<'c> {
+    stream: &'c mut TcpStream,
+    /// Where the response head is written.
+    out: &'c mut BytesMut,
+    /// What the client sent after this request (pipelined requests), read while the
+    /// replica works so that a client that goes away is noticed.
+    pending: &'c mut BytesMut,
+}
+
 /// One request: route, send, relay the response.
 async fn exchange(
     gateway: &Gateway,
     info: &ConnInfo,
-    client: &mut TcpStream,
-    out: &mut BytesMut,
+    client: Client<'_>,
     request: ClientRequest,
     body: Bytes,
     shutting_down: bool,
 ) -> Next {
+    let Client {
+        stream: client,
+        out,
+        pending,
+    } = client;
     let ClientRequest {
         mut parts,
         raw,
@@ -234,8 +251,18 @@ async fn exchange(
                 .and_then(|a| StatusCode::from_u16(a.response.head.status).ok()),
         );
         sent
-    }
-    .await;
+    };
+    // Waiting for the replica, also watch the client: one that closes its connection has
+    // given up, and its request is abandoned (the replica's connection is closed, which
+    // tells it too), as nginx does (logged as 499).
+    let sent = tokio::select! {
+        biased;
+        sent = sent => sent,
+        () = client_gone(client, pending) => {
+            gateway.finish(begun, info, CLIENT_CLOSED, None, None);
+            return Next::Close;
+        }
+    };
     let Answer { pick, response } = match sent {
         Ok(answer) => answer,
         Err(e) => {
@@ -278,6 +305,32 @@ async fn exchange(
     }
     drop(pick);
     if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// Status recorded for a request whose client went away before the answer (nginx's).
+const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// Returns when the client closes its connection (or it fails). Bytes it sends meanwhile
+/// (pipelined requests) are kept in `pending`, up to a head's worth; then it stops looking.
+async fn client_gone(client: &TcpStream, pending: &mut BytesMut) {
+    loop {
+        // `poll_read_ready` keeps one waker in the socket's reader slot: cheaper than a
+        // `readable()` future, which joins and leaves a list of waiters every request.
+        let ready = std::future::poll_fn(|cx| client.poll_read_ready(cx));
+        if pending.len() >= wire::MAX_HEAD || ready.await.is_err() {
+            return std::future::pending().await;
+        }
+        make_room(pending, REQUEST_CHUNK);
+        match client.try_read_buf(pending) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Send the response head in `out` and the body after it, as framed. Returns the upstream

@@ -309,20 +309,30 @@ async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     .await
 }
 
-#[tokio::test]
-async fn json_access_log_has_a_line_per_request() {
-    let backends = Backends::start(2).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let gw = stack(&backends)
+/// A gateway logging in `format` to `path`, after `known_traffic`, and the 13 lines logged.
+async fn logged_traffic(
+    backends: &Backends,
+    format: &str,
+    path: &std::path::Path,
+) -> (TestGateway, Vec<String>) {
+    let gw = stack(backends)
         .top(&format!(
-            "access_log: {{ format: json, path: '{}' }}",
+            "access_log: {{ format: {format}, path: '{}' }}",
             path.display()
         ))
         .start()
         .await;
     known_traffic(&gw).await;
-    let lines = log_lines(&path, 13).await;
+    let lines = log_lines(path, 13).await;
+    (gw, lines)
+}
+
+#[tokio::test]
+async fn json_access_log_has_a_line_per_request() {
+    let backends = Backends::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (gw, lines) = logged_traffic(&backends, "json", &path).await;
     assert_eq!(lines.len(), 13);
     let entries: Vec<serde_json::Value> = lines
         .iter()
@@ -365,15 +375,7 @@ async fn common_access_log_has_a_line_per_request() {
     let backends = Backends::start(1).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs/access.log");
-    let gw = stack(&backends)
-        .top(&format!(
-            "access_log: {{ format: common, path: '{}' }}",
-            path.display()
-        ))
-        .start()
-        .await;
-    known_traffic(&gw).await;
-    let lines = log_lines(&path, 13).await;
+    let (gw, lines) = logged_traffic(&backends, "common", &path).await;
     assert_eq!(lines.len(), 13);
     let url = backends[0].url();
     // 127.0.0.1 - - [23/Nov/2026:17:00:00 +0000] "GET /api/whoami HTTP/1.1" 200 … 1 "api" "web" "URL" 0ms

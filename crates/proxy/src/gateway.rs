@@ -399,8 +399,7 @@ impl Gateway {
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
         let (now, trial) = admit(service, Instant::now()).await?;
         let retry = &route.retry;
-        let idempotent =
-            !upgrade && (retry.non_idempotent || is_idempotent(&parts.method, &parts.headers));
+        let idempotent = !upgrade && is_idempotent(retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, client_ip);
         let exchange = HyperExchange::new(
             parts.method,
@@ -411,15 +410,9 @@ impl Gateway {
             (idempotent && retry.attempts > 1).then_some(retry.max_replay_body),
         )
         .await?;
-        let sent = Outbound {
-            upstreams: &table.upstreams,
-            service,
-            retry,
-            response_header_timeout: table.settings.response_header_timeout,
-            start: now,
-        }
-        .run(exchange, idempotent, &key)
-        .await;
+        let sent = Outbound::new(table, route, now)
+            .run(exchange, idempotent, &key)
+            .await;
         record_breaker(
             service,
             trial,

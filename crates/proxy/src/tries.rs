@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
 use crate::health::{Outcome, ms_at};
-use crate::table::ServiceHandle;
+use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::upstream::{Conn, ConnectError, Upstreams};
 
 /// A response with the pick that served it.
@@ -60,9 +60,10 @@ fn idempotent_method(m: &Method) -> bool {
     )
 }
 
-/// Whether a request may be sent again after a replica may have seen it.
-pub(crate) fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
-    idempotent_method(method) || headers.contains_key("idempotency-key")
+/// Whether a request may be sent again after a replica may have seen it: its method is
+/// idempotent, it carries an `Idempotency-Key`, or the route retries any request.
+pub(crate) fn is_idempotent(retry: &Retry, method: &Method, headers: &HeaderMap) -> bool {
+    retry.non_idempotent || idempotent_method(method) || headers.contains_key("idempotency-key")
 }
 
 /// How a try failed.
@@ -299,7 +300,18 @@ pub(crate) struct Outbound<'a> {
     pub(crate) start: Instant,
 }
 
-impl Outbound<'_> {
+impl<'a> Outbound<'a> {
+    /// Sending on `route` of `table`, for a request let through at `start`.
+    pub(crate) fn new(table: &'a RoutingTable, route: &'a CompiledRoute, start: Instant) -> Self {
+        Outbound {
+            upstreams: &table.upstreams,
+            service: &route.service,
+            retry: &route.retry,
+            response_header_timeout: table.settings.response_header_timeout,
+            start,
+        }
+    }
+
     /// Send the request, trying again as the module docs say; the first usable answer.
     /// `idempotent`: the request may reach a replica twice (see [`is_idempotent`]).
     pub(crate) async fn run<X: Exchange>(
@@ -329,7 +341,6 @@ impl Outbound<'_> {
             in_flight: SmallVec::new(),
             latest: None,
             fallback: None,
-            first_at: Some(start),
         };
         let deadline = start + self.response_header_timeout;
         let first = state
@@ -400,8 +411,6 @@ struct Tries<'s, 'a, X: Exchange> {
     latest: Option<(Arc<Backend>, Instant)>,
     /// A retryable answer (e.g. a 503) kept in case no other try does better.
     fallback: Option<Answer<X::Response>>,
-    /// The first try's start, until it is launched.
-    first_at: Option<Instant>,
 }
 
 /// A finished try: its pick, when it started, and how it went.
@@ -448,9 +457,14 @@ impl<X: Exchange> Tries<'_, '_, X> {
     }
 
     fn launch_on(&mut self, pick: Pick, req: X::Request) {
+        // The first try starts when the request was let through: no other clock read.
+        let now = if self.started == 0 {
+            self.send.start
+        } else {
+            Instant::now()
+        };
         self.started += 1;
         self.tried.push(Arc::clone(pick.backend().key_shared()));
-        let now = self.first_at.take().unwrap_or_else(Instant::now);
         self.latest = Some((Arc::clone(pick.backend()), now));
         let sending = self.exchange.send(
             Arc::clone(self.send.upstreams),

@@ -14,6 +14,7 @@
 //! connection, with the bytes already read, is handed to the full HTTP stack (hyper) for the
 //! rest of its life. So every request is served; the relay only decides how fast.
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use shoal_config::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::ProxyError;
 use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
@@ -71,8 +72,8 @@ pub(crate) async fn serve(
 ) -> End {
     let mut buf = BytesMut::with_capacity(REQUEST_CHUNK);
     let mut out = BytesMut::with_capacity(512);
-    // The idle timer is armed once and moved only when it fires early: resetting a timer
-    // for every request costs more than the request's own bookkeeping.
+    // The idle timer is armed once and moved only when it fires early (in `read_more`):
+    // resetting a timer for every request costs more than the request's own bookkeeping.
     let mut last_active = Instant::now();
     let idle = tokio::time::sleep_until(last_active + client_idle);
     tokio::pin!(idle);
@@ -83,6 +84,7 @@ pub(crate) async fn serve(
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     tokio::pin!(stop);
+    let mut stop: Pin<&mut (dyn Future<Output = ()> + Send)> = stop;
     loop {
         // A whole request head (and body), reading as needed; a client quiet for
         // `client_idle` is let go, and an idle one at once on shutdown.
@@ -98,36 +100,33 @@ pub(crate) async fn serve(
                 Parsed::Partial => {}
             }
             make_room(&mut buf, REQUEST_CHUNK);
-            let read = tokio::select! {
-                biased;
-                read = stream.read_buf(&mut buf) => read,
-                () = &mut idle => {
-                    if last_active.elapsed() >= client_idle {
-                        return End::Closed;
-                    }
-                    idle.as_mut().reset(last_active + client_idle);
-                    continue;
-                }
-                () = &mut stop, if buf.is_empty() => return End::Closed,
-            };
-            if !matches!(read, Ok(n) if n > 0) {
+            // Between requests a shutdown closes the connection; within one it waits.
+            let stop = buf.is_empty().then_some(stop.as_mut());
+            if !read_more(
+                &mut stream,
+                &mut buf,
+                idle.as_mut(),
+                last_active,
+                client_idle,
+                stop,
+            )
+            .await
+            {
                 return End::Closed;
             }
         };
         while buf.len() < request.body_len {
             buf.reserve(request.body_len - buf.len());
-            let read = tokio::select! {
-                biased;
-                read = stream.read_buf(&mut buf) => read,
-                () = &mut idle => {
-                    if last_active.elapsed() >= client_idle {
-                        return End::Closed;
-                    }
-                    idle.as_mut().reset(last_active + client_idle);
-                    continue;
-                }
-            };
-            if !matches!(read, Ok(n) if n > 0) {
+            if !read_more(
+                &mut stream,
+                &mut buf,
+                idle.as_mut(),
+                last_active,
+                client_idle,
+                None,
+            )
+            .await
+            {
                 return End::Closed;
             }
         }
@@ -173,6 +172,37 @@ struct Client<'c> {
     pending: &'c mut BytesMut,
 }
 
+/// Read more of the client's bytes into `buf`. `false`: the connection is over — the client
+/// closed it or was quiet for `client_idle` since `last_active`, or `stop` (shutdown) came.
+async fn read_more<'s>(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut idle: Pin<&mut Sleep>,
+    last_active: Instant,
+    client_idle: Duration,
+    mut stop: Option<Pin<&mut (dyn Future<Output = ()> + Send + 's)>>,
+) -> bool {
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => return matches!(read, Ok(n) if n > 0),
+            () = &mut idle => {
+                if last_active.elapsed() >= client_idle {
+                    return false;
+                }
+                // The timer is armed once per connection and moved only when it fires early.
+                idle.as_mut().reset(last_active + client_idle);
+            }
+            () = async {
+                match stop.as_mut() {
+                    Some(stop) => stop.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => return false,
+        }
+    }
+}
+
 /// One request: route, send, relay the response.
 async fn exchange(
     gateway: &Gateway,
@@ -214,8 +244,7 @@ async fn exchange(
     let sent = async {
         let path_and_query = prepare(route, &mut parts, host, begun.client_ip, false, false)?;
         let (since, trial) = admit(service, begun.started()).await?;
-        let retry = &route.retry;
-        let idempotent = retry.non_idempotent || is_idempotent(&parts.method, &parts.headers);
+        let idempotent = is_idempotent(&route.retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, begun.client_ip);
         let mut wire_req = BytesMut::with_capacity(512 + body.len());
         wire::write_request(
@@ -225,23 +254,17 @@ async fn exchange(
             &parts.headers,
             &body,
         );
-        let sent = Outbound {
-            upstreams: &table.upstreams,
-            service,
-            retry,
-            response_header_timeout: table.settings.response_header_timeout,
-            start: since,
-        }
-        .run(
-            RelayExchange {
-                request: wire_req.freeze(),
+        let sent = Outbound::new(&table, route, since)
+            .run(
+                RelayExchange {
+                    request: wire_req.freeze(),
+                    idempotent,
+                    head_request: parts.method == Method::HEAD,
+                },
                 idempotent,
-                head_request: parts.method == Method::HEAD,
-            },
-            idempotent,
-            &key,
-        )
-        .await;
+                &key,
+            )
+            .await;
         record_breaker(
             service,
             trial,
@@ -431,7 +454,8 @@ async fn write_error(
     let status = e.status();
     let body = e.body_text();
     out.clear();
-    let mut head = format!(
+    let _ = write!(
+        out,
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-shoal-error: {}\r\ncontent-length: {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
@@ -439,13 +463,12 @@ async fn write_error(
         body.len()
     );
     if let Some(secs) = e.retry_after() {
-        let _ = write!(head, "retry-after: {secs}\r\n");
+        let _ = write!(out, "retry-after: {secs}\r\n");
     }
     if close {
-        head.push_str("connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
     }
-    head.push_str("\r\n");
-    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
     match client.write_all(out).await {
         Ok(()) if !close => Next::KeepAlive,

@@ -575,3 +575,40 @@ async fn a_client_that_goes_away_abandons_its_request() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_connection_times_out_and_recovers_again_and_again() {
+    // The relay keeps one response-header timer per client connection, moved by each
+    // request: after a request that timed out (the timer fired) and after quick ones (the
+    // timer left armed), every request must get its own full deadline and no early wake.
+    let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
+    let gw = StackBuilder::new()
+        .gateway("timeouts: { response_header: 300ms }")
+        .service("raw", replica.url.as_str())
+        .route("PathPrefix(`/`)", "raw")
+        .start()
+        .await;
+    let mut client = RawClient::connect(&gw).await;
+    for round in 0..3 {
+        client.send(&GET(&format!("/quick{round}"))).await;
+        let r = client.response("GET").await;
+        assert_eq!(r.status(), 200, "round {round}: {}", r.head);
+        assert_eq!(r.body, format!("GET /quick{round} body=0"));
+        let asked = tokio::time::Instant::now();
+        client.send(&GET("/hang")).await;
+        let r = client.response("GET").await;
+        let waited = asked.elapsed();
+        assert_eq!(r.status(), 504, "round {round}: {}", r.head);
+        assert!(
+            waited >= Duration::from_millis(290) && waited < Duration::from_secs(3),
+            "round {round}: 504 after {waited:?}, the deadline is 300 ms"
+        );
+    }
+    client.send(&GET("/after")).await;
+    assert_eq!(client.response("GET").await.status(), 200);
+    let (counters, _) = gw.shoal().gateway().traffic("raw").expect("service exists");
+    assert_eq!(
+        counters.hedges_total, 0,
+        "a timer left from an earlier request must not fire a hedge"
+    );
+}

@@ -22,6 +22,7 @@
 //! replica at most once). Request bodies are kept for replay when their `Content-Length`
 //! is at most `max_replay_body`; a streamed (chunked) body can only be sent once.
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -38,7 +39,7 @@ use hyper::client::conn::http1;
 use shoal_balance::{Backend, Pick, PickContext};
 use shoal_config::{Balance, HashOn, PerTryTimeout, Retry};
 use smallvec::SmallVec;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::error::ProxyError;
@@ -320,6 +321,23 @@ impl<'a> Outbound<'a> {
         idempotent: bool,
         key: &BalanceKey,
     ) -> Result<Answer<X::Response>, ProxyError> {
+        let timer = tokio::time::sleep_until(self.start + self.response_header_timeout);
+        tokio::pin!(timer);
+        self.run_with_timer(exchange, idempotent, key, timer).await
+    }
+
+    /// As [`run`](Self::run), with a timer the caller keeps from one request to the next
+    /// (the relay keeps one per connection). Each request moves it later, which costs a
+    /// compare-and-swap, where a new timer per request costs a runtime handle, an insert
+    /// into the timer wheel and a removal. Left armed afterwards: a timer that fires while
+    /// its connection is idle wakes that connection's task once, for nothing.
+    pub(crate) async fn run_with_timer<X: Exchange>(
+        self,
+        exchange: X,
+        idempotent: bool,
+        key: &BalanceKey,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Result<Answer<X::Response>, ProxyError> {
         let service = self.service;
         let retry = self.retry;
         let start = self.start;
@@ -349,15 +367,14 @@ impl<'a> Outbound<'a> {
         state.launch(first)?;
         // One timer at a time (the hedge or the deadline, whichever comes first): timers
         // are a noticeable part of a request's cost.
-        let timer = tokio::time::sleep_until(deadline);
-        tokio::pin!(timer);
         loop {
             let hedge_at = match (per_try, &state.latest) {
                 (Some(d), Some((_, at))) if state.started < retry.attempts => Some(*at + d),
                 _ => None,
             };
             let wake_at = hedge_at.map_or(deadline, |h| h.min(deadline));
-            if timer.deadline() != wake_at {
+            // A timer kept from an earlier request may have fired since.
+            if timer.deadline() != wake_at || timer.is_elapsed() {
                 timer.as_mut().reset(wake_at);
             }
             tokio::select! {

@@ -85,6 +85,10 @@ pub(crate) async fn serve(
     };
     tokio::pin!(stop);
     let mut stop: Pin<&mut (dyn Future<Output = ()> + Send)> = stop;
+    // One response-header timer for the connection's life too, moved later by each request
+    // (see `Outbound::run_with_timer`); the deadline set here is never waited for.
+    let replica_timer = tokio::time::sleep_until(last_active + client_idle);
+    tokio::pin!(replica_timer);
     loop {
         // A whole request head (and body), reading as needed; a client quiet for
         // `client_idle` is let go, and an idle one at once on shutdown.
@@ -143,6 +147,7 @@ pub(crate) async fn serve(
             request,
             body,
             shutting_down,
+            replica_timer.as_mut(),
         )
         .await;
         last_active = Instant::now();
@@ -211,6 +216,7 @@ async fn exchange(
     request: ClientRequest,
     body: Bytes,
     shutting_down: bool,
+    replica_timer: Pin<&mut Sleep>,
 ) -> Next {
     let Client {
         stream: client,
@@ -255,7 +261,7 @@ async fn exchange(
             &body,
         );
         let sent = Outbound::new(&table, route, since)
-            .run(
+            .run_with_timer(
                 RelayExchange {
                     request: wire_req.freeze(),
                     idempotent,
@@ -263,6 +269,7 @@ async fn exchange(
                 },
                 idempotent,
                 &key,
+                replica_timer,
             )
             .await;
         record_breaker(

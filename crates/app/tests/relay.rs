@@ -286,7 +286,14 @@ fn dechunk(mut wire: &[u8]) -> String {
 }
 
 async fn gateway_to(replica: &RawReplica) -> TestGateway {
-    StackBuilder::new()
+    gateway_with(&[], replica).await
+}
+
+/// A gateway routing everything to `replica`, with `settings` in its `gateway:` section.
+async fn gateway_with(settings: &[&str], replica: &RawReplica) -> TestGateway {
+    settings
+        .iter()
+        .fold(StackBuilder::new(), |stack, s| stack.gateway(s))
         .service("raw", replica.url.as_str())
         .route("PathPrefix(`/`)", "raw")
         .start()
@@ -498,12 +505,7 @@ async fn gateway_errors_are_short_complete_responses() {
 #[tokio::test]
 async fn idle_client_connections_are_closed_after_client_idle() {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = StackBuilder::new()
-        .gateway("timeouts: { client_idle: 300ms }")
-        .service("raw", replica.url.as_str())
-        .route("PathPrefix(`/`)", "raw")
-        .start()
-        .await;
+    let gw = gateway_with(&["timeouts: { client_idle: 300ms }"], &replica).await;
     let mut client = RawClient::connect(&gw).await;
     // Busy for longer than the idle timeout, one request every 100 ms: never cut off.
     let started = tokio::time::Instant::now();
@@ -582,12 +584,7 @@ async fn one_connection_times_out_and_recovers_again_and_again() {
     // request: after a request that timed out (the timer fired) and after quick ones (the
     // timer left armed), every request must get its own full deadline and no early wake.
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = StackBuilder::new()
-        .gateway("timeouts: { response_header: 300ms }")
-        .service("raw", replica.url.as_str())
-        .route("PathPrefix(`/`)", "raw")
-        .start()
-        .await;
+    let gw = gateway_with(&["timeouts: { response_header: 300ms }"], &replica).await;
     let mut client = RawClient::connect(&gw).await;
     for round in 0..3 {
         client.send(&GET(&format!("/quick{round}"))).await;

@@ -113,6 +113,31 @@ pub struct Gateway {
     pub replica_header: Option<HeaderName>,
     /// Idle upstream connections kept per endpoint. Default 1024.
     pub max_idle_per_upstream: usize,
+    /// What one client may send and hold (docs/security.md).
+    pub limits: Limits,
+}
+
+/// Bounds on what a client may send and hold. Each has a default; none is unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request head (request line and header fields), in bytes; longer ones are
+    /// answered 431. Default 32 KiB (nginx: 4 × 8 KiB buffers; HAProxy: 16 KiB buffers).
+    pub max_head_size: usize,
+    /// Most header fields in one request head; more are answered 431. Default 100.
+    pub max_headers: usize,
+    /// Most client connections open at once per entrypoint; beyond it, new connections
+    /// wait in the listen backlog. Default 10000.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_size: 32 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// A named listen address.
@@ -135,6 +160,11 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
     /// Idle client keep-alive connections are closed after this. Default 60s.
     pub client_idle: Duration,
+    /// From the first byte of a request head to its end; a slower client gets 408 and its
+    /// connection is closed (slowloris). Default 10s.
+    pub header_read: Duration,
+    /// Longest pause while a client sends a request body; then 408 and close. Default 30s.
+    pub body_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -144,6 +174,8 @@ impl Default for Timeouts {
             response_header: Duration::from_secs(30),
             upstream_idle: Duration::from_secs(90),
             client_idle: Duration::from_secs(60),
+            header_read: Duration::from_secs(10),
+            body_idle: Duration::from_secs(30),
         }
     }
 }

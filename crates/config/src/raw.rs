@@ -57,6 +57,16 @@ pub(crate) struct RawGateway {
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) replica_header: Option<BoolOrString>,
     pub(crate) max_idle_per_upstream: Option<usize>,
+    #[serde(default)]
+    pub(crate) limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) max_head_size: Option<RawSize>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +82,8 @@ pub(crate) struct RawTimeouts {
     pub(crate) response_header: Option<String>,
     pub(crate) upstream_idle: Option<String>,
     pub(crate) client_idle: Option<String>,
+    pub(crate) header_read: Option<String>,
+    pub(crate) body_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -311,6 +311,87 @@ routes:
 }
 
 #[test]
+fn header_middlewares_cannot_touch_framing_or_host() {
+    let base = "services:
+  a:
+    servers: [http://127.0.0.1:1]
+middlewares:
+  hdr:
+    headers:
+      request: { set: { X-Ok: 1 }, remove: [X-Gone] }
+      response: { set: { X-Ok: 1 }, remove: [X-Gone] }
+routes:
+  - { match: PathPrefix(`/`), service: a, middlewares: [hdr] }
+";
+    parse(base, "f").unwrap();
+    for (from, to, field) in [
+        (
+            "request: { set: { X-Ok",
+            "request: { set: { Content-Length",
+            "headers.request.set.Content-Length",
+        ),
+        (
+            "remove: [X-Gone] }\n      response",
+            "remove: [Transfer-Encoding] }\n      response",
+            "headers.request.remove[0]",
+        ),
+        (
+            "response: { set: { X-Ok",
+            "response: { set: { Host",
+            "headers.response.set.Host",
+        ),
+        (
+            "response: { set: { X-Ok: 1 }, remove: [X-Gone]",
+            "response: { set: { X-Ok: 1 }, remove: [connection]",
+            "headers.response.remove[0]",
+        ),
+    ] {
+        let e = one_error(&base.replace(from, to));
+        assert!(
+            e.contains(field) && e.contains("written by the gateway itself"),
+            "{to}: {e}"
+        );
+    }
+}
+
+#[test]
+fn limits_have_defaults_and_bounds() {
+    let s = parse(MINIMAL, "f").unwrap();
+    assert_eq!(s.gateway.limits, Limits::default());
+    assert_eq!(s.gateway.limits.max_head_size, 32 * 1024);
+    assert_eq!(s.gateway.timeouts.header_read, Duration::from_secs(10));
+    assert_eq!(s.gateway.timeouts.body_idle, Duration::from_secs(30));
+    let s = parse(
+        &format!(
+            "{MINIMAL}gateway:\n  limits: {{ max_head_size: 16KiB, max_headers: 50, max_connections: 20 }}\n  timeouts: {{ header_read: 2s, body_idle: 3s }}\n"
+        ),
+        "f",
+    )
+    .unwrap();
+    assert_eq!(
+        s.gateway.limits,
+        Limits {
+            max_head_size: 16 * 1024,
+            max_headers: 50,
+            max_connections: 20
+        }
+    );
+    assert_eq!(s.gateway.timeouts.header_read, Duration::from_secs(2));
+    assert_eq!(s.gateway.timeouts.body_idle, Duration::from_secs(3));
+    let e = one_error(&format!(
+        "{MINIMAL}gateway:\n  limits: {{ max_head_size: 1KiB }}\n"
+    ));
+    assert!(
+        e.contains("gateway.limits.max_head_size: 1024 is out of range: between 8192 and 1048576"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "{MINIMAL}gateway:\n  limits: {{ max_header: 5 }}\n"
+    ));
+    assert!(e.contains("max_header"), "{e}");
+}
+
+#[test]
 fn priority_orders_routes_and_defaults_to_rule_length() {
     let src = "services:
   a: { servers: [http://127.0.0.1:1] }

@@ -390,7 +390,18 @@ impl Cx<'_> {
                 t.client_idle.as_ref(),
                 d.client_idle,
             ),
+            header_read: self.nonzero_duration(
+                "gateway.timeouts.header_read",
+                t.header_read.as_ref(),
+                d.header_read,
+            ),
+            body_idle: self.nonzero_duration(
+                "gateway.timeouts.body_idle",
+                t.body_idle.as_ref(),
+                d.body_idle,
+            ),
         };
+        let limits = self.limits(raw.limits);
         let shutdown_grace = self.duration(
             "gateway.shutdown_grace",
             raw.shutdown_grace.as_ref(),
@@ -408,6 +419,7 @@ impl Cx<'_> {
             shutdown_grace,
             replica_header,
             max_idle_per_upstream: raw.max_idle_per_upstream.unwrap_or(1024),
+            limits,
         }
     }
 
@@ -1298,6 +1310,48 @@ impl Cx<'_> {
         }
     }
 
+    /// `gateway.limits`, each bounded so that a typo cannot turn a limit off.
+    fn limits(&mut self, raw: RawLimits) -> Limits {
+        let d = Limits::default();
+        let head = raw
+            .max_head_size
+            .and_then(|s| self.size("gateway.limits.max_head_size", s));
+        let mut within =
+            |field: &str, value: Option<u64>, default: usize, range: (u64, u64)| match value {
+                None => default,
+                Some(n) if (range.0..=range.1).contains(&n) => n as usize,
+                Some(n) => {
+                    self.error(
+                        field,
+                        format!("{n} is out of range: between {} and {}", range.0, range.1),
+                    );
+                    default
+                }
+            };
+        Limits {
+            // hyper's full stack cannot read heads under 8 KiB; 1 MiB is already 30 times
+            // what browsers send.
+            max_head_size: within(
+                "gateway.limits.max_head_size",
+                head,
+                d.max_head_size,
+                (8 * 1024, 1024 * 1024),
+            ),
+            max_headers: within(
+                "gateway.limits.max_headers",
+                raw.max_headers.map(|n| n as u64),
+                d.max_headers,
+                (8, 1000),
+            ),
+            max_connections: within(
+                "gateway.limits.max_connections",
+                raw.max_connections.map(|n| n as u64),
+                d.max_connections,
+                (1, 1_000_000),
+            ),
+        }
+    }
+
     /// A size in bytes: a number or text like `64KiB`.
     fn size(&mut self, field: &str, raw: RawSize) -> Option<u64> {
         match raw {
@@ -1778,7 +1832,7 @@ impl Cx<'_> {
         let mut out = Vec::new();
         for (k, v) in raw {
             let f = format!("{field}.{k}");
-            let Some(name) = self.header_name(&f, &k) else {
+            let Some(name) = self.managed_header_name(&f, &k) else {
                 continue;
             };
             match HeaderValue::try_from(v.as_str()) {
@@ -1792,10 +1846,42 @@ impl Cx<'_> {
     fn header_remove(&mut self, field: &str, raw: Vec<String>) -> Vec<HeaderName> {
         raw.iter()
             .enumerate()
-            .filter_map(|(i, k)| self.header_name(&format!("{field}[{i}]"), k))
+            .filter_map(|(i, k)| self.managed_header_name(&format!("{field}[{i}]"), k))
             .collect()
     }
+
+    /// A header name a middleware may set or remove: not one of those the gateway writes
+    /// itself from what it forwards (framing, Host, connection management), which a
+    /// middleware could otherwise use to desynchronise a connection (docs/security.md).
+    fn managed_header_name(&mut self, field: &str, name: &str) -> Option<HeaderName> {
+        let header = self.header_name(field, name)?;
+        if GATEWAY_MANAGED_HEADERS.contains(&header.as_str()) {
+            self.error(
+                field,
+                format!(
+                    "`{header}` is written by the gateway itself (message framing and \
+                     connection management, RFC 9112 §6 and §9); a header middleware cannot \
+                     set or remove it"
+                ),
+            );
+            return None;
+        }
+        Some(header)
+    }
 }
+
+/// Headers the gateway writes from what it actually forwards, never from configuration.
+const GATEWAY_MANAGED_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// Where byte `offset` of a scalar starting at `start` lands (single-line scalars are exact;
 /// for multi-line ones we count lines within the scalar's text).

@@ -1,12 +1,16 @@
 //! End-to-end tests of reloading the stack file while the gateway serves: no request fails
-//! while routes, servers and algorithms change, and an invalid file changes nothing.
+//! while routes, servers and algorithms change, an invalid file changes nothing, and a reload
+//! leaves alone the replicas whose spec did not change.
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
+use shoal_app::{Shoal, StartOptions};
+use shoal_core::EventKind;
 use shoal_test_support::{
-    Backend, Backends, Conn, DEADLINE, Service, StackBuilder, TestGateway, eventually,
+    Backend, Backends, Client, Conn, DEADLINE, Service, StackBuilder, TestGateway, body, eventually,
 };
 use tokio::time::Instant;
 
@@ -210,4 +214,150 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(answer.replica(), backend.url());
     }
+}
+
+/// A replica for [`reloads_during_and_after_a_scale_up_replace_no_replica`]: replica 0 listens
+/// at once, the others only once the file `$GATE` exists, so that the test decides how long
+/// a scale-up stays in progress (the replica polls; the test never sleeps).
+const GATED_REPLICA: &str = r#"
+import http.server, os, time
+if os.environ["SHOAL_REPLICA"] != "0":
+    while not os.path.exists(os.environ["GATE"]):
+        time.sleep(0.02)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// `GET /api/v1/services/web` on the admin API.
+async fn web_status(client: &Client, admin: std::net::SocketAddr) -> serde_json::Value {
+    let answer = client
+        .get(&format!("http://{admin}/api/v1/services/web"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    answer.json()
+}
+
+/// `(index, pid)` of every replica the status lists, draining ones included.
+fn replica_pids(status: &serde_json::Value) -> Vec<(u64, Option<u64>)> {
+    status["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| (r["index"].as_u64().expect("index"), r["pid"].as_u64()))
+        .collect()
+}
+
+/// Issue 16: `shoal scale web 3` on a file saying `replicas: 1`, then `shoal reload` twice
+/// (the file unchanged): the scale must stay and no replica may be replaced, neither those
+/// still starting when the first reload lands nor the running ones.
+#[tokio::test]
+async fn reloads_during_and_after_a_scale_up_replace_no_replica() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = dir.path().join("go");
+    let script = dir.path().join("replica.py");
+    std::fs::write(&script, GATED_REPLICA).expect("write the replica");
+    let yaml = format!(
+        "gateway:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n\
+         services:\n  web:\n    command: [python3, '{script}']\n    env: {{ GATE: '{gate}' }}\n\
+         \x20   replicas: 1\n    stop: {{ drain_timeout: 1s, grace: 1s }}\n\
+         routes:\n  - match: PathPrefix(`/`)\n    service: web\n",
+        script = script.display(),
+        gate = gate.display(),
+    );
+    let stack_path = dir.path().join("shoal.yaml");
+    std::fs::write(&stack_path, &yaml).expect("write the stack file");
+    let stack = shoal_config::parse(&yaml, "shoal.yaml").expect("a valid stack");
+    let shoal = Shoal::start(StartOptions {
+        stack,
+        stack_path: Some(stack_path),
+        state_dir: dir.path().join("state"),
+        echo_logs: false,
+        color: false,
+        shoal_exe: PathBuf::from("/nonexistent/shoal"),
+    })
+    .await
+    .expect("shoal starts");
+    let admin = shoal.admin_addr();
+    let client = Client::http1();
+
+    // `shoal up`: one replica, running.
+    eventually(DEADLINE, || async {
+        let st = web_status(&client, admin).await;
+        match (st["state"].as_str(), st["ready"].as_u64()) {
+            (Some("running"), Some(1)) => Ok(()),
+            _ => Err(st),
+        }
+    })
+    .await;
+
+    // `shoal scale web 3`: replicas 1 and 2 start, and stay starting until the gate opens.
+    let scale = http::Request::post(format!("http://{admin}/api/v1/services/web/scale"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body::full(r#"{"replicas":3}"#))
+        .expect("a request");
+    let answer = client.request(scale).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let scaled = eventually(DEADLINE, || async {
+        let st = web_status(&client, admin).await;
+        let replicas = st["replicas"].as_array().cloned().unwrap_or_default();
+        let starting = replicas
+            .iter()
+            .filter(|r| r["state"] == "starting" && r["pid"].is_u64())
+            .count();
+        if replicas.len() == 3 && starting == 2 {
+            Ok(replica_pids(&st))
+        } else {
+            Err(st)
+        }
+    })
+    .await;
+
+    // 1. `shoal reload` while the scale-up is in progress.
+    shoal.reload().expect("reload 1");
+    let st = web_status(&client, admin).await;
+    assert_eq!(st["desired"], 3, "file unchanged: the scale wins: {st}");
+    assert_eq!(
+        replica_pids(&st),
+        scaled,
+        "reload 1 replaced replicas: {st}"
+    );
+
+    std::fs::write(&gate, "").expect("open the gate");
+    let running = eventually(DEADLINE, || async {
+        let st = web_status(&client, admin).await;
+        match (st["state"].as_str(), st["ready"].as_u64()) {
+            (Some("running"), Some(3)) => Ok(st),
+            _ => Err(st),
+        }
+    })
+    .await;
+    assert_eq!(replica_pids(&running), scaled, "replaced after reload 1");
+
+    // 2. `shoal reload` again, everything running.
+    shoal.reload().expect("reload 2");
+    let st = web_status(&client, admin).await;
+    assert_eq!(st["desired"], 3, "file unchanged: the scale wins: {st}");
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(
+        replica_pids(&st),
+        scaled,
+        "reload 2 replaced replicas: {st}"
+    );
+
+    // Each replica was started once: nothing was rolled.
+    let started: Vec<Option<u32>> = shoal
+        .events()
+        .since(0)
+        .into_iter()
+        .filter(|e| e.service == "web" && e.kind == EventKind::Started)
+        .map(|e| e.replica)
+        .collect();
+    assert_eq!(started, [Some(0), Some(1), Some(2)], "replica starts");
+    shoal.shutdown().await;
 }

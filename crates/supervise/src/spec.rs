@@ -55,6 +55,37 @@ impl ServiceSpec {
             log_rotation: None,
         }
     }
+
+    /// Whether a replica of `self` runs exactly like one of `other`: every field but
+    /// `replicas` is equal. The supervisor rolls a service only when its new spec doesn't
+    /// run like the old one; a new count alone only scales it, whoever set that count
+    /// (the stack file, `shoal scale`, the autoscaler).
+    pub(crate) fn runs_like(&self, other: &ServiceSpec) -> bool {
+        // Every field named, so that a new one must be classified here.
+        let ServiceSpec {
+            name,
+            command,
+            env,
+            workdir,
+            replicas: _,
+            port_env,
+            replica_env,
+            readiness,
+            restart,
+            stop,
+            log_rotation,
+        } = self;
+        *name == other.name
+            && *command == other.command
+            && *env == other.env
+            && *workdir == other.workdir
+            && *port_env == other.port_env
+            && *replica_env == other.replica_env
+            && *readiness == other.readiness
+            && *restart == other.restart
+            && *stop == other.stop
+            && *log_rotation == other.log_rotation
+    }
 }
 
 /// Readiness checking: a replica joins the balancer only once its probe passes.
@@ -202,6 +233,43 @@ impl LogPolicy {
             keep: 3,
             echo: false,
             color: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_like_ignores_the_replica_count_only() {
+        let spec = ServiceSpec::new("web", vec!["app".into()]);
+        let mut scaled = spec.clone();
+        scaled.replicas = 3;
+        assert!(spec.runs_like(&scaled), "the count alone");
+        assert!(scaled.runs_like(&spec));
+
+        let changes: [fn(&mut ServiceSpec); 10] = [
+            |s| s.name.push('2'),
+            |s| s.command.push("--v2".into()),
+            |s| s.env.push(("VERSION".into(), "2".into())),
+            |s| s.workdir = Some("/srv".into()),
+            |s| s.port_env = "HTTP_PORT".into(),
+            |s| s.replica_env = "INDEX".into(),
+            |s| s.readiness.probe = Probe::http("/health"),
+            |s| s.restart.mode = RestartMode::Always,
+            |s| s.stop.grace = Duration::from_secs(1),
+            |s| {
+                s.log_rotation = Some(LogRotation {
+                    max_bytes: 1,
+                    keep: 1,
+                });
+            },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut changed = scaled.clone();
+            change(&mut changed);
+            assert!(!spec.runs_like(&changed), "change {i} was not seen");
         }
     }
 }

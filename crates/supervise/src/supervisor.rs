@@ -105,9 +105,10 @@ impl Supervisor {
     }
 
     /// Reconcile to these services: start new ones, drain and stop removed ones, roll
-    /// changed ones one replica at a time (new ready before old stops), and set each
-    /// service's desired count to its `replicas` (pass the current count to keep a
-    /// scale decision). Services whose replicas had failed get a fresh start.
+    /// changed ones one replica at a time (new ready before old stops; a spec that differs
+    /// only in `replicas` is not a change), and set each service's desired count to its
+    /// `replicas` (pass the current count to keep a scale decision). Services whose
+    /// replicas had failed get a fresh start.
     ///
     /// Returns once every change is under way; follow progress with `status()` and
     /// the event log. Does nothing after `shutdown()`.
@@ -158,7 +159,9 @@ impl Supervisor {
                     table.services.insert(name.clone(), svc);
                     false
                 }
-                Some(svc) if *svc.spec == spec => false,
+                // Only the count differs (e.g. a reload after `shoal scale`): no roll;
+                // `set_desired` below scales.
+                Some(svc) if svc.spec.runs_like(&spec) => false,
                 Some(svc) => {
                     if let Some(rollout) = svc.rollout.take() {
                         rollout.abort();
@@ -503,5 +506,72 @@ impl Driver for Supervisor {
             table.services.clear();
             table.retiring.clear();
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::StopPolicy;
+    use shoal_core::Endpoint;
+
+    struct NoSink;
+
+    impl EndpointSink for NoSink {
+        fn set_endpoints(&self, _service: &str, _endpoints: Vec<Endpoint>) {}
+        fn in_flight(&self, _service: &str, _key: &str) -> usize {
+            0
+        }
+    }
+
+    /// A service's spec generation, its active replicas as (index, runner id, generation),
+    /// and whether a roll was started.
+    fn table_of(sup: &Supervisor, name: &str) -> (u64, Vec<(u32, u64, u64)>, bool) {
+        let table = sup.lock();
+        let svc = &table.services[name];
+        let replicas = svc
+            .replicas
+            .iter()
+            .map(|(i, h)| (*i, h.id, h.spec_gen))
+            .collect();
+        (svc.spec_gen, replicas, svc.rollout.is_some())
+    }
+
+    #[tokio::test]
+    async fn a_new_replica_count_alone_rolls_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::new(
+            Arc::new(NoSink),
+            Arc::new(EventLog::new(100)),
+            LogPolicy::new(dir.path().join("logs")),
+        );
+        // It never listens, so its replicas stay `starting`, like a scale-up in progress.
+        let mut spec = ServiceSpec::new("web", vec!["sleep".into(), "30".into()]);
+        spec.stop = StopPolicy {
+            drain_timeout: Duration::ZERO,
+            grace: Duration::from_millis(100),
+        };
+        sup.apply(vec![spec.clone()]).await;
+        sup.scale("web", 3).unwrap();
+        let scaled = table_of(&sup, "web");
+        assert_eq!(scaled.1.len(), 3);
+
+        // What a reload of the unchanged file applies after `shoal scale web 3`.
+        let mut reloaded = spec;
+        reloaded.replicas = 3;
+        sup.apply(vec![reloaded.clone()]).await;
+        sup.apply(vec![reloaded.clone()]).await;
+        assert_eq!(
+            table_of(&sup, "web"),
+            scaled,
+            "a count change rolled replicas"
+        );
+
+        // A change of how replicas run still rolls them.
+        reloaded.env.push(("VERSION".into(), "2".into()));
+        sup.apply(vec![reloaded]).await;
+        let (generation, _, rolling) = table_of(&sup, "web");
+        assert_eq!((generation, rolling), (2, true));
+        sup.shutdown().await;
     }
 }

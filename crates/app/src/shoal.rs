@@ -110,13 +110,7 @@ impl Shoal {
         });
         let _ = control.me.set(Arc::downgrade(&control));
         tokio::spawn(control.autoscaling.clone().run(Arc::downgrade(&control)));
-        let serving = Serving::start(
-            gateway,
-            listeners,
-            ServeSettings {
-                client_idle: stack.gateway.timeouts.client_idle,
-            },
-        );
+        let serving = Serving::start(gateway, listeners, ServeSettings::of(&stack.gateway));
         let admin = AdminServer::start(
             admin_listener,
             control.clone(),

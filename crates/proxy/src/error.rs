@@ -62,6 +62,16 @@ pub enum ProxyError {
     /// The request itself is malformed for proxying (e.g. an invalid path after rewriting).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client broke the protocol's rules (RFC 9112: framing, Host, limits) or was too
+    /// slow sending its request: 400, 408, 431 or 501, and its connection is closed, since
+    /// where its next request starts cannot be trusted. No replica saw the request.
+    #[error("{why}")]
+    Rejected {
+        /// 400, 408, 431 or 501.
+        status: StatusCode,
+        /// The rule broken.
+        why: std::borrow::Cow<'static, str>,
+    },
 }
 
 impl ProxyError {
@@ -76,6 +86,7 @@ impl ProxyError {
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Rejected { status, .. } => *status,
         }
     }
 
@@ -91,6 +102,12 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "upstream-timeout",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Rejected { status, .. } => match status.as_u16() {
+                408 => "request-timeout",
+                431 => "head-too-large",
+                501 => "not-implemented",
+                _ => "bad-request",
+            },
         }
     }
 
@@ -129,6 +146,15 @@ impl ProxyError {
         if let Some(secs) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
+    }
+
+    /// Whether the client's connection must be closed after this answer: its framing
+    /// cannot be trusted for another request.
+    pub(crate) fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::Rejected { .. })
     }
 }

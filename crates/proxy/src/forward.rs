@@ -1,7 +1,8 @@
 //! Header hygiene for forwarding: hop-by-hop headers out, `X-Forwarded-*` in.
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not be forwarded:
-//! `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Connection` and every header it names (but `Host`, `Content-Length` and
+//! `Transfer-Encoding`, see [`crate::framing`]), `Keep-Alive`, `Proxy-Connection`, `TE`,
 //! `Transfer-Encoding`, `Upgrade` (kept only while we are tunnelling an upgrade), and the
 //! proxy authentication pair. `TE: trailers` is kept for HTTP/2 upstreams, where gRPC needs it.
 //!
@@ -66,6 +67,8 @@ pub(crate) fn strip_hop_by_hop(
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            // Framing and Host are not the sender's to make hop-by-hop (crate::framing).
+            .filter(|n| !crate::framing::is_protected(n.as_str().as_bytes()))
             .collect();
         for n in named {
             headers.remove(n);
@@ -155,6 +158,23 @@ mod tests {
         strip_hop_by_hop(&mut h, false, true);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn connection_cannot_name_framing_or_host_away() {
+        let mut h = map(&[
+            (
+                "connection",
+                "content-length, host, transfer-encoding, x-gone",
+            ),
+            ("content-length", "35"),
+            ("host", "a.test"),
+            ("x-gone", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(h["content-length"], "35");
+        assert_eq!(h["host"], "a.test");
+        assert!(h.get("x-gone").is_none());
     }
 
     #[test]

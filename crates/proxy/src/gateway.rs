@@ -27,6 +27,7 @@ use crate::body::{BoxError, ProxyBody, boxed};
 use crate::breaker::Admission;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::framing;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
@@ -232,9 +233,24 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let begun = self.begin(table, &parts, conn);
         let mut replica = None;
-        let result = match begun.route {
-            None => Err(ProxyError::NoRoute),
-            Some(route) => {
+        // The relay has checked the requests it parsed; these come from hyper's parser
+        // (HTTP/1.0, and whatever followed on a connection handed over): the same rules.
+        let minor = match parts.version {
+            Version::HTTP_10 => Some(0),
+            Version::HTTP_11 => Some(1),
+            _ => None,
+        };
+        let refused = minor.and_then(|minor| {
+            let fields = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+            framing::request_facts(minor, fields).err()
+        });
+        let result = match (refused, begun.route) {
+            (Some(reject), _) => Err(reject.into()),
+            (None, None) => Err(ProxyError::NoRoute),
+            (None, Some(route)) => {
                 let slot = begun.logged.is_some().then_some(&mut replica);
                 self.forward_to(
                     table,
@@ -291,13 +307,12 @@ impl Gateway {
         } else {
             None
         };
-        // The Host header (a reference-counted clone), or HTTP/2's :authority.
-        let host_header: Option<HeaderValue> = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        // The target's authority when it has one (HTTP/2's :authority, or an absolute-form
+        // target, which RFC 9112 §3.2.2 says wins over Host), else the Host header (a
+        // reference-counted clone).
+        let host_header: Option<HeaderValue> = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
         };
         let client_ip = forward::canonical_ip(conn.client.ip());
         let route = {
@@ -396,6 +411,10 @@ impl Gateway {
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
         let h2c = service.protocol() == Protocol::H2c;
         let path_and_query = prepare(route, &mut parts, host_header, client_ip, upgrade, h2c)?;
+        // Framing is hyper's to write from the body it sends, never copied from the client's
+        // headers (crate::framing).
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::TRANSFER_ENCODING);
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
         let (now, trial) = admit(service, Instant::now()).await?;
         let retry = &route.retry;
@@ -408,6 +427,7 @@ impl Gateway {
             body,
             h2c,
             (idempotent && retry.attempts > 1).then_some(retry.max_replay_body),
+            table.settings.body_idle,
         )
         .await?;
         let sent = Outbound::new(table, route, now)
@@ -427,8 +447,13 @@ impl Gateway {
             *slot = Some(pick.backend().clone());
         }
 
-        // Response headers back to the client.
+        // Response headers back to the client. hyper has decoded the body by its framing;
+        // with Transfer-Encoding too, a Content-Length is stale (RFC 9112 §6.3 rule 3), and
+        // hyper's server would frame the body by it.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         forward::strip_hop_by_hop(resp.headers_mut(), switching, false);
         middleware::apply_response(&route.middlewares, resp.headers_mut());
         let headers = resp.headers_mut();
@@ -564,14 +589,14 @@ pub(crate) fn prepare(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"))
     };
-    if !h2c && !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 clients send :authority instead; HTTP/1 upstreams need Host.
-        if let Some(h) = host_header {
-            parts.headers.insert(header::HOST, h);
-        }
-    }
     if h2c {
         parts.headers.remove(header::HOST);
+    } else if let Some(h) = host_header {
+        // HTTP/1 upstreams get the host the request was routed by: the one Host header, or
+        // the target's authority (HTTP/2 clients, absolute-form targets).
+        if parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, h);
+        }
     }
     Ok(path_and_query)
 }

@@ -18,6 +18,7 @@ mod breaker;
 mod budget;
 mod error;
 mod forward;
+mod framing;
 mod gateway;
 mod health;
 mod hold;

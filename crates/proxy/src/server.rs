@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use shoal_config::Entrypoint;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::gateway::{ConnInfo, Gateway};
@@ -97,8 +97,34 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Client-side connection settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeSettings {
-    /// Idle keep-alive connections (and slow request headers) are closed after this.
+    /// Idle keep-alive connections are closed after this.
     pub client_idle: Duration,
+    /// From a request head's first byte to its end (and from accept to the first request);
+    /// then 408 and close.
+    pub header_read: Duration,
+    /// Longest pause in a request body; then 408 and close.
+    pub body_idle: Duration,
+    /// Longest request head; 431 beyond.
+    pub max_head_size: usize,
+    /// Most header fields in a request head; 431 beyond.
+    pub max_headers: usize,
+    /// Most open client connections per entrypoint; beyond, new ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl ServeSettings {
+    /// The settings a validated stack file asks for.
+    pub fn of(gateway: &shoal_config::Gateway) -> ServeSettings {
+        let (t, l) = (&gateway.timeouts, &gateway.limits);
+        ServeSettings {
+            client_idle: t.client_idle,
+            header_read: t.header_read,
+            body_idle: t.body_idle,
+            max_head_size: l.max_head_size,
+            max_headers: l.max_headers,
+            max_connections: l.max_connections,
+        }
+    }
 }
 
 /// Serving listeners. Dropping it does not stop them; call [`Serving::shutdown`].
@@ -150,7 +176,10 @@ async fn accept_loop(
         .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.client_idle)
+        .header_read_timeout(settings.header_read)
+        .max_headers(settings.max_headers)
+        // hyper answers 431 to a head that does not fit its buffer (8 KiB at least).
+        .max_buf_size(settings.max_head_size.max(8 * 1024))
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
@@ -159,12 +188,15 @@ async fn accept_loop(
     let open = gateway.connections_gauge(&entrypoint);
     // Every connection task holds a sender; once they are all gone, so are the connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    // At most `max_connections` open: past it, new connections wait in the listen backlog
+    // (as HAProxy's maxconn) rather than being accepted and starved.
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     loop {
-        let (stream, client) = tokio::select! {
+        let (stream, client, slot) = tokio::select! {
             biased;
             _ = stopped.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+            accepted = accept(&listener, &slots) => match accepted {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -183,6 +215,7 @@ async fn accept_loop(
             builder: builder.clone(),
             settings,
             stopped: stopped.clone(),
+            _slot: slot,
             _open: OpenConnection::new(&open),
             _alive: alive.clone(),
         };
@@ -194,6 +227,19 @@ async fn accept_loop(
     let _ = all_closed.recv().await;
 }
 
+/// The next connection, once fewer than `max_connections` are open.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let slot = Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    let (stream, client) = listener.accept().await?;
+    Ok((stream, client, slot))
+}
+
 /// One client connection and what serving it needs.
 struct Connection {
     gateway: Arc<Gateway>,
@@ -201,6 +247,8 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     settings: ServeSettings,
     stopped: watch::Receiver<bool>,
+    /// Its place among `max_connections`.
+    _slot: OwnedSemaphorePermit,
     _open: OpenConnection,
     _alive: mpsc::Sender<()>,
 }
@@ -212,7 +260,7 @@ impl Connection {
             &self.gateway,
             &self.info,
             stream,
-            self.settings.client_idle,
+            &self.settings,
             &mut self.stopped,
         )
         .await;

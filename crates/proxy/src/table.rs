@@ -169,6 +169,8 @@ pub(crate) struct CompiledRoute {
 #[derive(Debug, Clone)]
 pub(crate) struct ForwardSettings {
     pub(crate) response_header_timeout: Duration,
+    /// Longest pause in a streamed request body (`gateway.timeouts.body_idle`).
+    pub(crate) body_idle: Duration,
     pub(crate) replica_header: Option<HeaderName>,
     /// Whether requests are counted in the request metrics.
     pub(crate) metrics: bool,
@@ -256,6 +258,7 @@ impl RoutingTable {
             upstreams,
             settings: ForwardSettings {
                 response_header_timeout: g.timeouts.response_header,
+                body_idle: g.timeouts.body_idle,
                 replica_header: g.replica_header.clone(),
                 metrics: stack.metrics.enabled,
                 metrics_prefix: stack.metrics.prefix,

@@ -21,10 +21,19 @@
 //! At most `attempts` tries are made per request (connect failures aside, which try each
 //! replica at most once). Request bodies are kept for replay when their `Content-Length`
 //! is at most `max_replay_body`; a streamed (chunked) body can only be sent once.
+//!
+//! # The client's part
+//!
+//! A streamed body is the client's to send: while it is still coming, the response-header
+//! timeout has not started (it counts from the end of the request, so a slow upload is not
+//! a slow replica), and a pause longer than `body_idle` ends the request with 408. A body
+//! the client gets wrong (malformed chunked framing) ends it with 400. Neither is tried
+//! again nor counted against the replica: no replica failed.
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -39,6 +48,7 @@ use hyper::client::conn::http1;
 use shoal_balance::{Backend, Pick, PickContext};
 use shoal_config::{Balance, HashOn, PerTryTimeout, Retry};
 use smallvec::SmallVec;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, ProxyBody};
@@ -89,6 +99,10 @@ pub(crate) trait Exchange {
     fn next_request(&mut self, keep_copy: bool) -> Option<Self::Request>;
     /// Whether every try can have a copy (the body is held, not streamed).
     fn replayable(&self) -> bool;
+    /// How the client's streamed body is going, if it is streamed.
+    fn upload(&self) -> Option<&Arc<Upload>> {
+        None
+    }
     /// The response's status.
     fn status(response: &Self::Response) -> u16;
     /// Send `req` to `backend` and wait for its response head.
@@ -149,6 +163,115 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         })
 }
 
+/// How a streamed request body is going: shared by the body, as hyper's client reads it,
+/// and the tries waiting for the response.
+#[derive(Debug, Default)]
+pub(crate) struct Upload {
+    /// The client has sent the whole body.
+    done: AtomicBool,
+    /// Why the client's body failed, if it did.
+    failed: OnceLock<ProxyError>,
+    /// Woken when the body is done.
+    finished: Notify,
+}
+
+impl Upload {
+    fn finish(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.finished.notify_one();
+        }
+    }
+
+    fn fail(&self, e: ProxyError) {
+        let _ = self.failed.set(e);
+    }
+
+    /// The client's failure, as the client's answer (its status and words).
+    fn client_error(&self) -> Option<ProxyError> {
+        self.failed.get().map(|e| ProxyError::Rejected {
+            status: e.status(),
+            why: e.to_string().into(),
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's streamed request body, reporting to an [`Upload`]: its end, its errors
+    /// (the client's fault), and pauses longer than `idle` (ended with an error).
+    struct ClientBody {
+        #[pin]
+        inner: ProxyBody,
+        upload: Arc<Upload>,
+        idle: Duration,
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+impl ClientBody {
+    fn new(inner: ProxyBody, upload: Arc<Upload>, idle: Duration) -> ClientBody {
+        ClientBody {
+            inner,
+            upload,
+            idle,
+            timer: tokio::time::sleep(idle),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let idle = *this.idle;
+                this.timer.as_mut().reset(Instant::now() + idle);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.upload.fail(ProxyError::Rejected {
+                    status: http::StatusCode::BAD_REQUEST,
+                    why: format!("the request body is malformed: {e}").into(),
+                });
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.upload.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.timer.poll(cx).is_ready() {
+                    this.upload.fail(ProxyError::Rejected {
+                        status: http::StatusCode::REQUEST_TIMEOUT,
+                        why: "the request body paused longer than gateway.timeouts.body_idle"
+                            .into(),
+                    });
+                    return Poll::Ready(Some(Err("the client stopped sending its body".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.upload.finish();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The request body, as far as sending it again goes.
 enum Replay {
     /// Known in full (empty, or read ahead because it is small): every try gets a copy.
@@ -167,6 +290,8 @@ pub(crate) struct HyperExchange {
     path_and_query: PathAndQuery,
     h2c: bool,
     replay: Replay,
+    /// How a streamed body is going (`None`: the body is in hand).
+    upload: Option<Arc<Upload>>,
 }
 
 /// A response from hyper's client, with its HTTP/1.1 connection to give back.
@@ -175,7 +300,8 @@ pub(crate) type HyperResponse = (Response<Incoming>, Option<http1::SendRequest<P
 impl HyperExchange {
     /// Hold the request for sending. With a `replay_limit` (the request may be sent again),
     /// a body announced as at most that many bytes is read ahead, so that every try can
-    /// have a copy. HTTP/2 to `h2c` services, HTTP/1.1 otherwise.
+    /// have a copy; others are streamed, with pauses of at most `body_idle`. HTTP/2 to
+    /// `h2c` services, HTTP/1.1 otherwise.
     pub(crate) async fn new(
         method: Method,
         headers: HeaderMap,
@@ -183,13 +309,20 @@ impl HyperExchange {
         body: ProxyBody,
         h2c: bool,
         replay_limit: Option<u64>,
+        body_idle: Duration,
     ) -> Result<HyperExchange, ProxyError> {
+        let mut upload = None;
         let replay = match replay_limit {
             _ if body.is_end_stream() => Replay::Full(Bytes::new()),
-            Some(limit) if content_length(&headers).is_some_and(|n| n <= limit) => {
-                Replay::Full(read_small_body(body, limit).await?)
+            Some(limit) if body.size_hint().exact().is_some_and(|n| n <= limit) => {
+                Replay::Full(read_small_body(body, limit, body_idle).await?)
             }
-            _ => Replay::Once(Some(body)),
+            _ => {
+                let tracked = Arc::new(Upload::default());
+                let body = ClientBody::new(body, Arc::clone(&tracked), body_idle);
+                upload = Some(tracked);
+                Replay::Once(Some(BodyExt::boxed_unsync(body)))
+            }
         };
         let version = if h2c {
             Version::HTTP_2
@@ -203,6 +336,7 @@ impl HyperExchange {
             path_and_query,
             h2c,
             replay,
+            upload,
         })
     }
 }
@@ -231,6 +365,10 @@ impl Exchange for HyperExchange {
 
     fn replayable(&self) -> bool {
         matches!(self.replay, Replay::Full(_))
+    }
+
+    fn upload(&self) -> Option<&Arc<Upload>> {
+        self.upload.as_ref()
     }
 
     fn status(response: &HyperResponse) -> u16 {
@@ -288,6 +426,10 @@ async fn hyper_try(
         },
     }
 }
+
+/// How far a try's timer is set while the client is still sending: a wake-up that never
+/// comes in practice (each pause in the body is bounded by `body_idle`).
+const UNTIL_UPLOADED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What the gateway knows of a request when it starts sending it.
 pub(crate) struct Outbound<'a> {
@@ -360,7 +502,13 @@ impl<'a> Outbound<'a> {
             latest: None,
             fallback: None,
         };
-        let deadline = start + self.response_header_timeout;
+        let mut deadline = start + self.response_header_timeout;
+        // A streamed body still coming from the client: the response-header timeout starts
+        // when it has all been sent.
+        let upload = state.exchange.upload().cloned();
+        let mut uploading = upload
+            .as_ref()
+            .is_some_and(|u| !u.done.load(Ordering::Acquire));
         let first = state
             .next_request()
             .expect("the first try always has its request");
@@ -372,7 +520,13 @@ impl<'a> Outbound<'a> {
                 (Some(d), Some((_, at))) if state.started < retry.attempts => Some(*at + d),
                 _ => None,
             };
-            let wake_at = hedge_at.map_or(deadline, |h| h.min(deadline));
+            let wake_at = match hedge_at {
+                Some(h) if !uploading => h.min(deadline),
+                Some(h) => h,
+                None if !uploading => deadline,
+                // Nothing to wait for but the client (bounded by `body_idle` per pause).
+                None => start + UNTIL_UPLOADED,
+            };
             // A timer kept from an earlier request may have fired since.
             if timer.deadline() != wake_at || timer.is_elapsed() {
                 timer.as_mut().reset(wake_at);
@@ -384,8 +538,17 @@ impl<'a> Outbound<'a> {
                         return Ok(answer);
                     }
                 }
+                () = async {
+                    match &upload {
+                        Some(u) if uploading => u.finished.notified().await,
+                        _ => std::future::pending().await,
+                    }
+                } => {
+                    uploading = false;
+                    deadline = Instant::now() + self.response_header_timeout;
+                }
                 () = &mut timer => {
-                    if Instant::now() < deadline {
+                    if uploading || Instant::now() < deadline {
                         state.hedge(per_try.unwrap_or_default());
                     } else {
                         // The try still waiting counts as a failure of its replica.
@@ -569,6 +732,12 @@ impl<X: Exchange> Tries<'_, '_, X> {
                 self.launch_on(pick, req);
                 Ok(None)
             }
+            Err(TryError::Sent(_)) if let Some(e) = self.client_error() => {
+                // The client's body failed (malformed, or it stopped sending): its answer,
+                // and no replica is blamed or tried again.
+                drop(pick);
+                Err(e)
+            }
             Err(TryError::Sent(e)) => {
                 tracing::debug!(service = %service.name, replica = backend.key(), error = %e, "upstream failed");
                 service
@@ -625,6 +794,11 @@ impl<X: Exchange> Tries<'_, '_, X> {
         }
     }
 
+    /// How the client's streamed body failed, if it did.
+    fn client_error(&self) -> Option<ProxyError> {
+        self.exchange.upload().and_then(|u| u.client_error())
+    }
+
     /// Take one retry from the service's budget.
     fn spend_budget(&self) -> bool {
         self.send.service.budget.try_withdraw(Instant::now())
@@ -641,12 +815,26 @@ fn boxed_bytes(bytes: Bytes) -> ProxyBody {
         .boxed_unsync()
 }
 
-/// Read a body announced as at most `limit` bytes, to send it again if need be.
-async fn read_small_body(mut body: ProxyBody, limit: u64) -> Result<Bytes, ProxyError> {
+/// Read a body announced as at most `limit` bytes, to send it again if need be; a pause
+/// longer than `idle` is the client's timeout (408).
+async fn read_small_body(
+    mut body: ProxyBody,
+    limit: u64,
+    idle: Duration,
+) -> Result<Bytes, ProxyError> {
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ProxyError::BadRequest(format!("could not read the request body: {e}")))?;
+    loop {
+        let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+            return Err(ProxyError::Rejected {
+                status: http::StatusCode::REQUEST_TIMEOUT,
+                why: "the request body paused longer than gateway.timeouts.body_idle".into(),
+            });
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ProxyError::Rejected {
+            status: http::StatusCode::BAD_REQUEST,
+            why: format!("the request body is malformed: {e}").into(),
+        })?;
         if let Ok(data) = frame.into_data() {
             if (buf.len() + data.len()) as u64 > limit {
                 return Err(ProxyError::BadRequest(
@@ -657,16 +845,6 @@ async fn read_small_body(mut body: ProxyBody, limit: u64) -> Result<Bytes, Proxy
         }
     }
     Ok(buf.freeze())
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// 503: no replica at all, or none in rotation.

@@ -16,7 +16,6 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
@@ -30,12 +29,13 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ProxyError;
 use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
+use crate::server::ServeSettings;
 use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
 use crate::upstream::Upstreams;
 
 pub(crate) mod wire;
 
-use wire::{ChunkedEnd, ClientRequest, Framing, Parsed, ResponseHead};
+use wire::{ChunkedEnd, ClientRequest, Framing, HeadLimits, Parsed, ResponseHead};
 
 /// Longest request body the relay carries (held in memory, so that a retry can resend it);
 /// longer ones are streamed by the full stack.
@@ -67,15 +67,22 @@ pub(crate) async fn serve(
     gateway: &Gateway,
     info: &ConnInfo,
     mut stream: TcpStream,
-    client_idle: Duration,
+    settings: &ServeSettings,
     stopped: &mut watch::Receiver<bool>,
 ) -> End {
+    let limits = HeadLimits {
+        max_size: settings.max_head_size,
+        max_headers: settings.max_headers,
+        max_body: MAX_BODY,
+    };
     let mut buf = BytesMut::with_capacity(REQUEST_CHUNK);
     let mut out = BytesMut::with_capacity(512);
-    // The idle timer is armed once and moved only when it fires early (in `read_more`):
-    // resetting a timer for every request costs more than the request's own bookkeeping.
-    let mut last_active = Instant::now();
-    let idle = tokio::time::sleep_until(last_active + client_idle);
+    // The connection's one read timer, armed once and moved only when it fires early or a
+    // nearer deadline comes (in `read_more`): resetting a timer for every request costs
+    // more than the request's own bookkeeping.
+    let accepted = Instant::now();
+    let mut last_active = accepted;
+    let idle = tokio::time::sleep_until(accepted + settings.header_read);
     tokio::pin!(idle);
     // One wait for shutdown for the connection's whole life: making and dropping one per
     // request costs a lock on a list every connection is in.
@@ -87,51 +94,65 @@ pub(crate) async fn serve(
     let mut stop: Pin<&mut (dyn Future<Output = ()> + Send)> = stop;
     // One response-header timer for the connection's life too, moved later by each request
     // (see `Outbound::run_with_timer`); the deadline set here is never waited for.
-    let replica_timer = tokio::time::sleep_until(last_active + client_idle);
+    let replica_timer = tokio::time::sleep_until(last_active + settings.client_idle);
     tokio::pin!(replica_timer);
+    let mut first = true;
     loop {
-        // A whole request head (and body), reading as needed; a client quiet for
-        // `client_idle` is let go, and an idle one at once on shutdown.
+        // A whole request head (and body), reading as needed. A new connection has
+        // `header_read` for its first head; between requests a client may be quiet for
+        // `client_idle`, and once a head has begun it has `header_read` to finish it
+        // (slowloris). An idle connection is let go at once on shutdown.
+        let mut head_started = (!buf.is_empty()).then(Instant::now);
         let request = loop {
-            match wire::parse_request(&mut buf, MAX_BODY) {
+            match wire::parse_request(&mut buf, &limits) {
                 Parsed::Request(r) => break r,
                 Parsed::Other => return End::HandOff(buf.freeze(), stream),
-                Parsed::Malformed => {
-                    let e = ProxyError::BadRequest("malformed HTTP/1.1 request head".into());
-                    write_error(&mut stream, &mut out, &e, true).await;
+                Parsed::Reject(reject) => {
+                    write_error(&mut stream, &mut out, &reject.into(), true).await;
                     return End::Closed;
                 }
                 Parsed::Partial => {}
             }
             make_room(&mut buf, REQUEST_CHUNK);
+            let deadline = match head_started {
+                _ if first => accepted + settings.header_read,
+                Some(at) => at + settings.header_read,
+                None => last_active + settings.client_idle,
+            };
             // Between requests a shutdown closes the connection; within one it waits.
             let stop = buf.is_empty().then_some(stop.as_mut());
-            if !read_more(
-                &mut stream,
-                &mut buf,
-                idle.as_mut(),
-                last_active,
-                client_idle,
-                stop,
-            )
-            .await
-            {
-                return End::Closed;
+            match read_more(&mut stream, &mut buf, idle.as_mut(), deadline, stop).await {
+                Read::Data => {
+                    head_started.get_or_insert_with(Instant::now);
+                }
+                Read::Expired if !buf.is_empty() => {
+                    let e = ProxyError::Rejected {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        why: "the request head took longer than gateway.timeouts.header_read"
+                            .into(),
+                    };
+                    write_error(&mut stream, &mut out, &e, true).await;
+                    return End::Closed;
+                }
+                Read::Expired | Read::Closed => return End::Closed,
             }
         };
+        first = false;
         while buf.len() < request.body_len {
             buf.reserve(request.body_len - buf.len());
-            if !read_more(
-                &mut stream,
-                &mut buf,
-                idle.as_mut(),
-                last_active,
-                client_idle,
-                None,
-            )
-            .await
-            {
-                return End::Closed;
+            let deadline = Instant::now() + settings.body_idle;
+            match read_more(&mut stream, &mut buf, idle.as_mut(), deadline, None).await {
+                Read::Data => {}
+                Read::Expired => {
+                    let e = ProxyError::Rejected {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        why: "the request body paused longer than gateway.timeouts.body_idle"
+                            .into(),
+                    };
+                    write_error(&mut stream, &mut out, &e, true).await;
+                    return End::Closed;
+                }
+                Read::Closed => return End::Closed,
             }
         }
         let body = buf.split_to(request.body_len).freeze();
@@ -143,6 +164,7 @@ pub(crate) async fn serve(
                 stream: &mut stream,
                 out: &mut out,
                 pending: &mut buf,
+                max_pending: limits.max_size,
             },
             request,
             body,
@@ -175,35 +197,51 @@ struct Client<'c> {
     /// What the client sent after this request (pipelined requests), read while the
     /// replica works so that a client that goes away is noticed.
     pending: &'c mut BytesMut,
+    /// How much of that to hold: a head's worth.
+    max_pending: usize,
 }
 
-/// Read more of the client's bytes into `buf`. `false`: the connection is over — the client
-/// closed it or was quiet for `client_idle` since `last_active`, or `stop` (shutdown) came.
+/// How a read of the client's bytes ended.
+enum Read {
+    /// More bytes are in the buffer.
+    Data,
+    /// The deadline passed first.
+    Expired,
+    /// The client closed the connection (or it failed), or shutdown came.
+    Closed,
+}
+
+/// Read more of the client's bytes into `buf`, until `deadline` or `stop` (shutdown).
+/// `timer` is the connection's read timer, reset only when it fires early or `deadline` is
+/// nearer than it.
 async fn read_more<'s>(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    mut idle: Pin<&mut Sleep>,
-    last_active: Instant,
-    client_idle: Duration,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
     mut stop: Option<Pin<&mut (dyn Future<Output = ()> + Send + 's)>>,
-) -> bool {
+) -> Read {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
     loop {
         tokio::select! {
             biased;
-            read = stream.read_buf(buf) => return matches!(read, Ok(n) if n > 0),
-            () = &mut idle => {
-                if last_active.elapsed() >= client_idle {
-                    return false;
+            read = stream.read_buf(buf) => {
+                return if matches!(read, Ok(n) if n > 0) { Read::Data } else { Read::Closed };
+            }
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    return Read::Expired;
                 }
-                // The timer is armed once per connection and moved only when it fires early.
-                idle.as_mut().reset(last_active + client_idle);
+                timer.as_mut().reset(deadline);
             }
             () = async {
                 match stop.as_mut() {
                     Some(stop) => stop.as_mut().await,
                     None => std::future::pending().await,
                 }
-            } => return false,
+            } => return Read::Closed,
         }
     }
 }
@@ -222,11 +260,13 @@ async fn exchange(
         stream: client,
         out,
         pending,
+        max_pending,
     } = client;
     let ClientRequest {
         mut parts,
         raw,
         close,
+        has_length,
         ..
     } = request;
     let close = close || shutting_down;
@@ -259,6 +299,7 @@ async fn exchange(
             &path_and_query,
             &parts.headers,
             &body,
+            has_length,
         );
         let sent = Outbound::new(&table, route, since)
             .run_with_timer(
@@ -288,7 +329,7 @@ async fn exchange(
     let sent = tokio::select! {
         biased;
         sent = sent => sent,
-        () = client_gone(client, pending) => {
+        () = client_gone(client, pending, max_pending) => {
             gateway.finish(begun, info, CLIENT_CLOSED, None, None);
             return Next::Close;
         }
@@ -345,12 +386,12 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
 
 /// Returns when the client closes its connection (or it fails). Bytes it sends meanwhile
 /// (pipelined requests) are kept in `pending`, up to a head's worth; then it stops looking.
-async fn client_gone(client: &TcpStream, pending: &mut BytesMut) {
+async fn client_gone(client: &TcpStream, pending: &mut BytesMut, max_pending: usize) {
     loop {
         // `poll_read_ready` keeps one waker in the socket's reader slot: cheaper than a
         // `readable()` future, which joins and leaves a list of waiters every request.
         let ready = std::future::poll_fn(|cx| client.poll_read_ready(cx));
-        if pending.len() >= wire::MAX_HEAD || ready.await.is_err() {
+        if pending.len() >= max_pending || ready.await.is_err() {
             return std::future::pending().await;
         }
         make_room(pending, REQUEST_CHUNK);

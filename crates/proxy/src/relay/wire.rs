@@ -2,23 +2,42 @@
 //! the upstream request, parse the replica's response head, write the client's response
 //! head, and find where a chunked body ends without decoding it.
 //!
+//! What the head says about framing is decided by [`crate::framing`], the rules both HTTP
+//! paths share; framing headers are never copied from one side to the other but written
+//! here from the body that is actually sent.
+//!
 //! Anything unusual is not handled here but recognised and handed to the full HTTP stack
 //! ([`Parsed::Other`]): HTTP/1.0, the HTTP/2 preface, upgrades, `Expect`, chunked or large
-//! request bodies, absolute-form targets, and heads that do not parse.
+//! request bodies and absolute-form targets. Heads that break the rules are refused
+//! ([`Parsed::Reject`]).
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use shoal_config::Middleware;
 
-/// Longest request or response head accepted (larger ones go to the full stack, or are a
-/// replica failure).
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in one head.
-const MAX_HEADERS: usize = 100;
+use crate::framing::{self, Reject, RequestBody};
+pub(crate) use crate::framing::{ChunkedEnd, Framing};
+
+/// Longest response head accepted from a replica (a longer one is a replica failure).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most header fields the relay parses in one head. A request with more goes to the full
+/// stack, which applies `gateway.limits.max_headers` when that is higher.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// How much of a request head the relay accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLimits {
+    /// Longest head in bytes (`gateway.limits.max_head_size`); longer ones get 431.
+    pub(crate) max_size: usize,
+    /// Most header fields (`gateway.limits.max_headers`).
+    pub(crate) max_headers: usize,
+    /// Longest body the relay holds in memory; longer ones go to the full stack.
+    pub(crate) max_body: usize,
+}
 
 /// What the start of a client's buffer holds.
 // Returned by value and taken apart at once: boxing the request would cost an allocation
@@ -30,8 +49,8 @@ pub(crate) enum Parsed {
     Partial,
     /// Something the relay leaves to the full HTTP stack.
     Other,
-    /// Not HTTP: answered 400 and closed.
-    Malformed,
+    /// Refused: answered with the status and closed.
+    Reject(Reject),
     /// A request the relay carries; its head has been taken off the buffer.
     Request(ClientRequest),
 }
@@ -45,72 +64,64 @@ pub(crate) struct ClientRequest {
     pub(crate) raw: Bytes,
     /// Body length (`Content-Length`; 0 without one).
     pub(crate) body_len: usize,
+    /// The client sent a `Content-Length` (even of 0), so the replica gets one too.
+    pub(crate) has_length: bool,
     /// The client asked to close the connection after this exchange.
     pub(crate) close: bool,
 }
 
 /// Parse a request head at the start of `buf`. On success the head is split off `buf`;
-/// the body, if any, follows in it. Bodies over `max_body` bytes are left to the full stack.
-pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
+/// the body, if any, follows in it.
+pub(crate) fn parse_request(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
     // Uninitialised slots: filling 100 empty headers first costs more than parsing.
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let slots = limits.max_headers.min(MAX_HEADERS);
     let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
-        // The full stack answers 431 for a head too large, and speaks HTTP/2.
-        Ok(httparse::Status::Partial) => return Parsed::Other,
+    let parsed = req.parse_with_uninit_headers(buf, &mut fields[..slots]);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) if n <= limits.max_size => n,
+        Ok(httparse::Status::Partial) if buf.len() < limits.max_size => return Parsed::Partial,
+        Ok(_) => return Parsed::Reject(TOO_LARGE),
+        // The full stack has room for more fields when the limit allows them.
+        Err(httparse::Error::TooManyHeaders) if limits.max_headers > MAX_HEADERS => {
+            return Parsed::Other;
+        }
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Reject(TOO_MANY),
         Err(_) if h2_preface(buf) => return Parsed::Other,
-        Err(_) => return Parsed::Malformed,
+        Err(_) => return Parsed::Reject(NOT_HTTP),
     };
-    if req.version != Some(1) {
+    let (Some(minor), Some(method), Some(target)) = (req.version, req.method, req.path) else {
+        return Parsed::Reject(NOT_HTTP);
+    };
+    if minor != 1 {
         return Parsed::Other;
     }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
-        return Parsed::Other;
+    let facts = match framing::request_facts(
+        minor,
+        req.headers.iter().map(|f| (f.name.as_bytes(), f.value)),
+    ) {
+        Ok(facts) => facts,
+        Err(reject) => return Parsed::Reject(reject),
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Other;
     };
-    if !target.starts_with('/') || method == Method::CONNECT {
+    if !target.starts_with('/') || method == Method::CONNECT || facts.upgrade || facts.expect {
         return Parsed::Other;
     }
+    let body_len = match facts.body {
+        RequestBody::None => 0,
+        RequestBody::Length(n) if n <= limits.max_body as u64 => n as usize,
+        RequestBody::Length(_) | RequestBody::Chunked => return Parsed::Other,
+    };
     let offset = |s: &[u8]| span_in(buf, s);
     let target = offset(target.as_bytes());
     // Where each field's name and value are, to build the header map from the shared bytes
     // once the head is split off (on the stack: no allocation).
     let mut spans = [Span::default(); MAX_HEADERS];
     let count = req.headers.len();
-    let mut body_len: Option<usize> = None;
-    let mut close = false;
     for (field, span) in req.headers.iter().zip(spans.iter_mut()) {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-        {
-            return Parsed::Other;
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            match (parse_length(field.value), body_len) {
-                (Some(n), None) => body_len = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return Parsed::Other,
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(field.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Other;
-                }
-            }
-        }
-        *span = Span::of(offset(name), offset(field.value));
-    }
-    let body_len = body_len.unwrap_or(0);
-    if body_len > max_body {
-        return Parsed::Other;
+        *span = Span::of(offset(field.name.as_bytes()), offset(field.value));
     }
     let raw = buf.split_to(len).freeze();
     let Ok(uri) = PathAndQuery::from_maybe_shared(raw.slice(target)).map(Uri::from) else {
@@ -137,9 +148,26 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_body: usize) -> Parsed {
         parts,
         raw,
         body_len,
-        close,
+        has_length: facts.body != RequestBody::None,
+        close: facts.close,
     })
 }
+
+/// A request head over `gateway.limits.max_head_size` (RFC 6585 §5).
+const TOO_LARGE: Reject = Reject {
+    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    why: "the request head is larger than gateway.limits.max_head_size",
+};
+/// More fields than `gateway.limits.max_headers`.
+const TOO_MANY: Reject = Reject {
+    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    why: "the request has more header fields than gateway.limits.max_headers",
+};
+/// Not an HTTP/1.x request head (RFC 9112 §2.2, §3).
+const NOT_HTTP: Reject = Reject {
+    status: StatusCode::BAD_REQUEST,
+    why: "malformed HTTP/1.1 request head (RFC 9112 §2.2)",
+};
 
 /// Where `part` (a slice the parser returned) lies in `buf`; empty if it is not in it (an
 /// absent reason phrase comes back as a constant `""`).
@@ -193,35 +221,37 @@ fn other_after_split(buf: &mut BytesMut, head: Bytes) -> Parsed {
     Parsed::Other
 }
 
-fn parse_length(value: &[u8]) -> Option<usize> {
-    let v = value.trim_ascii();
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// Write the request going upstream: request line, `headers`, blank line, `body`.
+/// Write the request going upstream: request line, `headers`, its framing, blank line,
+/// `body`. Framing comes from `body` alone: any `Content-Length` or `Transfer-Encoding` in
+/// `headers` is left out, and `content-length` is written when there is a body or the client
+/// sent a length (`has_length`, e.g. an empty POST).
 pub(crate) fn write_request(
     out: &mut BytesMut,
     method: &Method,
     path_and_query: &PathAndQuery,
     headers: &HeaderMap,
     body: &[u8],
+    has_length: bool,
 ) {
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path_and_query.as_str().as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if has_length || !body.is_empty() {
+        put_length(out, body.len() as u64);
     }
     out.put_slice(b"\r\n");
     out.put_slice(body);
+}
+
+fn put_length(out: &mut BytesMut, n: u64) {
+    use std::fmt::Write;
+    let _ = write!(out, "content-length: {n}\r\n");
 }
 
 fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -229,19 +259,6 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
-    Empty,
-    /// `Content-Length` bytes.
-    Length(u64),
-    /// Chunked: ends with the zero-size chunk and the trailers.
-    Chunked,
-    /// Until the replica closes the connection.
-    UntilClose,
 }
 
 /// A replica's response head, parsed; ranges index the buffer it was parsed from.
@@ -255,6 +272,8 @@ pub(crate) struct ResponseHead {
     fields: Vec<(Range<usize>, Range<usize>)>,
     /// How the body is delimited.
     pub(crate) framing: Framing,
+    /// A bodiless response's stated `Content-Length` (HEAD, 304), passed on as it is.
+    stated_length: Option<u64>,
     /// The connection can carry another request once the body is read.
     pub(crate) reusable: bool,
 }
@@ -273,65 +292,42 @@ pub(crate) fn parse_response(
         &mut fields,
     ) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => return Err("response head too large"),
         Err(_) => return Err("malformed response head"),
     };
-    let status = resp.code.ok_or("malformed response head")?;
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err("malformed response head");
+    };
+    let facts = framing::response_facts(
+        minor,
+        status,
+        head_request,
+        resp.headers.iter().map(|f| (f.name.as_bytes(), f.value)),
+    )?;
     let offset = |s: &[u8]| span_in(buf, s);
     let reason = offset(resp.reason.unwrap_or("").as_bytes());
-    let mut length = None;
-    let mut chunked = None;
-    let mut keep_alive = resp.version == Some(1);
-    let mut fields = Vec::with_capacity(resp.headers.len());
-    for field in resp.headers.iter() {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(field.value).ok_or("invalid Content-Length")? as u64;
-            if length.is_some_and(|m| m != n) {
-                return Err("conflicting Content-Length");
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = Some(
-                tokens(field.value)
-                    .last()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
-            );
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(field.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                    keep_alive = true;
-                }
-            }
-        }
-        fields.push((offset(name), offset(field.value)));
-    }
-    let framing = if head_request || status < 200 || status == 204 || status == 304 {
-        Framing::Empty
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::UntilClose,
-        }
-    };
+    let fields = resp
+        .headers
+        .iter()
+        .map(|f| (offset(f.name.as_bytes()), offset(f.value)))
+        .collect();
     Ok(Some(ResponseHead {
         len,
         status,
         reason,
         fields,
-        framing,
-        reusable: keep_alive && framing != Framing::UntilClose,
+        framing: facts.framing,
+        stated_length: facts.stated_length,
+        reusable: facts.reusable,
     }))
 }
 
-/// Response headers that describe one connection only (RFC 9110 §7.6.1). `Transfer-Encoding`
-/// is not here: the relay passes chunked bodies through as they are, so it stays true.
-const HOP_BY_HOP: [&[u8]; 6] = [
+/// Response headers that describe one connection only (RFC 9110 §7.6.1), and the framing
+/// headers, which [`write_response_head`] writes itself.
+const HOP_BY_HOP: [&[u8]; 8] = [
+    b"content-length",
+    b"transfer-encoding",
     b"connection",
     b"keep-alive",
     b"proxy-connection",
@@ -342,7 +338,9 @@ const HOP_BY_HOP: [&[u8]; 6] = [
 
 /// Write the client's response head from the replica's (`head`, parsed from `buf`):
 /// hop-by-hop headers and those the route's middlewares remove or set are left out, the
-/// middlewares' values and `extras` are added, and `connection: close` when `close`.
+/// middlewares' values and `extras` are added, then the framing of the body as it will be
+/// relayed (never the replica's headers: a `Connection` naming them cannot remove them),
+/// and `connection: close` when `close`.
 pub(crate) fn write_response_head(
     out: &mut BytesMut,
     buf: &[u8],
@@ -366,7 +364,7 @@ pub(crate) fn write_response_head(
         .fields
         .iter()
         .filter(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| tokens(&buf[v.clone()]))
+        .flat_map(|(_, v)| framing::tokens(&buf[v.clone()]))
         .collect();
     let replaced = |name: &[u8]| {
         HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
@@ -404,99 +402,29 @@ pub(crate) fn write_response_head(
     for (name, value) in extras {
         put_field(out, name.as_ref(), value.as_bytes());
     }
+    // RFC 9112 §6: the framing of what the client is about to receive.
+    match head.framing {
+        Framing::Length(n) => put_length(out, n),
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty => {
+            if let Some(n) = head.stated_length {
+                put_length(out, n);
+            }
+        }
+        Framing::UntilClose => {}
+    }
     if close {
         out.put_slice(b"connection: close\r\n");
     }
     out.put_slice(b"\r\n");
 }
 
-/// Finds the end of a chunked body in the bytes that pass, without decoding it.
-#[derive(Debug, Default)]
-pub(crate) struct ChunkedEnd {
-    state: Chunk,
-    size: u64,
-    digits: u8,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    #[default]
-    Size,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    FinalLf,
-}
-
-impl ChunkedEnd {
-    /// Feed the next bytes of the body. `Ok(Some(n))`: the body ends after `data[..n]`.
-    pub(crate) fn scan(&mut self, data: &[u8]) -> Result<Option<usize>, &'static str> {
-        let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
-            match self.state {
-                Chunk::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err("chunk size too large");
-                        }
-                        self.size = self.size * 16 + d;
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Chunk::Extension,
-                    b'\r' if self.digits > 0 => self.state = Chunk::SizeLf,
-                    _ => return Err("invalid chunk size"),
-                },
-                Chunk::Extension => match b {
-                    b'\r' => self.state = Chunk::SizeLf,
-                    b'\n' => return Err("invalid chunk extension"),
-                    _ => {}
-                },
-                Chunk::SizeLf => {
-                    if b != b'\n' {
-                        return Err("invalid chunk size line");
-                    }
-                    self.state = if self.size == 0 {
-                        Chunk::TrailerStart
-                    } else {
-                        Chunk::Data
-                    };
-                }
-                Chunk::Data => {
-                    let take = self.size.min((data.len() - i) as u64);
-                    self.size -= take;
-                    i += take as usize;
-                    if self.size == 0 {
-                        self.state = Chunk::DataCr;
-                    }
-                    continue;
-                }
-                Chunk::DataCr if b == b'\r' => self.state = Chunk::DataLf,
-                Chunk::DataLf if b == b'\n' => {
-                    self.state = Chunk::Size;
-                    self.digits = 0;
-                }
-                Chunk::DataCr | Chunk::DataLf => return Err("chunk data not followed by CRLF"),
-                Chunk::TrailerStart if b == b'\r' => self.state = Chunk::FinalLf,
-                Chunk::TrailerStart => self.state = Chunk::TrailerLine,
-                Chunk::TrailerLine => {
-                    if b == b'\n' {
-                        self.state = Chunk::TrailerStart;
-                    }
-                }
-                Chunk::FinalLf if b == b'\n' => return Ok(Some(i + 1)),
-                Chunk::FinalLf => return Err("invalid end of chunked body"),
-            }
-            i += 1;
-        }
-        Ok(None)
-    }
-}
+/// The defaults of `gateway.limits`, and the relay's body limit.
+pub(crate) const DEFAULT_LIMITS: HeadLimits = HeadLimits {
+    max_size: 32 * 1024,
+    max_headers: 100,
+    max_body: 64 * 1024,
+};
 
 /// Checks for the fuzz target `relay_wire`: arbitrary bytes as a request stream, a
 /// response head and a chunked body. Nothing may panic, and each parser must agree with
@@ -504,12 +432,13 @@ impl ChunkedEnd {
 /// buffer as it was; a chunked body fed in pieces ends where it ends fed whole.
 pub fn check_parsers(data: &[u8]) {
     let mut buf = BytesMut::from(data);
-    match parse_request(&mut buf, 64 * 1024) {
+    match parse_request(&mut buf, &DEFAULT_LIMITS) {
         Parsed::Request(r) => {
             assert_eq!([&r.raw[..], &buf[..]].concat(), data);
-            assert!(r.body_len <= 64 * 1024);
+            assert!(r.body_len <= DEFAULT_LIMITS.max_body);
+            assert!(r.raw.len() <= DEFAULT_LIMITS.max_size);
         }
-        Parsed::Partial | Parsed::Other | Parsed::Malformed => assert_eq!(&buf[..], data),
+        Parsed::Partial | Parsed::Other | Parsed::Reject(_) => assert_eq!(&buf[..], data),
     }
     if let Ok(Some(head)) = parse_response(data, false) {
         assert!(head.len <= data.len());
@@ -541,7 +470,7 @@ mod tests {
 
     fn parse(text: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text);
-        (parse_request(&mut buf, 64 * 1024), buf)
+        (parse_request(&mut buf, &DEFAULT_LIMITS), buf)
     }
 
     #[test]
@@ -570,13 +499,12 @@ mod tests {
     fn unusual_requests_are_left_to_the_full_stack() {
         for text in [
             &b"GET / HTTP/1.0\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
-            b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"GET http://other.test/ HTTP/1.1\r\n\r\n",
-            b"CONNECT other.test:443 HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 65537\r\n\r\n",
+            b"GET http://other.test/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"CONNECT other.test:443 HTTP/1.1\r\nHost: h\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"PRI * HTTP/2.0\r\n",
         ] {
@@ -596,16 +524,88 @@ mod tests {
             parse(b"GET / HTTP/1.1\r\nHost: a").0,
             Parsed::Partial
         ));
-        assert!(matches!(
-            parse(b"NOT HTTP AT ALL\r\n\r\n").0,
-            Parsed::Malformed
-        ));
-        assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").0,
-            Parsed::Malformed
-        ));
-        let (close, _) = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
+        for bad in [
+            &b"NOT HTTP AT ALL\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\0b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        ] {
+            let (parsed, rest) = parse(bad);
+            assert!(
+                matches!(parsed, Parsed::Reject(r) if r.status == 400),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(&rest[..], bad, "nothing consumed");
+        }
+        let (close, _) =
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n");
         assert!(matches!(close, Parsed::Request(r) if r.close));
+    }
+
+    #[test]
+    fn framing_and_host_rules_are_enforced_before_anything_is_sent() {
+        // The framing module's rules, reached through the relay's parser.
+        for (text, status) in [
+            (&b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n"[..], 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+        ] {
+            let (parsed, _) = parse(text);
+            assert!(
+                matches!(parsed, Parsed::Reject(r) if r.status == status),
+                "{:?}: {parsed:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let (parsed, _) = parse(
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc",
+        );
+        assert!(matches!(parsed, Parsed::Request(r) if r.body_len == 3 && r.has_length));
+    }
+
+    #[test]
+    fn heads_over_the_limits_get_431() {
+        let limits = HeadLimits {
+            max_size: 8 * 1024,
+            max_headers: 10,
+            max_body: 64 * 1024,
+        };
+        let mut long = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: ".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 8 * 1024));
+        let mut buf = BytesMut::from(&long[..]);
+        assert!(matches!(parse_request(&mut buf, &limits), Parsed::Reject(r) if r.status == 431));
+        long.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(&long[..]);
+        assert!(matches!(parse_request(&mut buf, &limits), Parsed::Reject(r) if r.status == 431));
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..10 {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&many[..]);
+        assert!(matches!(parse_request(&mut buf, &limits), Parsed::Reject(r) if r.status == 431));
+        // A limit above what the relay parses: the full stack applies it.
+        let mut buf = BytesMut::from(&many[..]);
+        let wide = HeadLimits {
+            max_headers: 500,
+            ..limits
+        };
+        let mut huge = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            huge.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        huge.extend_from_slice(b"\r\n");
+        assert!(matches!(parse_request(&mut buf, &wide), Parsed::Request(_)));
+        let mut buf = BytesMut::from(&huge[..]);
+        assert!(matches!(parse_request(&mut buf, &wide), Parsed::Other));
     }
 
     #[test]
@@ -621,11 +621,44 @@ mod tests {
             &PathAndQuery::from_static("/p?q"),
             &headers,
             b"body",
+            true,
         );
         assert_eq!(
             &out[..],
-            b"PUT /p?q HTTP/1.1\r\nhost: h.test\r\nx-a: 1\r\nx-a: 2\r\n\r\nbody"
+            b"PUT /p?q HTTP/1.1\r\nhost: h.test\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 4\r\n\r\nbody"
         );
+    }
+
+    #[test]
+    fn request_framing_is_written_from_the_body_never_copied() {
+        // B1: whatever the headers say (or lost to a Connection token), the replica gets the
+        // length of the body that follows, once.
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("h"));
+        headers.append("content-length", HeaderValue::from_static("999"));
+        headers.append("content-length", HeaderValue::from_static("999"));
+        headers.append("transfer-encoding", HeaderValue::from_static("chunked"));
+        let write = |headers: &HeaderMap, body: &[u8], has_length| {
+            let mut out = BytesMut::new();
+            let pq = PathAndQuery::from_static("/");
+            write_request(&mut out, &Method::POST, &pq, headers, body, has_length);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        assert_eq!(
+            write(&headers, b"abc", true),
+            "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\nabc"
+        );
+        let empty = HeaderMap::new();
+        assert_eq!(
+            write(&empty, b"GET /smuggled HTTP/1.1\r\n\r\n", false),
+            "POST / HTTP/1.1\r\ncontent-length: 26\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            "a body always carries its length"
+        );
+        assert_eq!(
+            write(&empty, b"", true),
+            "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(write(&empty, b"", false), "POST / HTTP/1.1\r\n\r\n");
     }
 
     #[test]
@@ -640,10 +673,18 @@ mod tests {
         assert_eq!(framing(ok, true), Some((Framing::Empty, true)), "HEAD");
         assert_eq!(
             framing(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
                 false
             ),
             Some((Framing::Chunked, true))
+        );
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false
+            )
+            .is_err(),
+            "a coding the gateway would have to pass on as it is"
         );
         assert_eq!(
             framing(b"HTTP/1.1 200 OK\r\n\r\n", false),
@@ -713,8 +754,63 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "HTTP/1.1 201 Made It\r\ncontent-length: 0\r\nserver: shoal\r\nx-shoal-replica: web/1\r\nset-cookie: sid=1\r\nconnection: close\r\n\r\n"
-                .replace("content-length", "Content-Length")
+            "HTTP/1.1 201 Made It\r\nserver: shoal\r\nx-shoal-replica: web/1\r\nset-cookie: sid=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    /// The client's head for a replica's `text`, as the relay writes it (keep-alive).
+    fn client_head(text: &[u8], head_request: bool) -> String {
+        let head = parse_response(text, head_request).unwrap().unwrap();
+        let mut out = BytesMut::new();
+        write_response_head(&mut out, text, &head, &[], &[], false);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_replica_cannot_strip_or_double_the_framing_the_client_gets() {
+        // B2: Connection naming the framing header does not remove it.
+        assert_eq!(
+            client_head(
+                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 23\r\n\r\n",
+                false
+            ),
+            "HTTP/1.1 200 OK\r\ncontent-length: 23\r\n\r\n"
+        );
+        assert_eq!(
+            client_head(
+                b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // B3: with both, Transfer-Encoding wins and Content-Length is not passed on
+        // (RFC 9112 §6.3 rule 3).
+        assert_eq!(
+            client_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        // Repeated identical lengths go out once; HEAD and 304 keep the stated length.
+        assert_eq!(
+            client_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                false
+            ),
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert_eq!(
+            client_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", true),
+            "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"
+        );
+        assert_eq!(
+            client_head(
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+                false
+            ),
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            "RFC 9110 §8.6: no Content-Length in a 204"
         );
     }
 

@@ -14,7 +14,9 @@
 //! Access: the page's files hold no state and are served without the admin token; the page
 //! itself sends it (`Authorization: Bearer`) on every API call. A browser cannot set headers
 //! on an `EventSource`, so the stream — and only the stream — also accepts the token as
-//! `?token=TOKEN` ([`query_token`]).
+//! `?token=TOKEN` ([`query_token`]). Its one state-changing call, scale, is a same-origin
+//! `fetch` with `Content-Type: application/json`, which the crate's access rules require of a
+//! browser (the crate doc's "Access").
 use std::convert::Infallible;
 use std::time::Duration;
 

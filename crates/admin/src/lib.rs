@@ -1,9 +1,9 @@
 //! The admin API: a small JSON HTTP API that the CLI (`shoal status`, `scale`, `events`,
 //! `reload`) and the dashboard use.
 //!
-//! This crate owns the API's routes, its JSON shapes, and its access rule (a bearer token
-//! when one is configured). It does not own any state: everything is asked of a
-//! [`Control`], which the app implements over the gateway, the driver and the event log.
+//! This crate owns the API's routes, its JSON shapes, and its access rules (below). It does
+//! not own any state: everything is asked of a [`Control`], which the app implements over
+//! the gateway, the driver and the event log.
 //!
 //! | method and path | answer |
 //! |---|---|
@@ -18,9 +18,30 @@
 //! | `GET /api/v1/routes` | the routes, in the order they are tried |
 //! | `GET /api/v1/stream` | a snapshot of every service and the new events, every second (SSE) |
 //! | `GET /dashboard/` | the web dashboard (`docs/dashboard.md`); its files need no token |
+//!
+//! # Access
+//!
+//! Checked on every request before any handler, in this order (the reasons are in the
+//! `access` module's doc):
+//!
+//! 1. **Host** (against DNS rebinding): `Host` must be `localhost` or an IP address literal,
+//!    which covers the addresses the server is bound to; any other name gets 421 naming the
+//!    `Host` received. No `Host` at all (HTTP/1.0) is served to loopback peers only (403).
+//! 2. **Origin**, for every method but `GET` and `HEAD` (against cross-site requests): 403
+//!    when `Sec-Fetch-Site` is present and not `same-origin` or `none`, or when `Origin` is
+//!    present and its `host[:port]` is not the `Host` (another loopback name on the same port
+//!    passes; `Origin: null` does not).
+//! 3. **Content type**, for the same methods: `application/json`, or none at all from a client
+//!    that is not a browser (no `Origin`, no `Sec-Fetch-*`), as curl and the shoal CLI send
+//!    (`reload` has no body); 415 otherwise.
+//! 4. **Token**, when one is configured: `Authorization: Bearer TOKEN` (or `?token=` on the
+//!    stream), compared in constant time; 401 otherwise. The dashboard's files need none.
 #![warn(missing_docs)]
 
+mod access;
 mod dashboard;
+#[cfg(test)]
+mod tests;
 
 pub use dashboard::{BACKLOG, Snapshot};
 
@@ -29,7 +50,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -124,6 +145,8 @@ impl AdminServer {
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
+            // The peer's address: a request without `Host` is served to loopback peers only.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -198,28 +221,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn authorize(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &state.token
-        && !dashboard::is_public(req.uri().path())
-    {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned)
-            // An EventSource cannot send headers: the stream alone takes `?token=`.
-            .or_else(|| dashboard::query_token(&req));
-        if given.as_deref() != Some(&**token) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong token: send `Authorization: Bearer TOKEN`",
-            );
-        }
+/// Every request passes [`access::check`] first (see the module doc).
+async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(refused) = access::check(&req, state.token.as_deref()) {
+        let (method, path) = (req.method(), req.uri().path());
+        tracing::debug!(%method, path, %refused, "admin request refused");
+        return refused.into_response();
     }
     next.run(req).await
 }

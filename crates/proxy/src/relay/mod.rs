@@ -108,7 +108,7 @@ pub(crate) async fn serve(
                 Parsed::Request(r) => break r,
                 Parsed::Other => return End::HandOff(buf.freeze(), stream),
                 Parsed::Reject(reject) => {
-                    write_error(&mut stream, &mut out, &reject.into(), true).await;
+                    refuse(&mut stream, &mut out, &reject.into()).await;
                     return End::Closed;
                 }
                 Parsed::Partial => {}
@@ -131,7 +131,7 @@ pub(crate) async fn serve(
                         why: "the request head took longer than gateway.timeouts.header_read"
                             .into(),
                     };
-                    write_error(&mut stream, &mut out, &e, true).await;
+                    refuse(&mut stream, &mut out, &e).await;
                     return End::Closed;
                 }
                 Read::Expired | Read::Closed => return End::Closed,
@@ -149,7 +149,7 @@ pub(crate) async fn serve(
                         why: "the request body paused longer than gateway.timeouts.body_idle"
                             .into(),
                     };
-                    write_error(&mut stream, &mut out, &e, true).await;
+                    refuse(&mut stream, &mut out, &e).await;
                     return End::Closed;
                 }
                 Read::Closed => return End::Closed,
@@ -488,6 +488,33 @@ async fn relay_body(
 fn make_room(buf: &mut BytesMut, room: usize) {
     if buf.capacity() - buf.len() < room / 2 {
         buf.reserve(room);
+    }
+}
+
+/// Most a refused client's leftover bytes are read and dropped, and for how long, before
+/// its connection is closed (nginx's lingering close, bounded tighter).
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answer a refused request and close the connection gently: a client still sending (a
+/// head over the limit) would otherwise get a reset, which can destroy the answer before
+/// it reads it. So: the answer, our end shut, and what the client still sends read and
+/// dropped until it closes too, up to `LINGER_BYTES` or `LINGER`.
+async fn refuse(client: &mut TcpStream, out: &mut BytesMut, e: &ProxyError) {
+    if let Next::Close = write_error(client, out, e, true).await
+        && client.shutdown().await.is_ok()
+    {
+        let drain = async {
+            let mut scratch = [0u8; 8 * 1024];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match client.read(&mut scratch).await {
+                    Ok(n) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }
 

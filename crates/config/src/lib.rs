@@ -28,7 +28,8 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Diagnostic, Diagnostics, nearest};
 pub use model::*;
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_REPLICA_HEADER, load, parse, peek_admin,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_REPLICA_HEADER, load, load_for, parse,
+    parse_for, peek_admin,
 };
 
 #[cfg(test)]

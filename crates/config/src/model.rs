@@ -209,6 +209,52 @@ pub struct Service {
     pub passive: Passive,
     /// Fast 503s while the service is failing; off unless configured.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// How the service runs as a container image (on Kubernetes), if `image:` is given.
+    pub container: Option<Container>,
+}
+
+/// Which runtime a stack file is checked for: a service may have `command:` (local
+/// processes), `image:` (containers), or both, and each runtime needs its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// `shoal up`: replicas are local processes; a service needs `command:` or `servers:`.
+    #[default]
+    Local,
+    /// `shoal k8s render`: replicas are pods; a replicated service needs `image:`.
+    Kubernetes,
+}
+
+/// A service's container: what Kubernetes runs for each replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Image reference, e.g. `ghcr.io/acme/users:1.4`.
+    pub image: String,
+    /// Arguments to the image's entrypoint; empty: the image's own `CMD`.
+    pub args: Vec<String>,
+    /// Port the container listens on (also given to it as the `port_env` variable). Default
+    /// 8080.
+    pub port: u16,
+    /// CPU and memory requests and limits.
+    pub resources: Resources,
+}
+
+/// Requests (what the scheduler reserves; what HPA's CPU utilisation is relative to) and
+/// limits (the most a container may use).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Reserved for each replica.
+    pub requests: Quantities,
+    /// The most each replica may use.
+    pub limits: Quantities,
+}
+
+/// CPU in millicores and memory in bytes; `None` where not set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quantities {
+    /// Millicores (`500m` = 500, `2` = 2000).
+    pub cpu_millis: Option<u64>,
+    /// Bytes.
+    pub memory_bytes: Option<u64>,
 }
 
 /// Retries of a request on another replica. On by default for what is safe.

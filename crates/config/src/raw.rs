@@ -69,6 +69,24 @@ pub(crate) struct RawLimits {
     pub(crate) max_connections: Option<usize>,
 }
 
+/// `resources:` of a container: `{cpu, memory}` (requests), or Kubernetes' own shape
+/// `{requests: {cpu, memory}, limits: {cpu, memory}}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawResources {
+    pub(crate) cpu: Option<RawNumber>,
+    pub(crate) memory: Option<RawSize>,
+    pub(crate) requests: Option<RawQuantities>,
+    pub(crate) limits: Option<RawQuantities>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQuantities {
+    pub(crate) cpu: Option<RawNumber>,
+    pub(crate) memory: Option<RawSize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEntrypoint {
@@ -98,6 +116,10 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawService {
     pub(crate) servers: Option<Vec<StringOr<RawServer>>>,
     pub(crate) command: Option<StringOrList>,
+    pub(crate) image: Option<String>,
+    pub(crate) args: Option<Vec<String>>,
+    pub(crate) port: Option<u16>,
+    pub(crate) resources: Option<RawResources>,
     pub(crate) env: Option<BTreeMap<String, String>>,
     pub(crate) workdir: Option<String>,
     pub(crate) replicas: Option<u32>,
@@ -282,7 +304,7 @@ pub(crate) struct RawHold {
 }
 
 /// A size: a number of bytes, or text like `10MiB` (validated later).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum RawSize {
     Bytes(u64),
     Text(String),

@@ -355,6 +355,105 @@ routes:
 }
 
 #[test]
+fn services_learn_containers_for_kubernetes() {
+    let src = "services:
+  users:
+    command: shoal sample-app
+    image: ghcr.io/acme/users:1.4
+    args: [--workers, '2']
+    port: 9000
+    resources: { cpu: 250m, memory: 128Mi }
+  music:
+    command: python3 -m http.server
+    image: ghcr.io/acme/music:2
+    resources:
+      requests: { cpu: 0.5, memory: 256Mi }
+      limits: { cpu: 1, memory: 512Mi }
+";
+    for runtime in [Runtime::Local, Runtime::Kubernetes] {
+        let s = parse_for(src, "f", runtime).unwrap();
+        let users = s.services[0].container.as_ref().unwrap();
+        assert_eq!(users.image, "ghcr.io/acme/users:1.4");
+        assert_eq!(users.args, ["--workers", "2"]);
+        assert_eq!(users.port, 9000);
+        assert_eq!(users.resources.requests.cpu_millis, Some(250));
+        assert_eq!(
+            users.resources.requests.memory_bytes,
+            Some(128 * 1024 * 1024)
+        );
+        assert_eq!(users.resources.limits, Quantities::default());
+        let music = s.services[1].container.as_ref().unwrap();
+        assert_eq!(music.port, 8080, "the default port");
+        assert_eq!(music.resources.requests.cpu_millis, Some(500));
+        assert_eq!(music.resources.limits.cpu_millis, Some(1000));
+        assert_eq!(music.resources.limits.memory_bytes, Some(512 * 1024 * 1024));
+    }
+    assert!(parse(MINIMAL, "f").unwrap().services[0].container.is_none());
+}
+
+#[test]
+fn each_runtime_needs_its_own_way_to_run_a_service() {
+    let image_only = "services:\n  web:\n    image: nginx:1.27\n";
+    let e = one_error(image_only);
+    assert!(
+        e.contains("services.web.image: service `web` has only `image:`, and `shoal up` runs local processes"),
+        "{e}"
+    );
+    let s = parse_for(image_only, "f", Runtime::Kubernetes).unwrap();
+    let Source::Command(c) = &s.services[0].source else {
+        panic!()
+    };
+    assert!(c.argv.is_empty(), "the image's own entrypoint runs");
+    let command_only = "services:\n  web:\n    command: shoal sample-app\n";
+    let e = parse_for(command_only, "f", Runtime::Kubernetes)
+        .unwrap_err()
+        .0;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].to_string().contains(
+            "services.web: on Kubernetes each replica of `web` is a container: add `image:`"
+        ),
+        "{}",
+        e[0]
+    );
+    // Static servers need neither, on either runtime.
+    parse_for(MINIMAL, "f", Runtime::Kubernetes).unwrap();
+}
+
+#[test]
+fn container_fields_are_checked_where_they_are_written() {
+    let e = one_error("services:\n  web:\n    command: x\n    args: [a]\n");
+    assert!(
+        e.contains(
+            "services.web.args: `args` describes the service's container: give `image:` too"
+        ),
+        "{e}"
+    );
+    let e = one_error(
+        "services:\n  web:\n    command: x\n    image: app:1\n    resources: { cpu: 2, limits: { cpu: 1 } }\n",
+    );
+    assert!(
+        e.contains("services.web.resources.limits.cpu: the cpu limit is below its request"),
+        "{e}"
+    );
+    let e = one_error(
+        "services:\n  web:\n    command: x\n    image: app:1\n    resources: { memory: lots }\n",
+    );
+    assert!(e.contains("services.web.resources.memory"), "{e}");
+    let e = one_error("services:\n  web:\n    command: x\n    image: 'my app'\n");
+    assert!(
+        e.contains("services.web.image: `my app` is not an image reference"),
+        "{e}"
+    );
+    let e = one_error("services:\n  web:\n    servers: [http://127.0.0.1:1]\n    image: app:1\n");
+    assert!(e.contains("services.web.image: `image` applies to services with `command` or `image`, not to `servers`") || e.contains("not both"), "{e}");
+    let e = one_error(
+        "services:\n  web:\n    command: x\n    image: app:1\n    resources: { gpu: 1 }\n",
+    );
+    assert!(e.contains("gpu"), "unknown fields stay errors: {e}");
+}
+
+#[test]
 fn limits_have_defaults_and_bounds() {
     let s = parse(MINIMAL, "f").unwrap();
     assert_eq!(s.gateway.limits, Limits::default());
@@ -1605,7 +1704,7 @@ fn autoscale_applies_to_command_services_only() {
     let e = one_error(&api_with("autoscale: { max: 5, rps: 5 }"));
     assert_eq!(
         e,
-        "shoal.yaml:4:5: services.api.autoscale: `autoscale` applies to services with `command`, not to `servers`"
+        "shoal.yaml:4:5: services.api.autoscale: `autoscale` applies to services with `command` or `image`, not to `servers`"
     );
 }
 

@@ -22,8 +22,14 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 /// Header used when `replica_header: true`.
 pub const DEFAULT_REPLICA_HEADER: &str = "x-shoal-replica";
 
-/// Read and validate a stack file. Relative `workdir`s are resolved against the file's folder.
+/// Read and validate a stack file for `shoal up` (local processes). Relative `workdir`s are
+/// resolved against the file's folder.
 pub fn load(path: &Path) -> Result<Stack, Diagnostics> {
+    load_for(path, Runtime::Local)
+}
+
+/// Read and validate a stack file for `target`.
+pub fn load_for(path: &Path, target: Runtime) -> Result<Stack, Diagnostics> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| {
         Diagnostics(vec![Diagnostic {
@@ -36,15 +42,25 @@ pub fn load(path: &Path) -> Result<Stack, Diagnostics> {
         }])
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_with_base(&source, &file, &base)
+    parse_with_base(&source, &file, &base, target)
 }
 
-/// Validate stack-file text. `file` is only used in messages.
+/// Validate stack-file text for `shoal up`. `file` is only used in messages.
 pub fn parse(source: &str, file: &str) -> Result<Stack, Diagnostics> {
-    parse_with_base(source, file, Path::new(""))
+    parse_for(source, file, Runtime::Local)
 }
 
-fn parse_with_base(source: &str, file: &str, base: &Path) -> Result<Stack, Diagnostics> {
+/// Validate stack-file text for `target`. `file` is only used in messages.
+pub fn parse_for(source: &str, file: &str, target: Runtime) -> Result<Stack, Diagnostics> {
+    parse_with_base(source, file, Path::new(""), target)
+}
+
+fn parse_with_base(
+    source: &str,
+    file: &str,
+    base: &Path,
+    target: Runtime,
+) -> Result<Stack, Diagnostics> {
     let raw: RawStack = if source.trim().is_empty() {
         RawStack::default()
     } else {
@@ -54,6 +70,7 @@ fn parse_with_base(source: &str, file: &str, base: &Path) -> Result<Stack, Diagn
         file,
         locs: Locations::index(source),
         diags: Vec::new(),
+        target,
     };
     let stack = cx.stack(raw, base);
     if cx.diags.is_empty() {
@@ -103,6 +120,8 @@ struct Cx<'a> {
     file: &'a str,
     locs: Locations,
     diags: Vec<Diagnostic>,
+    /// The runtime the file is checked for.
+    target: Runtime,
 }
 
 impl Cx<'_> {
@@ -580,6 +599,7 @@ impl Cx<'_> {
                 Protocol::Http1
             }
         };
+        let container = self.container(&path, &raw);
         let balance = self.balance(&path, &name, raw.balance.map(|b| b.0));
         let servers = raw.servers.is_some() && raw.command.is_none();
         let health = self.health(&format!("{path}.health"), raw.health, servers);
@@ -587,18 +607,44 @@ impl Cx<'_> {
         let passive = self.passive(&format!("{path}.passive"), raw.passive);
         let circuit_breaker =
             self.circuit_breaker(&format!("{path}.circuit_breaker"), raw.circuit_breaker);
-        let source = match (raw.servers, raw.command) {
+        let command = match (raw.command, &container, self.target) {
+            (Some(command), _, _) => Some(command.0),
+            // On Kubernetes the image's own entrypoint runs; locally there is nothing to run.
+            (None, Some(_), Runtime::Kubernetes) => Some(Vec::new()),
+            (None, Some(_), Runtime::Local) if raw.servers.is_none() => {
+                self.misplaced(
+                    &format!("{path}.image"),
+                    format!(
+                        "service `{name}` has only `image:`, and `shoal up` runs local processes: \
+                         add `command:` to run it on this machine (the image is for \
+                         `shoal k8s render`)"
+                    ),
+                );
+                return None;
+            }
+            (None, _, _) => None,
+        };
+        if self.target == Runtime::Kubernetes && container.is_none() && command.is_some() {
+            self.misplaced(
+                &path,
+                format!(
+                    "on Kubernetes each replica of `{name}` is a container: add `image:` \
+                     (`command:` runs local processes only)"
+                ),
+            );
+        }
+        let source = match (raw.servers, command) {
             (Some(_), Some(_)) => {
                 self.misplaced(
                     &format!("{path}.command"),
-                    "a service has either `servers` (static upstreams) or `command` (local replicas), not both",
+                    "a service has either `servers` (static upstreams) or `command`/`image` (replicas it runs), not both",
                 );
                 return None;
             }
             (None, None) => {
                 self.misplaced(
                     &path,
-                    "a service needs `servers:` (static upstream URLs) or `command:` (run local replicas)",
+                    "a service needs `servers:` (static upstream URLs), `command:` (run local replicas) or `image:` (containers on Kubernetes)",
                 );
                 return None;
             }
@@ -613,21 +659,22 @@ impl Cx<'_> {
                     ("stop", raw.stop.is_some()),
                     ("logs", raw.logs.is_some()),
                     ("autoscale", raw.autoscale.is_some()),
+                    ("image", container.is_some()),
                 ] {
                     if present {
                         self.misplaced(
                             &format!("{path}.{field}"),
                             format!(
-                                "`{field}` applies to services with `command`, not to `servers`"
+                                "`{field}` applies to services with `command` or `image`, not to `servers`"
                             ),
                         );
                     }
                 }
                 Source::Servers(self.servers(&path, servers))
             }
-            (None, Some(command)) => {
-                let argv = command.0;
-                if argv.is_empty() || argv[0].trim().is_empty() {
+            (None, Some(argv)) => {
+                let image_only = argv.is_empty() && container.is_some();
+                if !image_only && (argv.is_empty() || argv[0].trim().is_empty()) {
                     self.error(&format!("{path}.command"), "the command is empty");
                 }
                 let argv = if argv.len() == 1 {
@@ -710,7 +757,109 @@ impl Cx<'_> {
             retry,
             passive,
             circuit_breaker,
+            container,
         })
+    }
+
+    /// `image`, `args`, `port` and `resources`: the service as a container. `None` without
+    /// `image` (then the others are errors).
+    fn container(&mut self, path: &str, raw: &RawService) -> Option<Container> {
+        let Some(image) = raw.image.as_deref() else {
+            for (field, present) in [
+                ("args", raw.args.is_some()),
+                ("port", raw.port.is_some()),
+                ("resources", raw.resources.is_some()),
+            ] {
+                if present {
+                    self.misplaced(
+                        &format!("{path}.{field}"),
+                        format!("`{field}` describes the service's container: give `image:` too"),
+                    );
+                }
+            }
+            return None;
+        };
+        let image = image.trim();
+        // An image reference: no whitespace or control characters; a tag or digest is the
+        // user's business (a bare name means `:latest`, which Kubernetes pulls every time).
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.error(
+                &format!("{path}.image"),
+                format!("`{image}` is not an image reference (e.g. `ghcr.io/acme/users:1.4`)"),
+            );
+        }
+        let port = match raw.port {
+            Some(0) => {
+                self.error(&format!("{path}.port"), "must be a port from 1 to 65535");
+                8080
+            }
+            Some(p) => p,
+            None => 8080,
+        };
+        let resources = match &raw.resources {
+            None => Resources::default(),
+            Some(r) => {
+                let field = format!("{path}.resources");
+                let short = r.cpu.is_some() || r.memory.is_some();
+                if short && r.requests.is_some() {
+                    self.misplaced(
+                        &format!("{field}.requests"),
+                        "give `cpu`/`memory` (the requests) or `requests:`, not both",
+                    );
+                }
+                let requests = if short {
+                    self.quantities(&field, r.cpu.clone(), r.memory.clone())
+                } else {
+                    r.requests.as_ref().map_or_else(Quantities::default, |q| {
+                        self.quantities(
+                            &format!("{field}.requests"),
+                            q.cpu.clone(),
+                            q.memory.clone(),
+                        )
+                    })
+                };
+                let limits = r.limits.as_ref().map_or_else(Quantities::default, |q| {
+                    self.quantities(&format!("{field}.limits"), q.cpu.clone(), q.memory.clone())
+                });
+                for (what, req, lim) in [
+                    ("cpu", requests.cpu_millis, limits.cpu_millis),
+                    ("memory", requests.memory_bytes, limits.memory_bytes),
+                ] {
+                    if let (Some(req), Some(lim)) = (req, lim)
+                        && req > lim
+                    {
+                        self.error(
+                            &format!("{field}.limits.{what}"),
+                            format!(
+                                "the {what} limit is below its request; Kubernetes refuses that"
+                            ),
+                        );
+                    }
+                }
+                Resources { requests, limits }
+            }
+        };
+        Some(Container {
+            image: image.to_owned(),
+            args: raw.args.clone().unwrap_or_default(),
+            port,
+            resources,
+        })
+    }
+
+    /// CPU (cores, or millicores as `500m`) and memory (a size) of `resources`.
+    fn quantities(
+        &mut self,
+        field: &str,
+        cpu: Option<RawNumber>,
+        memory: Option<RawSize>,
+    ) -> Quantities {
+        Quantities {
+            cpu_millis: cpu
+                .and_then(|c| self.cores(&format!("{field}.cpu"), c))
+                .map(|cores| (cores * 1000.0).round().max(1.0) as u64),
+            memory_bytes: memory.and_then(|m| self.size(&format!("{field}.memory"), m)),
+        }
     }
 
     fn servers(&mut self, path: &str, raw: Vec<StringOr<RawServer>>) -> Vec<Server> {

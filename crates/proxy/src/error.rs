@@ -8,6 +8,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{ProxyBody, full};
 
+/// A request head that took longer than `gateway.timeouts.header_read`.
+pub(crate) const SLOW_HEAD: &str = "the request head took longer than gateway.timeouts.header_read";
+/// A request body that paused longer than `gateway.timeouts.body_idle`.
+pub(crate) const SLOW_BODY: &str = "the request body paused longer than gateway.timeouts.body_idle";
+
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -150,6 +155,14 @@ impl ProxyError {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+
+    /// 408: the client took too long; `why` names the timeout ([`SLOW_HEAD`], [`SLOW_BODY`]).
+    pub(crate) fn client_too_slow(why: &'static str) -> ProxyError {
+        ProxyError::Rejected {
+            status: StatusCode::REQUEST_TIMEOUT,
+            why: why.into(),
+        }
     }
 
     /// Whether the client's connection must be closed after this answer: its framing

@@ -52,7 +52,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, SLOW_BODY};
 use crate::health::{Outcome, ms_at};
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::upstream::{Conn, ConnectError, Upstreams};
@@ -247,11 +247,7 @@ impl Body for ClientBody {
             }
             Poll::Pending => {
                 if this.timer.poll(cx).is_ready() {
-                    this.upload.fail(ProxyError::Rejected {
-                        status: http::StatusCode::REQUEST_TIMEOUT,
-                        why: "the request body paused longer than gateway.timeouts.body_idle"
-                            .into(),
-                    });
+                    this.upload.fail(ProxyError::client_too_slow(SLOW_BODY));
                     return Poll::Ready(Some(Err("the client stopped sending its body".into())));
                 }
                 Poll::Pending
@@ -825,10 +821,7 @@ async fn read_small_body(
     let mut buf = bytes::BytesMut::new();
     loop {
         let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-            return Err(ProxyError::Rejected {
-                status: http::StatusCode::REQUEST_TIMEOUT,
-                why: "the request body paused longer than gateway.timeouts.body_idle".into(),
-            });
+            return Err(ProxyError::client_too_slow(SLOW_BODY));
         };
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| ProxyError::Rejected {

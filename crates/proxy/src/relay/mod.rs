@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::ProxyError;
+use crate::error::{ProxyError, SLOW_BODY, SLOW_HEAD};
 use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
 use crate::server::ServeSettings;
 use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
@@ -126,11 +126,7 @@ pub(crate) async fn serve(
                     head_started.get_or_insert_with(Instant::now);
                 }
                 Read::Expired if !buf.is_empty() => {
-                    let e = ProxyError::Rejected {
-                        status: StatusCode::REQUEST_TIMEOUT,
-                        why: "the request head took longer than gateway.timeouts.header_read"
-                            .into(),
-                    };
+                    let e = ProxyError::client_too_slow(SLOW_HEAD);
                     refuse(&mut stream, &mut out, &e).await;
                     return End::Closed;
                 }
@@ -144,11 +140,7 @@ pub(crate) async fn serve(
             match read_more(&mut stream, &mut buf, idle.as_mut(), deadline, None).await {
                 Read::Data => {}
                 Read::Expired => {
-                    let e = ProxyError::Rejected {
-                        status: StatusCode::REQUEST_TIMEOUT,
-                        why: "the request body paused longer than gateway.timeouts.body_idle"
-                            .into(),
-                    };
+                    let e = ProxyError::client_too_slow(SLOW_BODY);
                     refuse(&mut stream, &mut out, &e).await;
                     return End::Closed;
                 }

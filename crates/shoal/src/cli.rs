@@ -43,6 +43,9 @@ pub(crate) enum Command {
     /// Generate HTTP load: latency percentiles (corrected for coordinated omission with
     /// --rate), errors, and how the answers spread over replicas. See docs/load.md.
     Load(Box<LoadArgs>),
+    /// Kubernetes mode: `shoal k8s render` writes the stack as Kubernetes manifests. See
+    /// docs/kubernetes.md.
+    K8s(K8sArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +177,63 @@ pub(crate) struct SampleAppArgs {
     /// fixed worker pool, whose latency grows with its load).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) capacity: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct K8sArgs {
+    #[command(subcommand)]
+    pub(crate) command: K8sCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum K8sCommand {
+    /// Write the stack as Kubernetes manifests: per service a Deployment, a Service, a
+    /// PodDisruptionBudget and (for cpu/memory targets) a HorizontalPodAutoscaler; the gateway
+    /// as a Deployment running `shoal up` on a stack file derived from this one (a
+    /// ConfigMap). Exit code 2 if the file is invalid for Kubernetes.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RenderArgs {
+    /// The stack file; each replicated service needs `image:`.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "shoal.yaml",
+        value_name = "FILE"
+    )]
+    pub(crate) file: PathBuf,
+    /// Namespace of every object (also part of the services' DNS names in the gateway's
+    /// stack file).
+    #[arg(short = 'n', long, default_value = "default", value_name = "NAMESPACE")]
+    pub(crate) namespace: String,
+    /// Write one file per kind and a kustomization.yaml into DIR (created if missing) instead
+    /// of one YAML stream on standard output.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+    /// Image of the gateway's pods; its entrypoint must be the shoal binary.
+    #[arg(long, value_name = "IMAGE", default_value = shoal_k8s::DEFAULT_GATEWAY_IMAGE)]
+    pub(crate) gateway_image: String,
+    /// Type of the gateway's Service.
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "LoadBalancer",
+        value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["LoadBalancer", "NodePort", "ClusterIP"]), |s: String| s.parse::<shoal_k8s::GatewayService>().unwrap_or_default())
+    )]
+    pub(crate) gateway_service: shoal_k8s::GatewayService,
+    /// Gateway pods.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) gateway_replicas: u32,
+    /// The cluster's DNS domain: the gateway reaches a service as
+    /// http://NAME.NAMESPACE.svc.DOMAIN:PORT.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub(crate) cluster_domain: String,
+    /// Print which stack-file field became which Kubernetes object, and what is not carried
+    /// over, instead of the manifests (with -o, the files are written too).
+    #[arg(long)]
+    pub(crate) explain: bool,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -29,6 +29,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init(&args),
         Command::SampleApp(args) => block_on(sample_app(args)),
         Command::Load(args) => load(&args),
+        Command::K8s(args) => crate::k8s::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 mod admin_client;
 mod cli;
 mod commands;
+mod k8s;
 mod top;
 
 use std::process::ExitCode;

@@ -5,6 +5,8 @@
 //!   scale persistence, bad commands;
 //! - `autoscale`: a load step up and down, scale to zero and back, manual scale clamped;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
+//! - `k8s`: `shoal k8s render`: the golden stream, `-o DIR`, errors, `--explain`, and the
+//!   gateway's derived stack file run by `shoal up`;
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
 //! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
 //! - `prometheus`: a real Prometheus scraping `shoal up`, dashboard queries over known traffic;
@@ -14,6 +16,7 @@ mod autoscale;
 mod commands;
 mod failover;
 mod figures;
+mod k8s;
 mod load;
 mod prometheus;
 mod supervise;

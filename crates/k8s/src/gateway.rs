@@ -1,0 +1,623 @@
+//! The gateway on Kubernetes: a Deployment running `shoal up` on a stack file derived from
+//! the user's (a ConfigMap), behind a Service of the type the user picks.
+//!
+//! Until in-cluster discovery exists, the derived stack file reaches each replicated service
+//! through its Kubernetes Service: `servers: [http://NAME.NAMESPACE.svc.DOMAIN:PORT]`, and
+//! kube-proxy spreads the gateway's connections over the ready pods. Routes, middlewares and
+//! the gateway's settings are carried over as they are; retries and the circuit breaker
+//! still apply. Active and passive health checks are switched off for these services: the
+//! one address stands for every pod, so ejecting it would take the whole service out because
+//! of one pod, while the pods' readiness probes already take a failing pod out of the Service.
+//!
+//! The admin API can scale, reload and stop shoal, and beyond loopback shoal insists on a
+//! token, which would then have to sit in the ConfigMap in clear text. So it stays on
+//! 127.0.0.1 in the pod (`kubectl port-forward` reaches it), and only its `/metrics` is served
+//! beyond the pod: an extra entrypoint on the metrics port whose single route,
+//! ``Path(`/metrics`)``, forwards to the admin API over loopback. That port is not part of
+//! the gateway's Service; Prometheus scrapes the pods directly (the `prometheus.io/*`
+//! annotations on the pod template).
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde_yaml::Value;
+use shoal_config::{Service, Source, Stack};
+
+use crate::explain::{Explain, Section};
+use crate::stackfile;
+use crate::workload::{self, labels, match_labels, metadata, secs, selector};
+use crate::yaml::{Obj, fingerprint, list, string_map, to_text};
+use crate::{GATEWAY_NAME, GATEWAY_STACK_PATH, Kind, Manifest, Options};
+
+/// The gateway pod's preStop sleep: time for the Service's endpoints (and a cloud load
+/// balancer) to stop sending new connections before shoal stops accepting.
+const PRE_STOP_SECS: u64 = 5;
+/// Time left after the in-flight requests' grace for shoal to exit.
+const EXIT_MARGIN_SECS: u64 = 5;
+/// Where the scale state would go (`--state-dir`): an emptyDir, as the root file system is
+/// read-only.
+const STATE_DIR: &str = "/var/lib/shoal";
+/// The user the gateway runs as (distroless' `nonroot`).
+const RUN_AS: u64 = 65532;
+
+pub(crate) struct Gateway {
+    pub(crate) manifests: Vec<Manifest>,
+    pub(crate) section: Section,
+    pub(crate) stack_file: String,
+}
+
+/// Where the gateway listens in its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ports {
+    /// The user's entrypoints: name, port, and the container port's name.
+    pub(crate) entrypoints: Vec<(String, u16, String)>,
+    /// The admin API, on 127.0.0.1.
+    pub(crate) admin: u16,
+    /// The metrics entrypoint, on every address of the pod.
+    pub(crate) metrics: u16,
+}
+
+fn next_free(from: u16, used: &BTreeSet<u16>) -> u16 {
+    (from..=u16::MAX)
+        .find(|p| !used.contains(p))
+        .unwrap_or(from)
+}
+
+/// A container port name (IANA service name): at most 15 of `a-z0-9-`, a letter among them,
+/// no `-` at either end or twice in a row.
+fn port_name_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 15
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().any(u8::is_ascii_lowercase)
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !s.contains("--")
+}
+
+/// `base`, or `base-2`, `base-3`… whichever is not taken yet.
+fn unique(base: &str, taken: &[&str]) -> String {
+    if !taken.contains(&base) {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.contains(&n.as_str()))
+        .unwrap_or_default()
+}
+
+pub(crate) fn ports(stack: &Stack, explain: &mut Explain) -> Ports {
+    let mut used = BTreeSet::new();
+    let mut names: Vec<String> = vec!["metrics".to_owned()];
+    let mut entrypoints = Vec::new();
+    for (i, e) in stack.gateway.entrypoints.iter().enumerate() {
+        let wanted = e.listen.port();
+        let port = if wanted == 0 || used.contains(&wanted) {
+            let p = next_free(8000, &used);
+            if wanted != 0 {
+                explain.warn(format!(
+                    "entrypoint `{}`: port {wanted} is taken by another entrypoint once every entrypoint listens on 0.0.0.0 in the pod; it gets port {p}",
+                    e.name
+                ));
+            }
+            p
+        } else {
+            wanted
+        };
+        used.insert(port);
+        let taken: Vec<&str> = names.iter().map(String::as_str).collect();
+        let name = if port_name_ok(&e.name) && !taken.contains(&e.name.as_str()) {
+            e.name.clone()
+        } else {
+            unique(&format!("web-{i}"), &taken)
+        };
+        names.push(name.clone());
+        entrypoints.push((e.name.clone(), port, name));
+    }
+    let admin_wanted = stack.admin.listen.port();
+    let admin = if admin_wanted == 0 || used.contains(&admin_wanted) {
+        next_free(8080, &used)
+    } else {
+        admin_wanted
+    };
+    used.insert(admin);
+    let metrics = next_free(9090, &used);
+    Ports {
+        entrypoints,
+        admin,
+        metrics,
+    }
+}
+
+/// The in-cluster URL of a service's Kubernetes Service.
+pub(crate) fn service_url(service: &Service, port: u16, opts: &Options) -> String {
+    format!(
+        "http://{}.{}.svc.{}:{port}",
+        service.name, opts.namespace, opts.cluster_domain
+    )
+}
+
+fn is_loopback_host(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The gateway's stack file, derived from the user's.
+pub(crate) fn stack_file(
+    stack: &Stack,
+    opts: &Options,
+    ports: &Ports,
+    section: &mut Section,
+    explain: &mut Explain,
+) -> String {
+    let service_names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    let metrics_service = unique("shoal-metrics", &service_names);
+    let ep_names: Vec<&str> = stack
+        .gateway
+        .entrypoints
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let metrics_entrypoint = unique("shoal-metrics", &ep_names);
+    let route_names: Vec<&str> = stack.routes.iter().map(|r| r.name.as_str()).collect();
+    let metrics_route = unique("shoal-metrics", &route_names);
+
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut entrypoints = Obj::new();
+    for (name, port, _) in &ports.entrypoints {
+        entrypoints = entrypoints.with(
+            name,
+            Obj::new().with("listen", SocketAddr::new(any, *port).to_string()),
+        );
+    }
+    entrypoints = entrypoints.with(
+        &metrics_entrypoint,
+        Obj::new().with("listen", SocketAddr::new(any, ports.metrics).to_string()),
+    );
+
+    let mut services = Obj::new();
+    let mut replicated = Vec::new();
+    for s in &stack.services {
+        let mut o = Obj::new();
+        match &s.source {
+            Source::Command(_) => {
+                let port = s.container.as_ref().map_or(8080, |c| c.port);
+                let url = service_url(s, port, opts);
+                replicated.push(format!("{} → {url}", s.name));
+                o = o
+                    .with("servers", list([url]))
+                    .with("protocol", stackfile::protocol(s.protocol))
+                    .with("balance", stackfile::balance(&s.balance))
+                    .with("health", false)
+                    .with("retry", stackfile::retry(&s.retry))
+                    .with("passive", false);
+            }
+            Source::Servers(servers) => {
+                for srv in servers {
+                    if is_loopback_host(&srv.authority) {
+                        explain.warn(format!(
+                            "service `{}`: server {} is a loopback address; in the gateway's pod that is the pod itself, not your machine",
+                            s.name, srv.url
+                        ));
+                    }
+                }
+                o = o
+                    .with("servers", stackfile::servers(servers))
+                    .with("protocol", stackfile::protocol(s.protocol))
+                    .with("balance", stackfile::balance(&s.balance))
+                    .with("health", stackfile::health(&s.health))
+                    .with("retry", stackfile::retry(&s.retry))
+                    .with("passive", stackfile::passive(&s.passive));
+                section.row(
+                    format!("service `{}` (servers)", s.name),
+                    "ConfigMap shoal-gateway: as written (health, passive, retry and breaker by the gateway)",
+                );
+            }
+        }
+        o = o.with_opt(
+            "circuit_breaker",
+            s.circuit_breaker.as_ref().map(stackfile::circuit_breaker),
+        );
+        services = services.with(&s.name, o);
+    }
+    services = services.with(
+        &metrics_service,
+        Obj::new()
+            .with(
+                "servers",
+                list([format!("http://127.0.0.1:{}", ports.admin)]),
+            )
+            .with("health", false)
+            .with("retry", false)
+            .with("passive", false),
+    );
+    if !replicated.is_empty() {
+        section.row(
+            "replicated services",
+            format!(
+                "ConfigMap shoal-gateway: static servers, one per Kubernetes Service ({})",
+                replicated.join(", ")
+            ),
+        );
+        section.row(
+            "  their balance, retry, circuit_breaker, protocol",
+            "ConfigMap shoal-gateway: kept",
+        );
+        section.row(
+            "  their health, passive",
+            "ConfigMap shoal-gateway: off (the one address stands for every pod); the pods' readiness probes take failing pods out of the Service",
+        );
+    }
+
+    // Middleware chains, named after their route; the inline strip_prefix first.
+    let mut middlewares = Obj::new();
+    let mut routes = Vec::new();
+    let user_entrypoints: Vec<&str> = ports
+        .entrypoints
+        .iter()
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    for r in &stack.routes {
+        let mut chain: &[shoal_config::Middleware] = &r.middlewares;
+        let mut route = Obj::new()
+            .with("name", r.name.as_str())
+            .with("match", r.rule.source())
+            .with("priority", r.priority)
+            .with("service", r.service.as_str());
+        if let Some((shoal_config::Middleware::StripPrefix(p), rest)) = chain.split_first() {
+            route = route.with("strip_prefix", list(p.iter().map(String::as_str)));
+            chain = rest;
+        }
+        let mut names = Vec::new();
+        for (i, m) in chain.iter().enumerate() {
+            let name = format!("{}-{i}", r.name);
+            middlewares = middlewares.with(&name, stackfile::middleware(m));
+            names.push(name);
+        }
+        let eps: Vec<&str> = match &r.entrypoints {
+            Some(e) => e.iter().map(String::as_str).collect(),
+            None => user_entrypoints.clone(),
+        };
+        route = route
+            .with_nonempty("middlewares", list(names))
+            .with("entrypoints", list(eps))
+            .with_opt("retry", r.retry.as_ref().map(stackfile::retry));
+        routes.push(Value::from(route));
+    }
+    routes.push(
+        Obj::new()
+            .with("name", metrics_route.as_str())
+            .with("match", "Path(`/metrics`)")
+            .with("service", metrics_service.as_str())
+            .with("entrypoints", list([metrics_entrypoint.as_str()]))
+            .into(),
+    );
+
+    let mut doc = Obj::new()
+        .with(
+            "gateway",
+            stackfile::gateway_settings(&stack.gateway, entrypoints.into()),
+        )
+        .with(
+            "admin",
+            Obj::new().with(
+                "listen",
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ports.admin).to_string(),
+            ),
+        )
+        .with("metrics", stackfile::metrics(&stack.metrics));
+    if let Some(a) = &stack.access_log {
+        doc = doc.with("access_log", stackfile::access_log(a));
+        if a.path.is_some() {
+            explain.not_carried(
+                "access_log.path: the gateway writes its access log to standard output (`kubectl logs`)",
+            );
+        }
+    }
+    doc = doc
+        .with("services", services)
+        .with_nonempty("middlewares", middlewares)
+        .with("routes", list(routes));
+
+    let mut text = format!(
+        "# The gateway's stack file, derived by `shoal k8s render` from {} for namespace `{}`.\n\
+         # Routes, middlewares and gateway settings are the original's; each replicated service is\n\
+         # reached through its Kubernetes Service until in-cluster discovery exists. Only\n\
+         # `/metrics` of the admin API is served beyond the pod, on entrypoint `{metrics_entrypoint}`.\n\
+         # Render again rather than editing it.\n",
+        opts.source, opts.namespace
+    );
+    text.push_str(&to_text(&doc.into()));
+    text
+}
+
+pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Gateway {
+    let mut section = Section::new("gateway");
+    let mut services_section = Section::default();
+    let ports = ports(stack, explain);
+    let stack_file = stack_file(stack, opts, &ports, &mut services_section, explain);
+    let name = GATEWAY_NAME;
+    let mut manifests = Vec::new();
+
+    manifests.push(Manifest::with_top(
+        Kind::ConfigMap,
+        name,
+        vec!["The gateway's stack file, mounted at /etc/shoal/shoal.yaml.".to_owned()],
+        metadata(name, opts, "gateway"),
+        "data",
+        Obj::new().with("shoal.yaml", stack_file.as_str()).into(),
+    ));
+
+    let svc_ports = ports.entrypoints.iter().map(|(_, port, pname)| {
+        Obj::new()
+            .with("name", pname.as_str())
+            .with("port", *port)
+            .with("targetPort", pname.as_str())
+            .with("protocol", "TCP")
+    });
+    manifests.push(Manifest::new(
+        Kind::Service,
+        name,
+        vec![format!(
+            "The gateway's entrypoints, as a {} Service.",
+            opts.gateway_service.as_str()
+        )],
+        metadata(name, opts, "gateway"),
+        Obj::new()
+            .with("type", opts.gateway_service.as_str())
+            .with("selector", match_labels(name))
+            .with("ports", list(svc_ports))
+            .into(),
+    ));
+
+    let mut container_ports: Vec<Value> = ports
+        .entrypoints
+        .iter()
+        .map(|(_, port, pname)| {
+            Obj::new()
+                .with("name", pname.as_str())
+                .with("containerPort", *port)
+                .with("protocol", "TCP")
+                .into()
+        })
+        .collect();
+    container_ports.push(
+        Obj::new()
+            .with("name", "metrics")
+            .with("containerPort", ports.metrics)
+            .with("protocol", "TCP")
+            .into(),
+    );
+    let first = ports
+        .entrypoints
+        .first()
+        .map_or("metrics", |(_, _, n)| n.as_str());
+    let tcp = |period: u64, failures: u64| {
+        Obj::new()
+            .with("tcpSocket", Obj::new().with("port", first))
+            .with("periodSeconds", period)
+            .with("failureThreshold", failures)
+    };
+    let grace = PRE_STOP_SECS + secs(stack.gateway.shutdown_grace) + EXIT_MARGIN_SECS;
+    let container = Obj::new()
+        .with("name", "shoal")
+        .with("image", opts.gateway_image.as_str())
+        .with(
+            "args",
+            list(["up", "--file", GATEWAY_STACK_PATH, "--state-dir", STATE_DIR]),
+        )
+        .with("ports", list(container_ports))
+        .with(
+            "resources",
+            Obj::new().with(
+                "requests",
+                string_map([("cpu", "100m"), ("memory", "64Mi")]),
+            ),
+        )
+        .with("readinessProbe", tcp(2, 2))
+        .with("livenessProbe", tcp(10, 3))
+        .with(
+            "lifecycle",
+            Obj::new().with(
+                "preStop",
+                Obj::new().with("sleep", Obj::new().with("seconds", PRE_STOP_SECS)),
+            ),
+        )
+        .with(
+            "securityContext",
+            Obj::new()
+                .with("allowPrivilegeEscalation", false)
+                .with("readOnlyRootFilesystem", true)
+                .with("capabilities", Obj::new().with("drop", list(["ALL"]))),
+        )
+        .with(
+            "volumeMounts",
+            list([
+                Obj::new()
+                    .with("name", "stack")
+                    .with("mountPath", "/etc/shoal")
+                    .with("readOnly", true),
+                Obj::new()
+                    .with("name", "state")
+                    .with("mountPath", STATE_DIR),
+            ]),
+        );
+    let metrics_port = ports.metrics.to_string();
+    let hash = fingerprint(&stack_file);
+    let template = Obj::new()
+        .with(
+            "metadata",
+            Obj::new().with("labels", labels(name, "gateway")).with(
+                "annotations",
+                string_map([
+                    ("prometheus.io/scrape", "true"),
+                    ("prometheus.io/port", metrics_port.as_str()),
+                    ("prometheus.io/path", "/metrics"),
+                    ("shoal.dev/stack-file-hash", hash.as_str()),
+                ]),
+            ),
+        )
+        .with(
+            "spec",
+            Obj::new()
+                .with("automountServiceAccountToken", false)
+                .with(
+                    "securityContext",
+                    Obj::new()
+                        .with("runAsNonRoot", true)
+                        .with("runAsUser", RUN_AS)
+                        .with("runAsGroup", RUN_AS)
+                        .with("seccompProfile", Obj::new().with("type", "RuntimeDefault")),
+                )
+                .with("terminationGracePeriodSeconds", grace)
+                .with("containers", list([container]))
+                .with(
+                    "volumes",
+                    list([
+                        Obj::new()
+                            .with("name", "stack")
+                            .with("configMap", Obj::new().with("name", name)),
+                        Obj::new()
+                            .with("name", "state")
+                            .with("emptyDir", Obj::new()),
+                    ]),
+                ),
+        );
+    manifests.push(Manifest::new(
+        Kind::Deployment,
+        name,
+        vec![
+            format!(
+                "shoal's gateway: `shoal up --file {GATEWAY_STACK_PATH}` on the ConfigMap above (the image's entrypoint must be the shoal binary)."
+            ),
+            "It needs no Kubernetes API access yet (no ServiceAccount token is mounted); in-cluster discovery will add a ServiceAccount and Role.".to_owned(),
+            format!(
+                "Stopping: preStop sleep {PRE_STOP_SECS}s while the Service's endpoints drop the pod, then SIGTERM and gateway.shutdown_grace ({}s) for in-flight requests.",
+                secs(stack.gateway.shutdown_grace)
+            ),
+            "The stack-file hash annotation rolls the pods when the ConfigMap changes.".to_owned(),
+        ],
+        metadata(name, opts, "gateway"),
+        Obj::new()
+            .with("replicas", opts.gateway_replicas)
+            .with("selector", selector(name))
+            .with("template", template)
+            .into(),
+    ));
+    if opts.gateway_replicas >= 2 {
+        manifests.push(workload::disruption_budget(name, opts, "gateway"));
+    }
+
+    let eps: Vec<String> = stack
+        .gateway
+        .entrypoints
+        .iter()
+        .zip(&ports.entrypoints)
+        .map(|(e, (_, port, pname))| format!("{} {} → port {port} ({pname})", e.name, e.listen))
+        .collect();
+    section.row(
+        "gateway.listen / entrypoints",
+        format!(
+            "Service {name} ({}): {}; the pods listen on 0.0.0.0",
+            opts.gateway_service.as_str(),
+            eps.join(", ")
+        ),
+    );
+    section.row(
+        "routes, middlewares",
+        format!(
+            "ConfigMap {name}: shoal.yaml, routes unchanged ({} route{}), middlewares as named chains",
+            stack.routes.len(),
+            if stack.routes.len() == 1 { "" } else { "s" }
+        ),
+    );
+    section.row(
+        "gateway timeouts, limits, workers, replica_header, metrics, access_log",
+        format!("ConfigMap {name}: unchanged (access log to standard output)"),
+    );
+    section.row(
+        "gateway.shutdown_grace",
+        format!(
+            "Deployment {name}: preStop sleep {PRE_STOP_SECS}s, terminationGracePeriodSeconds {grace}"
+        ),
+    );
+    section.row(
+        "admin",
+        format!(
+            "127.0.0.1:{} in each gateway pod, no token: `kubectl port-forward deploy/{name} {}`",
+            ports.admin, ports.admin
+        ),
+    );
+    section.row(
+        "/metrics",
+        format!(
+            "port {} (`metrics`) of each gateway pod, Path(`/metrics`) only; pod annotations prometheus.io/scrape, port, path",
+            ports.metrics
+        ),
+    );
+    section.row(
+        "(the gateway itself)",
+        format!(
+            "Deployment {name}: {} replica{} of {}{}",
+            opts.gateway_replicas,
+            if opts.gateway_replicas == 1 { "" } else { "s" },
+            opts.gateway_image,
+            if opts.gateway_replicas >= 2 {
+                format!("; PodDisruptionBudget {name}: maxUnavailable 1")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    section.rows.extend(services_section.rows);
+    section.note(
+        "no ServiceAccount, Role or RoleBinding: the gateway does not call the Kubernetes API yet (in-cluster discovery, `--discovery kubernetes`, is not available yet)",
+    );
+    section.note(
+        "kube-proxy spreads connections, not requests, over a service's pods, and the gateway keeps its upstream connections open: until pod-level balancing lands, the spread follows connections",
+    );
+    Gateway {
+        manifests,
+        section,
+        stack_file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names() {
+        assert!(port_name_ok("web"));
+        assert!(port_name_ok("web-2"));
+        assert!(!port_name_ok("internal-traffic-1"));
+        assert!(!port_name_ok("123"));
+        assert!(!port_name_ok("a--b"));
+        assert!(!port_name_ok("Web"));
+    }
+
+    #[test]
+    fn unique_names() {
+        assert_eq!(unique("shoal-metrics", &["a"]), "shoal-metrics");
+        assert_eq!(
+            unique("shoal-metrics", &["shoal-metrics", "shoal-metrics-2"]),
+            "shoal-metrics-3"
+        );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback_host("127.0.0.1:9001"));
+        assert!(is_loopback_host("localhost:80"));
+        assert!(is_loopback_host("[::1]:80"));
+        assert!(!is_loopback_host("10.0.0.5:80"));
+        assert!(!is_loopback_host("legacy.example.com:80"));
+    }
+}

@@ -1,0 +1,249 @@
+//! Writing validated settings back in the stack file's own syntax, for the gateway's
+//! derived stack file. Every value is written out in full (defaults included), so the
+//! derived file says exactly what the gateway runs with and does not depend on defaults
+//! staying the same.
+use http::{HeaderName, HeaderValue};
+use serde_yaml::Value;
+use shoal_config::{
+    AccessLog, AccessLogFormat, Balance, CircuitBreaker, Gateway, HashOn, Health, Metrics,
+    Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
+};
+
+use crate::yaml::{Obj, duration, list};
+
+pub(crate) fn gateway_settings(g: &Gateway, entrypoints: Value) -> Value {
+    let t = &g.timeouts;
+    Obj::new()
+        .with("entrypoints", entrypoints)
+        .with("workers", g.workers as u64)
+        .with(
+            "timeouts",
+            Obj::new()
+                .with("connect", duration(t.connect))
+                .with("response_header", duration(t.response_header))
+                .with("upstream_idle", duration(t.upstream_idle))
+                .with("client_idle", duration(t.client_idle))
+                .with("header_read", duration(t.header_read))
+                .with("body_idle", duration(t.body_idle)),
+        )
+        .with("shutdown_grace", duration(g.shutdown_grace))
+        .with_opt(
+            "replica_header",
+            g.replica_header.as_ref().map(|h| h.as_str()),
+        )
+        .with("max_idle_per_upstream", g.max_idle_per_upstream as u64)
+        .with(
+            "limits",
+            Obj::new()
+                .with("max_head_size", g.limits.max_head_size as u64)
+                .with("max_headers", g.limits.max_headers as u64)
+                .with("max_connections", g.limits.max_connections as u64),
+        )
+        .into()
+}
+
+pub(crate) fn metrics(m: &Metrics) -> Value {
+    if !m.enabled {
+        return Value::Bool(false);
+    }
+    Obj::new()
+        .with("prefix", m.prefix.name())
+        .with("buckets", list(m.buckets.iter().copied()))
+        .into()
+}
+
+/// The access log, always to standard output (where `kubectl logs` reads it).
+pub(crate) fn access_log(a: &AccessLog) -> Value {
+    Obj::new()
+        .with(
+            "format",
+            match a.format {
+                AccessLogFormat::Json => "json",
+                AccessLogFormat::Common => "common",
+            },
+        )
+        .with("buffer", a.buffer as u64)
+        .into()
+}
+
+pub(crate) fn servers(servers: &[Server]) -> Value {
+    list(servers.iter().map(|s| -> Value {
+        if s.weight == 1 {
+            s.url.as_str().into()
+        } else {
+            Obj::new()
+                .with("url", s.url.as_str())
+                .with("weight", s.weight)
+                .into()
+        }
+    }))
+}
+
+pub(crate) fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Http1 => "http",
+        Protocol::H2c => "h2c",
+    }
+}
+
+pub(crate) fn balance(b: &Balance) -> Value {
+    match b {
+        Balance::RoundRobin => "round_robin".into(),
+        Balance::LeastRequests => "least_requests".into(),
+        Balance::Hash(on) => Obj::new()
+            .with("algorithm", "hash")
+            .with(
+                "hash_on",
+                match on {
+                    HashOn::Header(h) => format!("header:{}", h.as_str()),
+                    HashOn::Cookie(c) => format!("cookie:{c}"),
+                    HashOn::ClientIp => "client_ip".to_owned(),
+                },
+            )
+            .into(),
+        Balance::Sticky { cookie } => Obj::new()
+            .with("algorithm", "sticky")
+            .with("cookie", cookie.as_str())
+            .into(),
+    }
+}
+
+/// Status ranges as the stack file writes them: `200` or `"200-399"`.
+fn statuses(ranges: impl IntoIterator<Item = (u16, u16)>) -> Value {
+    list(ranges.into_iter().map(|(lo, hi)| -> Value {
+        if lo == hi {
+            Value::from(lo)
+        } else {
+            format!("{lo}-{hi}").into()
+        }
+    }))
+}
+
+/// Consecutive statuses folded into ranges: `[502, 503, 504]` → `502-504`.
+fn runs(list: &[u16]) -> Vec<(u16, u16)> {
+    let mut sorted = list.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some((_, hi)) if *hi + 1 == s => *hi = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
+}
+
+/// Active checks of static servers (`start_period` and `start_timeout` are for local
+/// replicas only).
+pub(crate) fn health(h: &Health) -> Value {
+    if !h.enabled {
+        return Value::Bool(false);
+    }
+    let o = match &h.path {
+        Some(p) => Obj::new()
+            .with("path", p.as_str())
+            .with("expect_status", statuses(h.expect_status.iter().copied())),
+        None => Obj::new().with("tcp", true),
+    };
+    o.with("interval", duration(h.interval))
+        .with("fast_interval", duration(h.fast_interval))
+        .with("timeout", duration(h.timeout))
+        .with("healthy_threshold", h.healthy_threshold)
+        .with("unhealthy_threshold", h.unhealthy_threshold)
+        .into()
+}
+
+pub(crate) fn retry(r: &Retry) -> Value {
+    Obj::new()
+        .with("attempts", r.attempts)
+        .with("on_status", statuses(runs(&r.on_status)))
+        .with(
+            "per_try_timeout",
+            match r.per_try_timeout {
+                PerTryTimeout::Auto => "auto".to_owned(),
+                PerTryTimeout::Off => "off".to_owned(),
+                PerTryTimeout::Fixed(d) => duration(d),
+            },
+        )
+        .with("max_replay_body", r.max_replay_body)
+        .with(
+            "budget",
+            Obj::new()
+                .with("ratio", r.budget_ratio)
+                .with("min_per_sec", r.budget_min_per_sec),
+        )
+        .with("non_idempotent", r.non_idempotent)
+        .into()
+}
+
+pub(crate) fn passive(p: &Passive) -> Value {
+    if !p.enabled {
+        return Value::Bool(false);
+    }
+    Obj::new()
+        .with("consecutive_5xx", p.consecutive_5xx)
+        .with("consecutive_failures", p.consecutive_failures)
+        .with("base_ejection", duration(p.base_ejection))
+        .with("max_ejection", duration(p.max_ejection))
+        .with("max_ejected_percent", p.max_ejected_percent)
+        .into()
+}
+
+pub(crate) fn circuit_breaker(c: &CircuitBreaker) -> Value {
+    Obj::new()
+        .with("window", duration(c.window))
+        .with("min_requests", c.min_requests)
+        .with_opt("error_ratio", c.error_ratio)
+        .with("slow_call", duration(c.slow_call))
+        .with_opt("slow_ratio", c.slow_ratio)
+        .with("open_for", duration(c.open_for))
+        .with("half_open_requests", c.half_open_requests)
+        .into()
+}
+
+pub(crate) fn middleware(m: &Middleware) -> Value {
+    match m {
+        Middleware::StripPrefix(prefixes) => Obj::new()
+            .with("strip_prefix", list(prefixes.iter().map(String::as_str)))
+            .into(),
+        Middleware::AddPrefix(p) => Obj::new()
+            .with("add_prefix", if p.is_empty() { "/" } else { p.as_str() })
+            .into(),
+        Middleware::Headers(h) => {
+            let ops = |set: &[(HeaderName, HeaderValue)], remove: &[HeaderName]| {
+                Obj::new()
+                    .with_nonempty(
+                        "set",
+                        set.iter().fold(Obj::new(), |o, (k, v)| {
+                            o.with(k.as_str(), String::from_utf8_lossy(v.as_bytes()).as_ref())
+                        }),
+                    )
+                    .with_nonempty("remove", list(remove.iter().map(|n| n.as_str())))
+            };
+            Obj::new()
+                .with(
+                    "headers",
+                    Obj::new()
+                        .with_nonempty("request", ops(&h.request_set, &h.request_remove))
+                        .with_nonempty("response", ops(&h.response_set, &h.response_remove)),
+                )
+                .into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_fold_into_ranges() {
+        assert_eq!(runs(&[504, 502, 503, 429]), vec![(429, 429), (502, 504)]);
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(
+            crate::yaml::to_text(&statuses(runs(&[502, 503, 504, 500]))),
+            "- 500\n- 502-504\n"
+        );
+    }
+}

@@ -309,7 +309,8 @@ impl Autoscaling {
 fn apply_scale(control: &AppControl, service: &str, current: u32, desired: u32, reason: &str) {
     match control.supervisor.scale(service, desired) {
         Ok(()) => {
-            tracing::info!(service, current, desired, %reason, "autoscaled");
+            // Debug, not info: the `scaled` event below says the same to the user.
+            tracing::debug!(service, current, desired, %reason, "autoscaled");
             control.autoscaling.events.scaled(service, current, desired);
             control.events.emit(
                 service,

@@ -389,14 +389,11 @@ impl Control for AppControl {
                 Ok(message)
             }
             Err(diags) => {
-                let text = diags.to_string();
-                self.events.emit(
-                    "",
-                    None,
-                    EventKind::Reloaded,
-                    format!("reload rejected, the previous configuration keeps serving:\n{text}"),
-                );
-                Err(text)
+                // One problem per line, `file:line:column: field: message`.
+                let problems: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                self.events
+                    .emit("", None, EventKind::ReloadFailed, problems.join("\n"));
+                Err(diags.to_string())
             }
         }
     }

@@ -215,9 +215,11 @@ impl Shoal {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                // With a stack file the outcome is an event (`reloaded` or `reloadfailed`),
+                // which `shoal up` prints; logging it too would print it twice.
                 _ = hup.recv() => match self.control.reload() {
-                    Ok(msg) => tracing::info!("{msg}"),
-                    Err(errors) => tracing::error!("reload rejected, the previous configuration keeps serving:\n{errors}"),
+                    Err(e) if self.control.stack_path.is_none() => tracing::warn!("SIGHUP: {e}"),
+                    _ => {}
                 },
             }
         }

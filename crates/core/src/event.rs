@@ -27,8 +27,11 @@ pub enum EventKind {
     Scaled,
     /// A service or replica was given up on.
     Failed,
-    /// The configuration was reloaded (or a reload was rejected).
+    /// The stack file was re-read and applied.
     Reloaded,
+    /// A reload was rejected (the stack file is invalid) and the previous configuration
+    /// keeps serving; the message lists every problem, one per line.
+    ReloadFailed,
     /// A replica failed its active health check and left rotation (gateway checks).
     Unhealthy,
     /// A replica passed its active health check again and is back in rotation.
@@ -41,6 +44,67 @@ pub enum EventKind {
     CircuitOpen,
     /// A service's circuit breaker closed again.
     CircuitClosed,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 17] = [
+        EventKind::Started,
+        EventKind::Ready,
+        EventKind::Unready,
+        EventKind::Exited,
+        EventKind::Restarted,
+        EventKind::Draining,
+        EventKind::Stopped,
+        EventKind::Scaled,
+        EventKind::Failed,
+        EventKind::Reloaded,
+        EventKind::ReloadFailed,
+        EventKind::Unhealthy,
+        EventKind::Healthy,
+        EventKind::Ejected,
+        EventKind::Readmitted,
+        EventKind::CircuitOpen,
+        EventKind::CircuitClosed,
+    ];
+
+    /// The name the API and the CLI use, e.g. `"circuitopen"` (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Ready => "ready",
+            EventKind::Unready => "unready",
+            EventKind::Exited => "exited",
+            EventKind::Restarted => "restarted",
+            EventKind::Draining => "draining",
+            EventKind::Stopped => "stopped",
+            EventKind::Scaled => "scaled",
+            EventKind::Failed => "failed",
+            EventKind::Reloaded => "reloaded",
+            EventKind::ReloadFailed => "reloadfailed",
+            EventKind::Unhealthy => "unhealthy",
+            EventKind::Healthy => "healthy",
+            EventKind::Ejected => "ejected",
+            EventKind::Readmitted => "readmitted",
+            EventKind::CircuitOpen => "circuitopen",
+            EventKind::CircuitClosed => "circuitclosed",
+        }
+    }
+
+    /// Something went wrong: a replica exited unexpectedly, was given up on or left
+    /// rotation, a circuit breaker opened, a reload was rejected. The rest is routine.
+    pub fn is_trouble(self) -> bool {
+        matches!(
+            self,
+            EventKind::Exited
+                | EventKind::Failed
+                | EventKind::Unready
+                | EventKind::ReloadFailed
+                | EventKind::Unhealthy
+                | EventKind::Ejected
+                | EventKind::CircuitOpen
+        )
+    }
 }
 
 /// One event.
@@ -145,6 +209,36 @@ mod tests {
         let seqs: Vec<u64> = log.since(0).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
         assert_eq!(log.since(4).len(), 1);
+    }
+
+    #[test]
+    fn names_are_the_serde_names_and_all_lists_each_kind_once() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in EventKind::ALL {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+            assert!(seen.insert(kind), "{kind:?} twice in ALL");
+        }
+    }
+
+    /// docs/admin-api.md's table of kinds has a row for every kind the code has, and no other.
+    #[test]
+    fn the_admin_api_doc_lists_every_kind() {
+        let doc = include_str!("../../../docs/admin-api.md");
+        let start = doc
+            .find("`kind` is one of these")
+            .expect("docs/admin-api.md lists the event kinds");
+        let documented: std::collections::BTreeSet<&str> = doc[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|row| row.split('`').nth(1))
+            .collect();
+        let code: std::collections::BTreeSet<&str> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(documented, code, "docs/admin-api.md vs EventKind");
     }
 
     #[tokio::test]

@@ -310,7 +310,7 @@ impl ServiceHealth {
             ),
             BreakerState::Closed => (EventKind::CircuitClosed, "circuit breaker closed"),
         };
-        tracing::info!(service = %self.service, "{message}");
+        tracing::debug!(service = %self.service, "{message}");
         self.events.emit(&self.service, None, kind, message);
     }
 

@@ -71,7 +71,8 @@ pub(crate) struct UpArgs {
     /// Folder for replica logs and scale state [default: .shoal next to the stack file].
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
-    /// Do not print replica output.
+    /// Print only the addresses, warnings, errors and trouble events (exited, failed,
+    /// unready, unhealthy, ejected, circuitopen, reloadfailed); no replica output.
     #[arg(long)]
     pub(crate) quiet: bool,
 }

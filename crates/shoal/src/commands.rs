@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use hyper::Method;
 use shoal_app::{Shoal, StartOptions};
 use shoal_config::{DEMO_STACK, Stack};
+use shoal_core::EventKind;
 
 use crate::admin_client::AdminClient;
 use crate::cli::*;
@@ -16,7 +17,8 @@ use crate::cli::*;
 const EXIT_BAD_CONFIG: u8 = 2;
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    init_tracing(cli.verbose);
+    let quiet = matches!(&cli.command, Command::Up(up) if up.quiet);
+    init_tracing(cli.verbose, quiet);
     match cli.command {
         Command::Up(args) => up(args),
         Command::Check(args) => Ok(check(&args.file)),
@@ -33,8 +35,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr: info by default, warnings and errors only with `up --quiet`, more
+/// with `-v`; `RUST_LOG` overrides all of these. Events are not logged at info level (the
+/// planes log them at debug): `shoal up` prints each event once, itself.
+fn init_tracing(verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "info,hyper=warn",
         1 => "debug,hyper=info",
         _ => "trace",
@@ -128,6 +134,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         b.enable_all().build()?
     };
+    let quiet = args.quiet;
     runtime.block_on(async move {
         let stack_desc = match &path {
             Some(p) => p.display().to_string(),
@@ -157,12 +164,22 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("  admin API   http://{}/api/v1/services", shoal.admin_addr());
         println!("  dashboard   http://{}/dashboard/", shoal.admin_addr());
         println!("  metrics     http://{}/metrics", shoal.admin_addr());
-        println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
+        if !quiet {
+            println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
+        }
         let _ = std::io::stdout().flush();
+        // Each event once, here (the log records that repeat one are filtered out, see
+        // `repeats_an_event`); with --quiet, only trouble.
         let mut events = shoal.events().subscribe();
         tokio::spawn(async move {
-            while let Ok(e) = events.recv().await {
-                println!("{}", format_event(&serde_json::to_value(&e).unwrap_or_default()));
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(e) if quiet && !e.kind.is_trouble() => {}
+                    Ok(e) => println!("{}", format_event(&serde_json::to_value(&e).unwrap_or_default())),
+                    Err(RecvError::Lagged(n)) => println!("({n} events not shown; `shoal events` has them)"),
+                    Err(RecvError::Closed) => break,
+                }
             }
         });
         shoal.run_until_signal().await?;
@@ -431,7 +448,8 @@ async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `HH:MM:SS  users/0  ready  message` (UTC).
+/// `HH:MM:SS  users/0  ready  message` (UTC), on one line: line breaks in the message are
+/// drawn as ` ⏎ `.
 pub(crate) fn format_event(e: &serde_json::Value) -> String {
     let secs = e["at_ms"].as_u64().unwrap_or(0) / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -440,10 +458,20 @@ pub(crate) fn format_event(e: &serde_json::Value) -> String {
         (svc, Some(i)) => format!("{svc}/{i}"),
         (svc, None) => svc.to_owned(),
     };
+    let kind_width = EventKind::ALL
+        .iter()
+        .map(|k| k.as_str().len())
+        .max()
+        .unwrap_or(0);
+    let message = e["message"]
+        .as_str()
+        .unwrap_or("")
+        .trim_end_matches(['\n', '\r'])
+        .replace("\r\n", "\n")
+        .replace(['\n', '\r'], " ⏎ ");
     format!(
-        "{h:02}:{m:02}:{s:02}  {who:<12} {:<9} {}",
+        "{h:02}:{m:02}:{s:02}  {who:<12} {:<kind_width$} {message}",
         e["kind"].as_str().unwrap_or("?"),
-        e["message"].as_str().unwrap_or("")
     )
 }
 
@@ -617,6 +645,30 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_with_a_multi_line_message_is_one_aligned_line() {
+        let rejected = serde_json::json!({
+            "seq": 3, "at_ms": 3_661_000, "service": "", "replica": null,
+            "kind": "reloadfailed",
+            "message": "shoal.yaml:8:14: routes[0].service: unknown service `wbe`\r\nshoal.yaml:10:14: routes[1].service: unknown service `wbe`\n"
+        });
+        let line = format_event(&rejected);
+        assert_eq!(
+            line,
+            "01:01:01  shoal        reloadfailed  shoal.yaml:8:14: routes[0].service: unknown service `wbe` ⏎ shoal.yaml:10:14: routes[1].service: unknown service `wbe`"
+        );
+        let scaled = serde_json::json!({
+            "seq": 4, "at_ms": 3_662_000, "service": "web", "replica": null,
+            "kind": "scaled", "message": "1 -> 2"
+        });
+        let other = format_event(&scaled);
+        assert_eq!(
+            other.find("1 -> 2"),
+            line.find("shoal.yaml"),
+            "messages start in one column:\n{line}\n{other}"
+        );
+    }
 
     #[test]
     fn the_status_table_shows_health_reasons_and_failover_counters() {

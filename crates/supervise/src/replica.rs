@@ -340,7 +340,8 @@ struct Runner {
 impl Runner {
     fn emit(&self, kind: EventKind, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(service = %self.spec.name, replica = self.index, kind = ?kind, "{message}");
+        // The event log is the record (and `shoal up` prints it): a debug line only.
+        tracing::debug!(service = %self.spec.name, replica = self.index, kind = ?kind, "{message}");
         self.shared
             .events
             .emit(&self.spec.name, Some(self.index), kind, message);

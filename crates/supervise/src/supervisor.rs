@@ -188,7 +188,8 @@ impl Supervisor {
     }
 
     fn emit(&self, service: &str, kind: EventKind, message: String) {
-        tracing::info!(service, kind = ?kind, "{message}");
+        // The event log is the record (and `shoal up` prints it): a debug line only.
+        tracing::debug!(service, kind = ?kind, "{message}");
         self.shared.events.emit(service, None, kind, message);
     }
 

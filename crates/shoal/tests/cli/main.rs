@@ -5,6 +5,7 @@
 //!   scale persistence, bad commands;
 //! - `autoscale`: a load step up and down, scale to zero and back, manual scale clamped;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
+//! - `output`: what `shoal up` prints: each event once, `--quiet`, one line per event;
 //! - `k8s`: `shoal k8s render`: the golden stream, `-o DIR`, errors, `--explain`, and the
 //!   gateway's derived stack file run by `shoal up`;
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
@@ -18,6 +19,7 @@ mod failover;
 mod figures;
 mod k8s;
 mod load;
+mod output;
 mod prometheus;
 mod supervise;
 mod support;

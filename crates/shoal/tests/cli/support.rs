@@ -221,14 +221,24 @@ pub(crate) struct Up {
 }
 
 impl Up {
+    /// `shoal ARGS` in `dir`, logging at info level (`RUST_LOG=info`).
     pub(crate) fn start(dir: &Path, args: &[&str]) -> Up {
+        Up::start_logging(dir, args, Some("info"))
+    }
+
+    /// `shoal ARGS` in `dir` with this `RUST_LOG`, or none (then shoal picks its own level).
+    pub(crate) fn start_logging(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Up {
         let out = std::fs::File::create(dir.join("up.stdout")).unwrap();
         let err = std::fs::File::create(dir.join("up.stderr")).unwrap();
         let started = SystemTime::now();
-        let child = Command::new(SHOAL)
+        let mut command = Command::new(SHOAL);
+        match rust_log {
+            Some(level) => command.env("RUST_LOG", level),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

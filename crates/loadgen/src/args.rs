@@ -9,8 +9,9 @@ use clap::Args;
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Load")]
 pub struct LoadArgs {
-    /// Target URLs (http:// or https://). Several URLs share the load; `URL@3` gives one
-    /// three times the requests of a `URL@1` (default weight 1).
+    /// Target URLs (http:// or https://; without a scheme, http:// as in curl). Several URLs
+    /// share the load, interleaved; `URL@3` gives one three times the requests of a `URL@1`
+    /// (default weight 1).
     #[arg(value_name = "URL[@WEIGHT]", required = true)]
     pub urls: Vec<String>,
 

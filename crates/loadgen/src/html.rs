@@ -168,7 +168,7 @@ pub fn render(r: &Report) -> String {
 }
 
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em auto;max-width:900px;color:#111}\
-h1{font-size:1.2em}h2{font-size:1em;margin:1.6em 0 .3em}\
+h1{font-size:1.2em}h2{font-size:1em;margin:1.6em 0 .3em}h3{font-size:.95em;margin:1em 0 .2em}\
 pre.summary{background:#f4f4f5;padding:1em;overflow-x:auto;font-size:12px}\
 svg text{font:11px system-ui,sans-serif;fill:#333}.legend span{margin-right:1em}\
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px}";
@@ -270,50 +270,66 @@ fn spread_bars(r: &Report) -> String {
         let _ = write!(o, "<p>No answer carried {}.</p>", esc(&s.header));
         return o;
     }
-    let (w, row) = (860.0, 24.0);
-    let h = row * s.replicas.len() as f64 + 8.0;
-    let max_share = s
-        .replicas
-        .iter()
-        .map(|x| x.share)
-        .fold(0.0, f64::max)
-        .max(1e-9);
-    let even = 1.0 / s.replicas.len() as f64;
-    let bar_w = 400.0;
-    let _ = write!(
-        o,
-        "<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\">"
-    );
-    for (i, rr) in s.replicas.iter().enumerate() {
-        let y = 4.0 + row * i as f64;
-        let _ = write!(
-            o,
-            "<text x=\"150\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"156\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{} ({:.1}%) p50 {} p99 {}</text>",
-            y + 15.0,
-            esc(&rr.name),
-            rr.share / max_share * bar_w,
-            row - 6.0,
-            COLORS[i % COLORS.len()],
-            160.0 + rr.share / max_share * bar_w,
-            y + 15.0,
-            rr.requests,
-            rr.share * 100.0,
-            ms(rr.latency.p50),
-            ms(rr.latency.p99)
-        );
+    let several = s.services.len() > 1;
+    if several && let Some(v) = &s.verdict {
+        let _ = write!(o, "<p><b>{}</b></p>", esc(&v.text));
     }
-    let ex = 156.0 + even / max_share * bar_w;
-    let _ = write!(
-        o,
-        "<line x1=\"{ex:.1}\" x2=\"{ex:.1}\" y1=\"0\" y2=\"{h}\" stroke=\"#111\" stroke-dasharray=\"4 3\"><title>even share</title></line></svg>"
-    );
-    if let Some(v) = &s.verdict {
+    // One chart per service: each replica against an even share of its own service.
+    let mut color = 0;
+    for sv in &s.services {
+        let rows: Vec<_> = s
+            .replicas
+            .iter()
+            .filter(|x| x.service == sv.service)
+            .collect();
+        if several {
+            let _ = write!(
+                o,
+                "<h3>{} ({} answers)</h3>",
+                esc(crate::report::service_label(sv)),
+                sv.requests
+            );
+        }
+        let (w, row) = (860.0, 24.0);
+        let h = row * rows.len() as f64 + 8.0;
+        let max_share = rows.iter().map(|x| x.share).fold(0.0, f64::max).max(1e-9);
+        let even = 1.0 / rows.len().max(1) as f64;
+        let bar_w = 400.0;
         let _ = write!(
             o,
-            "<p><b>{}</b> (dashed line: an even share)</p>",
-            esc(&v.text)
+            "<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\">"
+        );
+        for (i, rr) in rows.iter().enumerate() {
+            let y = 4.0 + row * i as f64;
+            let _ = write!(
+                o,
+                "<text x=\"150\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+                 <rect x=\"156\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{} ({:.1}%) p50 {} p99 {}</text>",
+                y + 15.0,
+                esc(&rr.name),
+                rr.share / max_share * bar_w,
+                row - 6.0,
+                COLORS[color % COLORS.len()],
+                160.0 + rr.share / max_share * bar_w,
+                y + 15.0,
+                rr.requests,
+                rr.share * 100.0,
+                ms(rr.latency.p50),
+                ms(rr.latency.p99)
+            );
+            color += 1;
+        }
+        let ex = 156.0 + even / max_share * bar_w;
+        let _ = write!(
+            o,
+            "<line x1=\"{ex:.1}\" x2=\"{ex:.1}\" y1=\"0\" y2=\"{h}\" stroke=\"#111\" stroke-dasharray=\"4 3\"><title>even share</title></line></svg>"
+        );
+        let _ = write!(
+            o,
+            "<p><b>{}</b> (dashed line: an even share{})</p>",
+            esc(&sv.verdict.text),
+            if several { " of this service" } else { "" }
         );
     }
     o

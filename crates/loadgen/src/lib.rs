@@ -10,6 +10,7 @@
 //!
 //! - [`plan`]: raw arguments → a validated plan (URLs with weights, model, bounds);
 //! - [`schedule`]: when each request is due (open model, stages) or each user starts;
+//! - [`pick`]: which URL each request goes to (smooth weighted round robin);
 //! - [`client`]: connections (HTTP/1.1 via [`h1`], HTTP/2 via hyper), TLS, error kinds;
 //! - [`record`]: HdrHistograms and counters per generator thread, merged each second;
 //! - [`report`] and [`html`]: the views of the result;
@@ -24,6 +25,7 @@ pub mod client;
 pub mod cpu;
 pub mod h1;
 pub mod html;
+pub mod pick;
 pub mod plan;
 mod progress;
 pub mod record;

@@ -64,7 +64,7 @@ pub struct Origin {
 /// One URL to send requests to.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// As given, without the weight.
+    /// As given, without the weight (and with `http://` added when it had no scheme).
     pub url: String,
     /// Relative share of the requests.
     pub weight: u32,
@@ -145,10 +145,12 @@ impl Plan {
             return Err(bad("URL", "give at least one URL"));
         }
         for raw in &args.urls {
-            let (url, weight) = split_weight(raw)?;
+            let (given, weight) = split_weight(raw)?;
+            let url = with_scheme(given)?;
+            let url = url.as_str();
             let uri: Uri = url
                 .parse()
-                .map_err(|e| bad("URL", format!("`{url}` is not a URL: {e}")))?;
+                .map_err(|e| bad("URL", format!("`{given}` is not a URL: {e}")))?;
             let tls = match uri.scheme() {
                 Some(s) if *s == Scheme::HTTP => false,
                 Some(s) if *s == Scheme::HTTPS => true,
@@ -394,6 +396,43 @@ fn split_weight(raw: &str) -> Result<(&str, u32), PlanError> {
     Ok((raw, 1))
 }
 
+/// A URL with a scheme as is; without one, `http://` in front, as curl does
+/// (`localhost:8000/api`, `127.0.0.1:8000`, `[::1]:8000`, `example.com/x`). What is left
+/// without a scheme must start with something that looks like a host — `localhost`, an IP
+/// address, a name with a dot, or any name with a port — so that a path (`api/users`) or a
+/// typo is an error naming the argument, not a run against a host called `api`.
+fn with_scheme(url: &str) -> Result<String, PlanError> {
+    let has_scheme = url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if has_scheme {
+        return Ok(url.to_owned());
+    }
+    let authority = url.split(['/', '?', '#']).next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        // `[::1]` alone has colons but no port.
+        Some((h, p)) if !authority.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let port_ok = port.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let looks_like_host = !host.is_empty()
+        && !host.contains('@')
+        && (port_ok
+            || host.eq_ignore_ascii_case("localhost")
+            || host.starts_with('[')
+            || host.contains('.'));
+    if !looks_like_host || (port.is_some() && !port_ok) {
+        return Err(bad(
+            "URL",
+            format!("`{url}` is not a URL: give http://HOST[:PORT]/PATH (or HOST:PORT/PATH)"),
+        ));
+    }
+    Ok(format!("http://{url}"))
+}
+
 /// `10s:100,30s:500,10s:0`.
 fn parse_stages(text: &str) -> Result<Vec<(Duration, f64)>, PlanError> {
     let mut stages = Vec::new();
@@ -519,6 +558,62 @@ mod tests {
     }
 
     #[test]
+    fn a_url_without_a_scheme_is_http_as_in_curl() {
+        for (given, uri, path) in [
+            (
+                "localhost:8000/api?x=1",
+                "http://localhost:8000/api?x=1",
+                "/api?x=1",
+            ),
+            ("127.0.0.1:8000", "http://127.0.0.1:8000/", "/"),
+            ("[::1]:8000/x", "http://[::1]:8000/x", "/x"),
+            ("example.com/a", "http://example.com/a", "/a"),
+            ("LOCALHOST", "http://LOCALHOST/", "/"),
+            (
+                "localhost:8000/go?to=http://x/",
+                "http://localhost:8000/go?to=http://x/",
+                "/go?to=http://x/",
+            ),
+        ] {
+            let p = plan(given).unwrap_or_else(|e| panic!("{given}: {e}"));
+            let t = &p.targets[0];
+            assert_eq!(
+                (t.uri.to_string(), t.path.to_string()),
+                (uri.into(), path.into())
+            );
+            assert!(!p.origins[0].tls);
+            assert_eq!(
+                t.url,
+                format!("http://{given}"),
+                "the report shows what was hit"
+            );
+        }
+        let p = plan("localhost:8000/a@3 localhost:8000/b").unwrap();
+        assert_eq!(p.origins.len(), 1);
+        assert_eq!((p.targets[0].weight, p.origins[0].port), (3, 8000));
+    }
+
+    #[test]
+    fn garbage_is_still_an_error_naming_the_url() {
+        for garbage in [
+            "api/users",
+            "localhost:http/x",
+            "http//h/x",
+            "1http://h/",
+            "://h",
+            "user@example.com",
+            "exa^mple.com",
+        ] {
+            let e = err(garbage);
+            assert!(
+                e.starts_with(&format!("URL: `{garbage}`")),
+                "{garbage}: {e}"
+            );
+        }
+        assert_eq!(err("ftp://h/"), "URL: `ftp://h/`: use http:// or https://");
+    }
+
+    #[test]
     fn requests_alone_bound_a_closed_run() {
         let p = plan("-n 100 http://h/").unwrap();
         assert_eq!((p.requests, p.duration), (Some(100), None));
@@ -547,7 +642,7 @@ mod tests {
         assert!(err("--rate 0 http://h/").starts_with("--rate: "));
         assert!(err("--rate=-3 http://h/").starts_with("--rate: "));
         assert!(err("ftp://h/").starts_with("URL: "));
-        assert!(err("not-a-url").starts_with("URL: "));
+        assert!(err("not-a-url").starts_with("URL: `not-a-url` is not a URL"));
         assert!(err("http://h/@0").contains("weight"));
         assert!(err("--stages 10s http://h/").starts_with("--stages: "));
         assert!(err("--stages 10x:5 http://h/").starts_with("--stages: "));

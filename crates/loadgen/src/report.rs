@@ -120,15 +120,24 @@ pub struct UrlCount {
 }
 
 /// The spread over replicas, from the replica header.
+///
+/// Replicas are judged against the other replicas of their service only: a replica named
+/// `service/N` (shoal's `X-Shoal-Replica`) belongs to the service before the last `/`, so a
+/// run over two services' URLs gets one verdict per service, not one that compares a
+/// replica of one with a replica of the other.
 #[derive(Debug, Clone, Serialize)]
 pub struct Spread {
     /// The header read (`--replica-header`).
     pub header: String,
-    /// Replicas by name.
+    /// Replicas by service, then by name.
     pub replicas: Vec<ReplicaRow>,
     /// Answers that did not carry the header.
     pub without_header: u64,
-    /// Balanced or not; `None` when no answer named a replica.
+    /// One verdict per service, in the order of `replicas`.
+    pub services: Vec<ServiceSpread>,
+    /// All services together: balanced when every service is; the worst deviation and
+    /// max/min ratio of any service. With one service, that service's verdict. `None` when
+    /// no answer named a replica.
     pub verdict: Option<Verdict>,
 }
 
@@ -137,12 +146,25 @@ pub struct Spread {
 pub struct ReplicaRow {
     /// The header's value.
     pub name: String,
+    /// Its service: the name's part before the last `/` (`None` without a `/`).
+    pub service: Option<String>,
     /// Answers.
     pub requests: u64,
-    /// Its share of the answers that named a replica (0–1).
+    /// Its share of the answers that its service's replicas gave (0–1).
     pub share: f64,
     /// Its latency, ms.
     pub latency: Percentiles,
+}
+
+/// The spread over one service's replicas.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSpread {
+    /// The service (`None`: replica names without a `/`).
+    pub service: Option<String>,
+    /// Answers from its replicas.
+    pub requests: u64,
+    /// Its replicas against an even share of its answers.
+    pub verdict: Verdict,
 }
 
 /// Whether the replicas got even shares.
@@ -444,8 +466,13 @@ impl Report {
             if s.without_header > 0 {
                 writeln!(o, "  ({} answers without {})", s.without_header, s.header)?;
             }
-            if let Some(v) = &s.verdict {
-                writeln!(o, "  spread     {}", v.text)?;
+            match s.services.as_slice() {
+                [one] => writeln!(o, "  spread     {}", one.verdict.text)?,
+                several => {
+                    for sv in several {
+                        writeln!(o, "  spread     {}: {}", service_label(sv), sv.verdict.text)?;
+                    }
+                }
             }
         }
         let g = &self.generator;
@@ -466,24 +493,111 @@ impl Report {
 }
 
 fn spread(plan: &Plan, total: &Recorder) -> Spread {
-    let named: u64 = total.replicas.iter().map(|r| r.requests).sum();
-    let mut replicas: Vec<ReplicaRow> = total
+    let replicas = total
         .replicas
         .iter()
-        .map(|r| ReplicaRow {
-            name: String::from_utf8_lossy(&r.name).into_owned(),
-            requests: r.requests,
-            share: r.requests as f64 / named.max(1) as f64,
-            latency: Percentiles::of(&r.latency),
+        .map(|r| {
+            let name = String::from_utf8_lossy(&r.name).into_owned();
+            (name, r.requests, Percentiles::of(&r.latency))
         })
         .collect();
-    replicas.sort_by_key(|r| natural(&r.name));
-    let verdict = verdict(&replicas, plan.balance_tolerance);
+    let (replicas, services) = by_service(replicas, plan.balance_tolerance);
     Spread {
         header: plan.replica_header.to_string(),
+        verdict: overall(&services, plan.balance_tolerance),
         replicas,
         without_header: total.no_replica,
-        verdict,
+        services,
+    }
+}
+
+/// `users/0` → `users`; `r1` → none.
+fn service_of(replica: &str) -> Option<&str> {
+    replica.rsplit_once('/').map(|(s, _)| s)
+}
+
+/// How a service is named in the summary.
+pub(crate) fn service_label(s: &ServiceSpread) -> &str {
+    s.service.as_deref().unwrap_or("(no service)")
+}
+
+/// Replicas (name, answers, latency) → rows sorted by service then name, each with its share
+/// of its service, and a verdict per service.
+pub(crate) fn by_service(
+    replicas: Vec<(String, u64, Percentiles)>,
+    tolerance: f64,
+) -> (Vec<ReplicaRow>, Vec<ServiceSpread>) {
+    let mut rows: Vec<ReplicaRow> = replicas
+        .into_iter()
+        .map(|(name, requests, latency)| ReplicaRow {
+            service: service_of(&name).map(str::to_owned),
+            name,
+            requests,
+            share: 0.0,
+            latency,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.service, natural(&a.name)).cmp(&(&b.service, natural(&b.name))));
+    let mut services = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let service = rows[start].service.clone();
+        let len = rows[start..]
+            .iter()
+            .take_while(|r| r.service == service)
+            .count();
+        let group = &mut rows[start..start + len];
+        let requests: u64 = group.iter().map(|r| r.requests).sum();
+        for r in group.iter_mut() {
+            r.share = r.requests as f64 / requests.max(1) as f64;
+        }
+        if let Some(verdict) = verdict(group, tolerance) {
+            services.push(ServiceSpread {
+                service,
+                requests,
+                verdict,
+            });
+        }
+        start += len;
+    }
+    (rows, services)
+}
+
+/// All services' verdicts in one: balanced when each service is.
+fn overall(services: &[ServiceSpread], tolerance: f64) -> Option<Verdict> {
+    match services {
+        [] => None,
+        [one] => Some(one.verdict.clone()),
+        several => {
+            let worst = |f: fn(&Verdict) -> f64| {
+                several.iter().map(|s| f(&s.verdict)).fold(0.0f64, f64::max)
+            };
+            let max_deviation = worst(|v| v.max_deviation);
+            let unbalanced: Vec<String> = several
+                .iter()
+                .filter(|s| !s.verdict.balanced)
+                .map(|s| {
+                    let detail = s.verdict.text.trim_start_matches("unbalanced: ");
+                    format!("{}: {detail}", service_label(s))
+                })
+                .collect();
+            let text = if unbalanced.is_empty() {
+                format!(
+                    "balanced: each of {} services within {:.1}% of an even share of its answers",
+                    several.len(),
+                    max_deviation * 100.0
+                )
+            } else {
+                format!("unbalanced: {}", unbalanced.join("; "))
+            };
+            Some(Verdict {
+                balanced: unbalanced.is_empty(),
+                max_deviation,
+                tolerance,
+                max_min_ratio: worst(|v| v.max_min_ratio),
+                text,
+            })
+        }
     }
 }
 
@@ -495,7 +609,7 @@ fn natural(s: &str) -> (String, u64, String) {
 }
 
 /// Balanced when every replica's share is within `tolerance` (a fraction of the even
-/// share) of an even share.
+/// share) of an even share. `replicas` are one service's, with shares of its answers.
 pub(crate) fn verdict(replicas: &[ReplicaRow], tolerance: f64) -> Option<Verdict> {
     let k = replicas.len();
     if k == 0 {
@@ -644,6 +758,7 @@ pub(crate) fn bytes(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Answer;
 
     fn rows(counts: &[u64]) -> Vec<ReplicaRow> {
         let total: u64 = counts.iter().sum();
@@ -652,6 +767,7 @@ mod tests {
             .enumerate()
             .map(|(i, &n)| ReplicaRow {
                 name: format!("r{i}"),
+                service: None,
                 requests: n,
                 share: n as f64 / total as f64,
                 latency: Percentiles::of(&crate::record::histogram()),
@@ -674,6 +790,150 @@ mod tests {
         assert!((v.max_deviation - 0.5).abs() < 1e-9);
         assert!((v.max_min_ratio - 2.0).abs() < 1e-9);
         assert!(v.text.contains("r0 is 50.0% above"), "{}", v.text);
+    }
+
+    /// Named replicas' answer counts → (rows, per-service verdicts) at 10 %.
+    fn services(counts: &[(&str, u64)]) -> (Vec<ReplicaRow>, Vec<ServiceSpread>) {
+        let replicas = counts
+            .iter()
+            .map(|&(n, c)| {
+                let p = Percentiles::of(&crate::record::histogram());
+                (n.to_owned(), c, p)
+            })
+            .collect();
+        by_service(replicas, 0.10)
+    }
+
+    #[test]
+    fn each_service_is_judged_against_its_own_even_share() {
+        // users gets 30 times music's traffic; within each service the replicas are even.
+        // Judged together, music/0 would be 93 % below an even fifth.
+        let counts = [
+            ("users/2", 990),
+            ("music/0", 40),
+            ("users/0", 1000),
+            ("music/1", 41),
+            ("users/1", 1010),
+        ];
+        let (sorted, svcs) = services(&counts);
+        let names: Vec<&str> = sorted.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["music/0", "music/1", "users/0", "users/1", "users/2"]
+        );
+        assert!(
+            (sorted[0].share - 40.0 / 81.0).abs() < 1e-9,
+            "share of its service"
+        );
+        assert!((sorted[3].share - 1010.0 / 3000.0).abs() < 1e-9);
+        let per: Vec<(Option<&str>, u64, bool)> = svcs
+            .iter()
+            .map(|s| (s.service.as_deref(), s.requests, s.verdict.balanced))
+            .collect();
+        assert_eq!(
+            per,
+            [(Some("music"), 81, true), (Some("users"), 3000, true)]
+        );
+        let all = overall(&svcs, 0.10).unwrap();
+        assert!(all.balanced, "{}", all.text);
+        assert!(
+            all.text
+                .starts_with("balanced: each of 2 services within 1.2%"),
+            "{}",
+            all.text
+        );
+        // Today's mixed verdict, for contrast: one pool of five replicas is unbalanced.
+        let mixed = verdict(&rows(&[40, 41, 1000, 1010, 990]), 0.10).unwrap();
+        assert!(!mixed.balanced);
+    }
+
+    #[test]
+    fn an_unbalanced_service_is_named_and_the_other_is_not_blamed() {
+        let counts = [
+            ("music/0", 60),
+            ("music/1", 20),
+            ("users/0", 500),
+            ("users/1", 500),
+            ("users/2", 510),
+        ];
+        let (_, svcs) = services(&counts);
+        assert!(!svcs[0].verdict.balanced && svcs[1].verdict.balanced);
+        assert!(
+            svcs[0]
+                .verdict
+                .text
+                .starts_with("unbalanced: music/0 is 50.0% above an even share of 50.0%"),
+            "{}",
+            svcs[0].verdict.text
+        );
+        let all = overall(&svcs, 0.10).unwrap();
+        assert!(!all.balanced);
+        assert!((all.max_deviation - 0.5).abs() < 1e-9);
+        assert!((all.max_min_ratio - 3.0).abs() < 1e-9);
+        assert!(
+            all.text
+                .starts_with("unbalanced: music: music/0 is 50.0% above an even share of 50.0%"),
+            "{}",
+            all.text
+        );
+        assert!(!all.text.contains("users"), "{}", all.text);
+    }
+
+    #[test]
+    fn the_summary_json_and_page_show_a_line_per_service() {
+        let mut rec = Recorder::new(1);
+        for (name, n) in [
+            ("music/0", 30),
+            ("music/1", 10),
+            ("users/0", 200),
+            ("users/1", 200),
+        ] {
+            for _ in 0..n {
+                let answer = Answer {
+                    status: 200,
+                    bytes: 0,
+                    replica: Some(http::HeaderValue::from_static(name)),
+                };
+                rec.record(0, &Ok(answer), Duration::from_millis(1), None);
+            }
+        }
+        let r = Report::new(&plan(&[]), &rec, Vec::new(), Vec::new(), facts(0.1, 0));
+        let text = r.summary();
+        let spread: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("  spread "))
+            .collect();
+        assert_eq!(spread.len(), 2, "{text}");
+        assert!(
+            spread[0].starts_with("  spread     music: unbalanced: music/0 is 50.0% above"),
+            "{text}"
+        );
+        assert!(
+            spread[1].starts_with("  spread     users: balanced: every replica within 0.0%"),
+            "{text}"
+        );
+        assert!(text.contains("  music/0         30   75.0%"), "{text}");
+
+        let json = serde_json::to_value(&r).unwrap();
+        let svcs = json["spread"]["services"].as_array().unwrap();
+        assert_eq!(svcs.len(), 2);
+        assert_eq!(svcs[0]["service"], "music");
+        assert_eq!(svcs[0]["requests"], 40);
+        assert_eq!(svcs[0]["verdict"]["balanced"], false);
+        assert_eq!(svcs[1]["service"], "users");
+        assert_eq!(svcs[1]["verdict"]["balanced"], true);
+        assert_eq!(json["spread"]["replicas"][2]["service"], "users");
+        assert_eq!(json["spread"]["verdict"]["balanced"], false);
+
+        let page = crate::html::render(&r);
+        assert!(page.contains("<h3>music (40 answers)</h3>"), "{page}");
+        assert!(page.contains("<h3>users (400 answers)</h3>"), "{page}");
+        for sv in &r.spread.services {
+            assert!(
+                page.contains(&format!("<b>{}</b>", sv.verdict.text)),
+                "{page}"
+            );
+        }
     }
 
     fn plan(args: &[&str]) -> Plan {

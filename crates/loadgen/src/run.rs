@@ -1,10 +1,11 @@
 //! Running a [`Plan`]: generator threads, their workers, and the collector.
 //!
 //! Like wrk, each generator thread runs its own single-threaded event loop with its share
-//! of the connections, so nothing on the hot path is shared but one atomic counter (the
-//! next request number, for `-n` and the open model's schedule). Each thread records into
-//! its own [`Recorder`] (behind a lock that only that thread takes, so never contended) and
-//! hands it to the collector once a second; the collector, on the
+//! of the connections, so nothing on the hot path is shared but one atomic counter: the
+//! next request number, for `-n`, the open model's schedule and, through [`Rotation`], the
+//! URL it goes to (so weighted URLs interleave across all connections). Each thread records
+//! into its own [`Recorder`] (behind a lock that only that thread takes, so never
+//! contended) and hands it to the collector once a second; the collector, on the
 //! caller's runtime, merges those into per-second points and totals, samples the
 //! generator's CPU, polls shoal's admin API and drives the progress bar.
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::client::{
     Answer, Client, Conn, ErrorKind, H2, PreflightError, SendError, TlsSetupError, preflight,
 };
 use crate::cpu;
+use crate::pick::Rotation;
 use crate::plan::{Model, Plan};
 use crate::progress::Progress;
 use crate::record::Recorder;
@@ -75,6 +77,8 @@ struct Shared {
     deadline: Option<Instant>,
     /// The next request number.
     next: AtomicU64,
+    /// Request number → target.
+    rotation: Rotation,
     stop: AtomicBool,
 }
 
@@ -106,6 +110,7 @@ pub async fn run(mut plan: Plan, opts: RunOptions) -> Result<Report, RunError> {
         start,
         deadline,
         next: AtomicU64::new(0),
+        rotation: Rotation::new(&plan.targets.iter().map(|t| t.weight).collect::<Vec<_>>()),
         stop: AtomicBool::new(false),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Flush>();
@@ -358,44 +363,9 @@ fn generator_thread(
     });
 }
 
-/// Smooth weighted round-robin over the targets (nginx's): exact shares, evenly spread.
-#[derive(Debug)]
-struct Picker {
-    weights: Vec<i64>,
-    current: Vec<i64>,
-    total: i64,
-}
-
-impl Picker {
-    fn new(weights: impl Iterator<Item = u32>) -> Picker {
-        let weights: Vec<i64> = weights.map(i64::from).collect();
-        Picker {
-            total: weights.iter().sum(),
-            current: vec![0; weights.len()],
-            weights,
-        }
-    }
-
-    fn next(&mut self) -> usize {
-        if self.weights.len() == 1 {
-            return 0;
-        }
-        let mut best = (0, i64::MIN);
-        for (i, (c, w)) in self.current.iter_mut().zip(&self.weights).enumerate() {
-            *c += w;
-            if *c > best.1 {
-                best = (i, *c);
-            }
-        }
-        self.current[best.0] -= self.total;
-        best.0
-    }
-}
-
 async fn worker(thread: Arc<Thread>, user: u32) {
     let shared = thread.shared.clone();
     let plan = &shared.plan;
-    let mut picker = Picker::new(plan.targets.iter().map(|t| t.weight));
     let mut conns: Vec<Option<Conn>> = plan.origins.iter().map(|_| None).collect();
     // One timer per worker, re-armed for each request.
     let timer = tokio::time::sleep(plan.timeout);
@@ -410,12 +380,11 @@ async fn worker(thread: Arc<Thread>, user: u32) {
                 {
                     break;
                 }
-                if let Some(n) = plan.requests
-                    && shared.next.fetch_add(1, Ordering::Relaxed) >= n
-                {
+                let i = shared.next.fetch_add(1, Ordering::Relaxed);
+                if plan.requests.is_some_and(|n| i >= n) {
                     break;
                 }
-                let t = picker.next();
+                let t = shared.rotation.target(i);
                 let outcome = request(&thread, &mut conns, &mut timer, t, begin).await;
                 let latency = Instant::now() - begin;
                 thread.rec().record(t, &outcome, latency, None);
@@ -449,7 +418,7 @@ async fn worker(thread: Arc<Thread>, user: u32) {
             thread
                 .rec()
                 .record_send(sent.saturating_duration_since(due), waited);
-            let t = picker.next();
+            let t = shared.rotation.target(i);
             let outcome = request(&thread, &mut conns, &mut timer, t, sent).await;
             let end = Instant::now();
             let from = if waited { due } else { sent };
@@ -524,19 +493,4 @@ async fn connect(thread: &Thread, origin: usize) -> Result<Conn, ErrorKind> {
         thread.h2()[origin] = Some(h.clone());
     }
     Ok(c)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picker_gives_exact_shares_evenly() {
-        let mut p = Picker::new([3, 1, 2].into_iter());
-        let picks: Vec<usize> = (0..12).map(|_| p.next()).collect();
-        let count = |i| picks.iter().filter(|&&x| x == i).count();
-        assert_eq!((count(0), count(1), count(2)), (6, 2, 4));
-        // Spread out, not 0,0,0,2,2,1.
-        assert_ne!(&picks[..3], &[0, 0, 0]);
-    }
 }

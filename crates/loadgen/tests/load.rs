@@ -162,6 +162,94 @@ async fn per_replica_counts_match_the_servers_own() {
     );
 }
 
+/// (path, number), sorted by path.
+type PerPath = Vec<(String, usize)>;
+
+/// Requests per path, and the longest run of each path, in the order the server took them.
+fn counts_and_runs(paths: &[String]) -> (PerPath, PerPath) {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut runs: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut run = 0;
+    for (i, p) in paths.iter().enumerate() {
+        *counts.entry(p.clone()).or_default() += 1;
+        run = if i > 0 && paths[i - 1] == *p {
+            run + 1
+        } else {
+            1
+        };
+        let longest = runs.entry(p.clone()).or_default();
+        *longest = (*longest).max(run);
+    }
+    (counts.into_iter().collect(), runs.into_iter().collect())
+}
+
+fn pairs(xs: &[(&str, usize)]) -> PerPath {
+    xs.iter().map(|&(p, n)| (p.to_owned(), n)).collect()
+}
+
+// A current-thread runtime: the test server takes requests in the order they reach it
+// (one event loop), so the order it records is the order the generator sent them.
+#[tokio::test]
+async fn weighted_urls_interleave_smoothly_in_the_open_model() {
+    let srv = Server::start(Behaviour::default()).await;
+    let (a, b, c) = (srv.url("/a@8"), srv.url("/b@4"), srv.url("/c@1"));
+    // 20 connections, 5 ms apart: each connection sends every 20th request. With a picker
+    // per connection, all 20 sent `a` first, then `b`: runs of 20 (issue 23).
+    let r = load(&[
+        "--rate", "200", "-n", "130", "-c", "20", "-t", "1", &a, &b, &c,
+    ])
+    .await;
+    assert_eq!(r.requests.ok, 130, "{}", r.summary());
+    let paths = srv.paths();
+    let (counts, runs) = counts_and_runs(&paths);
+    assert_eq!(
+        counts,
+        pairs(&[("/a", 80), ("/b", 40), ("/c", 10)]),
+        "{paths:?}"
+    );
+    let per_url: Vec<u64> = r.urls.iter().map(|u| u.requests).collect();
+    assert_eq!(per_url, [80, 40, 10]);
+    // nginx's sequence for 8:4:1 is a b a a b a c a b a a b a: at most two `a` in a row.
+    assert_eq!(runs, pairs(&[("/a", 2), ("/b", 1), ("/c", 1)]), "{paths:?}");
+    for window in paths.windows(13) {
+        let n = |p: &str| window.iter().filter(|x| *x == p).count();
+        assert_eq!((n("/a"), n("/b"), n("/c")), (8, 4, 1), "{window:?}");
+    }
+
+    // The issue's run: 120 requests over 50 connections gave a=70, b=50, c=0. Requests
+    // 0–119 are 9 periods of 13 (72/36/9) and a b a: 74/37/9.
+    let r = load(&[
+        "--rate", "1000", "-n", "120", "-c", "50", "-t", "2", &a, &b, &c,
+    ])
+    .await;
+    let per_url: Vec<u64> = r.urls.iter().map(|u| u.requests).collect();
+    assert_eq!(per_url, [74, 37, 9], "{}", r.summary());
+}
+
+#[tokio::test]
+async fn weighted_urls_interleave_smoothly_in_the_closed_model() {
+    let srv = Server::start(Behaviour::default()).await;
+    let (a, b, c) = (srv.url("/a@8"), srv.url("/b@4"), srv.url("/c@1"));
+    let r = load(&["-n", "130", "-c", "4", "-t", "1", &a, &b, &c]).await;
+    assert_eq!(r.requests.ok, 130, "{}", r.summary());
+    let paths = srv.paths();
+    let (counts, _) = counts_and_runs(&paths);
+    // Each of requests 0–129 is sent once, and request i goes to the URL of position i of
+    // the sequence: the shares are exact, whichever connection sent what.
+    assert_eq!(
+        counts,
+        pairs(&[("/a", 80), ("/b", 40), ("/c", 10)]),
+        "{paths:?}"
+    );
+    // Runs after the first 4 requests: those 4 take their numbers before their
+    // connections are open, and the handshakes may finish in any order. From then on, one
+    // event loop sends each request as soon as it takes its number, so the server sees
+    // them in order. With a picker per connection, the 4 connections sent the same URL
+    // in turn: runs of 4 and 8.
+    let (_, runs) = counts_and_runs(&paths[4..]);
+    assert_eq!(runs, pairs(&[("/a", 2), ("/b", 1), ("/c", 1)]), "{paths:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_gateways_header_names_replicas_too() {
     let srv = Server::start(Behaviour {

@@ -47,6 +47,8 @@ pub struct Server {
     pub h2: Arc<AtomicU64>,
     /// The last request: method, headers, body.
     pub last: Arc<Mutex<Option<(http::Method, http::HeaderMap, Bytes)>>>,
+    /// Every request's path, in the order the server took them.
+    pub paths: Arc<Mutex<Vec<String>>>,
     body: Arc<Mutex<Option<String>>>,
 }
 
@@ -57,6 +59,11 @@ impl Server {
 
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// The paths served so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
     }
 
     pub fn set_body(&self, body: &str) {
@@ -80,6 +87,7 @@ impl Server {
             count: Arc::new(AtomicU64::new(0)),
             h2: Arc::new(AtomicU64::new(0)),
             last: Arc::new(Mutex::new(None)),
+            paths: Arc::new(Mutex::new(Vec::new())),
             body: Arc::new(Mutex::new(b.body.clone())),
         };
         let stall_until: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
@@ -123,6 +131,7 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let n = s.count.fetch_add(1, Ordering::SeqCst) + 1;
+    s.paths.lock().unwrap().push(req.uri().path().to_owned());
     if req.version() == Version::HTTP_2 {
         s.h2.fetch_add(1, Ordering::SeqCst);
     }

@@ -273,17 +273,16 @@ pub(crate) fn is_protected(name: &[u8]) -> bool {
         .any(|p| name.eq_ignore_ascii_case(p))
 }
 
-/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6), at most 18 digits. No sign, no list, no
-/// hexadecimal: `+5`, `0x5`, `5, 5` and `` are all invalid.
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6) whose value fits in 64 bits, however many
+/// leading zeros it has (as hyper reads it). No sign, no list, no hexadecimal: `+5`, `0x5`,
+/// `5, 5` and `` are all invalid.
 pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
-    )
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// A `Host` value: `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): registered
@@ -333,11 +332,14 @@ pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
-/// Most bytes of chunk extensions in one body (hyper's limit too): they carry nothing the
-/// gateway uses and would otherwise be a free way to keep it reading.
+/// Chunk extensions in one body must stay under this many bytes (hyper's limit, counted as
+/// hyper counts it: the bytes after each `;`): they carry nothing the gateway uses and would
+/// otherwise be a free way to keep it reading.
 const MAX_EXTENSIONS: usize = 16 * 1024;
-/// Most bytes of trailer section after the last chunk.
+/// The trailer section, CRLFs included, must stay under this many bytes (hyper's limit).
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields (hyper's limit).
+const MAX_TRAILER_FIELDS: usize = 100;
 
 /// Finds the end of a chunked body in the bytes that pass, without decoding it, by
 /// RFC 9112 §7.1:
@@ -352,13 +354,16 @@ const MAX_TRAILERS: usize = 16 * 1024;
 ///
 /// Strict where leniency has been exploited: CRLF only (no bare LF or CR), a size that fits
 /// in 64 bits, whitespace after the size only before `;`, no control bytes in extensions,
-/// no obs-fold in trailers, and bounded extensions and trailers.
+/// trailer lines that are field lines (`token ":" value`, RFC 9112 §5, no obs-fold), and
+/// extensions and trailers bounded as hyper bounds them: the relay passes the body on as it
+/// is, so it must not accept what a client would refuse.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkedEnd {
     state: Chunk,
     size: u64,
     extensions: usize,
     trailers: usize,
+    trailer_fields: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -379,7 +384,9 @@ enum Chunk {
     DataLf,
     /// The start of a trailer line, or the CR of the final CRLF.
     TrailerStart,
-    /// Inside a trailer field line, up to CR.
+    /// Inside a trailer field's name, up to `:`.
+    TrailerName,
+    /// Inside a trailer field's value, up to CR.
     TrailerLine,
     /// The LF after a trailer line's CR.
     TrailerLf,
@@ -414,7 +421,7 @@ impl ChunkedEnd {
                     b'\r' => self.state = Chunk::SizeLf,
                     b'\t' | b' '..=b'~' | 0x80..=0xff => {
                         self.extensions += 1;
-                        if self.extensions > MAX_EXTENSIONS {
+                        if self.extensions >= MAX_EXTENSIONS {
                             return Err("chunk extensions too long");
                         }
                     }
@@ -441,22 +448,50 @@ impl ChunkedEnd {
                 Chunk::DataLf if b == b'\n' => self.state = Chunk::SizeStart,
                 Chunk::DataCr | Chunk::DataLf => return Err("chunk data not followed by CRLF"),
                 Chunk::TrailerStart => match b {
-                    b'\r' => self.state = Chunk::FinalLf,
+                    b'\r' => {
+                        if self.trailers > 0 {
+                            self.trailer_byte()?;
+                        }
+                        self.state = Chunk::FinalLf;
+                    }
                     b' ' | b'\t' => return Err("obs-fold in trailer section"),
                     _ if is_tchar(b) => {
                         self.trailer_byte()?;
-                        self.state = Chunk::TrailerLine;
+                        self.state = Chunk::TrailerName;
                     }
                     _ => return Err("invalid trailer field"),
                 },
+                Chunk::TrailerName => match b {
+                    b':' => {
+                        self.trailer_byte()?;
+                        self.state = Chunk::TrailerLine;
+                    }
+                    _ if is_tchar(b) => self.trailer_byte()?,
+                    _ => return Err("invalid trailer field name"),
+                },
                 Chunk::TrailerLine => match b {
-                    b'\r' => self.state = Chunk::TrailerLf,
+                    b'\r' => {
+                        self.trailer_byte()?;
+                        self.state = Chunk::TrailerLf;
+                    }
                     b'\t' | b' '..=b'~' | 0x80..=0xff => self.trailer_byte()?,
                     _ => return Err("control byte in trailer field"),
                 },
-                Chunk::TrailerLf if b == b'\n' => self.state = Chunk::TrailerStart,
+                Chunk::TrailerLf if b == b'\n' => {
+                    if self.trailer_fields == MAX_TRAILER_FIELDS {
+                        return Err("too many trailer fields");
+                    }
+                    self.trailer_fields += 1;
+                    self.trailer_byte()?;
+                    self.state = Chunk::TrailerStart;
+                }
                 Chunk::TrailerLf => return Err("trailer line not ended by CRLF"),
-                Chunk::FinalLf if b == b'\n' => return Ok(Some(i + 1)),
+                Chunk::FinalLf if b == b'\n' => {
+                    if self.trailers > 0 {
+                        self.trailer_byte()?;
+                    }
+                    return Ok(Some(i + 1));
+                }
                 Chunk::FinalLf => return Err("chunked body not ended by CRLF"),
             }
             i += 1;
@@ -464,9 +499,11 @@ impl ChunkedEnd {
         Ok(None)
     }
 
+    /// Count a byte of the trailer section (all of it, CRLFs included, as hyper counts; the
+    /// final CRLF alone, without fields, is not counted).
     fn trailer_byte(&mut self) -> Result<(), &'static str> {
         self.trailers += 1;
-        if self.trailers > MAX_TRAILERS {
+        if self.trailers >= MAX_TRAILERS {
             return Err("trailer section too long");
         }
         Ok(())
@@ -535,10 +572,17 @@ mod tests {
             "5, 5",
             "5 5",
             "1e3",
-            "9999999999999999999",
+            "18446744073709551616",
         ] {
             assert!(body(bad).is_err(), "{bad:?}");
         }
+        // Found by differential fuzzing: hyper reads any 1*DIGIT that fits in 64 bits, and
+        // so must we (the relay refused `0000000000000000000005`, a length of 5).
+        assert_eq!(body("0000000000000000000005"), Ok(RequestBody::Length(5)));
+        assert_eq!(
+            body("18446744073709551615"),
+            Ok(RequestBody::Length(u64::MAX))
+        );
         assert_eq!(
             facts(1, &[host, ("Content-Length", "7"), ("content-length", "7")]).map(|f| f.body),
             Ok(RequestBody::Length(7)),
@@ -784,5 +828,60 @@ mod tests {
         let mut long = b"0\r\nX: ".to_vec();
         long.extend(std::iter::repeat_n(b'x', MAX_TRAILERS));
         assert_eq!(scan_all(&long), Err("trailer section too long"));
+    }
+
+    #[test]
+    fn trailers_are_field_lines_within_hyper_limits() {
+        // Found by differential fuzzing against hyper's client, which refuses these and would
+        // get them from the relay as they are: a trailer line is `token ":" value`
+        // (RFC 9112 §5.1, §7.1.2) ...
+        for (body, why) in [
+            (
+                &b"0\r\nHTTP/1.1 204 No Content\r\n\r\n"[..],
+                "invalid trailer field name",
+            ),
+            (b"0\r\nno-colon\r\n\r\n", "invalid trailer field name"),
+            (b"0\r\nX :1\r\n\r\n", "invalid trailer field name"),
+            (b"0\r\n:x\r\n\r\n", "invalid trailer field"),
+        ] {
+            assert_eq!(
+                scan_all(body),
+                Err(why),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let ok = b"0\r\nX-T:\r\nY:a b\r\n\r\n";
+        assert_eq!(scan_all(ok), Ok(Some(ok.len())));
+        // ... at most 100 of them ...
+        let fields = |n: usize| [&b"0\r\n"[..], &b"t: 1\r\n".repeat(n), b"\r\n"].concat();
+        assert_eq!(scan_all(&fields(100)), Ok(Some(fields(100).len())));
+        assert_eq!(scan_all(&fields(101)), Err("too many trailer fields"));
+        // ... in under 16 KiB, CRLFs included ...
+        let section = |n: usize| {
+            let mut body = b"0\r\nx: ".to_vec();
+            body.extend(std::iter::repeat_n(b'v', n));
+            body.extend_from_slice(b"\r\n\r\n");
+            body
+        };
+        let fits = MAX_TRAILERS - 8; // "x: " + value + CRLF + CRLF < 16 KiB
+        assert_eq!(scan_all(&section(fits)), Ok(Some(section(fits).len())));
+        assert_eq!(
+            scan_all(&section(fits + 1)),
+            Err("trailer section too long")
+        );
+        // ... and chunk extensions in under 16 KiB.
+        let extended = |n: usize| {
+            let mut body = b"1;".to_vec();
+            body.extend(std::iter::repeat_n(b'x', n));
+            body.extend_from_slice(b"\r\nd\r\n0\r\n\r\n");
+            body
+        };
+        let fits = MAX_EXTENSIONS - 1;
+        assert_eq!(scan_all(&extended(fits)), Ok(Some(extended(fits).len())));
+        assert_eq!(
+            scan_all(&extended(fits + 1)),
+            Err("chunk extensions too long")
+        );
     }
 }

@@ -27,9 +27,11 @@ mod metrics;
 mod middleware;
 mod relay;
 
+mod differential;
 /// Entry points for the fuzz targets in `fuzz/` (not an API).
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::differential::{framing_diff_chunked, framing_diff_request};
     pub use crate::relay::wire::check_parsers as relay_wire;
 }
 mod server;

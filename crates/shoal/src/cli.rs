@@ -198,13 +198,8 @@ pub(crate) enum K8sCommand {
 #[derive(Debug, Args)]
 pub(crate) struct RenderArgs {
     /// The stack file; each replicated service needs `image:`.
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "shoal.yaml",
-        value_name = "FILE"
-    )]
-    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) file: FileArgs,
     /// Namespace of every object (also part of the services' DNS names in the gateway's
     /// stack file).
     #[arg(short = 'n', long, default_value = "default", value_name = "NAMESPACE")]

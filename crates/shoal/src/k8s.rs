@@ -19,7 +19,7 @@ pub(crate) fn run(args: K8sArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let path = &args.file;
+    let path = &args.file.file;
     let stack = match shoal_config::load_for(path, Runtime::Kubernetes) {
         Ok(stack) => stack,
         Err(diags) => {

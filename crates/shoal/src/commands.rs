@@ -141,7 +141,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             None => "built-in demo stack (`shoal init` writes it to shoal.yaml)".to_owned(),
         };
         let n_services = stack.services.len();
-        let n_routes = stack.routes.len();
+        let routes = route_lines(&stack.routes);
         let opts = StartOptions {
             stack,
             stack_path: path,
@@ -157,7 +157,10 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-        println!("shoal {} — {stack_desc}: {n_services} services, {n_routes} routes", env!("CARGO_PKG_VERSION"));
+        println!("shoal {} — {stack_desc}: {n_services} services, {} routes", env!("CARGO_PKG_VERSION"), routes.len());
+        for line in &routes {
+            println!("  route       {line}");
+        }
         for (name, addr) in shoal.gateway_addrs() {
             println!("  gateway     http://{addr}/   (entrypoint {name})");
         }
@@ -168,8 +171,8 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
         }
         let _ = std::io::stdout().flush();
-        // Each event once, here (the log records that repeat one are filtered out, see
-        // `repeats_an_event`); with --quiet, only trouble.
+        // Each event once, here (the planes log events at debug only); with --quiet, only
+        // trouble.
         let mut events = shoal.events().subscribe();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
@@ -186,6 +189,21 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("shoal stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The banner's route lines, in the order routes are tried: `rule → service`, with the
+/// entrypoints a route is limited to.
+fn route_lines(routes: &[shoal_config::Route]) -> Vec<String> {
+    routes
+        .iter()
+        .map(|r| {
+            let mut line = format!("{} → {}", r.rule.source(), r.service);
+            if let Some(eps) = &r.entrypoints {
+                line.push_str(&format!("   (entrypoints {})", eps.join(", ")));
+            }
+            line
+        })
+        .collect()
 }
 
 /// `.shoal` next to the stack file, or in the current folder for the demo.
@@ -645,6 +663,30 @@ fn load(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_banner_lists_each_route_as_rule_to_service() {
+        let stack = shoal_config::parse(
+            "services:
+  users: { servers: [http://127.0.0.1:9001] }
+  web: { servers: [http://127.0.0.1:9002] }
+gateway:
+  entrypoints: { web: { listen: 127.0.0.1:0 }, internal: { listen: 127.0.0.2:0 } }
+routes:
+  - { match: PathPrefix(`/api/users`), service: users }
+  - { match: PathPrefix(`/`), service: web, entrypoints: [internal] }
+",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            route_lines(&stack.routes),
+            [
+                "PathPrefix(`/api/users`) → users",
+                "PathPrefix(`/`) → web   (entrypoints internal)",
+            ]
+        );
+    }
 
     #[test]
     fn an_event_with_a_multi_line_message_is_one_aligned_line() {

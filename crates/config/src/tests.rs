@@ -454,6 +454,26 @@ fn container_fields_are_checked_where_they_are_written() {
 }
 
 #[test]
+fn entrypoints_clash_on_a_fixed_port_but_not_on_port_0() {
+    let two = |a: &str, b: &str| {
+        format!(
+            "gateway:\n  entrypoints: {{ web: {{ listen: '{a}' }}, internal: {{ listen: '{b}' }} }}\n"
+        )
+    };
+    let s = parse(&two("127.0.0.1:0", "127.0.0.1:0"), "f").unwrap();
+    assert_eq!(
+        s.gateway.entrypoints.len(),
+        2,
+        "each gets its own free port"
+    );
+    let e = one_error(&two("127.0.0.1:8000", "127.0.0.1:8000"));
+    assert!(
+        e.contains("127.0.0.1:8000 is used by two entrypoints"),
+        "{e}"
+    );
+}
+
+#[test]
 fn limits_have_defaults_and_bounds() {
     let s = parse(MINIMAL, "f").unwrap();
     assert_eq!(s.gateway.limits, Limits::default());

@@ -368,7 +368,10 @@ impl Cx<'_> {
                 for (name, ep) in eps {
                     let field = format!("gateway.entrypoints.{name}.listen");
                     if let Some(addr) = self.socket_addr(&field, &ep.listen) {
-                        if entrypoints.iter().any(|e: &Entrypoint| e.listen == addr) {
+                        // Port 0 picks a free port for each: never a clash.
+                        if addr.port() != 0
+                            && entrypoints.iter().any(|e: &Entrypoint| e.listen == addr)
+                        {
                             self.error(&field, format!("{addr} is used by two entrypoints"));
                         }
                         entrypoints.push(Entrypoint { name, listen: addr });

@@ -76,17 +76,46 @@ pub(crate) fn request_facts<'a>(
     minor: u8,
     fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<RequestFacts, Reject> {
-    let mut hosts = 0;
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut close = minor == 0;
-    let mut upgrade = false;
-    let mut expect = false;
+    let mut reader = RequestReader::new(minor);
     for (name, value) in fields {
+        reader.field(name, value)?;
+    }
+    reader.finish()
+}
+
+/// [`request_facts`] one field at a time, for a parser that has its own pass over the
+/// fields to make (the relay records where each one is in the same pass).
+#[derive(Debug)]
+pub(crate) struct RequestReader {
+    minor: u8,
+    hosts: u32,
+    length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    upgrade: bool,
+    expect: bool,
+}
+
+impl RequestReader {
+    /// Reading the fields of an HTTP/1.`minor` request.
+    pub(crate) fn new(minor: u8) -> RequestReader {
+        RequestReader {
+            minor,
+            hosts: 0,
+            length: None,
+            chunked: false,
+            close: minor == 0,
+            upgrade: false,
+            expect: false,
+        }
+    }
+
+    /// The next field, in the order received.
+    pub(crate) fn field(&mut self, name: &[u8], value: &[u8]) -> Result<(), Reject> {
         if name.eq_ignore_ascii_case(b"host") {
             // §3.2: exactly one Host, with a valid value, in every HTTP/1.1 request.
-            hosts += 1;
-            if hosts > 1 {
+            self.hosts += 1;
+            if self.hosts > 1 {
                 return Err(Reject::bad("more than one Host header (RFC 9112 §3.2)"));
             }
             if !valid_host(value) {
@@ -97,16 +126,16 @@ pub(crate) fn request_facts<'a>(
                 .ok_or(Reject::bad("invalid Content-Length (RFC 9112 §6.3 rule 5)"))?;
             // RFC 9110 §8.6: repeated identical values are one value; different ones are an
             // unrecoverable framing error.
-            if length.is_some_and(|m| m != n) {
+            if self.length.is_some_and(|m| m != n) {
                 return Err(Reject::bad(
                     "conflicting Content-Length values (RFC 9112 §6.3 rule 5)",
                 ));
             }
-            length = Some(n);
+            self.length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // §6.1: HTTP/1.0 has no transfer codings; a message that claims one has
             // faulty framing.
-            if minor == 0 {
+            if self.minor == 0 {
                 return Err(Reject::bad(
                     "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)",
                 ));
@@ -114,13 +143,13 @@ pub(crate) fn request_facts<'a>(
             // §6.3 rule 4: chunked must be the final coding. Other codings would be lost
             // when the body is re-framed for the replica: not implemented (§6.1, 501).
             for coding in tokens(value) {
-                if chunked.is_some() {
+                if self.chunked {
                     return Err(Reject::bad(
                         "chunked is not the final transfer coding (RFC 9112 §6.3 rule 4)",
                     ));
                 }
                 if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = Some(());
+                    self.chunked = true;
                 } else if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
                     return Err(Reject::bad("invalid Transfer-Encoding (RFC 9112 §6.1)"));
                 } else {
@@ -130,46 +159,51 @@ pub(crate) fn request_facts<'a>(
                     });
                 }
             }
-            if chunked.is_none() {
+            if !self.chunked {
                 return Err(Reject::bad("empty Transfer-Encoding (RFC 9112 §6.1)"));
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && self.minor == 0 {
+                    self.close = false;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    upgrade = true;
+                    self.upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = true;
+            self.upgrade = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
-            expect = true;
+            self.expect = true;
         }
+        Ok(())
     }
-    if hosts == 0 && minor == 1 {
-        return Err(Reject::bad("no Host header (RFC 9112 §3.2)"));
-    }
-    let body = match (chunked, length) {
-        // §6.3 rule 3: both is what smuggling is made of. A server may refuse it; we do, and
-        // close the connection, as nginx and HAProxy do.
-        (Some(()), Some(_)) => {
-            return Err(Reject::bad(
-                "both Transfer-Encoding and Content-Length (RFC 9112 §6.3 rule 3)",
-            ));
+
+    /// The facts, once every field has been read.
+    pub(crate) fn finish(self) -> Result<RequestFacts, Reject> {
+        if self.hosts == 0 && self.minor == 1 {
+            return Err(Reject::bad("no Host header (RFC 9112 §3.2)"));
         }
-        (Some(()), None) => RequestBody::Chunked,
-        (None, Some(n)) => RequestBody::Length(n),
-        (None, None) => RequestBody::None,
-    };
-    Ok(RequestFacts {
-        body,
-        close,
-        upgrade,
-        expect,
-    })
+        let body = match (self.chunked, self.length) {
+            // §6.3 rule 3: both is what smuggling is made of. A server may refuse it; we do,
+            // and close the connection, as nginx and HAProxy do.
+            (true, Some(_)) => {
+                return Err(Reject::bad(
+                    "both Transfer-Encoding and Content-Length (RFC 9112 §6.3 rule 3)",
+                ));
+            }
+            (true, None) => RequestBody::Chunked,
+            (false, Some(n)) => RequestBody::Length(n),
+            (false, None) => RequestBody::None,
+        };
+        Ok(RequestFacts {
+            body,
+            close: self.close,
+            upgrade: self.upgrade,
+            expect: self.expect,
+        })
+    }
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
@@ -197,72 +231,98 @@ pub(crate) struct ResponseFacts {
     pub(crate) reusable: bool,
 }
 
-/// Read a response head's fields (`minor`: HTTP/1.`minor`; `status`; `head_request`: the
-/// request was HEAD). `Err`: the response cannot be framed safely; RFC 9112 §6.3 rule 5
-/// asks a proxy to close the connection to the server and answer 502.
-pub(crate) fn response_facts<'a>(
+/// A response head's fields (`minor`: HTTP/1.`minor`), read by the rules of RFC 9112 one at
+/// a time, so that the relay records where each field is in the same pass. `Err` (from
+/// `field` or `finish`): the response cannot be framed safely; RFC 9112 §6.3 rule 5 asks a
+/// proxy to close the connection to the server and answer 502.
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
     minor: u8,
-    status: u16,
-    head_request: bool,
-    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<ResponseFacts, &'static str> {
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut transfer_encoding = false;
-    let mut keep_alive = minor == 1;
-    for (name, value) in fields {
+    length: Option<u64>,
+    chunked: bool,
+    transfer_encoding: bool,
+    keep_alive: bool,
+}
+
+impl ResponseReader {
+    /// Reading the fields of an HTTP/1.`minor` response.
+    pub(crate) fn new(minor: u8) -> ResponseReader {
+        ResponseReader {
+            minor,
+            length: None,
+            chunked: false,
+            transfer_encoding: false,
+            keep_alive: minor == 1,
+        }
+    }
+
+    /// The next field, in the order received.
+    pub(crate) fn field(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = content_length(value).ok_or("invalid Content-Length (RFC 9112 §6.3)")?;
-            if length.is_some_and(|m| m != n) {
+            if self.length.is_some_and(|m| m != n) {
                 return Err("conflicting Content-Length values (RFC 9112 §6.3)");
             }
-            length = Some(n);
+            self.length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if minor == 0 {
+            if self.minor == 0 {
                 return Err("Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1)");
             }
             for coding in tokens(value) {
                 // Only chunked, once: another coding would have to be passed on as it is,
                 // and the gateway writes framing itself.
-                if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+                if self.chunked || !coding.eq_ignore_ascii_case(b"chunked") {
                     return Err(
                         "a transfer coding other than a single chunked (RFC 9112 §6.1, §6.3)",
                     );
                 }
-                chunked = true;
+                self.chunked = true;
             }
-            transfer_encoding = true;
+            self.transfer_encoding = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    keep_alive = true;
+                    self.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && self.minor == 0 {
+                    self.keep_alive = true;
                 }
             }
         }
+        Ok(())
     }
-    if transfer_encoding && !chunked {
-        return Err("empty Transfer-Encoding (RFC 9112 §6.1)");
+
+    /// The facts, once every field has been read, for a response with `status` to a
+    /// request that was HEAD when `head_request`.
+    pub(crate) fn finish(
+        self,
+        status: u16,
+        head_request: bool,
+    ) -> Result<ResponseFacts, &'static str> {
+        let (chunked, length) = (self.chunked, self.length);
+        if self.transfer_encoding && !chunked {
+            return Err("empty Transfer-Encoding (RFC 9112 §6.1)");
+        }
+        let bodiless = head_request || status < 200 || status == 204 || status == 304;
+        let framing = match (bodiless, chunked, length) {
+            (true, _, _) => Framing::Empty,
+            (false, true, _) => Framing::Chunked,
+            (false, false, Some(n)) => Framing::Length(n),
+            (false, false, None) => Framing::UntilClose,
+        };
+        Ok(ResponseFacts {
+            framing,
+            stated_length: if bodiless && !chunked && status >= 200 && status != 204 {
+                length
+            } else {
+                None
+            },
+            // §6.3 rule 3: Transfer-Encoding overrides Content-Length, and a connection that
+            // carried both is not trusted with another request.
+            reusable: self.keep_alive
+                && framing != Framing::UntilClose
+                && !(chunked && length.is_some()),
+        })
     }
-    let bodiless = head_request || status < 200 || status == 204 || status == 304;
-    let framing = match (bodiless, chunked, length) {
-        (true, _, _) => Framing::Empty,
-        (false, true, _) => Framing::Chunked,
-        (false, false, Some(n)) => Framing::Length(n),
-        (false, false, None) => Framing::UntilClose,
-    };
-    Ok(ResponseFacts {
-        framing,
-        stated_length: if bodiless && !chunked && status >= 200 && status != 204 {
-            length
-        } else {
-            None
-        },
-        // §6.3 rule 3: Transfer-Encoding overrides Content-Length, and a connection that
-        // carried both is not trusted with another request.
-        reusable: keep_alive && framing != Framing::UntilClose && !(chunked && length.is_some()),
-    })
 }
 
 /// Headers that `Connection` may not make hop-by-hop: framing and routing rest on them, and
@@ -513,6 +573,20 @@ impl ChunkedEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A response head's fields through a [`ResponseReader`].
+    fn response_facts<'a>(
+        minor: u8,
+        status: u16,
+        head_request: bool,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<ResponseFacts, &'static str> {
+        let mut reader = ResponseReader::new(minor);
+        for (name, value) in fields {
+            reader.field(name, value)?;
+        }
+        reader.finish(status, head_request)
+    }
 
     fn facts(minor: u8, fields: &[(&str, &str)]) -> Result<RequestFacts, Reject> {
         request_facts(

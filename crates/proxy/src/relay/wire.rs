@@ -96,10 +96,19 @@ pub(crate) fn parse_request(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
     if minor != 1 {
         return Parsed::Other;
     }
-    let facts = match framing::request_facts(
-        minor,
-        req.headers.iter().map(|f| (f.name.as_bytes(), f.value)),
-    ) {
+    // One pass over the fields: the framing rules, and where each field is, to build the
+    // header map from the shared bytes once the head is split off (on the stack).
+    let offset = |s: &[u8]| span_in(buf, s);
+    let mut reader = framing::RequestReader::new(minor);
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = req.headers.len();
+    for (field, span) in req.headers.iter().zip(spans.iter_mut()) {
+        if let Err(reject) = reader.field(field.name.as_bytes(), field.value) {
+            return Parsed::Reject(reject);
+        }
+        *span = Span::of(offset(field.name.as_bytes()), offset(field.value));
+    }
+    let facts = match reader.finish() {
         Ok(facts) => facts,
         Err(reject) => return Parsed::Reject(reject),
     };
@@ -114,15 +123,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, limits: &HeadLimits) -> Parsed {
         RequestBody::Length(n) if n <= limits.max_body as u64 => n as usize,
         RequestBody::Length(_) | RequestBody::Chunked => return Parsed::Other,
     };
-    let offset = |s: &[u8]| span_in(buf, s);
     let target = offset(target.as_bytes());
-    // Where each field's name and value are, to build the header map from the shared bytes
-    // once the head is split off (on the stack: no allocation).
-    let mut spans = [Span::default(); MAX_HEADERS];
-    let count = req.headers.len();
-    for (field, span) in req.headers.iter().zip(spans.iter_mut()) {
-        *span = Span::of(offset(field.name.as_bytes()), offset(field.value));
-    }
     let raw = buf.split_to(len).freeze();
     let Ok(uri) = PathAndQuery::from_maybe_shared(raw.slice(target)).map(Uri::from) else {
         // Put the head back for the full stack to answer.
@@ -299,19 +300,16 @@ pub(crate) fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err("malformed response head");
     };
-    let facts = framing::response_facts(
-        minor,
-        status,
-        head_request,
-        resp.headers.iter().map(|f| (f.name.as_bytes(), f.value)),
-    )?;
+    // One pass over the fields: the framing rules, and where each field is.
     let offset = |s: &[u8]| span_in(buf, s);
+    let mut reader = framing::ResponseReader::new(minor);
+    let mut fields = Vec::with_capacity(resp.headers.len());
+    for f in resp.headers.iter() {
+        reader.field(f.name.as_bytes(), f.value)?;
+        fields.push((offset(f.name.as_bytes()), offset(f.value)));
+    }
+    let facts = reader.finish(status, head_request)?;
     let reason = offset(resp.reason.unwrap_or("").as_bytes());
-    let fields = resp
-        .headers
-        .iter()
-        .map(|f| (offset(f.name.as_bytes()), offset(f.value)))
-        .collect();
     Ok(Some(ResponseHead {
         len,
         status,

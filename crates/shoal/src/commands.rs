@@ -14,7 +14,7 @@ use crate::admin_client::AdminClient;
 use crate::cli::*;
 
 /// Exit code for an invalid stack file.
-const EXIT_BAD_CONFIG: u8 = 2;
+pub(crate) const EXIT_BAD_CONFIG: u8 = 2;
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let quiet = matches!(&cli.command, Command::Up(up) if up.quiet);
@@ -63,13 +63,23 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
         .block_on(f)
 }
 
-/// Load a stack file, printing every problem on failure.
+/// Load a stack file for `shoal up`, printing every problem on failure.
 fn load_or_report(path: &Path) -> Result<Stack, ExitCode> {
-    shoal_config::load(path).map_err(|diags| {
+    load_for_or_report(path, shoal_config::Runtime::Local, "started")
+}
+
+/// Load a stack file for `runtime`; on failure print every problem and that nothing was
+/// `done` (started, rendered), and give the exit code for a bad file.
+pub(crate) fn load_for_or_report(
+    path: &Path,
+    runtime: shoal_config::Runtime,
+    done: &str,
+) -> Result<Stack, ExitCode> {
+    shoal_config::load_for(path, runtime).map_err(|diags| {
         eprintln!("{diags}");
         let n = diags.0.len();
         eprintln!(
-            "{}: {n} problem{} found; nothing was started",
+            "{}: {n} problem{} found; nothing was {done}",
             path.display(),
             if n == 1 { "" } else { "s" }
         );

@@ -8,9 +8,7 @@ use shoal_config::Runtime;
 use shoal_k8s::{Options, Rendered};
 
 use crate::cli::{K8sArgs, K8sCommand, RenderArgs};
-
-/// Exit code for a stack file (or flags) that cannot be rendered, as `shoal check`.
-const EXIT_BAD_CONFIG: u8 = 2;
+use crate::commands::{EXIT_BAD_CONFIG, load_for_or_report};
 
 pub(crate) fn run(args: K8sArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -20,18 +18,9 @@ pub(crate) fn run(args: K8sArgs) -> anyhow::Result<ExitCode> {
 
 fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let path = &args.file.file;
-    let stack = match shoal_config::load_for(path, Runtime::Kubernetes) {
+    let stack = match load_for_or_report(path, Runtime::Kubernetes, "rendered") {
         Ok(stack) => stack,
-        Err(diags) => {
-            eprintln!("{diags}");
-            let n = diags.0.len();
-            eprintln!(
-                "{}: {n} problem{} found; nothing was rendered",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     let opts = Options {
         namespace: args.namespace.clone(),

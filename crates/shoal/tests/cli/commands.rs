@@ -262,12 +262,19 @@ fn reload_swaps_routes_and_a_bad_file_keeps_the_old_config() {
             .contains("hello from web")
             .then_some(())
     });
-    let kinds: Vec<String> = stack
-        .events()
-        .into_iter()
-        .filter(|e| e["service"] == "")
-        .map(|e| e["kind"].as_str().unwrap_or("?").to_owned())
-        .collect();
+    // The new table serves before the reload's event is recorded: wait for the third.
+    let reload_kinds = || -> Vec<String> {
+        stack
+            .events()
+            .into_iter()
+            .filter(|e| e["service"] == "")
+            .map(|e| e["kind"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    };
+    let kinds = wait_for("the SIGHUP reload's event", T, || {
+        let kinds = reload_kinds();
+        (kinds.len() >= 3).then_some(kinds)
+    });
     assert_eq!(
         kinds,
         ["reloadfailed", "reloaded", "reloaded"],

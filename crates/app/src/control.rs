@@ -205,6 +205,7 @@ impl AppControl {
                             last_exit: None,
                             message: Some(format!("static server {}", srv.url)),
                             traffic: None,
+                            pod: None,
                         })
                         .collect(),
                     traffic: None,

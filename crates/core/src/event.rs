@@ -44,11 +44,18 @@ pub enum EventKind {
     CircuitOpen,
     /// A service's circuit breaker closed again.
     CircuitClosed,
+    /// A call to the Kubernetes API failed (the message names the verb, the resource and
+    /// the API server's reason, e.g. a missing RBAC verb).
+    ApiError,
+    /// This gateway became, or stopped being, the one that scales (Kubernetes Lease).
+    Leader,
+    /// Reading a queue's backlog from its broker failed (the message is the broker's).
+    BrokerError,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Started,
         EventKind::Ready,
         EventKind::Unready,
@@ -66,6 +73,9 @@ impl EventKind {
         EventKind::Readmitted,
         EventKind::CircuitOpen,
         EventKind::CircuitClosed,
+        EventKind::ApiError,
+        EventKind::Leader,
+        EventKind::BrokerError,
     ];
 
     /// The name the API and the CLI use, e.g. `"circuitopen"` (the serde name).
@@ -88,11 +98,15 @@ impl EventKind {
             EventKind::Readmitted => "readmitted",
             EventKind::CircuitOpen => "circuitopen",
             EventKind::CircuitClosed => "circuitclosed",
+            EventKind::ApiError => "apierror",
+            EventKind::Leader => "leader",
+            EventKind::BrokerError => "brokererror",
         }
     }
 
     /// Something went wrong: a replica exited unexpectedly, was given up on or left
-    /// rotation, a circuit breaker opened, a reload was rejected. The rest is routine.
+    /// rotation, a circuit breaker opened, a reload was rejected, a Kubernetes API call or a
+    /// broker read failed. The rest is routine.
     pub fn is_trouble(self) -> bool {
         matches!(
             self,
@@ -103,6 +117,8 @@ impl EventKind {
                 | EventKind::Unhealthy
                 | EventKind::Ejected
                 | EventKind::CircuitOpen
+                | EventKind::ApiError
+                | EventKind::BrokerError
         )
     }
 }

@@ -15,7 +15,7 @@ mod replica;
 pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};
 pub use event::{Event, EventKind, EventLog};
 pub use replica::{
-    AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, ReplicaState,
+    AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, Pod, ReplicaState,
     ReplicaStatus, ReplicaTraffic, ServiceState, ServiceStatus, ServiceTraffic,
 };
 

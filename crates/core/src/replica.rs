@@ -87,6 +87,24 @@ pub struct ReplicaStatus {
     /// How the gateway sees it, once it is in the balancer.
     #[serde(default)]
     pub traffic: Option<ReplicaTraffic>,
+    /// The Kubernetes pod behind it (Kubernetes mode); `None` for local processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+}
+
+/// A Kubernetes pod serving as a replica, as its EndpointSlice (and, where the gateway may
+/// read pods, the pod itself) describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    /// The pod's name.
+    pub name: String,
+    /// The node it runs on, if the EndpointSlice says.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The EndpointSlice's `terminating` condition: it gets no new requests, finishes the
+    /// ones in flight.
+    #[serde(default)]
+    pub terminating: bool,
 }
 
 /// Whether the gateway sends requests to a replica.

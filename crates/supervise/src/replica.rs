@@ -298,6 +298,7 @@ impl ReplicaHandle {
             last_exit: v.last_exit,
             message: v.message.clone(),
             traffic: None,
+            pod: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use shoal_autoscale::{Autoscaler, Decision, ReplicaSample, Sample};
 use shoal_config::{Autoscale, Source, Stack};
 use shoal_core::{
-    AutoscaleReading, AutoscaleStatus, Driver, EventKind, ReplicaState, ServiceStatus, unix_millis,
+    AutoscaleReading, AutoscaleStatus, EventKind, ReplicaState, ServiceStatus, unix_millis,
 };
 use shoal_proxy::HoldSettings;
 use tokio::time::Instant;
@@ -214,7 +214,7 @@ impl Autoscaling {
         if due.is_empty() {
             return;
         }
-        let statuses = control.supervisor.status();
+        let statuses = control.replicas.status();
         for name in due {
             let Some(status) = statuses.iter().find(|s| s.name == name) else {
                 continue;
@@ -291,9 +291,21 @@ impl Autoscaling {
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             queued: service_traffic.held,
             requests: requests + service_traffic.held,
+            // Queue backlog is not read yet: the broker readers are wired in next.
+            backlog: None,
         };
-        let decision = scaled.engine.tick(&sample);
+        let mut decision = scaled.engine.tick(&sample);
         let (current, desired) = (status.desired, decision.desired);
+        if desired != current && !control.replicas.may_autoscale() {
+            // Another gateway holds the Lease and scales; this one keeps deciding so that
+            // its engine is warm when it takes over.
+            decision.reason = format!(
+                "{} (not applied: another gateway holds the lease and scales)",
+                decision.reason
+            );
+            scaled.last = Some(decision);
+            return;
+        }
         let reason = decision.reason.clone();
         scaled.last = Some(decision);
         if desired == current {
@@ -307,7 +319,7 @@ impl Autoscaling {
 
 /// Ask the driver for `desired` replicas and record why.
 fn apply_scale(control: &AppControl, service: &str, current: u32, desired: u32, reason: &str) {
-    match control.supervisor.scale(service, desired) {
+    match control.replicas.scale(service, desired) {
         Ok(()) => {
             // Debug, not info: the `scaled` event below says the same to the user.
             tracing::debug!(service, current, desired, %reason, "autoscaled");
@@ -339,7 +351,7 @@ fn wake(me: &Weak<Autoscaling>, control: &Weak<AppControl>, service: &str) {
         count
     };
     let current = control
-        .supervisor
+        .replicas
         .status()
         .into_iter()
         .find(|s| s.name == service)

@@ -7,14 +7,15 @@ use std::time::Duration;
 use shoal_admin::{Control, RouteInfo, ScaleError, Scaled};
 use shoal_config::{Health, Middleware, Source, Stack};
 use shoal_core::{
-    Driver, DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus,
-    ReplicaTraffic, ServiceState, ServiceStatus,
+    DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic,
+    ServiceState, ServiceStatus,
 };
 use shoal_proxy::Gateway;
 
 use crate::autoscale::Autoscaling;
+use crate::replicas::Replicas;
 use shoal_supervise::{
-    LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
+    LogRotation, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy,
 };
 
 /// Scale set with `shoal scale`, kept next to the stack file so it survives a restart.
@@ -71,7 +72,9 @@ impl ScaleState {
 /// Everything the admin API and signal handlers act on.
 pub(crate) struct AppControl {
     pub(crate) gateway: Arc<Gateway>,
-    pub(crate) supervisor: Arc<Supervisor>,
+    pub(crate) replicas: Replicas,
+    /// What the stack file is read for (local processes or Kubernetes), on every reload.
+    pub(crate) target: shoal_config::Runtime,
     pub(crate) events: Arc<EventLog>,
     pub(crate) stack: Mutex<Stack>,
     pub(crate) stack_path: Option<PathBuf>,
@@ -99,7 +102,7 @@ impl AppControl {
     pub(crate) fn specs(&self, stack: &Stack) -> Vec<ServiceSpec> {
         let state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
         let running: HashMap<String, u32> = self
-            .supervisor
+            .replicas
             .status()
             .into_iter()
             .map(|s| (s.name, s.desired))
@@ -136,11 +139,8 @@ impl AppControl {
             tracing::error!(error = %e, "cannot open the access log; access logging is off");
         }
         self.autoscaling.apply(&stack, self);
-        let specs = self.specs(&stack);
+        self.replicas.apply(self, &stack);
         *self.stack.lock().unwrap_or_else(|e| e.into_inner()) = stack;
-        let supervisor = self.supervisor.clone();
-        self.runtime
-            .spawn(async move { supervisor.apply(specs).await });
     }
 
     /// Fill in how the gateway sees the service and each replica (health, counters): local
@@ -235,6 +235,10 @@ pub(crate) fn spec_for(
     spec.replicas = replicas;
     spec.port_env = c.port_env.clone();
     spec.replica_env = c.replica_env.clone();
+    spec.kind = match c.kind {
+        shoal_config::ServiceKind::Web => shoal_supervise::ServiceKind::Web,
+        shoal_config::ServiceKind::Worker => shoal_supervise::ServiceKind::Worker,
+    };
     spec.readiness = Readiness {
         probe: Probe::of(health.path.as_deref(), &health.expect_status),
         interval: health.interval,
@@ -298,7 +302,7 @@ impl Control for AppControl {
                 .collect();
             (Self::static_status(&stack), urls)
         };
-        all.extend(self.supervisor.status());
+        all.extend(self.replicas.status());
         all.sort_by(|a, b| a.name.cmp(&b.name));
         for service in &mut all {
             let urls = static_urls.get(&service.name).map(Vec::as_slice);
@@ -329,7 +333,7 @@ impl Control for AppControl {
             // Autoscaled: set the current count within the bounds; the autoscaler carries
             // on from there (like `kubectl scale` under an HPA). Not saved across restarts.
             let set = replicas.clamp(min, max);
-            self.supervisor.scale(service, set).map_err(scale_error)?;
+            self.replicas.scale(service, set).map_err(scale_error)?;
             let note = format!(
                 "`{service}` is autoscaled between {min} and {max}{}; the autoscaler carries on from {set}",
                 if set == replicas {
@@ -343,9 +347,15 @@ impl Control for AppControl {
                 note: Some(note),
             });
         }
-        self.supervisor
+        self.replicas
             .scale(service, replicas)
             .map_err(scale_error)?;
+        if !self.replicas.saves_scale_state() {
+            return Ok(Scaled {
+                replicas,
+                note: None,
+            });
+        }
         let mut state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .entries
@@ -365,7 +375,7 @@ impl Control for AppControl {
                 "shoal is running the built-in demo stack; there is no file to reload".into(),
             );
         };
-        match shoal_config::load(path) {
+        match shoal_config::load_for(path, self.target) {
             Ok(stack) => {
                 let old = self
                     .stack

@@ -10,6 +10,8 @@
 mod autoscale;
 mod control;
 mod metrics;
+mod replicas;
 mod shoal;
 
-pub use shoal::{Shoal, StartError, StartOptions};
+pub use shoal::{Discovery, Shoal, StartError, StartOptions};
+pub use shoal_k8s::cluster::ClusterOptions;

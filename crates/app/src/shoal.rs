@@ -4,13 +4,46 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use shoal_admin::{AdminConfig, AdminServer, Control};
-use shoal_config::Stack;
+use shoal_config::{Runtime, Stack};
 use shoal_core::{EndpointSink, EventLog};
+use shoal_k8s::cluster::{Cluster, ClusterError, ClusterOptions, KubeDriver, LeaseSettings};
 use shoal_proxy::{AccessLogger, BindError, Gateway, Listeners, ServeSettings, Serving};
 use shoal_supervise::{LogPolicy, Supervisor};
 
 use crate::autoscale::Autoscaling;
 use crate::control::{AppControl, DRIVER_SHUTDOWN_SLACK, ScaleState};
+use crate::replicas::Replicas;
+
+/// Where the replicas come from.
+#[derive(Debug, Clone, Default)]
+pub enum Discovery {
+    /// Local processes run by shoal's supervisor (`shoal up`).
+    #[default]
+    Local,
+    /// Pods of the cluster shoal runs in, found through their EndpointSlices
+    /// (`shoal up --discovery kubernetes`); the stack file is read for Kubernetes.
+    Kubernetes(ClusterOptions),
+}
+
+impl Discovery {
+    /// What the stack file is checked for in this mode.
+    pub fn runtime(&self) -> Runtime {
+        match self {
+            Discovery::Local => Runtime::Local,
+            Discovery::Kubernetes(_) => Runtime::Kubernetes,
+        }
+    }
+}
+
+/// The Lease the in-cluster gateways share so that exactly one scales: client-go's
+/// defaults (15 s lease, renewed every 2 s).
+fn lease_settings() -> LeaseSettings {
+    LeaseSettings {
+        name: shoal_k8s::GATEWAY_NAME.to_owned(),
+        duration: std::time::Duration::from_secs(15),
+        renew_every: std::time::Duration::from_secs(2),
+    }
+}
 
 /// What to start.
 #[derive(Debug)]
@@ -27,6 +60,8 @@ pub struct StartOptions {
     pub color: bool,
     /// The shoal binary, run for commands whose argv[0] is `shoal`.
     pub shoal_exe: PathBuf,
+    /// Where the replicas come from.
+    pub discovery: Discovery,
 }
 
 /// Why shoal could not start.
@@ -35,6 +70,9 @@ pub enum StartError {
     /// A gateway entrypoint could not be bound.
     #[error(transparent)]
     Gateway(#[from] BindError),
+    /// The Kubernetes API could not be reached or configured.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The access log file could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(#[source] std::io::Error),
@@ -89,14 +127,29 @@ impl Shoal {
             gateway.set_access_log(Some(logger));
         }
         let sink: Arc<dyn EndpointSink> = gateway.clone();
-        let mut logs = LogPolicy::new(opts.state_dir.join("logs"));
-        logs.echo = opts.echo_logs;
-        logs.color = opts.color;
-        let supervisor = Supervisor::new(sink, events.clone(), logs);
+        let target = opts.discovery.runtime();
+        let replicas = match opts.discovery {
+            Discovery::Local => {
+                let mut logs = LogPolicy::new(opts.state_dir.join("logs"));
+                logs.echo = opts.echo_logs;
+                logs.color = opts.color;
+                Replicas::Local(Supervisor::new(sink, events.clone(), logs))
+            }
+            Discovery::Kubernetes(cluster) => {
+                let cluster = Cluster::connect(&cluster).await?;
+                Replicas::Kubernetes(KubeDriver::start(
+                    cluster,
+                    sink,
+                    events.clone(),
+                    Some(lease_settings()),
+                ))
+            }
+        };
         let state_path = opts.state_dir.join("state");
         let control = Arc::new(AppControl {
             gateway: gateway.clone(),
-            supervisor,
+            replicas,
+            target,
             events,
             stack: Mutex::new(stack.clone()),
             stack_path: opts.stack_path,
@@ -183,8 +236,7 @@ impl Shoal {
                 "some requests were still running after the {grace:?} shutdown grace period"
             );
         }
-        let supervisor = self.control.supervisor.clone();
-        let stopping = shoal_core::Driver::shutdown(&*supervisor);
+        let stopping = self.control.replicas.shutdown();
         // Every replica has its own bounded drain and kill timers; this is a backstop.
         let bound = {
             let stack = self.control.stack.lock().unwrap_or_else(|e| e.into_inner());

@@ -280,6 +280,7 @@ async fn reloads_during_and_after_a_scale_up_replace_no_replica() {
         echo_logs: false,
         color: false,
         shoal_exe: PathBuf::from("/nonexistent/shoal"),
+        discovery: Default::default(),
     })
     .await
     .expect("shoal starts");

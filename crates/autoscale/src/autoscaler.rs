@@ -55,6 +55,13 @@
 //!    and waking is immediate. At zero, a queued request (or a wake) brings it to
 //!    `max(1, min)` at once; otherwise it stays at 0.
 //!
+//! A [`Target::Backlog`] joins in at stages 1, 6 and 8 ([`crate::backlog`]): its proposal
+//! is `ceil(backlog / per_replica)` (or the time-to-drain count, whichever is larger,
+//! capped at the partitions); its raw reading feeds panic mode; a backlog above the
+//! activation threshold, or one that cannot be read, keeps the service from being idle;
+//! and at zero such a backlog wakes the service to its proposal within the up rate
+//! policies (the fallback count after enough failed reads).
+//!
 //! # Feeding it
 //!
 //! [`Sample::current`] must be the count the driver was last asked to run (the previous
@@ -65,10 +72,11 @@
 
 use std::time::Duration;
 
+use crate::backlog::{self, BacklogState};
 use crate::decision::{Decision, Limit, Reading, fmt_duration, fmt_number};
 use crate::history::{History, inside};
-use crate::metrics::{self, Outcome};
-use crate::policy::{Policy, Target};
+use crate::metrics::{self, Outcome, Tolerance};
+use crate::policy::{Backlog, Policy, Target};
 use crate::rate::ScaleEvents;
 use crate::sample::Sample;
 
@@ -88,8 +96,10 @@ pub struct Autoscaler {
     panic: Option<PanicState>,
     /// The last time a request was received or queued, or a wake happened.
     last_busy: Duration,
-    /// The last [`Autoscaler::wake`] or wake by a queued request.
+    /// The last [`Autoscaler::wake`] or wake by a queued request or a backlog.
     woken_at: Option<Duration>,
+    /// The queue behind a backlog target.
+    backlog: BacklogState,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +123,7 @@ impl Autoscaler {
             panic: None,
             last_busy: now,
             woken_at: None,
+            backlog: BacklogState::default(),
         }
     }
 
@@ -154,26 +165,94 @@ impl Autoscaler {
     pub fn tick(&mut self, sample: &Sample) -> Decision {
         let now = sample.now;
         let seed = *self.seed.get_or_insert(sample.current);
+        let queue = self.backlog_target();
+        if let Some(b) = &queue {
+            let ready = sample.replicas.iter().filter(|r| r.ready).count() as u32;
+            self.backlog.observe(sample, ready, b);
+        }
         let traffic = sample.requests > 0 || sample.queued > 0;
-        if traffic {
+        // A backlog above the activation threshold, or one that cannot be read, is work.
+        let busy = traffic || queue.is_some_and(|b| self.backlog.busy(&b));
+        if busy {
             self.last_busy = self.last_busy.max(now);
         }
         self.prune(now);
+        let tolerance = Tolerance {
+            up: self.policy.tolerance_up,
+            down: self.policy.tolerance_down,
+        };
         let outcomes: Vec<Outcome> = self
             .policy
             .targets
             .iter()
-            .map(|t| metrics::evaluate(t, sample, &self.policy))
+            .map(|t| match t {
+                Target::Backlog(b) => backlog::evaluate(b, &self.backlog, sample, tolerance),
+                _ => metrics::evaluate(t, sample, &self.policy),
+            })
             .collect();
 
-        if sample.current == 0 {
-            return self.at_zero(sample, outcomes, traffic);
-        }
         let idle_for = now.saturating_sub(self.last_busy);
-        if self.policy.min == 0 && !traffic && idle_for >= self.policy.scale_to_zero_after {
-            return self.scale_to_zero(sample, outcomes, idle_for);
+        let mut decision = if sample.current == 0 {
+            self.at_zero(sample, outcomes, traffic)
+        } else if self.policy.min == 0 && !busy && idle_for >= self.policy.scale_to_zero_after {
+            self.scale_to_zero(sample, outcomes, idle_for)
+        } else {
+            self.scale(sample, outcomes, seed)
+        };
+        decision.backlog = queue.map(|b| self.backlog.status(&b));
+        decision
+    }
+
+    /// The policy's backlog target, if it has one.
+    fn backlog_target(&self) -> Option<Backlog> {
+        self.policy.targets.iter().find_map(|t| match t {
+            Target::Backlog(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// Why the service counts as idle: "no request received or queued", and the backlog.
+    fn idle_text(&self) -> String {
+        match self.backlog_target() {
+            Some(b) => format!(
+                "{}, and no request received or queued",
+                backlog::activity_text(&b, &self.backlog)
+            ),
+            None => "no request received or queued".to_owned(),
         }
-        self.scale(sample, outcomes, seed)
+    }
+
+    /// At zero: the count the backlog wakes the service to, and why; `None` if it does not.
+    fn backlog_wake(&self, now: Duration) -> Option<(u32, String)> {
+        let b = self.backlog_target()?;
+        let (lo, hi) = (self.wake_count(), self.policy.max.max(1));
+        if let Some(f) = self.backlog.fallback(&b) {
+            let n = f.replicas.clamp(lo, hi);
+            let activity = backlog::activity_text(&b, &self.backlog);
+            return Some((
+                n,
+                format!("{activity} at zero replicas: fallback, waking to {n}"),
+            ));
+        }
+        let want = backlog::wake_count(&b, &self.backlog)?;
+        let mut n = want.clamp(lo, hi);
+        let mut limited = None;
+        if let Some((limit, policy)) = self.events.up_limit(now, 0, &self.policy.up_policies)
+            && n > limit.max(lo)
+        {
+            n = limit.max(lo);
+            limited = Some(format!("scale-up limited by policy {policy}"));
+        }
+        let activity = backlog::activity_text(&b, &self.backlog);
+        let mut reason = format!("{activity} at zero replicas → waking to {n}");
+        if n != want {
+            reason.push_str(&format!(" (the backlog calls for {want}"));
+            if let Some(l) = limited {
+                reason.push_str(&format!("; {l}"));
+            }
+            reason.push(')');
+        }
+        Some((n, reason))
     }
 
     fn prune(&mut self, now: Duration) {
@@ -218,6 +297,19 @@ impl Autoscaler {
                     s.queued, s.requests
                 ),
             )
+        } else if let Some((n, reason)) = self.backlog_wake(now) {
+            self.woken_at = Some(now);
+            (n, None, reason)
+        } else if let Some(b) = self.backlog_target().filter(|_| self.backlog.failing()) {
+            (
+                0,
+                None,
+                format!(
+                    "staying at zero replicas: {} (only a read above the activation threshold, \
+                     or the fallback, wakes it)",
+                    backlog::activity_text(&b, &self.backlog)
+                ),
+            )
         } else if self
             .woken_at
             .is_some_and(|w| inside(w, now, self.policy.scale_to_zero_after))
@@ -236,7 +328,8 @@ impl Autoscaler {
                 0,
                 None,
                 format!(
-                    "idle at zero replicas (no request received or queued for {})",
+                    "idle at zero replicas ({} for {})",
+                    self.idle_text(),
                     fmt_duration(now.saturating_sub(self.last_busy))
                 ),
             )
@@ -256,8 +349,9 @@ impl Autoscaler {
         self.woken_at = None;
         self.events.record(s.now, s.current, 0);
         let reason = format!(
-            "idle for {} (no request received or queued; scale to zero after {}) → 0 replicas",
+            "idle for {} ({}; scale to zero after {}) → 0 replicas",
             fmt_duration(idle_for),
+            self.idle_text(),
             fmt_duration(self.policy.scale_to_zero_after)
         );
         decision(s, 0, None, outcomes, None, false, reason)
@@ -480,11 +574,12 @@ impl Autoscaler {
 /// `concurrency 23.5/10 per replica → 5 replicas`, or one clause per target and the largest.
 fn proposals_text(outcomes: &[Outcome], recommendation: Option<u32>) -> String {
     let each = |o: &Outcome| match o.proposal {
-        Some(n) => format!("{} → {n}", o.reading.describe()),
-        None => format!("{} (no data)", o.reading.describe()),
+        Some(n) => format!("{} → {n}", o.describe),
+        None if o.reading.name == "backlog" => o.describe.clone(),
+        None => format!("{} (no data)", o.describe),
     };
     match (outcomes, recommendation) {
-        ([one], Some(n)) => format!("{} → {n} replicas", one.reading.describe()),
+        ([one], Some(n)) => format!("{} → {n} replicas", one.describe),
         ([one], None) => each(one),
         (many, Some(n)) => format!(
             "{}: largest {n} replicas",
@@ -514,6 +609,7 @@ fn decision(
         limited_by,
         panic,
         reason,
+        backlog: None,
     }
 }
 

@@ -31,6 +31,32 @@ pub struct Decision {
     pub panic: bool,
     /// A sentence saying why, with the readings against their targets.
     pub reason: String,
+    /// The queue behind a [`Target::Backlog`](crate::Target::Backlog), if the policy has
+    /// one.
+    pub backlog: Option<BacklogStatus>,
+}
+
+/// What the autoscaler knows of a service's queue, for status and the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacklogStatus {
+    /// Messages waiting at the last successful read; `None` before the first.
+    pub messages: Option<u64>,
+    /// The smoothed backlog the proposals were computed from.
+    pub smoothed: Option<f64>,
+    /// The consumed counter at the last successful read, if the broker has one.
+    pub consumed: Option<u64>,
+    /// Partitions of the topic at the last successful read (Kafka).
+    pub partitions: Option<u32>,
+    /// Messages consumed per second per replica, as last measured; `None` until measured.
+    pub rate_per_replica: Option<f64>,
+    /// Whether the last known backlog is above the activation threshold.
+    pub active: bool,
+    /// Failed reads in a row (0 after a successful read).
+    pub failures: u32,
+    /// The last failed read's message, while reads fail.
+    pub error: Option<String>,
+    /// Whether the fallback count is in force.
+    pub fallback: bool,
 }
 
 impl Decision {
@@ -48,11 +74,13 @@ impl Decision {
 /// One target's reading in one tick.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reading {
-    /// `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`.
+    /// `cpu`, `memory`, `concurrency`, `rps`, `latency_p95` or `backlog`.
     pub name: &'static str,
     /// The per-replica average over ready replicas with data (cpu: utilisation of the
-    /// request as a fraction; memory: bytes), or the service's p95 in milliseconds; `None`
-    /// without data.
+    /// request as a fraction; memory: bytes), the service's p95 in milliseconds, or the
+    /// (smoothed) backlog per replica at the current count (the whole backlog at zero
+    /// replicas), as Kubernetes shows an `AverageValue` external metric; `None` without
+    /// data.
     pub value: Option<f64>,
     /// The target, in the same unit.
     pub target: f64,
@@ -86,7 +114,7 @@ impl Reading {
     /// `cpu 75%/50%`, `concurrency 23.5/10 per replica`.
     pub(crate) fn describe(&self) -> String {
         let per = match self.name {
-            "concurrency" | "rps" | "memory" => " per replica",
+            "concurrency" | "rps" | "memory" | "backlog" => " per replica",
             _ => "",
         };
         format!("{} {}{per}", self.name, self.column())
@@ -152,6 +180,19 @@ pub(crate) fn fmt_number(v: f64) -> String {
     }
 }
 
+/// A count with thousands separators: `4,210`.
+pub(crate) fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Bytes in binary units as Kubernetes prints them: `512`, `64Ki`, `120Mi`, `1.5Gi`.
 pub(crate) fn fmt_bytes(v: f64) -> String {
     const KI: f64 = 1024.0;
@@ -211,6 +252,7 @@ mod tests {
             limited_by: None,
             panic: false,
             reason: String::new(),
+            backlog: None,
         };
         assert_eq!(
             d.targets_column(),
@@ -245,5 +287,9 @@ mod tests {
         assert_eq!(fmt_number(0.04), "0");
         assert_eq!(fmt_bytes(512.0), "512");
         assert_eq!(fmt_bytes(1.5 * 1024.0 * 1024.0 * 1024.0), "1.5Gi");
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(4210), "4,210");
+        assert_eq!(fmt_count(1_234_567), "1,234,567");
     }
 }

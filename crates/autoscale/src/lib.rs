@@ -4,13 +4,15 @@
 //! This crate owns the *decision*: Kubernetes HPA's replica calculation
 //! ([`metrics`]) with its tolerance and its treatment of starting replicas and missing data,
 //! HPA's stabilization windows and rate policies ([`rate`]), Knative KPA's panic mode and
-//! scale to / from zero ([`autoscaler`]). It does no I/O and reads no clock: the wiring
+//! scale to / from zero ([`autoscaler`]), and KEDA's queue triggers with a time-to-drain
+//! target ([`backlog`]). It does no I/O and reads no clock: the wiring
 //! collects a [`Sample`] per service every tick (1 s by default) with the time as a
 //! [`Duration`](std::time::Duration) since any origin it likes, calls [`Autoscaler::tick`],
 //! and asks the driver (local processes or a Kubernetes Deployment) to run
 //! [`Decision::desired`] replicas. It does not collect metrics, start or drain replicas, or
-//! hold requests; the gateway calls [`Autoscaler::wake`] on the first request it holds for
-//! a service at zero.
+//! hold requests, nor read brokers; the gateway calls [`Autoscaler::wake`] on the first
+//! request it holds for a service at zero, and the wiring passes each backlog read in
+//! [`Sample::backlog`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod autoscaler;
+pub mod backlog;
 pub mod decision;
 pub mod metrics;
 pub mod policy;
@@ -43,6 +46,6 @@ pub mod sample;
 mod history;
 
 pub use autoscaler::Autoscaler;
-pub use decision::{Decision, Limit, Reading};
-pub use policy::{InvalidPolicy, Policy, RatePolicy, Target};
-pub use sample::{ReplicaSample, Sample};
+pub use decision::{BacklogStatus, Decision, Limit, Reading};
+pub use policy::{Backlog, Fallback, InvalidPolicy, Policy, RatePolicy, Target};
+pub use sample::{BacklogRead, BacklogSample, ReplicaSample, Sample};

@@ -44,6 +44,9 @@ use crate::sample::{ReplicaSample, Sample};
 pub(crate) struct Outcome {
     /// The value against its target, for the decision.
     pub(crate) reading: Reading,
+    /// The reading in the decision's reason, before ` → N replicas`: `concurrency 23.5/10
+    /// per replica`, `backlog 4,210 over 100/replica`.
+    pub(crate) describe: String,
     /// The replica count this target asks for; `None` when it has no data.
     pub(crate) proposal: Option<u32>,
     /// When the proposal is the current count because of a hold rather than the ratio:
@@ -84,7 +87,7 @@ pub(crate) struct Tolerance {
 }
 
 impl Tolerance {
-    fn is_within(self, ratio: f64) -> bool {
+    pub(crate) fn is_within(self, ratio: f64) -> bool {
         (1.0 - self.down) <= ratio && ratio <= (1.0 + self.up)
     }
 }
@@ -145,6 +148,7 @@ pub(crate) fn evaluate(target: &Target, sample: &Sample, policy: &Policy) -> Out
     reading.recommendation = proposal;
     reading.missing = missing;
     Outcome {
+        describe: reading.describe(),
         reading,
         proposal,
         hold,
@@ -189,7 +193,8 @@ fn value_of(target: &Target, r: &ReplicaSample) -> (Option<f64>, f64) {
         Target::Memory(_) => (r.memory.map(|b| b as f64), 1.0),
         Target::Concurrency(_) => (r.concurrency, 1.0),
         Target::Rps(_) => (r.rps, 1.0),
-        Target::LatencyP95(_) => (None, 1.0),
+        // Not per replica: evaluated by `latency`'s arm and `crate::backlog`.
+        Target::LatencyP95(_) | Target::Backlog(_) => (None, 1.0),
     }
 }
 

@@ -99,11 +99,15 @@ pub enum Target {
     Rps(f64),
     /// The service's 95th-percentile latency, measured at the gateway.
     LatencyP95(Duration),
+    /// The backlog of a queue the service consumes, read from its broker
+    /// ([`Sample::backlog`](crate::Sample::backlog)); see [`crate::backlog`]. At most one
+    /// per policy.
+    Backlog(Backlog),
 }
 
 impl Target {
     /// The name used in readings and reasons: `cpu`, `memory`, `concurrency`, `rps`,
-    /// `latency_p95`.
+    /// `latency_p95`, `backlog`.
     pub fn name(&self) -> &'static str {
         match self {
             Target::Cpu(_) => "cpu",
@@ -111,18 +115,76 @@ impl Target {
             Target::Concurrency(_) => "concurrency",
             Target::Rps(_) => "rps",
             Target::LatencyP95(_) => "latency_p95",
+            Target::Backlog(_) => "backlog",
         }
     }
 
     /// The target as a number in the unit of its [`Reading`](crate::Reading): a fraction for
-    /// cpu, bytes for memory, milliseconds for latency.
+    /// cpu, bytes for memory, milliseconds for latency, messages per replica for backlog.
     pub fn value(&self) -> f64 {
         match *self {
             Target::Cpu(v) | Target::Concurrency(v) | Target::Rps(v) => v,
             Target::Memory(b) => b as f64,
             Target::LatencyP95(d) => d.as_secs_f64() * 1000.0,
+            Target::Backlog(b) => b.per_replica as f64,
         }
     }
+}
+
+/// Scaling on the backlog of a queue the service consumes (KEDA's queue scalers, plus a
+/// time-to-drain target). The theory is in [`crate::backlog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Messages waiting per replica: the backlog proposes `ceil(backlog / per_replica)`
+    /// replicas (KEDA's `lagThreshold`, `lagCount`, `queueLength`). At least 1.
+    pub per_replica: u64,
+    /// With `min == 0`, the backlog keeps the service awake only while it is above this
+    /// many messages, and wakes a service at zero once it is (KEDA's activation threshold:
+    /// strictly above). Ignored when `min >= 1`. Default 0: any message wakes it.
+    pub activation: u64,
+    /// Time-to-drain target: enough replicas to consume the backlog within this time at
+    /// the measured per-replica consumption rate, `ceil(backlog / (rate × drain_within))`;
+    /// the larger of this and the `per_replica` proposal wins. Until a rate has been
+    /// measured, `per_replica` alone decides. Default none.
+    pub drain_within: Option<Duration>,
+    /// Time constant of the exponentially weighted average of the backlog that the
+    /// proposals are computed from, so that a noisy backlog does not move the count
+    /// (activation, waking and panic mode use the raw reading). Zero: no smoothing.
+    /// Default 5 s.
+    pub smoothing: Duration,
+    /// Never propose more replicas than the queue has partitions
+    /// ([`BacklogSample::partitions`](crate::BacklogSample::partitions), Kafka), since
+    /// consumers beyond that would idle (KEDA's `allowIdleConsumers: false`). Default true.
+    pub cap_at_partitions: bool,
+    /// What to run while the broker cannot be read; `None`: hold the current count (never
+    /// scale down). Default none.
+    pub fallback: Option<Fallback>,
+}
+
+impl Backlog {
+    /// A backlog target of `per_replica` messages per replica, every other field at its
+    /// default.
+    pub fn new(per_replica: u64) -> Backlog {
+        Backlog {
+            per_replica,
+            activation: 0,
+            drain_within: None,
+            smoothing: Duration::from_secs(5),
+            cap_at_partitions: true,
+            fallback: None,
+        }
+    }
+}
+
+/// KEDA's `fallback`: after `after` consecutive failed reads of the broker, the backlog
+/// target proposes `replicas` (and never zero) until a read succeeds again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    /// Consecutive failed reads before the fallback applies (KEDA's `failureThreshold`). At
+    /// least 1.
+    pub after: u32,
+    /// The count proposed meanwhile: at least 1, at most `max`.
+    pub replicas: u32,
 }
 
 /// A limit on how much the replica count may change within a period (HPA's
@@ -220,6 +282,32 @@ impl Policy {
                 );
             }
         }
+        let mut backlogs = 0;
+        for (i, t) in self.targets.iter().enumerate() {
+            let Target::Backlog(b) = t else { continue };
+            let field = format!("targets[{i}]");
+            backlogs += 1;
+            if backlogs > 1 {
+                return bad(&field, "only one backlog target is allowed".into());
+            }
+            if b.drain_within.is_some_and(|d| d.is_zero()) {
+                return bad(&field, "drain_within must be positive".into());
+            }
+            if let Some(f) = b.fallback {
+                if f.after == 0 {
+                    return bad(&field, "fallback after must be at least 1 read".into());
+                }
+                if f.replicas == 0 || f.replicas > self.max {
+                    return bad(
+                        &field,
+                        format!(
+                            "fallback replicas must be between 1 and max ({}), got {}",
+                            self.max, f.replicas
+                        ),
+                    );
+                }
+            }
+        }
         for (name, tol) in [
             ("tolerance_up", self.tolerance_up),
             ("tolerance_down", self.tolerance_down),
@@ -314,6 +402,50 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(p.validate().unwrap_err().field, "max");
+    }
+
+    #[test]
+    fn backlog_targets_are_checked() {
+        let with = |b: Backlog| Policy {
+            max: 8,
+            targets: vec![Target::Rps(5.0), Target::Backlog(b)],
+            ..Policy::default()
+        };
+        assert_eq!(with(Backlog::new(100)).validate(), Ok(()));
+        assert_eq!(Target::Backlog(Backlog::new(100)).value(), 100.0);
+        let err = with(Backlog::new(0)).validate().unwrap_err();
+        assert_eq!(err.field, "targets[1]");
+        assert!(err.reason.contains("backlog target"), "{err}");
+        let fallback = |after, replicas| Backlog {
+            fallback: Some(Fallback { after, replicas }),
+            ..Backlog::new(100)
+        };
+        assert_eq!(with(fallback(3, 8)).validate(), Ok(()));
+        let err = with(fallback(3, 9)).validate().unwrap_err();
+        assert_eq!(
+            err.reason,
+            "fallback replicas must be between 1 and max (8), got 9"
+        );
+        assert!(with(fallback(3, 0)).validate().is_err());
+        assert!(with(fallback(0, 2)).validate().is_err());
+        let err = with(Backlog {
+            drain_within: Some(Duration::ZERO),
+            ..Backlog::new(100)
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.reason, "drain_within must be positive");
+        let two = Policy {
+            targets: vec![
+                Target::Backlog(Backlog::new(1)),
+                Target::Backlog(Backlog::new(2)),
+            ],
+            ..Policy::default()
+        };
+        assert_eq!(
+            two.validate().unwrap_err().to_string(),
+            "targets[1]: only one backlog target is allowed"
+        );
     }
 
     #[test]

@@ -22,6 +22,81 @@ pub struct Sample {
     pub queued: u64,
     /// Requests the service received during the last tick.
     pub requests: u64,
+    /// The newest read of the backlog of the queue the service consumes, for a
+    /// [`Target::Backlog`](crate::Target::Backlog); `None` before the first read completes
+    /// (or without a backlog target). Pass the newest read at every tick, the same one
+    /// again if no read completed since the previous tick: the engine tells reads apart by
+    /// [`BacklogRead::at`], so each read (and each failed read) counts once however the
+    /// poll interval and the tick compare.
+    pub backlog: Option<BacklogRead>,
+}
+
+/// One read of a queue's backlog from its broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogRead {
+    /// When the read completed, on the same clock as [`Sample::now`]. Consumption rates are
+    /// measured between the `at`s of successful reads, so they are exact whatever the
+    /// tick.
+    pub at: Duration,
+    /// What the broker said, or why it could not be read (the broker's message, shown in
+    /// the decision's reason: it must not contain credentials).
+    pub result: Result<BacklogSample, String>,
+}
+
+impl BacklogRead {
+    /// A successful read at `at`.
+    pub fn ok(at: Duration, sample: BacklogSample) -> BacklogRead {
+        BacklogRead {
+            at,
+            result: Ok(sample),
+        }
+    }
+
+    /// A failed read at `at`, with the broker's (or the connection's) message.
+    pub fn failed(at: Duration, error: impl Into<String>) -> BacklogRead {
+        BacklogRead {
+            at,
+            result: Err(error.into()),
+        }
+    }
+}
+
+/// What a broker says about a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogSample {
+    /// Messages waiting to be consumed (Kafka consumer-group lag, Redis Streams group lag,
+    /// RabbitMQ ready messages).
+    pub messages: u64,
+    /// A counter of messages consumed so far, monotonic while the broker keeps its state
+    /// (Kafka's summed committed offsets, Redis' `entries-read`); `None` when the broker
+    /// does not tell. Consumption rates come from its deltas; without it, from the
+    /// backlog's decrease (see [`crate::backlog`]).
+    pub consumed: Option<u64>,
+    /// Partitions of the topic (Kafka): the cap on useful consumers.
+    pub partitions: Option<u32>,
+}
+
+impl BacklogSample {
+    /// `messages` waiting, nothing else known.
+    pub fn new(messages: u64) -> BacklogSample {
+        BacklogSample {
+            messages,
+            consumed: None,
+            partitions: None,
+        }
+    }
+
+    /// With this consumed counter.
+    pub fn with_consumed(mut self, consumed: u64) -> BacklogSample {
+        self.consumed = Some(consumed);
+        self
+    }
+
+    /// With this many partitions.
+    pub fn with_partitions(mut self, partitions: u32) -> BacklogSample {
+        self.partitions = Some(partitions);
+        self
+    }
 }
 
 /// One replica's observations during the last tick.

@@ -392,9 +392,40 @@ pub struct Server {
     pub weight: u32,
 }
 
+/// What a command service's replicas are (`kind:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceKind {
+    /// Serves requests on a port (`PORT`), behind the gateway. The default.
+    #[default]
+    Web,
+    /// Serves no requests: no port, no readiness check (ready once its process runs), no
+    /// route may name it; stopped with SIGTERM at once (no drain) and `stop.grace` to
+    /// finish. A queue consumer, typically scaled on `autoscale.backlog`.
+    Worker,
+}
+
+impl ServiceKind {
+    /// `web` or `worker`, as written in the stack file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Web => "web",
+            ServiceKind::Worker => "worker",
+        }
+    }
+}
+
+impl Service {
+    /// Whether the service is a worker (`kind: worker`): no port, no requests.
+    pub fn is_worker(&self) -> bool {
+        matches!(&self.source, Source::Command(c) if c.kind == ServiceKind::Worker)
+    }
+}
+
 /// A service run as local processes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
+    /// Web (the default) or worker.
+    pub kind: ServiceKind,
     /// argv. `shoal` as `argv[0]` means this shoal binary.
     pub argv: Vec<String>,
     /// Extra environment.
@@ -417,6 +448,80 @@ pub struct Command {
     /// Autoscaling between `min` and `max` replicas, if configured. `replicas` is then the
     /// starting count.
     pub autoscale: Option<Autoscale>,
+    /// The queue `autoscale.backlog` reads, exactly when `autoscale.policy.targets` has a
+    /// [`Target::Backlog`](shoal_autoscale::Target::Backlog) (which holds the scaling
+    /// settings: per replica, activation, drain, fallback). The wiring reads it every
+    /// `poll` and passes each read to the autoscaler.
+    pub backlog: Option<BacklogTrigger>,
+}
+
+/// Where a backlog target reads its queue (`autoscale.backlog`), and how often.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogTrigger {
+    /// The broker and the queue.
+    pub source: BacklogSource,
+    /// Where the password comes from, if the broker needs one. Never in a URL; never
+    /// resolved by the configuration (the variable or file is read when connecting).
+    pub password: Option<SecretSource>,
+    /// Time between reads. Default 1s.
+    pub poll: Duration,
+}
+
+/// A queue on a broker. URLs are as written, with a user name if one was given, and never
+/// a password (refused at validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BacklogSource {
+    /// A Redis Streams consumer group: its lag (`XINFO GROUPS`).
+    Redis {
+        /// `redis://[user@]host[:port][/db]`.
+        url: String,
+        /// The stream.
+        stream: String,
+        /// The consumer group.
+        group: String,
+    },
+    /// A RabbitMQ queue: its ready messages (and unacknowledged ones with
+    /// `include_unacked`).
+    RabbitMq {
+        /// `amqp://[user@]host[:port][/vhost]` (AMQP), or `http://[user@]host:15672[/vhost]`
+        /// (the management API).
+        url: String,
+        /// The queue.
+        queue: String,
+        /// Count unacknowledged messages too (needs an `http://` management URL). Default
+        /// false.
+        include_unacked: bool,
+    },
+    /// A Kafka consumer group on a topic: lag summed over partitions.
+    Kafka {
+        /// Bootstrap brokers, `host:port` each.
+        brokers: Vec<String>,
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
+    },
+}
+
+impl BacklogSource {
+    /// `redis`, `rabbitmq` or `kafka`, as written in the stack file.
+    pub fn broker(&self) -> &'static str {
+        match self {
+            BacklogSource::Redis { .. } => "redis",
+            BacklogSource::RabbitMq { .. } => "rabbitmq",
+            BacklogSource::Kafka { .. } => "kafka",
+        }
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of shoal's own environment, by name.
+    Env(String),
+    /// A file (its content, without a trailing newline), resolved against the stack file's
+    /// folder.
+    File(PathBuf),
 }
 
 /// Autoscaling of a command service.

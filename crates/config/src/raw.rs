@@ -114,6 +114,7 @@ pub(crate) struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
+    pub(crate) kind: Option<String>,
     pub(crate) servers: Option<Vec<StringOr<RawServer>>>,
     pub(crate) command: Option<StringOrList>,
     pub(crate) image: Option<String>,
@@ -253,6 +254,7 @@ pub(crate) struct RawAutoscale {
     pub(crate) concurrency: Option<RawNumber>,
     pub(crate) rps: Option<RawNumber>,
     pub(crate) latency_p95: Option<String>,
+    pub(crate) backlog: Option<RawBacklog>,
     pub(crate) tolerance: Option<NumberOr<RawTolerance>>,
     pub(crate) scale_up: Option<RawScaling>,
     pub(crate) scale_down: Option<RawScaling>,
@@ -262,6 +264,59 @@ pub(crate) struct RawAutoscale {
     pub(crate) tick: Option<String>,
     pub(crate) hold: Option<RawHold>,
     pub(crate) preset: Option<String>,
+}
+
+/// `autoscale.backlog:` a queue the service consumes: one broker, then the target.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBacklog {
+    pub(crate) redis: Option<RawRedis>,
+    pub(crate) rabbitmq: Option<RawRabbitMq>,
+    pub(crate) kafka: Option<RawKafka>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) password_file: Option<String>,
+    pub(crate) per_replica: Option<u64>,
+    pub(crate) activation: Option<u64>,
+    pub(crate) drain_within: Option<String>,
+    pub(crate) poll: Option<String>,
+    pub(crate) smoothing: Option<String>,
+    pub(crate) fallback: Option<RawFallback>,
+}
+
+/// `backlog.redis:` a Redis Streams consumer group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub(crate) url: String,
+    pub(crate) stream: String,
+    pub(crate) group: String,
+}
+
+/// `backlog.rabbitmq:` a RabbitMQ queue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRabbitMq {
+    pub(crate) url: String,
+    pub(crate) queue: String,
+    pub(crate) include_unacked: Option<bool>,
+}
+
+/// `backlog.kafka:` a Kafka consumer group on a topic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKafka {
+    pub(crate) brokers: StringOrList,
+    pub(crate) topic: String,
+    pub(crate) group: String,
+    pub(crate) allow_idle_consumers: Option<bool>,
+}
+
+/// `backlog.fallback:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFallback {
+    pub(crate) after: Option<u32>,
+    pub(crate) replicas: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1482,7 +1482,7 @@ fn bad_autoscale_values() {
     let e = one_error(&cmd_with("autoscale: { max: 5 }"));
     assert_eq!(
         e,
-        "shoal.yaml:4:5: services.api.autoscale: needs at least one target: `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`"
+        "shoal.yaml:4:5: services.api.autoscale: needs at least one target: `cpu`, `memory`, `concurrency`, `rps`, `latency_p95` or `backlog`"
     );
     // No max.
     let e = one_error(&cmd_with("autoscale: { rps: 5 }"));
@@ -1825,4 +1825,414 @@ fn metrics_and_access_log_errors_point_at_the_field() {
     assert!(e.contains("unknown field `formt`"), "{e}");
     assert!(e.contains("did you mean `format`?"), "{e}");
     assert!(e.starts_with("shoal.yaml:7:"), "{e}");
+}
+
+const WORKER: &str = "services:
+  aggregator:
+    kind: worker
+    command: [python3, worker.py]
+    stop: { grace: 30s }
+    autoscale:
+      min: 0
+      max: 8
+      scale_to_zero_after: 30s
+      backlog:
+        redis: { url: redis://127.0.0.1:6379, stream: sales, group: aggregators }
+        password_env: REDIS_PASSWORD
+        per_replica: 100
+        activation: 5
+        drain_within: 10s
+        poll: 500ms
+        smoothing: 2s
+        fallback: { after: 4, replicas: 2 }
+";
+
+#[test]
+fn worker_with_a_backlog_parses_into_the_policy_and_the_queue() {
+    use shoal_autoscale::{Backlog, Fallback, Target};
+    let s = parse(WORKER, "shoal.yaml").unwrap();
+    let svc = s.service("aggregator").unwrap();
+    assert!(svc.is_worker());
+    assert!(!svc.health.enabled, "a worker is ready once it runs");
+    let c = command_of(&s, "aggregator");
+    assert_eq!(c.kind, ServiceKind::Worker);
+    assert_eq!(c.replicas, 1, "starts with one, as any `min: 0` service");
+    assert_eq!(
+        c.stop,
+        Stop {
+            drain_timeout: Duration::ZERO,
+            grace: Duration::from_secs(30),
+        }
+    );
+    let a = c.autoscale.unwrap();
+    assert_eq!((a.policy.min, a.policy.max), (0, 8));
+    assert_eq!(a.policy.scale_to_zero_after, Duration::from_secs(30));
+    assert_eq!(
+        a.policy.targets,
+        [Target::Backlog(Backlog {
+            per_replica: 100,
+            activation: 5,
+            drain_within: Some(Duration::from_secs(10)),
+            smoothing: Duration::from_secs(2),
+            cap_at_partitions: true,
+            fallback: Some(Fallback {
+                after: 4,
+                replicas: 2
+            }),
+        })]
+    );
+    assert_eq!(
+        c.backlog,
+        Some(BacklogTrigger {
+            source: BacklogSource::Redis {
+                url: "redis://127.0.0.1:6379".into(),
+                stream: "sales".into(),
+                group: "aggregators".into(),
+            },
+            password: Some(SecretSource::Env("REDIS_PASSWORD".into())),
+            poll: Duration::from_millis(500),
+        })
+    );
+    // A web service is `kind: web`, and has no queue unless it has a backlog target.
+    let s = parse(MINIMAL, "shoal.yaml").unwrap();
+    assert!(!s.service("web").unwrap().is_worker());
+    let demo = parse(DEMO_STACK, "<demo>").unwrap();
+    let users = command_of(&demo, "users");
+    assert_eq!((users.kind, users.backlog), (ServiceKind::Web, None));
+}
+
+#[test]
+fn backlog_defaults_follow_keda_per_broker() {
+    use shoal_autoscale::{Backlog, Target};
+    let of = |broker: &str| {
+        let (_, a) = autoscale_of(&format!("autoscale: {{ max: 5, backlog: {{ {broker} }} }}"));
+        match a.policy.targets[..] {
+            [Target::Backlog(b)] => b,
+            ref other => panic!("{other:?}"),
+        }
+    };
+    let redis = of("redis: { url: 'redis://localhost', stream: s, group: g }");
+    assert_eq!(redis, Backlog::new(5));
+    assert_eq!(redis.smoothing, Duration::from_secs(5));
+    let rabbit = of("rabbitmq: { url: 'amqp://guest@localhost/%2f', queue: q }");
+    assert_eq!(rabbit.per_replica, 20);
+    let kafka = of("kafka: { brokers: 'localhost:9092', topic: t, group: g }");
+    assert_eq!(kafka, Backlog::new(10));
+    let idle =
+        of("kafka: { brokers: [a:9092, b:9092], topic: t, group: g, allow_idle_consumers: true }");
+    assert!(!idle.cap_at_partitions);
+
+    let src = cmd_with(
+        "autoscale: { max: 5, backlog: { kafka: { brokers: [a:9092, 'b:9093'], topic: t, group: g } } }",
+    );
+    let c = command_of(&parse(&src, "shoal.yaml").unwrap(), "api");
+    assert_eq!(
+        c.backlog,
+        Some(BacklogTrigger {
+            source: BacklogSource::Kafka {
+                brokers: vec!["a:9092".into(), "b:9093".into()],
+                topic: "t".into(),
+                group: "g".into(),
+            },
+            password: None,
+            poll: Duration::from_secs(1),
+        })
+    );
+    // The management API counts unacknowledged messages.
+    let src = cmd_with(
+        "autoscale: { max: 5, backlog: { rabbitmq: { url: 'http://guest@localhost:15672/%2f', queue: q, include_unacked: true } } }",
+    );
+    let c = command_of(&parse(&src, "shoal.yaml").unwrap(), "api");
+    assert!(matches!(
+        c.backlog.unwrap().source,
+        BacklogSource::RabbitMq {
+            include_unacked: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_web_service_may_scale_on_a_backlog_too() {
+    use shoal_autoscale::{Backlog, Target};
+    let src = "services:
+  api:
+    command: [app]
+    autoscale:
+      min: 0
+      max: 5
+      backlog:
+        redis: { url: 'redis://localhost', stream: s, group: g }
+        per_replica: 50
+      concurrency: 10
+routes:
+  - { match: PathPrefix(`/`), service: api }
+";
+    let s = parse(src, "shoal.yaml").unwrap();
+    let a = command_of(&s, "api").autoscale.unwrap();
+    // Documented order: the backlog after the request targets.
+    assert_eq!(
+        a.policy.targets,
+        [Target::Concurrency(10.0), Target::Backlog(Backlog::new(50))]
+    );
+}
+
+#[test]
+fn password_file_is_relative_to_the_stack_file() {
+    let dir = std::env::temp_dir().join(format!("shoal-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shoal.yaml");
+    std::fs::write(
+        &path,
+        WORKER.replace(
+            "password_env: REDIS_PASSWORD",
+            "password_file: secrets/redis",
+        ),
+    )
+    .unwrap();
+    // Not read (nor required to exist) at validation: it is read when connecting.
+    let s = load(&path).unwrap();
+    let c = command_of(&s, "aggregator");
+    assert_eq!(
+        c.backlog.unwrap().password,
+        Some(SecretSource::File(dir.join("secrets/redis")))
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_worker_has_no_request_settings() {
+    let src = "services:
+  w:
+    kind: worker
+    command: [x]
+    health: { path: /h }
+    retry: false
+    port_env: P
+    stop: { drain_timeout: 1s }
+    balance: least_requests
+    passive: false
+    circuit_breaker: true
+    protocol: h2c
+";
+    assert_eq!(
+        errors(src),
+        [
+            "shoal.yaml:5:5: services.w.health: a worker (`kind: worker`) has no port to check: it is ready once its process runs",
+            "shoal.yaml:6:5: services.w.retry: `retry` is about requests, and a worker (`kind: worker`) serves none",
+            "shoal.yaml:7:5: services.w.port_env: a worker (`kind: worker`) has no port",
+            "shoal.yaml:8:13: services.w.stop.drain_timeout: a worker (`kind: worker`) has no requests to drain: it gets SIGTERM at once, then `stop.grace` to finish its work",
+            "shoal.yaml:9:5: services.w.balance: `balance` is about requests, and a worker (`kind: worker`) serves none",
+            "shoal.yaml:10:5: services.w.passive: `passive` is about requests, and a worker (`kind: worker`) serves none",
+            "shoal.yaml:11:5: services.w.circuit_breaker: `circuit_breaker` is about requests, and a worker (`kind: worker`) serves none",
+            "shoal.yaml:12:5: services.w.protocol: `protocol` is about requests, and a worker (`kind: worker`) serves none",
+        ]
+    );
+    let e = one_error("services:\n  w:\n    kind: worker\n    servers: [http://127.0.0.1:1]\n");
+    assert_eq!(
+        e,
+        "shoal.yaml:4:5: services.w.servers: a worker (`kind: worker`) is run by shoal: give `command:`, not `servers:`"
+    );
+    let e = one_error("services:\n  w:\n    kind: wroker\n    command: [x]\n");
+    assert_eq!(
+        e,
+        "shoal.yaml:3:11: services.w.kind: unknown kind `wroker`; expected `web` (serves requests on a port) or `worker` (no port, e.g. a queue consumer); did you mean `worker`?"
+    );
+    // `kind: web` is the default, written or not.
+    parse("services:\n  w:\n    kind: web\n    command: [x]\n", "f").unwrap();
+    // Not on Kubernetes yet.
+    let e = parse_for(
+        "services:\n  w:\n    kind: worker\n    command: [x]\n    image: w:1\n",
+        "f",
+        Runtime::Kubernetes,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("f:3:5: services.w.kind: `shoal k8s render` does not render workers yet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_route_can_name_a_worker() {
+    let src = "services:
+  w:
+    kind: worker
+    command: [x]
+routes:
+  - match: PathPrefix(`/`)
+    service: w
+";
+    assert_eq!(
+        one_error(src),
+        "shoal.yaml:7:14: routes[0].service: `w` is a worker (`kind: worker`): it has no port and serves no requests, so no route can send it any"
+    );
+}
+
+#[test]
+fn a_worker_scales_on_its_queue_cpu_or_memory() {
+    let worker = |autoscale: &str| {
+        format!("services:\n  w:\n    kind: worker\n    command: [x]\n    {autoscale}\n")
+    };
+    assert_eq!(
+        one_error(&worker("autoscale: { min: 0, max: 3, cpu: 50% }")),
+        "shoal.yaml:5:23: services.w.autoscale.min: a worker at zero replicas can only be woken by its queue: `min: 0` needs `backlog`; add `backlog:`, or keep at least one replica with `min: 1`"
+    );
+    parse(
+        &worker("autoscale: { max: 3, cpu: 50%, memory: 1GiB }"),
+        "f",
+    )
+    .unwrap();
+    assert_eq!(
+        errors(&worker(
+            "autoscale: { max: 3, rps: 5, concurrency: 1, latency_p95: 1s, hold: { queue: 1 } }"
+        )),
+        [
+            "shoal.yaml:5:26: services.w.autoscale.rps: a worker (`kind: worker`) serves no requests: scale it on `backlog`, `cpu` or `memory`",
+            "shoal.yaml:5:34: services.w.autoscale.concurrency: a worker (`kind: worker`) serves no requests: scale it on `backlog`, `cpu` or `memory`",
+            "shoal.yaml:5:50: services.w.autoscale.latency_p95: a worker (`kind: worker`) serves no requests: scale it on `backlog`, `cpu` or `memory`",
+            "shoal.yaml:5:67: services.w.autoscale.hold: `hold` keeps requests while a service wakes from zero, and a worker (`kind: worker`) gets none",
+        ]
+    );
+    // No target at all names the backlog too.
+    assert_eq!(
+        one_error(&cmd_with("autoscale: { max: 5 }")),
+        "shoal.yaml:4:5: services.api.autoscale: needs at least one target: `cpu`, `memory`, `concurrency`, `rps`, `latency_p95` or `backlog`"
+    );
+}
+
+/// A command service with an `autoscale.backlog` section written out in `backlog` (each
+/// line indented by 8): the section starts on line 7.
+fn with_backlog(backlog: &str) -> String {
+    format!(
+        "services:\n  w:\n    command: [x]\n    autoscale:\n      max: 3\n      backlog:\n{backlog}"
+    )
+}
+
+#[test]
+fn backlog_errors_name_the_field() {
+    // A password in a URL is refused, and never repeated in the message.
+    let e = one_error(&with_backlog(
+        "        redis: { url: 'redis://app:hunter2@127.0.0.1', stream: s, group: g }\n",
+    ));
+    assert_eq!(
+        e,
+        "shoal.yaml:7:23: services.w.autoscale.backlog.redis.url: the URL has a password in it; a password never goes in the stack file; keep the user name in the URL and give the password in `password_env` (a variable's name) or `password_file` (a file)"
+    );
+    assert!(!e.contains("hunter2"));
+    let e = one_error(&with_backlog(
+        "        rabbitmq: { url: 'amqp://:s3cret@localhost', queue: q }\n",
+    ));
+    assert!(
+        e.contains("rabbitmq.url: the URL has a password in it"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"));
+
+    assert_eq!(
+        one_error(&with_backlog("        per_replica: 10\n")),
+        "shoal.yaml:6:7: services.w.autoscale.backlog: needs the queue to read: `redis: { url, stream, group }`, `rabbitmq: { url, queue }` or `kafka: { brokers, topic, group }`"
+    );
+    assert_eq!(
+        one_error(&with_backlog(
+            "        redis: { url: 'redis://h', stream: s, group: g }\n        kafka: { brokers: [a:1], topic: t, group: g }\n"
+        )),
+        "shoal.yaml:8:9: services.w.autoscale.backlog.kafka: a backlog reads one queue: give one of `redis`, `rabbitmq` or `kafka` (`redis` is given too)"
+    );
+    assert_eq!(
+        one_error(&with_backlog(
+            "        redis: { url: 'redis://h', stream: s }\n"
+        )),
+        "shoal.yaml:7:16: services.w.autoscale.backlog.redis: missing field `group`"
+    );
+    let e = one_error(&with_backlog(
+        "        redis: { url: 'redis://h', stream: s, group: g, db: 1 }\n",
+    ));
+    assert!(e.contains("backlog.redis: unknown field `db`"), "{e}");
+    assert_eq!(
+        one_error(&with_backlog(
+            "        rabbitmq: { url: 'amqp://guest@h/%2f', queue: q, include_unacked: true }\n"
+        )),
+        "shoal.yaml:7:75: services.w.autoscale.backlog.rabbitmq.include_unacked: AMQP does not count unacknowledged messages: `include_unacked` needs the management API; give its URL instead, e.g. `http://guest@127.0.0.1:15672/%2f`"
+    );
+    assert_eq!(
+        errors(&with_backlog(
+            "        kafka: { brokers: ['kafka://a:1', b], topic: '', group: g }\n        password_file: ./pw\n"
+        )),
+        [
+            "shoal.yaml:7:28: services.w.autoscale.backlog.kafka.brokers[0]: `kafka://a:1`: a broker is `host:port`, without a scheme",
+            "shoal.yaml:7:43: services.w.autoscale.backlog.kafka.brokers[1]: `b` is not a broker address; expected `host:port`, e.g. `127.0.0.1:9092`",
+            "shoal.yaml:7:54: services.w.autoscale.backlog.kafka.topic: give the topic's name",
+            "shoal.yaml:8:9: services.w.autoscale.backlog.password_file: the Kafka reader does not authenticate yet (no SASL): leave the password out",
+        ]
+    );
+    assert_eq!(
+        errors(&with_backlog(
+            "        per_replica: 0\n        redis: { url: 'rediss://h', stream: s, group: g }\n        fallback: { replicas: 4 }\n        poll: 0s\n        password_env: A\n        password_file: B\n"
+        )),
+        [
+            "shoal.yaml:7:22: services.w.autoscale.backlog.per_replica: must be at least 1 (messages waiting per replica)",
+            "shoal.yaml:8:23: services.w.autoscale.backlog.redis.url: `rediss://` (TLS) is not supported yet; use `redis://`",
+            "shoal.yaml:9:31: services.w.autoscale.backlog.fallback.replicas: must not be above `max` (3), got 4",
+            "shoal.yaml:10:15: services.w.autoscale.backlog.poll: must be greater than 0",
+            "shoal.yaml:12:9: services.w.autoscale.backlog.password_file: give the password in `password_env` or in `password_file`, not both",
+        ]
+    );
+    let e = one_error(&with_backlog(
+        "        redis: { url: 'redis://h', stream: s, group: g }\n        fallback: { replicas: 0 }\n",
+    ));
+    assert!(
+        e.contains("fallback.replicas: must be at least 1: a broker that cannot be read never scales a service to zero"),
+        "{e}"
+    );
+    let e = errors(&with_backlog(
+        "        redis: { url: 'redis://h', stream: s, group: g }\n        fallback: { after: 0, replicas: 1 }\n        drain_within: 0s\n        poll: 10m\n        activation: -1\n",
+    ));
+    assert_eq!(e.len(), 1, "serde stops at the first type error: {e:#?}");
+    assert_eq!(
+        e[0],
+        "shoal.yaml:11:21: services.w.autoscale.backlog.activation: invalid type: integer `-1`, expected u64"
+    );
+    assert_eq!(
+        errors(&with_backlog(
+            "        redis: { url: 'redis://h', stream: s, group: g }\n        fallback: { after: 0, replicas: 1 }\n        drain_within: 0s\n        poll: 10m\n"
+        )),
+        [
+            "shoal.yaml:8:28: services.w.autoscale.backlog.fallback.after: must be at least 1 failed read",
+            "shoal.yaml:9:23: services.w.autoscale.backlog.drain_within: must be greater than 0",
+            "shoal.yaml:10:15: services.w.autoscale.backlog.poll: must be at most 300s",
+        ]
+    );
+    for (url, message) in [
+        (
+            "'127.0.0.1:6379'",
+            "expected a URL starting with `redis://`, e.g. `redis://127.0.0.1`",
+        ),
+        (
+            "'http://h'",
+            "`http://` is not a scheme for this broker; use `redis://`",
+        ),
+        ("'redis://'", "the URL has no host"),
+        ("'redis://:6379'", "the URL has no host"),
+    ] {
+        let e = one_error(&with_backlog(&format!(
+            "        redis: {{ url: {url}, stream: s, group: g }}\n"
+        )));
+        assert!(e.ends_with(&format!("redis.url: {message}")), "{url}: {e}");
+    }
+    assert!(
+        one_error(&with_backlog(
+            "        redis: { url: 'redis://h', stream: ' ', group: g }\n"
+        ))
+        .ends_with("backlog.redis.stream: give the stream's name")
+    );
+    // A user name in the URL is fine (the password comes from `password_env`).
+    parse(
+        &with_backlog(
+            "        rabbitmq: { url: 'amqp://app@h:5672/orders', queue: q }\n        password_env: RABBIT_PASSWORD\n",
+        ),
+        "f",
+    )
+    .unwrap();
 }

@@ -274,6 +274,18 @@ impl Cx<'_> {
                     format!("unknown service `{}`", r.service),
                     hint,
                 );
+            } else if services
+                .iter()
+                .any(|s| s.name == r.service && s.is_worker())
+            {
+                self.error(
+                    &format!("{path}.service"),
+                    format!(
+                        "`{}` is a worker (`kind: worker`): it has no port and serves no \
+                         requests, so no route can send it any",
+                        r.service
+                    ),
+                );
             }
             let mut chain = Vec::new();
             if let Some(prefixes) = r.strip_prefix
@@ -590,6 +602,11 @@ impl Cx<'_> {
                 format!("service name `{name}` must be lowercase letters, digits and `-`, start with a letter, at most 63 characters"),
             );
         }
+        let kind = self.kind(&path, raw.kind.as_deref());
+        let worker = kind == ServiceKind::Worker;
+        if worker && !self.worker_fields(&path, &raw) {
+            return None;
+        }
         let protocol = match raw.protocol.as_deref() {
             None | Some("http") => Protocol::Http1,
             Some("h2c") => Protocol::H2c,
@@ -603,13 +620,24 @@ impl Cx<'_> {
             }
         };
         let container = self.container(&path, &raw);
-        let balance = self.balance(&path, &name, raw.balance.map(|b| b.0));
         let servers = raw.servers.is_some() && raw.command.is_none();
-        let health = self.health(&format!("{path}.health"), raw.health, servers);
-        let retry = self.retry(&format!("{path}.retry"), raw.retry, &Retry::default());
-        let passive = self.passive(&format!("{path}.passive"), raw.passive);
-        let circuit_breaker =
-            self.circuit_breaker(&format!("{path}.circuit_breaker"), raw.circuit_breaker);
+        // A worker's request settings were refused above: it keeps the defaults, unused.
+        let (balance, health, retry, passive, circuit_breaker) = if worker {
+            let health = Health {
+                enabled: false,
+                ..Health::default()
+            };
+            let (retry, passive) = (Retry::default(), Passive::default());
+            (Balance::RoundRobin, health, retry, passive, None)
+        } else {
+            (
+                self.balance(&path, &name, raw.balance.map(|b| b.0)),
+                self.health(&format!("{path}.health"), raw.health, servers),
+                self.retry(&format!("{path}.retry"), raw.retry, &Retry::default()),
+                self.passive(&format!("{path}.passive"), raw.passive),
+                self.circuit_breaker(&format!("{path}.circuit_breaker"), raw.circuit_breaker),
+            )
+        };
         let command = match (raw.command, &container, self.target) {
             (Some(command), _, _) => Some(command.0),
             // On Kubernetes the image's own entrypoint runs; locally there is nothing to run.
@@ -696,7 +724,7 @@ impl Cx<'_> {
                     env.push((k, v));
                 }
                 let restart = self.restart(&format!("{path}.restart"), raw.restart.map(|r| r.0));
-                let stop = match raw.stop {
+                let mut stop = match raw.stop {
                     None => Stop::default(),
                     Some(s) => Stop {
                         drain_timeout: self.duration(
@@ -711,10 +739,20 @@ impl Cx<'_> {
                         ),
                     },
                 };
+                if worker {
+                    // No requests to wait for: SIGTERM at once.
+                    stop.drain_timeout = Duration::ZERO;
+                }
                 let logs = self.logs(&format!("{path}.logs"), raw.logs);
-                let autoscale = raw
-                    .autoscale
-                    .and_then(|a| self.autoscale(&format!("{path}.autoscale"), a));
+                let (autoscale, backlog) = match raw.autoscale {
+                    None => (None, None),
+                    Some(a) => {
+                        match self.autoscale(&format!("{path}.autoscale"), a, worker, base) {
+                            Some((a, backlog)) => (Some(a), backlog),
+                            None => (None, None),
+                        }
+                    }
+                };
                 let replicas = match (&autoscale, raw.replicas) {
                     (None, replicas) => {
                         let replicas = replicas.unwrap_or(1);
@@ -738,6 +776,7 @@ impl Cx<'_> {
                     }
                 };
                 Source::Command(Box::new(Command {
+                    kind,
                     argv,
                     env,
                     workdir: raw.workdir.map(|w| resolve(base, &w)),
@@ -748,6 +787,7 @@ impl Cx<'_> {
                     stop,
                     logs,
                     autoscale,
+                    backlog,
                 }))
             }
         };
@@ -762,6 +802,80 @@ impl Cx<'_> {
             circuit_breaker,
             container,
         })
+    }
+
+    /// `kind:` `web` (the default) or `worker`.
+    fn kind(&mut self, path: &str, raw: Option<&str>) -> ServiceKind {
+        const KINDS: [&str; 2] = ["web", "worker"];
+        match raw.map(str::trim) {
+            None | Some("web") => ServiceKind::Web,
+            Some("worker") => ServiceKind::Worker,
+            Some(other) => {
+                self.error_hint(
+                    &format!("{path}.kind"),
+                    format!(
+                        "unknown kind `{other}`; expected `web` (serves requests on a port) or \
+                         `worker` (no port, e.g. a queue consumer)"
+                    ),
+                    did_you_mean(other, KINDS),
+                );
+                ServiceKind::Web
+            }
+        }
+    }
+
+    /// The fields a worker cannot have, each reported at its key. False if the service
+    /// cannot be a worker at all (it has `servers:`).
+    fn worker_fields(&mut self, path: &str, raw: &RawService) -> bool {
+        if raw.servers.is_some() {
+            self.misplaced(
+                &format!("{path}.servers"),
+                "a worker (`kind: worker`) is run by shoal: give `command:`, not `servers:`",
+            );
+            return false;
+        }
+        if self.target == Runtime::Kubernetes {
+            self.misplaced(
+                &format!("{path}.kind"),
+                "`shoal k8s render` does not render workers yet (`kind: worker` runs with `shoal up`)",
+            );
+        }
+        let requests = |field: &str| {
+            format!("`{field}` is about requests, and a worker (`kind: worker`) serves none")
+        };
+        let no_port = "a worker (`kind: worker`) has no port";
+        let stop_drain = raw.stop.as_ref().is_some_and(|s| s.drain_timeout.is_some());
+        for (field, present, message) in [
+            (
+                "health",
+                raw.health.is_some(),
+                "a worker (`kind: worker`) has no port to check: it is ready once its process runs"
+                    .to_owned(),
+            ),
+            ("retry", raw.retry.is_some(), requests("retry")),
+            ("passive", raw.passive.is_some(), requests("passive")),
+            (
+                "circuit_breaker",
+                raw.circuit_breaker.is_some(),
+                requests("circuit_breaker"),
+            ),
+            ("balance", raw.balance.is_some(), requests("balance")),
+            ("protocol", raw.protocol.is_some(), requests("protocol")),
+            ("port_env", raw.port_env.is_some(), no_port.to_owned()),
+            ("port", raw.port.is_some(), no_port.to_owned()),
+            (
+                "stop.drain_timeout",
+                stop_drain,
+                "a worker (`kind: worker`) has no requests to drain: it gets SIGTERM at once, \
+                 then `stop.grace` to finish its work"
+                    .to_owned(),
+            ),
+        ] {
+            if present {
+                self.misplaced(&format!("{path}.{field}"), message);
+            }
+        }
+        true
     }
 
     /// `image`, `args`, `port` and `resources`: the service as a container. `None` without
@@ -1518,9 +1632,15 @@ impl Cx<'_> {
         }
     }
 
-    /// `autoscale:` of a command service. None if anything in it is invalid (each problem is
-    /// reported).
-    fn autoscale(&mut self, path: &str, raw: RawAutoscale) -> Option<Autoscale> {
+    /// `autoscale:` of a command service, and the queue of its backlog target if it has
+    /// one. None if anything in it is invalid (each problem is reported).
+    fn autoscale(
+        &mut self,
+        path: &str,
+        raw: RawAutoscale,
+        worker: bool,
+        base: &Path,
+    ) -> Option<(Autoscale, Option<BacklogTrigger>)> {
         let before = self.diags.len();
         const PRESETS: [&str; 3] = ["shoal", "hpa", "kpa"];
         let preset = match raw.preset.as_deref().map(str::trim) {
@@ -1564,7 +1684,38 @@ impl Cx<'_> {
             || raw.memory.is_some()
             || raw.concurrency.is_some()
             || raw.rps.is_some()
-            || raw.latency_p95.is_some();
+            || raw.latency_p95.is_some()
+            || raw.backlog.is_some();
+        if worker {
+            for (field, present) in [
+                ("concurrency", raw.concurrency.is_some()),
+                ("rps", raw.rps.is_some()),
+                ("latency_p95", raw.latency_p95.is_some()),
+            ] {
+                if present {
+                    self.misplaced(
+                        &format!("{path}.{field}"),
+                        "a worker (`kind: worker`) serves no requests: scale it on `backlog`, \
+                         `cpu` or `memory`",
+                    );
+                }
+            }
+            if raw.hold.is_some() {
+                self.misplaced(
+                    &format!("{path}.hold"),
+                    "`hold` keeps requests while a service wakes from zero, and a worker \
+                     (`kind: worker`) gets none",
+                );
+            }
+            if policy.min == 0 && raw.backlog.is_none() {
+                self.error_hint(
+                    &format!("{path}.min"),
+                    "a worker at zero replicas can only be woken by its queue: `min: 0` needs \
+                     `backlog`",
+                    Some("add `backlog:`, or keep at least one replica with `min: 1`".into()),
+                );
+            }
+        }
         let mut targets = Vec::new();
         if let Some(cpu) = raw.cpu
             && let Some(v) = self.fraction(
@@ -1602,10 +1753,19 @@ impl Cx<'_> {
                 targets.push(Target::LatencyP95(d));
             }
         }
+        let mut trigger = None;
+        if let Some(b) = raw.backlog
+            && let Some((target, queue)) =
+                self.backlog(&format!("{path}.backlog"), b, policy.max, base)
+        {
+            targets.push(Target::Backlog(target));
+            trigger = Some(queue);
+        }
         if !any_target {
             self.misplaced(
                 path,
-                "needs at least one target: `cpu`, `memory`, `concurrency`, `rps` or `latency_p95`",
+                "needs at least one target: `cpu`, `memory`, `concurrency`, `rps`, `latency_p95` \
+                 or `backlog`",
             );
         }
         policy.targets = targets;
@@ -1740,13 +1900,307 @@ impl Cx<'_> {
             self.error(&policy_field(path, &e.field, &policy.targets), e.reason);
             return None;
         }
-        Some(Autoscale {
-            policy,
-            cpu_request,
-            tick,
-            hold,
-            preset,
-        })
+        Some((
+            Autoscale {
+                policy,
+                cpu_request,
+                tick,
+                hold,
+                preset,
+            },
+            trigger,
+        ))
+    }
+
+    /// `autoscale.backlog:` the broker and queue (for the wiring), and the target (for the
+    /// engine). None if anything in it is invalid (each problem is reported).
+    fn backlog(
+        &mut self,
+        path: &str,
+        raw: RawBacklog,
+        max: u32,
+        base: &Path,
+    ) -> Option<(shoal_autoscale::Backlog, BacklogTrigger)> {
+        let before = self.diags.len();
+        let given: Vec<&str> = [
+            ("redis", raw.redis.is_some()),
+            ("rabbitmq", raw.rabbitmq.is_some()),
+            ("kafka", raw.kafka.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        if given.len() > 1 {
+            self.misplaced(
+                &format!("{path}.{}", given[1]),
+                format!(
+                    "a backlog reads one queue: give one of `redis`, `rabbitmq` or `kafka` \
+                     (`{}` is given too)",
+                    given[0]
+                ),
+            );
+        }
+        let password_given = raw.password_env.is_some() || raw.password_file.is_some();
+        let (source, idle_consumers) = if let Some(r) = raw.redis {
+            let field = format!("{path}.redis");
+            self.broker_url(&format!("{field}.url"), &r.url, &["redis"], &["rediss"]);
+            self.nonempty(&format!("{field}.stream"), &r.stream, "stream");
+            self.nonempty(&format!("{field}.group"), &r.group, "consumer group");
+            let source = BacklogSource::Redis {
+                url: r.url.trim().to_owned(),
+                stream: r.stream,
+                group: r.group,
+            };
+            (source, false)
+        } else if let Some(r) = raw.rabbitmq {
+            let field = format!("{path}.rabbitmq");
+            let scheme = self.broker_url(
+                &format!("{field}.url"),
+                &r.url,
+                &["amqp", "http"],
+                &["amqps", "https"],
+            );
+            self.nonempty(&format!("{field}.queue"), &r.queue, "queue");
+            let include_unacked = r.include_unacked.unwrap_or(false);
+            if include_unacked && scheme.as_deref() == Some("amqp") {
+                self.error_hint(
+                    &format!("{field}.include_unacked"),
+                    "AMQP does not count unacknowledged messages: `include_unacked` needs the \
+                     management API",
+                    Some("give its URL instead, e.g. `http://guest@127.0.0.1:15672/%2f`".into()),
+                );
+            }
+            let source = BacklogSource::RabbitMq {
+                url: r.url.trim().to_owned(),
+                queue: r.queue,
+                include_unacked,
+            };
+            (source, false)
+        } else if let Some(k) = raw.kafka {
+            let field = format!("{path}.kafka");
+            if k.brokers.0.is_empty() {
+                self.error(
+                    &format!("{field}.brokers"),
+                    "needs at least one broker, `host:port`",
+                );
+            }
+            let list = k.brokers.0.len() > 1;
+            for (i, b) in k.brokers.0.iter().enumerate() {
+                let f = if list {
+                    format!("{field}.brokers[{i}]")
+                } else {
+                    format!("{field}.brokers")
+                };
+                if let Err(e) = broker_address(b) {
+                    self.error(&f, e);
+                }
+            }
+            self.nonempty(&format!("{field}.topic"), &k.topic, "topic");
+            self.nonempty(&format!("{field}.group"), &k.group, "consumer group");
+            if password_given {
+                let f = if raw.password_env.is_some() {
+                    "password_env"
+                } else {
+                    "password_file"
+                };
+                self.misplaced(
+                    &format!("{path}.{f}"),
+                    "the Kafka reader does not authenticate yet (no SASL): leave the password out",
+                );
+            }
+            let source = BacklogSource::Kafka {
+                brokers: k.brokers.0.iter().map(|b| b.trim().to_owned()).collect(),
+                topic: k.topic,
+                group: k.group,
+            };
+            (source, k.allow_idle_consumers.unwrap_or(false))
+        } else {
+            self.misplaced(
+                path,
+                "needs the queue to read: `redis: { url, stream, group }`, \
+                 `rabbitmq: { url, queue }` or `kafka: { brokers, topic, group }`",
+            );
+            return None;
+        };
+        let password = match (raw.password_env, raw.password_file) {
+            (Some(_), Some(_)) => {
+                self.misplaced(
+                    &format!("{path}.password_file"),
+                    "give the password in `password_env` or in `password_file`, not both",
+                );
+                None
+            }
+            (Some(var), None) => {
+                if var.is_empty() || var.contains('=') || var.contains('\0') {
+                    self.error(
+                        &format!("{path}.password_env"),
+                        format!("`{var}` is not a valid variable name"),
+                    );
+                }
+                Some(SecretSource::Env(var))
+            }
+            (None, Some(file)) => {
+                if file.trim().is_empty() {
+                    self.error(&format!("{path}.password_file"), "give a file");
+                }
+                Some(SecretSource::File(resolve(base, file.trim())))
+            }
+            (None, None) => None,
+        };
+        let per_replica = match raw.per_replica {
+            None => match source {
+                // KEDA's defaults: `lagCount`/`pendingEntriesCount` 5, `queueLength` 20,
+                // `lagThreshold` 10.
+                BacklogSource::Redis { .. } => 5,
+                BacklogSource::RabbitMq { .. } => 20,
+                BacklogSource::Kafka { .. } => 10,
+            },
+            Some(0) => {
+                self.error(
+                    &format!("{path}.per_replica"),
+                    "must be at least 1 (messages waiting per replica)",
+                );
+                1
+            }
+            Some(n) => n,
+        };
+        let defaults = shoal_autoscale::Backlog::new(per_replica);
+        let drain_within = raw.drain_within.as_ref().map(|d| {
+            self.nonzero(
+                &format!("{path}.drain_within"),
+                Some(d),
+                Duration::from_secs(1),
+            )
+        });
+        let poll = self.nonzero(&format!("{path}.poll"), raw.poll.as_ref(), DEFAULT_POLL);
+        if poll > MAX_POLL {
+            self.error(
+                &format!("{path}.poll"),
+                format!("must be at most {}", format_duration(MAX_POLL)),
+            );
+        }
+        let smoothing = self.duration(
+            &format!("{path}.smoothing"),
+            raw.smoothing.as_ref(),
+            defaults.smoothing,
+        );
+        let fallback = raw.fallback.map(|f| {
+            let field = format!("{path}.fallback");
+            let after = match f.after {
+                None => DEFAULT_FALLBACK_AFTER,
+                Some(0) => {
+                    self.error(&format!("{field}.after"), "must be at least 1 failed read");
+                    DEFAULT_FALLBACK_AFTER
+                }
+                Some(n) => n,
+            };
+            if f.replicas == 0 {
+                self.error_hint(
+                    &format!("{field}.replicas"),
+                    "must be at least 1: a broker that cannot be read never scales a service to zero",
+                    Some("leave `fallback` out to keep the current count while reads fail".into()),
+                );
+            } else if f.replicas > max {
+                self.error(
+                    &format!("{field}.replicas"),
+                    format!("must not be above `max` ({max}), got {}", f.replicas),
+                );
+            }
+            shoal_autoscale::Fallback {
+                after,
+                replicas: f.replicas,
+            }
+        });
+        if self.diags.len() > before {
+            return None;
+        }
+        let target = shoal_autoscale::Backlog {
+            per_replica,
+            activation: raw.activation.unwrap_or(defaults.activation),
+            drain_within,
+            smoothing,
+            cap_at_partitions: !idle_consumers,
+            fallback,
+        };
+        Some((
+            target,
+            BacklogTrigger {
+                source,
+                password,
+                poll,
+            },
+        ))
+    }
+
+    /// A required name (stream, group, queue, topic): not empty.
+    fn nonempty(&mut self, field: &str, value: &str, what: &str) {
+        if value.trim().is_empty() {
+            self.error(field, format!("give the {what}'s name"));
+        }
+    }
+
+    /// A broker URL: `scheme://[user@]host[:port][/path]` with one of `schemes`; never a
+    /// password (and never echoed, since it could hold one). Returns the scheme if valid.
+    fn broker_url(
+        &mut self,
+        field: &str,
+        url: &str,
+        schemes: &[&str],
+        unsupported: &[&str],
+    ) -> Option<String> {
+        let url = url.trim();
+        let expected = schemes
+            .iter()
+            .map(|s| format!("`{s}://`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let Some((scheme, rest)) = url.split_once("://") else {
+            self.error(
+                field,
+                format!(
+                    "expected a URL starting with {expected}, e.g. `{}://127.0.0.1`",
+                    schemes[0]
+                ),
+            );
+            return None;
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, authority),
+        };
+        if userinfo.is_some_and(|u| u.contains(':')) {
+            self.error_hint(
+                field,
+                "the URL has a password in it; a password never goes in the stack file",
+                Some(
+                    "keep the user name in the URL and give the password in `password_env` (a \
+                     variable's name) or `password_file` (a file)"
+                        .into(),
+                ),
+            );
+            return None;
+        }
+        if unsupported.contains(&scheme.as_str()) {
+            self.error(
+                field,
+                format!("`{scheme}://` (TLS) is not supported yet; use {expected}"),
+            );
+            return None;
+        }
+        if !schemes.contains(&scheme.as_str()) {
+            self.error(
+                field,
+                format!("`{scheme}://` is not a scheme for this broker; use {expected}"),
+            );
+            return None;
+        }
+        if host.is_empty() || host.starts_with(':') {
+            self.error(field, "the URL has no host");
+            return None;
+        }
+        Some(scheme)
     }
 
     /// `scale_up:` or `scale_down:`: the stabilization window and the rate policies.
@@ -2110,6 +2564,31 @@ const MAX_PANIC_THRESHOLD: f64 = 10.0;
 
 /// Longest `autoscale.tick`.
 const MAX_TICK: Duration = Duration::from_secs(60);
+
+/// Default `autoscale.backlog.poll` (KEDA: 30 s).
+const DEFAULT_POLL: Duration = Duration::from_secs(1);
+
+/// Longest `autoscale.backlog.poll`.
+const MAX_POLL: Duration = Duration::from_secs(300);
+
+/// Default `autoscale.backlog.fallback.after` (KEDA's `failureThreshold`).
+const DEFAULT_FALLBACK_AFTER: u32 = 3;
+
+/// A Kafka bootstrap broker: `host:port`, no scheme.
+fn broker_address(text: &str) -> Result<(), String> {
+    let t = text.trim();
+    if t.contains("://") {
+        return Err(format!("`{t}`: a broker is `host:port`, without a scheme"));
+    }
+    match t.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{t}` is not a broker address; expected `host:port`, e.g. `127.0.0.1:9092`"
+        )),
+    }
+}
 
 /// The stack-file path of a [`shoal_autoscale::Policy`] field named by
 /// [`shoal_autoscale::InvalidPolicy`], under the `autoscale` section at `path`; the section

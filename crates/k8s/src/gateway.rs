@@ -1,13 +1,16 @@
-//! The gateway on Kubernetes: a Deployment running `shoal up` on a stack file derived from
-//! the user's (a ConfigMap), behind a Service of the type the user picks.
+//! The gateway on Kubernetes: a Deployment running `shoal up --discovery kubernetes` on a
+//! stack file derived from the user's (a ConfigMap), behind a Service of the type the user
+//! picks, with the ServiceAccount and Role the in-cluster runtime needs (`crate::rbac`) and its
+//! observability (`crate::observe`).
 //!
-//! Until in-cluster discovery exists, the derived stack file reaches each replicated service
-//! through its Kubernetes Service: `servers: [http://NAME.NAMESPACE.svc.DOMAIN:PORT]`, and
-//! kube-proxy spreads the gateway's connections over the ready pods. Routes, middlewares and
-//! the gateway's settings are carried over as they are; retries and the circuit breaker
-//! still apply. Active and passive health checks are switched off for these services: the
-//! one address stands for every pod, so ejecting it would take the whole service out because
-//! of one pod, while the pods' readiness probes already take a failing pod out of the Service.
+//! The derived stack file keeps each replicated service as an image service: `image`, `port`,
+//! `protocol`, `balance`, `health`, `retry`, `passive` and `circuit_breaker` as written, and
+//! `autoscale` for the services shoal's autoscaler owns (`crate::scaling`). In that mode the
+//! gateway finds a service's pods through the EndpointSlices of its Kubernetes Service (label
+//! `kubernetes.io/service-name`) and balances over them itself, per request, with passive
+//! ejection, retries and hedging as locally. What only concerns the pods (`replicas`, `args`,
+//! `env`, `resources`, `stop`, `restart`, `logs`) is the Deployment's and is left out. Routes,
+//! middlewares and the gateway's settings are carried over as they are.
 //!
 //! The admin API can scale, reload and stop shoal, and beyond loopback shoal insists on a
 //! token, which would then have to sit in the ConfigMap in clear text. So it stays on
@@ -15,18 +18,21 @@
 //! beyond the pod: an extra entrypoint on the metrics port whose single route,
 //! ``Path(`/metrics`)``, forwards to the admin API over loopback. That port is not part of
 //! the gateway's Service; Prometheus scrapes the pods directly (the `prometheus.io/*`
-//! annotations on the pod template).
+//! annotations on the pod template, or a ServiceMonitor through a headless Service).
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_yaml::Value;
-use shoal_config::{Service, Source, Stack};
+use shoal_config::{Source, Stack};
 
 use crate::explain::{Explain, Section};
-use crate::stackfile;
+use crate::scaling::Owner;
 use crate::workload::{self, labels, match_labels, metadata, secs, selector};
 use crate::yaml::{Obj, fingerprint, list, string_map, to_text};
-use crate::{GATEWAY_NAME, GATEWAY_STACK_PATH, Kind, Manifest, Options};
+use crate::{
+    GATEWAY_NAME, GATEWAY_STACK_PATH, Kind, LEASE_NAME, Manifest, NAMESPACE_ENV, Options,
+    POD_NAME_ENV, observe, rbac, stackfile,
+};
 
 /// The gateway pod's preStop sleep: time for the Service's endpoints (and a cloud load
 /// balancer) to stop sending new connections before shoal stops accepting.
@@ -41,7 +47,8 @@ const RUN_AS: u64 = 65532;
 
 pub(crate) struct Gateway {
     pub(crate) manifests: Vec<Manifest>,
-    pub(crate) section: Section,
+    /// The gateway's, its RBAC's and its observability's.
+    pub(crate) sections: Vec<Section>,
     pub(crate) stack_file: String,
 }
 
@@ -89,7 +96,7 @@ fn unique(base: &str, taken: &[&str]) -> String {
 
 pub(crate) fn ports(stack: &Stack, explain: &mut Explain) -> Ports {
     let mut used = BTreeSet::new();
-    let mut names: Vec<String> = vec!["metrics".to_owned()];
+    let mut names: Vec<String> = vec![observe::METRICS_PORT_NAME.to_owned()];
     let mut entrypoints = Vec::new();
     for (i, e) in stack.gateway.entrypoints.iter().enumerate() {
         let wanted = e.listen.port();
@@ -130,14 +137,6 @@ pub(crate) fn ports(stack: &Stack, explain: &mut Explain) -> Ports {
     }
 }
 
-/// The in-cluster URL of a service's Kubernetes Service.
-pub(crate) fn service_url(service: &Service, port: u16, opts: &Options) -> String {
-    format!(
-        "http://{}.{}.svc.{}:{port}",
-        service.name, opts.namespace, opts.cluster_domain
-    )
-}
-
 fn is_loopback_host(authority: &str) -> bool {
     let host = authority
         .rsplit_once(':')
@@ -148,14 +147,15 @@ fn is_loopback_host(authority: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The gateway's stack file, derived from the user's.
+/// The gateway's stack file, derived from the user's, and the hash that rolls the gateway's
+/// pods when it changes.
 pub(crate) fn stack_file(
     stack: &Stack,
     opts: &Options,
     ports: &Ports,
     section: &mut Section,
     explain: &mut Explain,
-) -> String {
+) -> (String, String) {
     let service_names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
     let metrics_service = unique("shoal-metrics", &service_names);
     let ep_names: Vec<&str> = stack
@@ -182,23 +182,31 @@ pub(crate) fn stack_file(
     );
 
     let mut services = Obj::new();
-    let mut replicated = Vec::new();
+    let (mut scaled, mut by_hpa, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
     for s in &stack.services {
         let mut o = Obj::new();
-        match &s.source {
-            Source::Command(_) => {
-                let port = s.container.as_ref().map_or(8080, |c| c.port);
-                let url = service_url(s, port, opts);
-                replicated.push(format!("{} → {url}", s.name));
+        match (&s.source, &s.container) {
+            (Source::Command(command), Some(container)) => {
+                let owner = Owner::of(command, container, opts.ingress);
                 o = o
-                    .with("servers", list([url]))
+                    .with("image", container.image.as_str())
+                    .with("port", container.port)
                     .with("protocol", stackfile::protocol(s.protocol))
                     .with("balance", stackfile::balance(&s.balance))
-                    .with("health", false)
+                    .with("health", stackfile::health(&s.health, true))
                     .with("retry", stackfile::retry(&s.retry))
-                    .with("passive", false);
+                    .with("passive", stackfile::passive(&s.passive));
+                match (&owner, &command.autoscale) {
+                    (Owner::Shoal, Some(a)) => {
+                        o = o.with("autoscale", stackfile::autoscale(a));
+                        scaled.push(s.name.as_str());
+                    }
+                    (Owner::Hpa(_), _) => by_hpa.push(s.name.as_str()),
+                    _ => fixed.push(s.name.as_str()),
+                }
             }
-            Source::Servers(servers) => {
+            (Source::Command(_), None) => {}
+            (Source::Servers(servers), _) => {
                 for srv in servers {
                     if is_loopback_host(&srv.authority) {
                         explain.warn(format!(
@@ -211,12 +219,14 @@ pub(crate) fn stack_file(
                     .with("servers", stackfile::servers(servers))
                     .with("protocol", stackfile::protocol(s.protocol))
                     .with("balance", stackfile::balance(&s.balance))
-                    .with("health", stackfile::health(&s.health))
+                    .with("health", stackfile::health(&s.health, false))
                     .with("retry", stackfile::retry(&s.retry))
                     .with("passive", stackfile::passive(&s.passive));
                 section.row(
                     format!("service `{}` (servers)", s.name),
-                    "ConfigMap shoal-gateway: as written (health, passive, retry and breaker by the gateway)",
+                    format!(
+                        "ConfigMap {GATEWAY_NAME}: as written (health, passive, retry and breaker by the gateway)"
+                    ),
                 );
             }
         }
@@ -237,21 +247,49 @@ pub(crate) fn stack_file(
             .with("retry", false)
             .with("passive", false),
     );
+    let replicated: Vec<&str> = stack
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| scaled.contains(n) || by_hpa.contains(n) || fixed.contains(n))
+        .collect();
     if !replicated.is_empty() {
         section.row(
             "replicated services",
             format!(
-                "ConfigMap shoal-gateway: static servers, one per Kubernetes Service ({})",
+                "ConfigMap {GATEWAY_NAME}: image services ({}); the gateway watches the EndpointSlices labelled kubernetes.io/service-name=NAME and balances over the ready pods (pod IP, container port)",
                 replicated.join(", ")
             ),
         );
         section.row(
-            "  their balance, retry, circuit_breaker, protocol",
-            "ConfigMap shoal-gateway: kept",
+            "  their image, port, protocol, balance, health, retry, passive, circuit_breaker",
+            format!("ConfigMap {GATEWAY_NAME}: kept"),
         );
         section.row(
-            "  their health, passive",
-            "ConfigMap shoal-gateway: off (the one address stands for every pod); the pods' readiness probes take failing pods out of the Service",
+            "  their autoscale",
+            format!(
+                "ConfigMap {GATEWAY_NAME}: {}",
+                match (scaled.is_empty(), by_hpa.is_empty()) {
+                    (false, false) => format!(
+                        "kept for {} (shoal's in-cluster autoscaler); left out for {} (a HorizontalPodAutoscaler owns the count)",
+                        scaled.join(", "),
+                        by_hpa.join(", ")
+                    ),
+                    (false, true) => format!(
+                        "kept for {} (shoal's in-cluster autoscaler)",
+                        scaled.join(", ")
+                    ),
+                    (true, false) => format!(
+                        "left out for {} (a HorizontalPodAutoscaler owns the count)",
+                        by_hpa.join(", ")
+                    ),
+                    (true, true) => "none".to_owned(),
+                }
+            ),
+        );
+        section.row(
+            "  their replicas, args, env, resources, stop",
+            format!("ConfigMap {GATEWAY_NAME}: left out (the Deployment's)"),
         );
     }
 
@@ -327,32 +365,56 @@ pub(crate) fn stack_file(
 
     let mut text = format!(
         "# The gateway's stack file, derived by `shoal k8s render` from {} for namespace `{}`.\n\
-         # Routes, middlewares and gateway settings are the original's; each replicated service is\n\
-         # reached through its Kubernetes Service until in-cluster discovery exists. Only\n\
-         # `/metrics` of the admin API is served beyond the pod, on entrypoint `{metrics_entrypoint}`.\n\
-         # Render again rather than editing it.\n",
+         # Routes, middlewares and gateway settings are the original's. Each replicated service\n\
+         # keeps its image and port: `shoal up --discovery kubernetes` finds its pods through the\n\
+         # EndpointSlices of its Kubernetes Service and balances over them. `autoscale` is kept\n\
+         # for the services shoal's autoscaler scales (a HorizontalPodAutoscaler scales the\n\
+         # others). Only `/metrics` of the admin API is served beyond the pod, on entrypoint\n\
+         # `{metrics_entrypoint}`. Render again rather than editing it.\n",
         opts.source, opts.namespace
     );
-    text.push_str(&to_text(&doc.into()));
-    text
+    let doc: Value = doc.into();
+    text.push_str(&to_text(&doc));
+    let hash = fingerprint(&to_text(&without_images(&doc)));
+    (text, hash)
+}
+
+/// The derived file without the services' images, for the hash that rolls the gateway's
+/// pods: the gateway does not use an image (the Deployment runs it), so a service's new
+/// release must not restart every gateway pod.
+fn without_images(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
+        for (_, service) in services.iter_mut() {
+            if let Some(m) = service.as_mapping_mut() {
+                m.remove("image");
+            }
+        }
+    }
+    doc
 }
 
 pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Gateway {
     let mut section = Section::new("gateway");
     let mut services_section = Section::default();
     let ports = ports(stack, explain);
-    let stack_file = stack_file(stack, opts, &ports, &mut services_section, explain);
+    let (stack_file, hash) = stack_file(stack, opts, &ports, &mut services_section, explain);
     let name = GATEWAY_NAME;
     let mut manifests = Vec::new();
 
     manifests.push(Manifest::with_top(
         Kind::ConfigMap,
         name,
-        vec!["The gateway's stack file, mounted at /etc/shoal/shoal.yaml.".to_owned()],
+        vec![format!(
+            "The gateway's stack file, mounted at {GATEWAY_STACK_PATH}."
+        )],
         metadata(name, opts, "gateway"),
         "data",
         Obj::new().with("shoal.yaml", stack_file.as_str()).into(),
     ));
+
+    let (rbac, rbac_section) = rbac::render(stack, opts);
+    manifests.extend(rbac);
 
     let svc_ports = ports.entrypoints.iter().map(|(_, port, pname)| {
         Obj::new()
@@ -389,7 +451,7 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
         .collect();
     container_ports.push(
         Obj::new()
-            .with("name", "metrics")
+            .with("name", observe::METRICS_PORT_NAME)
             .with("containerPort", ports.metrics)
             .with("protocol", "TCP")
             .into(),
@@ -397,12 +459,18 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
     let first = ports
         .entrypoints
         .first()
-        .map_or("metrics", |(_, _, n)| n.as_str());
+        .map_or(observe::METRICS_PORT_NAME, |(_, _, n)| n.as_str());
     let tcp = |period: u64, failures: u64| {
         Obj::new()
             .with("tcpSocket", Obj::new().with("port", first))
             .with("periodSeconds", period)
             .with("failureThreshold", failures)
+    };
+    let from_field = |var: &str, path: &str| {
+        Obj::new().with("name", var).with(
+            "valueFrom",
+            Obj::new().with("fieldRef", Obj::new().with("fieldPath", path)),
+        )
     };
     let grace = PRE_STOP_SECS + secs(stack.gateway.shutdown_grace) + EXIT_MARGIN_SECS;
     let container = Obj::new()
@@ -410,7 +478,22 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
         .with("image", opts.gateway_image.as_str())
         .with(
             "args",
-            list(["up", "--file", GATEWAY_STACK_PATH, "--state-dir", STATE_DIR]),
+            list([
+                "up",
+                "--discovery",
+                "kubernetes",
+                "--file",
+                GATEWAY_STACK_PATH,
+                "--state-dir",
+                STATE_DIR,
+            ]),
+        )
+        .with(
+            "env",
+            list([
+                from_field(NAMESPACE_ENV, "metadata.namespace"),
+                from_field(POD_NAME_ENV, "metadata.name"),
+            ]),
         )
         .with("ports", list(container_ports))
         .with(
@@ -448,25 +531,21 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
                     .with("mountPath", STATE_DIR),
             ]),
         );
-    let metrics_port = ports.metrics.to_string();
-    let hash = fingerprint(&stack_file);
+    let mut annotations = observe::pod_annotations(opts, &ports);
+    annotations.push(("shoal.dev/stack-file-hash".to_owned(), hash));
     let template = Obj::new()
         .with(
             "metadata",
             Obj::new().with("labels", labels(name, "gateway")).with(
                 "annotations",
-                string_map([
-                    ("prometheus.io/scrape", "true"),
-                    ("prometheus.io/port", metrics_port.as_str()),
-                    ("prometheus.io/path", "/metrics"),
-                    ("shoal.dev/stack-file-hash", hash.as_str()),
-                ]),
+                string_map(annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             ),
         )
         .with(
             "spec",
             Obj::new()
-                .with("automountServiceAccountToken", false)
+                .with("serviceAccountName", name)
+                .with("automountServiceAccountToken", true)
                 .with(
                     "securityContext",
                     Obj::new()
@@ -494,14 +573,19 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
         name,
         vec![
             format!(
-                "shoal's gateway: `shoal up --file {GATEWAY_STACK_PATH}` on the ConfigMap above (the image's entrypoint must be the shoal binary)."
+                "shoal's gateway: `shoal up --discovery kubernetes --file {GATEWAY_STACK_PATH}` on the ConfigMap above (the image's entrypoint must be the shoal binary)."
             ),
-            "It needs no Kubernetes API access yet (no ServiceAccount token is mounted); in-cluster discovery will add a ServiceAccount and Role.".to_owned(),
+            format!(
+                "It watches each service's EndpointSlices and balances over the ready pods; the pod holding the Lease `{LEASE_NAME}` also runs the autoscaler. ServiceAccount {name} and its Role say what it may do."
+            ),
+            format!(
+                "{NAMESPACE_ENV} and {POD_NAME_ENV} come from the downward API: the namespace it watches, and its identity as the Lease's holder."
+            ),
             format!(
                 "Stopping: preStop sleep {PRE_STOP_SECS}s while the Service's endpoints drop the pod, then SIGTERM and gateway.shutdown_grace ({}s) for in-flight requests.",
                 secs(stack.gateway.shutdown_grace)
             ),
-            "The stack-file hash annotation rolls the pods when the ConfigMap changes.".to_owned(),
+            "The stack-file hash annotation rolls the pods when the gateway's settings change (not when only a service's image does: the gateway does not use it).".to_owned(),
         ],
         metadata(name, opts, "gateway"),
         Obj::new()
@@ -513,6 +597,8 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
     if opts.gateway_replicas >= 2 {
         manifests.push(workload::disruption_budget(name, opts, "gateway"));
     }
+    let (observed, observe_section) = observe::render(stack, opts, &ports, explain);
+    manifests.extend(observed);
 
     let eps: Vec<String> = stack
         .gateway
@@ -555,16 +641,9 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
         ),
     );
     section.row(
-        "/metrics",
-        format!(
-            "port {} (`metrics`) of each gateway pod, Path(`/metrics`) only; pod annotations prometheus.io/scrape, port, path",
-            ports.metrics
-        ),
-    );
-    section.row(
         "(the gateway itself)",
         format!(
-            "Deployment {name}: {} replica{} of {}{}",
+            "Deployment {name}: {} replica{} of {} running `shoal up --discovery kubernetes`, env {NAMESPACE_ENV} and {POD_NAME_ENV} from the downward API{}",
             opts.gateway_replicas,
             if opts.gateway_replicas == 1 { "" } else { "s" },
             opts.gateway_image,
@@ -577,14 +656,11 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
     );
     section.rows.extend(services_section.rows);
     section.note(
-        "no ServiceAccount, Role or RoleBinding: the gateway does not call the Kubernetes API yet (in-cluster discovery, `--discovery kubernetes`, is not available yet)",
-    );
-    section.note(
-        "kube-proxy spreads connections, not requests, over a service's pods, and the gateway keeps its upstream connections open: until pod-level balancing lands, the spread follows connections",
+        "the gateway balances over pods, per request, with passive ejection, retries and hedging as locally; a pod's readiness probe still decides whether it is in its EndpointSlice (ready) at all",
     );
     Gateway {
         manifests,
-        section,
+        sections: vec![section, rbac_section, observe_section],
         stack_file,
     }
 }

@@ -1,18 +1,24 @@
-//! Kubernetes mode, first slice: the stack file rendered to plain Kubernetes manifests.
+//! Kubernetes mode: the stack file rendered to plain Kubernetes manifests.
 //!
 //! This crate owns the mapping from a validated [`Stack`] (checked for
 //! [`Runtime::Kubernetes`](shoal_config::Runtime::Kubernetes)) to the objects `kubectl apply`
 //! takes: per replicated service a Deployment, a ClusterIP Service, a PodDisruptionBudget and,
-//! for `cpu`/`memory` autoscaling targets, an `autoscaling/v2` HorizontalPodAutoscaler; and the
-//! gateway as a Deployment running `shoal up` on a stack file derived from the user's, in a
-//! ConfigMap, behind its own Service. [`render`] is a pure function — no I/O, output in a
-//! fixed order — so golden files pin it down. It also explains itself ([`Explain`]).
+//! for `cpu`/`memory` autoscaling targets, an `autoscaling/v2` HorizontalPodAutoscaler. In front
+//! of them, either shoal's gateway ([`Ingress::Shoal`], the default): a Deployment running
+//! `shoal up --discovery kubernetes` on a stack file derived from the user's (a ConfigMap),
+//! behind its own Service, with a ServiceAccount, Role and RoleBinding holding the least rights
+//! the in-cluster runtime needs (EndpointSlices, the scale subresource of the Deployments its
+//! autoscaler owns, its Lease), scrape annotations or a ServiceMonitor, and the Grafana
+//! dashboard as a ConfigMap; or Traefik ([`Ingress::Traefik`]): IngressRoute and Middleware
+//! objects for the same routes. [`render`] is a pure function — no I/O, output in a fixed order
+//! — so golden files pin it down. It also explains itself ([`Explain`]).
 //!
-//! It does not own talking to a cluster: there is no API client here yet. In-cluster
-//! discovery of pods (EndpointSlices), pod-level balancing and shoal's in-cluster autoscaler
-//! for the targets HPA cannot read (concurrency, rps, latency) are the next slices of issue
-//! 18; until then the gateway reaches each service through its Kubernetes Service, and the
-//! render says so wherever it matters.
+//! Who sets each Deployment's replica count — the manifest, a HorizontalPodAutoscaler or
+//! shoal's in-cluster autoscaler, never two of them — is decided in one place (`scaling`).
+//!
+//! Talking to a cluster is [`cluster`]'s alone: the driver of `shoal up --discovery
+//! kubernetes` (EndpointSlice discovery, scaling through the scale subresource, leader
+//! election on a Lease), on kube-rs. The render never uses it.
 //!
 //! ```
 //! let stack = shoal_config::parse_for(
@@ -25,10 +31,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod explain;
 mod gateway;
 mod hpa;
+mod observe;
+mod rbac;
+mod scaling;
 mod stackfile;
+mod traefik;
 mod workload;
 mod yaml;
 
@@ -48,6 +59,57 @@ pub const GATEWAY_NAME: &str = "shoal-gateway";
 
 /// Where the gateway's stack file is mounted in its pods.
 pub const GATEWAY_STACK_PATH: &str = "/etc/shoal/shoal.yaml";
+
+/// The `coordination.k8s.io/v1` Lease the gateway pods hold in turn, so that exactly one of
+/// them scales; the gateway's Role may read and renew this one Lease only.
+pub const LEASE_NAME: &str = GATEWAY_NAME;
+
+/// The gateway pod's namespace, set from the downward API (`metadata.namespace`); without it
+/// the in-cluster runtime reads the service account's namespace file.
+pub const NAMESPACE_ENV: &str = "SHOAL_NAMESPACE";
+
+/// The gateway pod's name, set from the downward API (`metadata.name`): its identity as the
+/// Lease's holder.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+
+/// The headless Service that exposes the gateway pods' metrics port to a ServiceMonitor.
+pub const METRICS_SERVICE_NAME: &str = "shoal-gateway-metrics";
+
+/// The ConfigMap holding shoal's Grafana dashboard.
+pub const DASHBOARD_NAME: &str = "shoal-grafana-dashboard";
+
+/// What receives the traffic in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ingress {
+    /// shoal's gateway (`shoal up --discovery kubernetes`), balancing over the pods itself,
+    /// with its in-cluster autoscaler. The default.
+    #[default]
+    Shoal,
+    /// An installed Traefik v3: IngressRoute and Middleware objects (`traefik.io/v1alpha1`)
+    /// for the routes, no shoal gateway.
+    Traefik,
+}
+
+impl Ingress {
+    /// The name as `--ingress` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Shoal => "shoal",
+            Ingress::Traefik => "traefik",
+        }
+    }
+}
+
+impl std::str::FromStr for Ingress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "shoal" => Ok(Ingress::Shoal),
+            "traefik" => Ok(Ingress::Traefik),
+            other => Err(format!("`{other}`: expected shoal or traefik")),
+        }
+    }
+}
 
 /// How the gateway's Service is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,18 +152,26 @@ impl std::str::FromStr for GatewayService {
 /// What [`render`] needs besides the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// Namespace of every object; also part of the services' DNS names in the gateway's
-    /// stack file. Default `default`.
+    /// Namespace of every object. Default `default`.
     pub namespace: String,
+    /// What receives the traffic: shoal's gateway or Traefik. Default shoal.
+    pub ingress: Ingress,
     /// Image of the gateway's pods; its entrypoint must be the `shoal` binary. Default
-    /// [`DEFAULT_GATEWAY_IMAGE`].
+    /// [`DEFAULT_GATEWAY_IMAGE`]. Not used with [`Ingress::Traefik`].
     pub gateway_image: String,
-    /// Type of the gateway's Service. Default LoadBalancer.
+    /// Type of the gateway's Service. Default LoadBalancer. Not used with
+    /// [`Ingress::Traefik`].
     pub gateway_service: GatewayService,
-    /// Gateway pods. Default 2 (one can be replaced while the other serves).
+    /// Gateway pods. Default 2 (one can be replaced while the other serves). Not used with
+    /// [`Ingress::Traefik`].
     pub gateway_replicas: u32,
-    /// The cluster's DNS domain. Default `cluster.local`.
-    pub cluster_domain: String,
+    /// A Prometheus Operator ServiceMonitor (and a headless Service for the metrics port)
+    /// instead of `prometheus.io/*` annotations on the gateway's pods. Default off; refused
+    /// with [`Ingress::Traefik`].
+    pub service_monitor: bool,
+    /// shoal's Grafana dashboard as a ConfigMap for Grafana's dashboard sidecar. Default on;
+    /// never with [`Ingress::Traefik`] (there are no shoal metrics to show).
+    pub grafana_dashboard: bool,
     /// The stack file's name, for comments only.
     pub source: String,
 }
@@ -110,10 +180,12 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             namespace: "default".into(),
+            ingress: Ingress::default(),
             gateway_image: DEFAULT_GATEWAY_IMAGE.into(),
             gateway_service: GatewayService::default(),
             gateway_replicas: 2,
-            cluster_domain: "cluster.local".into(),
+            service_monitor: false,
+            grafana_dashboard: true,
             source: "shoal.yaml".into(),
         }
     }
@@ -122,9 +194,9 @@ impl Default for Options {
 /// Why a stack cannot be rendered (beyond what validation already refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    /// A service's objects would have the gateway's name.
+    /// A service's objects would have the name of one of the gateway's.
     #[error(
-        "service `{0}`: the name `{GATEWAY_NAME}` is taken by the gateway's objects; rename the service"
+        "service `{0}`: the name is taken by the gateway's objects (`{GATEWAY_NAME}`, and `{METRICS_SERVICE_NAME}` with a ServiceMonitor); rename the service"
     )]
     NameTaken(String),
     /// Not a Kubernetes namespace name.
@@ -132,22 +204,30 @@ pub enum RenderError {
         "namespace `{0}`: expected lowercase letters, digits and `-`, starting and ending with a letter or digit, at most 63 characters"
     )]
     BadNamespace(String),
-    /// Not a DNS domain.
-    #[error("cluster domain `{0}`: expected a DNS name such as `cluster.local`")]
-    BadClusterDomain(String),
     /// A replicated service without `image:` (the stack was validated for local processes).
     #[error("service `{0}` has no `image:`; check the stack file for Kubernetes")]
     NoImage(String),
     /// Zero gateway replicas.
     #[error("the gateway needs at least one replica")]
     NoGateway,
+    /// A ServiceMonitor asked for without shoal's gateway, whose metrics it would scrape.
+    #[error(
+        "a ServiceMonitor scrapes shoal's gateway, which `--ingress traefik` does not run; Traefik's own metrics are configured in Traefik"
+    )]
+    ServiceMonitorWithoutGateway,
 }
 
 /// The kinds of object a render produces, in the order a file per kind is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
-    /// `v1` ConfigMap: the gateway's stack file.
+    /// `v1` ConfigMap: the gateway's stack file, the Grafana dashboard.
     ConfigMap,
+    /// `v1` ServiceAccount: the gateway's identity towards the Kubernetes API.
+    ServiceAccount,
+    /// `rbac.authorization.k8s.io/v1` Role: what the gateway may do in its namespace.
+    Role,
+    /// `rbac.authorization.k8s.io/v1` RoleBinding: the Role, given to the ServiceAccount.
+    RoleBinding,
     /// `v1` Service.
     Service,
     /// `apps/v1` Deployment.
@@ -156,47 +236,84 @@ pub enum Kind {
     PodDisruptionBudget,
     /// `autoscaling/v2` HorizontalPodAutoscaler.
     HorizontalPodAutoscaler,
+    /// `traefik.io/v1alpha1` Middleware (a custom resource of Traefik v3).
+    Middleware,
+    /// `traefik.io/v1alpha1` IngressRoute (a custom resource of Traefik v3).
+    IngressRoute,
+    /// `monitoring.coreos.com/v1` ServiceMonitor (a custom resource of the Prometheus
+    /// Operator).
+    ServiceMonitor,
 }
 
 impl Kind {
     /// Every kind, in file order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 11] = [
         Kind::ConfigMap,
+        Kind::ServiceAccount,
+        Kind::Role,
+        Kind::RoleBinding,
         Kind::Service,
         Kind::Deployment,
         Kind::PodDisruptionBudget,
         Kind::HorizontalPodAutoscaler,
+        Kind::Middleware,
+        Kind::IngressRoute,
+        Kind::ServiceMonitor,
     ];
 
     /// The kind's name as in `kind:`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::ConfigMap => "ConfigMap",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::Role => "Role",
+            Kind::RoleBinding => "RoleBinding",
             Kind::Service => "Service",
             Kind::Deployment => "Deployment",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::Middleware => "Middleware",
+            Kind::IngressRoute => "IngressRoute",
+            Kind::ServiceMonitor => "ServiceMonitor",
         }
     }
 
     /// `apiVersion:` of the kind.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::ConfigMap | Kind::Service => "v1",
+            Kind::ConfigMap | Kind::ServiceAccount | Kind::Service => "v1",
+            Kind::Role | Kind::RoleBinding => "rbac.authorization.k8s.io/v1",
             Kind::Deployment => "apps/v1",
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::HorizontalPodAutoscaler => "autoscaling/v2",
+            Kind::Middleware | Kind::IngressRoute => "traefik.io/v1alpha1",
+            Kind::ServiceMonitor => "monitoring.coreos.com/v1",
         }
+    }
+
+    /// Whether the kind is a custom resource: its definition (CRD) comes with Traefik or the
+    /// Prometheus Operator, not with Kubernetes, so Kubernetes' own schemas do not cover it.
+    pub fn is_custom(self) -> bool {
+        matches!(
+            self,
+            Kind::Middleware | Kind::IngressRoute | Kind::ServiceMonitor
+        )
     }
 
     /// The file holding this kind's objects with `-o DIR`.
     pub fn file_name(self) -> &'static str {
         match self {
             Kind::ConfigMap => "configmaps.yaml",
+            Kind::ServiceAccount => "serviceaccounts.yaml",
+            Kind::Role => "roles.yaml",
+            Kind::RoleBinding => "rolebindings.yaml",
             Kind::Service => "services.yaml",
             Kind::Deployment => "deployments.yaml",
             Kind::PodDisruptionBudget => "poddisruptionbudgets.yaml",
             Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers.yaml",
+            Kind::Middleware => "middlewares.yaml",
+            Kind::IngressRoute => "ingressroutes.yaml",
+            Kind::ServiceMonitor => "servicemonitors.yaml",
         }
     }
 }
@@ -268,13 +385,15 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub struct Rendered {
     /// Every object: per service (in file order) its Service, Deployment,
-    /// PodDisruptionBudget and HorizontalPodAutoscaler; then the gateway's ConfigMap,
-    /// Service, Deployment and PodDisruptionBudget.
+    /// PodDisruptionBudget and HorizontalPodAutoscaler; then, with shoal's gateway, its
+    /// ConfigMap, ServiceAccount, Role, RoleBinding, Service, Deployment and
+    /// PodDisruptionBudget, then the metrics Service and ServiceMonitor and the dashboard's
+    /// ConfigMap; with Traefik, per route its Middlewares and IngressRoute.
     pub manifests: Vec<Manifest>,
     /// What maps to what, what was left out, and warnings.
     pub explain: Explain,
-    /// The gateway's stack file (the ConfigMap's `shoal.yaml`).
-    pub gateway_stack: String,
+    /// The gateway's stack file (the ConfigMap's `shoal.yaml`); None with Traefik.
+    pub gateway_stack: Option<String>,
     header: Vec<String>,
 }
 
@@ -341,13 +460,25 @@ pub fn render(stack: &Stack, opts: &Options) -> Result<Rendered, RenderError> {
     if !workload::dns_label(&opts.namespace) {
         return Err(RenderError::BadNamespace(opts.namespace.clone()));
     }
-    if opts.cluster_domain.is_empty() || !opts.cluster_domain.split('.').all(workload::dns_label) {
-        return Err(RenderError::BadClusterDomain(opts.cluster_domain.clone()));
-    }
-    if opts.gateway_replicas == 0 {
+    let shoal = opts.ingress == Ingress::Shoal;
+    if shoal && opts.gateway_replicas == 0 {
         return Err(RenderError::NoGateway);
     }
-    if let Some(s) = stack.services.iter().find(|s| s.name == GATEWAY_NAME) {
+    if !shoal && opts.service_monitor {
+        return Err(RenderError::ServiceMonitorWithoutGateway);
+    }
+    let mut reserved = Vec::new();
+    if shoal {
+        reserved.push(GATEWAY_NAME);
+        if opts.service_monitor {
+            reserved.push(METRICS_SERVICE_NAME);
+        }
+    }
+    if let Some(s) = stack
+        .services
+        .iter()
+        .find(|s| reserved.contains(&s.name.as_str()))
+    {
         return Err(RenderError::NameTaken(s.name.clone()));
     }
     let mut explain = Explain::default();
@@ -359,9 +490,20 @@ pub fn render(stack: &Stack, opts: &Options) -> Result<Rendered, RenderError> {
             explain.sections.push(section);
         }
     }
-    let gateway = gateway::render(stack, opts, &mut explain);
-    manifests.extend(gateway.manifests);
-    explain.sections.push(gateway.section);
+    let gateway_stack = match opts.ingress {
+        Ingress::Shoal => {
+            let gateway = gateway::render(stack, opts, &mut explain);
+            manifests.extend(gateway.manifests);
+            explain.sections.extend(gateway.sections);
+            Some(gateway.stack_file)
+        }
+        Ingress::Traefik => {
+            let (objects, sections) = traefik::render(stack, opts, &mut explain);
+            manifests.extend(objects);
+            explain.sections.extend(sections);
+            None
+        }
+    };
     explain.not_carried(
         "restart (policy, delay, max_attempts, …): Kubernetes restarts containers itself (restartPolicy: Always, with its own back-off up to 5 minutes)",
     );
@@ -369,22 +511,25 @@ pub fn render(stack: &Stack, opts: &Options) -> Result<Rendered, RenderError> {
         "logs (rotation): containers log to standard output; `kubectl logs` reads them and the kubelet rotates them",
     );
     explain.not_carried("command, workdir: local processes only; a pod runs `image` with `args`");
-    explain.not_carried(
-        "admin.listen and admin.token: the gateway's admin API stays on 127.0.0.1 in its pod (reach it with `kubectl port-forward`); only GET /metrics is served beyond the pod",
-    );
+    if shoal {
+        explain.not_carried(
+            "admin.listen and admin.token: the gateway's admin API stays on 127.0.0.1 in its pod (reach it with `kubectl port-forward`); only GET /metrics is served beyond the pod",
+        );
+    }
     let header = vec![
         format!(
-            "{} from {} for namespace `{}`.",
+            "{} from {} for namespace `{}`{}.",
             Rendered::MARKER,
             opts.source,
-            opts.namespace
+            opts.namespace,
+            if shoal { "" } else { ", --ingress traefik" }
         ),
         "# Edit the stack file and render again rather than editing these objects.".to_owned(),
     ];
     Ok(Rendered {
         manifests,
         explain,
-        gateway_stack: gateway.stack_file,
+        gateway_stack,
         header,
     })
 }

@@ -4,9 +4,10 @@
 //! staying the same.
 use http::{HeaderName, HeaderValue};
 use serde_yaml::Value;
+use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{
-    AccessLog, AccessLogFormat, Balance, CircuitBreaker, Gateway, HashOn, Health, Metrics,
-    Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
+    AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, Gateway, HashOn, Health,
+    Metrics, Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
 };
 
 use crate::yaml::{Obj, duration, list};
@@ -134,9 +135,10 @@ fn runs(list: &[u16]) -> Vec<(u16, u16)> {
     out
 }
 
-/// Active checks of static servers (`start_period` and `start_timeout` are for local
-/// replicas only).
-pub(crate) fn health(h: &Health) -> Value {
+/// Active checks: of static servers (`replicas: false`: no `start_period` and
+/// `start_timeout`, which the stack file allows for replicated services only), or of a
+/// replicated service's pods.
+pub(crate) fn health(h: &Health, replicas: bool) -> Value {
     if !h.enabled {
         return Value::Bool(false);
     }
@@ -146,11 +148,91 @@ pub(crate) fn health(h: &Health) -> Value {
             .with("expect_status", statuses(h.expect_status.iter().copied())),
         None => Obj::new().with("tcp", true),
     };
-    o.with("interval", duration(h.interval))
+    let o = o
+        .with("interval", duration(h.interval))
         .with("fast_interval", duration(h.fast_interval))
         .with("timeout", duration(h.timeout))
         .with("healthy_threshold", h.healthy_threshold)
-        .with("unhealthy_threshold", h.unhealthy_threshold)
+        .with("unhealthy_threshold", h.unhealthy_threshold);
+    if !replicas {
+        return o.into();
+    }
+    o.with("start_period", duration(h.start_period))
+        .with("start_timeout", duration(h.start_timeout))
+        .into()
+}
+
+/// `autoscale:` in full: the preset it started from, then every field the preset would
+/// otherwise fill in.
+pub(crate) fn autoscale(a: &Autoscale) -> Value {
+    let p = &a.policy;
+    let mut o = Obj::new()
+        .with("preset", a.preset.name())
+        .with("min", p.min)
+        .with("max", p.max);
+    for t in &p.targets {
+        o = match *t {
+            Target::Cpu(share) => o.with("cpu", share),
+            Target::Memory(bytes) => o.with("memory", bytes),
+            Target::Concurrency(v) => o.with("concurrency", v),
+            Target::Rps(v) => o.with("rps", v),
+            Target::LatencyP95(d) => o.with("latency_p95", duration(d)),
+            // Never here: a service with a backlog target is not scaled by the gateway
+            // (`crate::scaling`), so its `autoscale` is not written.
+            Target::Backlog(_) => o,
+        };
+    }
+    let rates = |policies: &[RatePolicy]| {
+        list(policies.iter().map(|r| -> Value {
+            match *r {
+                RatePolicy::Pods { value, period } => Obj::new()
+                    .with("pods", value)
+                    .with("period", duration(period)),
+                RatePolicy::Percent { value, period } => Obj::new()
+                    .with("percent", value)
+                    .with("period", duration(period)),
+            }
+            .into()
+        }))
+    };
+    let panic: Value = if p.panic_threshold.is_finite() {
+        Obj::new()
+            .with("threshold", p.panic_threshold)
+            .with("window", duration(p.panic_window))
+            .with("hold", duration(p.panic_hold))
+            .into()
+    } else {
+        Value::Bool(false)
+    };
+    o.with("cpu_request", a.cpu_request)
+        .with(
+            "tolerance",
+            Obj::new()
+                .with("up", p.tolerance_up)
+                .with("down", p.tolerance_down),
+        )
+        .with(
+            "scale_up",
+            Obj::new()
+                .with("stabilization", duration(p.up_stabilization))
+                .with("policies", rates(&p.up_policies)),
+        )
+        .with(
+            "scale_down",
+            Obj::new()
+                .with("stabilization", duration(p.down_stabilization))
+                .with("policies", rates(&p.down_policies)),
+        )
+        .with("panic", panic)
+        .with("scale_to_zero_after", duration(p.scale_to_zero_after))
+        .with("warm_up", duration(p.warm_up))
+        .with("tick", duration(a.tick))
+        .with(
+            "hold",
+            Obj::new()
+                .with("queue", a.hold.queue)
+                .with("timeout", duration(a.hold.timeout)),
+        )
         .into()
 }
 

@@ -39,6 +39,29 @@ fn render_default(s: &Stack) -> Rendered {
     render(s, &Options::default()).unwrap()
 }
 
+/// The gateway's stack file, validated as the in-cluster gateway reads it.
+fn derived(r: &Rendered) -> Stack {
+    let text = r.gateway_stack.as_deref().expect("a gateway stack file");
+    shoal_config::parse_for(text, "gateway.yaml", Runtime::Kubernetes)
+        .unwrap_or_else(|d| panic!("{d}\n{text}"))
+}
+
+/// The Role's last rule for `resource`.
+fn role_rule<'a>(role: &'a Value, resource: &str) -> Option<&'a Value> {
+    role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["resources"][0] == resource)
+}
+
+fn kinds(r: &Rendered) -> Vec<String> {
+    r.manifests
+        .iter()
+        .map(|m| format!("{} {}", m.kind, m.name))
+        .collect()
+}
+
 #[test]
 fn a_fixed_count_service_gets_deployment_service_and_budget() {
     let r = render_default(&one_service(
@@ -119,24 +142,84 @@ fn health_false_means_no_probes() {
 }
 
 #[test]
-fn targets_hpa_cannot_read_keep_the_replica_count_and_say_so() {
+fn targets_hpa_cannot_read_are_shoals_autoscalers() {
     let r = render_default(&one_service(
         "    replicas: 2\n    autoscale: { min: 1, max: 6, concurrency: 5 }\n",
     ));
     assert!(find(&r, Kind::HorizontalPodAutoscaler, "web").is_none());
-    assert_eq!(
-        find(&r, Kind::Deployment, "web").unwrap()["spec"]["replicas"],
-        2
+    let d = find(&r, Kind::Deployment, "web").unwrap();
+    assert!(
+        d["spec"].get("replicas").is_none(),
+        "shoal's autoscaler owns the count"
     );
     let comments = manifest(&r, Kind::Deployment, "web").comments.join("\n");
     assert!(
-        comments.contains(
-            "not yet available; until then the Deployment stays at its replica count (2)"
-        ),
+        comments.contains("Scaled by shoal's in-cluster autoscaler on concurrency"),
         "{comments}"
     );
-    let text = r.explain.to_text("x");
-    assert!(text.contains("not yet available"), "{text}");
+    // Its budget counts the most pods it can have.
+    assert!(find(&r, Kind::PodDisruptionBudget, "web").is_some());
+    // The gateway keeps `autoscale` and may scale this Deployment, and only it.
+    let derived = derived(&r);
+    let web = derived.service("web").unwrap();
+    let Source::Command(c) = &web.source else {
+        panic!("{:?}", web.source)
+    };
+    assert_eq!(c.autoscale.as_ref().unwrap().policy.max, 6);
+    let role = find(&r, Kind::Role, GATEWAY_NAME).unwrap();
+    assert!(role_rule(role, "deployments/scale").is_some());
+    assert!(r.explain.warnings.is_empty(), "{:?}", r.explain.warnings);
+}
+
+#[test]
+fn under_traefik_nothing_scales_them_and_the_render_says_so_loudly() {
+    let opts = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let r = render(
+        &one_service("    replicas: 2\n    autoscale: { min: 1, max: 6, concurrency: 5 }\n"),
+        &opts,
+    )
+    .unwrap();
+    let d = find(&r, Kind::Deployment, "web").unwrap();
+    assert_eq!(d["spec"]["replicas"], 2, "the starting count, for good");
+    let comments = manifest(&r, Kind::Deployment, "web").comments.join("\n");
+    assert!(comments.contains("NOT AUTOSCALED"), "{comments}");
+    assert!(
+        r.explain
+            .warnings
+            .iter()
+            .any(|w| w.contains("service `web`: NOT AUTOSCALED")),
+        "{:?}",
+        r.explain.warnings
+    );
+}
+
+#[test]
+fn a_cpu_target_makes_hpa_the_only_owner_and_the_others_are_not_acted_on() {
+    let r = render_default(&one_service(
+        "    autoscale: { min: 2, max: 9, cpu: 50%, concurrency: 5 }\n",
+    ));
+    assert!(find(&r, Kind::HorizontalPodAutoscaler, "web").is_some());
+    let derived = derived(&r);
+    let Source::Command(c) = &derived.service("web").unwrap().source else {
+        panic!()
+    };
+    assert!(
+        c.autoscale.is_none(),
+        "shoal's autoscaler must not fight HPA"
+    );
+    let role = find(&r, Kind::Role, GATEWAY_NAME).unwrap();
+    assert!(role_rule(role, "deployments/scale").is_none());
+    assert!(
+        r.explain
+            .warnings
+            .iter()
+            .any(|w| w.contains("concurrency are not acted on")),
+        "{:?}",
+        r.explain.warnings
+    );
 }
 
 #[test]
@@ -171,8 +254,7 @@ fn cpu_and_memory_targets_make_an_hpa_that_owns_the_count() {
 fn the_gateway_stack_file_is_valid_and_equivalent() {
     let original = stack(FULL);
     let r = render_default(&original);
-    let derived = shoal_config::parse(&r.gateway_stack, "gateway.yaml")
-        .unwrap_or_else(|d| panic!("{d}\n{}", r.gateway_stack));
+    let derived = derived(&r);
 
     // Gateway settings, metrics: the same but for the addresses.
     let (mut g1, g2) = (original.gateway.clone(), derived.gateway.clone());
@@ -224,40 +306,305 @@ fn the_gateway_stack_file_is_valid_and_equivalent() {
     assert_eq!(metrics.rule.source(), "Path(`/metrics`)");
     assert_eq!(metrics.entrypoints, Some(vec!["shoal-metrics".to_owned()]));
 
-    // Services: replicated ones become their Kubernetes Service; settings kept.
+    // Services: replicated ones stay image services with what the gateway uses; static
+    // servers as written.
     for a in &original.services {
         let b = derived.service(&a.name).unwrap();
         assert_eq!(a.retry, b.retry, "{}", a.name);
         assert_eq!(a.circuit_breaker, b.circuit_breaker, "{}", a.name);
         assert_eq!(a.balance, b.balance, "{}", a.name);
         assert_eq!(a.protocol, b.protocol, "{}", a.name);
+        assert_eq!(a.health, b.health, "{}", a.name);
+        assert_eq!(a.passive, b.passive, "{}", a.name);
         match (&a.source, &b.source) {
-            (Source::Command(_), Source::Servers(s)) => {
-                let port = a.container.as_ref().unwrap().port;
-                assert_eq!(s.len(), 1);
-                assert_eq!(
-                    s[0].url,
-                    format!("http://{}.default.svc.cluster.local:{port}", a.name)
-                );
-                assert!(!b.health.enabled && !b.passive.enabled, "{}", a.name);
+            (Source::Command(x), Source::Command(y)) => {
+                let (cx, cy) = (a.container.as_ref().unwrap(), b.container.as_ref().unwrap());
+                assert_eq!((&cx.image, cx.port), (&cy.image, cy.port), "{}", a.name);
+                assert!(y.argv.is_empty() && y.env.is_empty(), "{}", a.name);
+                assert!(cy.args.is_empty(), "args are the pod's: {}", a.name);
+                // `autoscale` only where shoal's autoscaler owns the count.
+                let shoals = crate::scaling::Owner::of(x, cx, Ingress::Shoal)
+                    == crate::scaling::Owner::Shoal;
+                if shoals {
+                    assert_eq!(x.autoscale, y.autoscale, "{}", a.name);
+                } else {
+                    assert_eq!(y.autoscale, None, "{}", a.name);
+                }
             }
-            (Source::Servers(x), Source::Servers(y)) => {
-                assert_eq!(x, y);
-                assert_eq!(a.health, b.health);
-                assert_eq!(a.passive, b.passive);
-            }
+            (Source::Servers(x), Source::Servers(y)) => assert_eq!(x, y),
             other => panic!("{}: {other:?}", a.name),
         }
     }
+    // In full.shoal.yaml: `reports` is shoal's (rps, latency), `api` HPA's (cpu and
+    // concurrency), `worker` HPA's.
+    let autoscaled: Vec<&str> = derived
+        .services
+        .iter()
+        .filter(|s| matches!(&s.source, Source::Command(c) if c.autoscale.is_some()))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(autoscaled, ["reports"]);
     let m = derived.service("shoal-metrics").unwrap();
     assert!(matches!(&m.source, Source::Servers(s) if s[0].url == "http://127.0.0.1:9000"));
 }
 
 #[test]
-fn namespace_domain_and_service_type_are_used() {
+fn a_new_service_image_does_not_roll_the_gateway() {
+    let hash = |image: &str| {
+        let r = render_default(&one_service(&format!(
+            "    replicas: 2\n    env: {{ X: {image} }}\n"
+        )));
+        let d = find(&r, Kind::Deployment, GATEWAY_NAME).unwrap().clone();
+        d["spec"]["template"]["metadata"]["annotations"]["shoal.dev/stack-file-hash"].clone()
+    };
+    // env is the pod's: not in the gateway's file at all.
+    assert_eq!(hash("a"), hash("b"));
+    let with_image = |image: &str, retries: u32| {
+        let s = stack(&format!(
+            "services:\n  web:\n    image: {image}\n    retry: {{ attempts: {retries} }}\nroutes:\n  - match: PathPrefix(`/`)\n    service: web\n"
+        ));
+        let r = render_default(&s);
+        assert!(r.gateway_stack.as_deref().unwrap().contains(image));
+        find(&r, Kind::Deployment, GATEWAY_NAME).unwrap()["spec"]["template"]["metadata"]
+            ["annotations"]["shoal.dev/stack-file-hash"]
+            .clone()
+    };
+    assert_eq!(with_image("acme/web:1", 2), with_image("acme/web:2", 2));
+    assert_ne!(with_image("acme/web:1", 2), with_image("acme/web:1", 3));
+}
+
+#[test]
+fn the_gateway_runs_with_discovery_its_identity_and_its_rights() {
+    let r = render_default(&one_service("    replicas: 2\n"));
+    assert_eq!(
+        kinds(&r),
+        [
+            "Service web",
+            "Deployment web",
+            "PodDisruptionBudget web",
+            "ConfigMap shoal-gateway",
+            "ServiceAccount shoal-gateway",
+            "Role shoal-gateway",
+            "RoleBinding shoal-gateway",
+            "Service shoal-gateway",
+            "Deployment shoal-gateway",
+            "PodDisruptionBudget shoal-gateway",
+            "ConfigMap shoal-grafana-dashboard",
+        ]
+    );
+    let d = find(&r, Kind::Deployment, GATEWAY_NAME).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], GATEWAY_NAME);
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let c = &pod["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &args[..5],
+        [
+            "up",
+            "--discovery",
+            "kubernetes",
+            "--file",
+            GATEWAY_STACK_PATH
+        ]
+    );
+    let env = c["env"].as_sequence().unwrap();
+    assert_eq!(env[0]["name"], NAMESPACE_ENV);
+    assert_eq!(
+        env[0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(env[1]["name"], POD_NAME_ENV);
+    assert_eq!(
+        env[1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+
+    let role = find(&r, Kind::Role, GATEWAY_NAME).unwrap();
+    let slices = role_rule(role, "endpointslices").unwrap();
+    assert_eq!(slices["apiGroups"][0], "discovery.k8s.io");
+    assert_eq!(
+        slices["verbs"],
+        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+    );
+    let leases = role_rule(role, "leases").unwrap();
+    assert_eq!(leases["resourceNames"][0], LEASE_NAME);
+    // A fixed count is the manifest's: no scale rights.
+    assert!(role_rule(role, "deployments/scale").is_none());
+    assert_eq!(
+        role_rule(role, "deployments").unwrap()["resourceNames"][0],
+        "web"
+    );
+    // The Role's comments say why each rule is there.
+    let comments = manifest(&r, Kind::Role, GATEWAY_NAME).comments.join("\n");
+    assert!(comments.contains("leader election"), "{comments}");
+}
+
+#[test]
+fn a_service_monitor_replaces_the_scrape_annotations() {
+    let opts = Options {
+        service_monitor: true,
+        ..Options::default()
+    };
+    let r = render(&one_service(""), &opts).unwrap();
+    let d = find(&r, Kind::Deployment, GATEWAY_NAME).unwrap();
+    let ann = &d["spec"]["template"]["metadata"]["annotations"];
+    assert!(ann.get("prometheus.io/scrape").is_none(), "{ann:?}");
+    assert!(ann.get("shoal.dev/stack-file-hash").is_some());
+    let svc = find(&r, Kind::Service, METRICS_SERVICE_NAME).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["ports"][0]["name"], "metrics");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 9090);
+    let sm = find(&r, Kind::ServiceMonitor, GATEWAY_NAME).unwrap();
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    // The ServiceMonitor selects the metrics Service and not the gateway's own (which may
+    // be a LoadBalancer).
+    let selector = sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+    let selects = |labels: &Value| {
+        selector
+            .iter()
+            .all(|(k, v)| labels.get(k.as_str().unwrap()) == Some(v))
+    };
+    assert!(selects(&svc["metadata"]["labels"]));
+    let gateway_svc = find(&r, Kind::Service, GATEWAY_NAME).unwrap();
+    assert!(!selects(&gateway_svc["metadata"]["labels"]));
+    // And the metrics Service selects the gateway's pods.
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    // A service of that name would collide.
+    let s = stack(
+        "services:\n  shoal-gateway-metrics:\n    image: x:1\nroutes:\n  - match: PathPrefix(`/`)\n    service: shoal-gateway-metrics\n",
+    );
+    assert_eq!(
+        render(&s, &opts).unwrap_err(),
+        RenderError::NameTaken("shoal-gateway-metrics".into())
+    );
+    assert!(
+        render(&s, &Options::default()).is_ok(),
+        "no collision without a ServiceMonitor"
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_is_a_configmap_for_the_sidecar_unless_left_out() {
+    let r = render_default(&one_service(""));
+    let cm = find(&r, Kind::ConfigMap, DASHBOARD_NAME).unwrap();
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = cm["data"]["shoal.json"].as_str().unwrap();
+    assert!(json.contains("${DS_PROMETHEUS}") && !json.contains("__inputs"));
+    let opts = Options {
+        grafana_dashboard: false,
+        ..Options::default()
+    };
+    let r = render(&one_service(""), &opts).unwrap();
+    assert!(find(&r, Kind::ConfigMap, DASHBOARD_NAME).is_none());
+}
+
+#[test]
+fn traefik_gets_an_ingressroute_per_route_and_a_middleware_per_middleware() {
+    let opts = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let r = render(&stack(FULL), &opts).unwrap();
+    assert!(r.gateway_stack.is_none());
+    for m in &r.manifests {
+        assert!(
+            !m.name.starts_with("shoal-"),
+            "no shoal gateway objects: {} {}",
+            m.kind,
+            m.name
+        );
+        assert!(
+            !matches!(
+                m.kind,
+                Kind::ServiceAccount
+                    | Kind::Role
+                    | Kind::RoleBinding
+                    | Kind::ConfigMap
+                    | Kind::ServiceMonitor
+            ),
+            "{} {}",
+            m.kind,
+            m.name
+        );
+    }
+    let api = find(&r, Kind::IngressRoute, "api").unwrap();
+    assert_eq!(api["apiVersion"], "traefik.io/v1alpha1");
+    let route = &api["spec"]["routes"][0];
+    assert_eq!(route["kind"], "Rule");
+    assert_eq!(
+        route["match"],
+        "Host(`api.example.com`) && PathPrefix(`/api`)"
+    );
+    assert_eq!(route["services"][0]["name"], "api");
+    assert_eq!(route["services"][0]["port"], 9000);
+    let mws: Vec<&str> = route["middlewares"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mws, ["api-strip-prefix", "api-headers", "api-add-prefix"]);
+    let strip = find(&r, Kind::Middleware, "api-strip-prefix").unwrap();
+    assert_eq!(strip["spec"]["stripPrefix"]["prefixes"][0], "/api");
+    let headers = &find(&r, Kind::Middleware, "api-headers").unwrap()["spec"]["headers"];
+    assert_eq!(headers["customRequestHeaders"]["x-env"], "prod");
+    assert_eq!(
+        headers["customRequestHeaders"]["cookie"], "",
+        "\"\" removes"
+    );
+    assert_eq!(headers["customResponseHeaders"]["server"], "");
+    assert_eq!(headers["customResponseHeaders"]["x-frame-options"], "DENY");
+    // A route name that is not a Kubernetes name.
+    assert!(find(&r, Kind::IngressRoute, "reports-public").is_some());
+    let add = find(&r, Kind::Middleware, "api-add-prefix").unwrap();
+    assert_eq!(add["spec"]["addPrefix"]["prefix"], "/v1");
+    assert_eq!(api["spec"]["entryPoints"].as_sequence().unwrap().len(), 2);
+    // A route limited to one entrypoint; h2c and sticky carried.
+    let rpc = find(&r, Kind::IngressRoute, "route-1").unwrap();
+    assert_eq!(rpc["spec"]["entryPoints"][0], "internal-traffic");
+    assert_eq!(rpc["spec"]["entryPoints"].as_sequence().unwrap().len(), 1);
+    let grpc = &rpc["spec"]["routes"][0]["services"][0];
+    assert_eq!(grpc["scheme"], "h2c");
+    assert_eq!(grpc["sticky"]["cookie"]["name"], "shoal_grpc");
+    // The route to static servers is left out, with a warning.
+    assert!(find(&r, Kind::IngressRoute, "route-4").is_none());
+    assert!(
+        r.explain
+            .warnings
+            .iter()
+            .any(|w| w.contains("`legacy` is `servers:`")),
+        "{:?}",
+        r.explain.warnings
+    );
+    // Services still get their workloads and HPAs.
+    assert!(find(&r, Kind::HorizontalPodAutoscaler, "api").is_some());
+    assert!(find(&r, Kind::Deployment, "reports").is_some());
+    // A ServiceMonitor without shoal's gateway is refused.
+    let opts = Options {
+        service_monitor: true,
+        ..opts
+    };
+    assert_eq!(
+        render(&stack(FULL), &opts).unwrap_err(),
+        RenderError::ServiceMonitorWithoutGateway
+    );
+}
+
+#[test]
+fn namespace_and_service_type_are_used() {
     let opts = Options {
         namespace: "shop".into(),
-        cluster_domain: "example.internal".into(),
         gateway_service: GatewayService::NodePort,
         gateway_image: "registry.local/shoal:dev".into(),
         gateway_replicas: 1,
@@ -265,16 +612,12 @@ fn namespace_domain_and_service_type_are_used() {
     };
     let r = render(&one_service(""), &opts).unwrap();
     assert!(
-        r.gateway_stack
-            .contains("http://web.shop.svc.example.internal:8080"),
-        "{}",
-        r.gateway_stack
-    );
-    assert!(
         r.manifests
             .iter()
             .all(|m| m.body["metadata"]["namespace"] == "shop")
     );
+    let binding = find(&r, Kind::RoleBinding, GATEWAY_NAME).unwrap();
+    assert_eq!(binding["subjects"][0]["namespace"], "shop");
     let svc = find(&r, Kind::Service, GATEWAY_NAME).unwrap();
     assert_eq!(svc["spec"]["type"], "NodePort");
     let d = find(&r, Kind::Deployment, GATEWAY_NAME).unwrap();
@@ -296,7 +639,6 @@ fn the_gateway_exposes_metrics_but_not_the_admin_api() {
     assert_eq!(ann["prometheus.io/scrape"], "true");
     assert_eq!(ann["prometheus.io/port"], "9090");
     assert_eq!(ann["prometheus.io/path"], "/metrics");
-    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
     let ports: Vec<&str> = pod["spec"]["containers"][0]["ports"]
         .as_sequence()
         .unwrap()
@@ -311,7 +653,7 @@ fn the_gateway_exposes_metrics_but_not_the_admin_api() {
         1,
         "the metrics port is not part of the Service"
     );
-    let derived = shoal_config::parse(&r.gateway_stack, "g").unwrap();
+    let derived = derived(&r);
     assert!(derived.admin.listen.ip().is_loopback());
 }
 
@@ -323,7 +665,7 @@ fn ports_that_would_collide_in_the_pod_are_moved() {
         "gateway:\n  entrypoints:\n    a: { listen: 127.0.0.1:9090 }\n    b: { listen: 127.0.0.2:9090 }\n    c: { listen: 127.0.0.1:0 }\nadmin:\n  listen: 127.0.0.1:9090\nservices:\n  web:\n    image: x:1\nroutes:\n  - match: PathPrefix(`/`)\n    service: web\n",
     );
     let r = render_default(&s);
-    let derived = shoal_config::parse(&r.gateway_stack, "g").unwrap();
+    let derived = derived(&r);
     let ports: Vec<u16> = derived
         .gateway
         .entrypoints
@@ -355,7 +697,7 @@ fn names_that_would_collide_are_refused_or_avoided() {
         "gateway:\n  entrypoints:\n    shoal-metrics: { listen: 127.0.0.1:8000 }\nservices:\n  shoal-metrics:\n    image: x:1\nroutes:\n  - name: shoal-metrics\n    match: PathPrefix(`/`)\n    service: shoal-metrics\n",
     );
     let r = render_default(&s);
-    let derived = shoal_config::parse(&r.gateway_stack, "g").unwrap();
+    let derived = derived(&r);
     assert!(derived.service("shoal-metrics-2").is_some());
     assert_eq!(derived.routes.len(), 2);
 }
@@ -370,13 +712,6 @@ fn bad_options_are_refused() {
                 ..Options::default()
             },
             RenderError::BadNamespace("Prod".into()),
-        ),
-        (
-            Options {
-                cluster_domain: "bad..domain".into(),
-                ..Options::default()
-            },
-            RenderError::BadClusterDomain("bad..domain".into()),
         ),
         (
             Options {
@@ -413,6 +748,9 @@ fn output_is_deterministic_and_split_by_kind() {
         names,
         [
             "configmaps.yaml",
+            "serviceaccounts.yaml",
+            "roles.yaml",
+            "rolebindings.yaml",
             "services.yaml",
             "deployments.yaml",
             "poddisruptionbudgets.yaml",
@@ -424,7 +762,7 @@ fn output_is_deterministic_and_split_by_kind() {
         assert!(text.starts_with(Rendered::MARKER), "{name}");
     }
     let kustomization: Value = serde_yaml::from_str(&files.last().unwrap().1).unwrap();
-    assert_eq!(kustomization["resources"].as_sequence().unwrap().len(), 5);
+    assert_eq!(kustomization["resources"].as_sequence().unwrap().len(), 8);
     // Every object is in exactly one file.
     let documents: usize = files
         .iter()

@@ -4,22 +4,23 @@
 //! Draining follows shoal's local order. Locally a replica that is stopped first leaves the
 //! balancer, then has up to `stop.drain_timeout` to finish its requests, then gets SIGTERM and,
 //! `stop.grace` later, SIGKILL. On Kubernetes, deleting a pod starts two things at once: the
-//! pod leaves its Service's endpoints (which kube-proxy and, later, shoal's gateway learn of a
-//! little later) and the kubelet runs the container's preStop hook, then sends SIGTERM, then
-//! SIGKILL when `terminationGracePeriodSeconds` (counted from the start) is over. A preStop
+//! pod leaves its Service's endpoints (which kube-proxy and shoal's gateway, watching the
+//! EndpointSlices, learn of a moment later) and the kubelet runs the container's preStop
+//! hook, then sends SIGTERM, then SIGKILL when `terminationGracePeriodSeconds` (counted from
+//! the start) is over. A preStop
 //! `sleep` of `drain_timeout` keeps the container serving while the endpoint removal spreads
 //! and in-flight requests finish; `terminationGracePeriodSeconds = drain_timeout + grace`
 //! leaves it `grace` between SIGTERM and SIGKILL, as locally.
 use std::time::Duration;
 
 use serde_yaml::Value;
-use shoal_autoscale::Target;
 use shoal_config::{Command, Container, Health, Protocol, Service};
 
 use crate::explain::{Explain, Section};
 use crate::hpa;
+use crate::scaling::{self, Owner, Unscaled};
 use crate::yaml::{Obj, cpu_quantity, list, memory_quantity, seconds_up, string_map};
-use crate::{Kind, Manifest, Options, RenderError};
+use crate::{GATEWAY_NAME, Ingress, Kind, LEASE_NAME, Manifest, Options, RenderError};
 
 /// The shortest liveness probe period, in seconds.
 const LIVENESS_MIN_PERIOD_SECS: u64 = 10;
@@ -102,71 +103,96 @@ pub(crate) fn render(
     let mut comments = vec![format!("shoal service `{name}`.")];
     let mut objects = Vec::new();
 
-    // Scaling: an HPA for the targets it can read, a fixed count otherwise.
+    // Scaling: one owner of the count (see `scaling`).
     let autoscale = command.autoscale.as_ref();
-    let plan = autoscale.and_then(|a| hpa::plan(a, container));
-    let (replicas, floor) = match (autoscale, &plan) {
-        (Some(a), Some(_)) => (None, a.policy.min.max(1)),
-        (Some(_), None) => {
-            let n = command.replicas.max(1);
-            (Some(n), n)
-        }
-        (None, _) => (Some(command.replicas), command.replicas),
-    };
-    match (autoscale, replicas) {
-        (None, Some(n)) => section.row(
+    let owner = Owner::of(command, container, opts.ingress);
+    let replicas = owner.replicas();
+    let shoal_targets = autoscale.map(scaling::shoal_targets).unwrap_or_default();
+    let shoal_names = scaling::names(&shoal_targets);
+    match (&owner, autoscale) {
+        (Owner::Replicas(n), _) => section.row(
             format!("replicas: {n}"),
             format!("Deployment {name}: spec.replicas {n}"),
         ),
-        (Some(a), None) => section.row(
-            format!("autoscale.min: {}", a.policy.min),
-            format!(
-                "Deployment {name}: no spec.replicas (the HorizontalPodAutoscaler owns the count; a fixed count would reset it on every `kubectl apply`)"
-            ),
-        ),
-        (Some(_), Some(n)) => section.row(
-            format!("replicas: {}", command.replicas),
-            format!("Deployment {name}: spec.replicas {n} (the starting count)"),
-        ),
-        (None, None) => {}
-    }
-    let others: Vec<&Target> = autoscale
-        .map(|a| {
-            a.policy
-                .targets
-                .iter()
-                .filter(|t| !matches!(t, Target::Cpu(_) | Target::Memory(_)))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !others.is_empty() {
-        let names = others
-            .iter()
-            .map(|t| t.name())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let kept = match replicas {
-            Some(n) => format!("the Deployment stays at its replica count ({n})"),
-            None => "only the HorizontalPodAutoscaler's cpu/memory targets scale it".to_owned(),
-        };
-        let text = format!(
-            "autoscale targets {names} are for shoal's in-cluster autoscaler, which is not yet available; until then {kept}."
-        );
-        comments.push(text.clone());
-        explain.not_carried(
-            "autoscale targets concurrency, rps and latency_p95: HPA cannot read them; shoal's in-cluster autoscaler will, but it is not yet available (until then such a Deployment stays at its replica count)",
-        );
-        section.row(
-            format!("autoscale: {names}"),
-            "no Kubernetes object (HPA cannot read them)",
-        );
-        section.note(text);
+        (Owner::Hpa(_), Some(a)) => {
+            section.row(
+                format!("autoscale.min: {}", a.policy.min),
+                format!(
+                    "Deployment {name}: no spec.replicas (the HorizontalPodAutoscaler owns the count; a fixed count would reset it on every `kubectl apply`)"
+                ),
+            );
+            if !shoal_targets.is_empty() {
+                let text = match opts.ingress {
+                    Ingress::Shoal => format!(
+                        "autoscale targets {shoal_names} are not acted on: the HorizontalPodAutoscaler owns `{name}`'s count (its cpu/memory targets), and shoal's autoscaler never scales a Deployment that HPA scales (the two would undo each other's changes). Drop the cpu/memory targets to let shoal's autoscaler scale on {shoal_names}."
+                    ),
+                    Ingress::Traefik => format!(
+                        "autoscale targets {shoal_names} are not acted on: the HorizontalPodAutoscaler scales `{name}` on its cpu/memory targets only (HPA cannot read {shoal_names}, and `--ingress traefik` has no shoal gateway to measure them)."
+                    ),
+                };
+                comments.push(text.clone());
+                section.row(
+                    format!("autoscale: {shoal_names}"),
+                    "not acted on (HPA owns the count)",
+                );
+                explain.warn(format!("service `{name}`: {text}"));
+            }
+        }
+        (Owner::Shoal, Some(a)) => {
+            let text = format!(
+                "Scaled by shoal's in-cluster autoscaler on {shoal_names} (min {}, max {}): the gateway pod holding the Lease `{LEASE_NAME}` sets deployments/{name}/scale. No spec.replicas, so that `kubectl apply` does not reset the count it chose; Kubernetes creates the Deployment with 1 pod and the autoscaler takes it from there.",
+                a.policy.min, a.policy.max
+            );
+            comments.push(text);
+            section.row(
+                format!("autoscale: {shoal_names}"),
+                format!(
+                    "shoal's in-cluster autoscaler (the gateway pod holding Lease {LEASE_NAME}): deployments/{name}/scale within min {}..max {}; ConfigMap {GATEWAY_NAME}: `autoscale` kept",
+                    a.policy.min, a.policy.max
+                ),
+            );
+            section.row(
+                format!("replicas: {}", command.replicas),
+                format!(
+                    "Deployment {name}: no spec.replicas (shoal's autoscaler owns the count; a fixed count would reset it on every `kubectl apply`)"
+                ),
+            );
+        }
+        (Owner::Nobody(n, why), Some(_)) => {
+            let text = match why {
+                Unscaled::NoGateway => format!(
+                    "NOT AUTOSCALED: autoscale targets {shoal_names} are measured by shoal's gateway, which `--ingress traefik` leaves out, and HPA cannot read them. `{name}` stays at {n} pods (its starting count) until you scale it (`kubectl scale deployment/{name}`), give it a cpu or memory target, or render without `--ingress traefik`."
+                ),
+                Unscaled::Backlog => format!(
+                    "NOT AUTOSCALED: `shoal k8s render` does not carry autoscale.backlog to the cluster yet (the gateway's stack file has no queue to read), and HPA cannot read it. `{name}` stays at {n} pods (its starting count) until you scale it (`kubectl scale deployment/{name}`) or give it a scaler that reads the queue (KEDA's queue scalers read the same brokers)."
+                ),
+            };
+            comments.push(text.clone());
+            section.row(
+                format!("autoscale: {shoal_names}"),
+                match why {
+                    Unscaled::NoGateway => {
+                        "nothing scales it (no shoal gateway; HPA cannot read these targets)"
+                    }
+                    Unscaled::Backlog => {
+                        "nothing scales it (the backlog target is not carried to the cluster; HPA cannot read it)"
+                    }
+                },
+            );
+            section.row(
+                format!("replicas: {}", command.replicas),
+                format!("Deployment {name}: spec.replicas {n} (the starting count, for good)"),
+            );
+            explain.warn(format!("service `{name}`: {text}"));
+        }
+        (Owner::Hpa(_) | Owner::Shoal | Owner::Nobody(..), None) => {}
     }
     if let Some(a) = autoscale
         && a.policy.min == 0
+        && !matches!(owner, Owner::Shoal)
     {
         section.note(format!(
-            "autoscale.min 0 (scale to zero) is not available on Kubernetes; `{name}` keeps at least one pod"
+            "autoscale.min 0 (scale to zero) needs shoal's autoscaler; `{name}` keeps at least one pod"
         ));
     }
 
@@ -198,7 +224,11 @@ pub(crate) fn render(
         "replica_env (SHOAL_REPLICA): a Deployment's pods have no stable index (a StatefulSet would); pods have their own names",
     );
 
-    let resources = resources(name, container, plan.as_ref(), &mut section, &mut comments);
+    let plan = match &owner {
+        Owner::Hpa(plan) => Some(plan),
+        _ => None,
+    };
+    let resources = resources(name, container, plan, &mut section, &mut comments);
 
     let mut c = Obj::new()
         .with("name", name)
@@ -286,12 +316,18 @@ pub(crate) fn render(
     if service.protocol == Protocol::H2c {
         svc_port = svc_port.with("appProtocol", "kubernetes.io/h2c");
     }
+    let service_comment = match opts.ingress {
+        Ingress::Shoal => format!(
+            "Service `{name}`: its EndpointSlices tell shoal's gateway which pods are ready, and the gateway balances over those pods itself (per request); its cluster address serves other clients in the cluster."
+        ),
+        Ingress::Traefik => format!(
+            "Service `{name}`: Traefik reads its endpoints and balances over the ready pods; its cluster address serves other clients in the cluster."
+        ),
+    };
     objects.push(Manifest::new(
         Kind::Service,
         name,
-        vec![format!(
-            "Service `{name}`: one cluster address for the pods; the gateway sends requests here and kube-proxy spreads the connections over the ready pods."
-        )],
+        vec![service_comment],
         metadata(name, opts, "service"),
         Obj::new()
             .with("type", "ClusterIP")
@@ -317,14 +353,17 @@ pub(crate) fn render(
         metadata(name, opts, "service"),
         spec.into(),
     ));
-    if floor >= 2 {
+    // A budget once the service can have two pods: its count, or an autoscaler's max.
+    let (most, why) = match (replicas, autoscale) {
+        (Some(n), _) => (n, format!("{n} replicas")),
+        (None, Some(a)) => (a.policy.max, format!("up to {} replicas", a.policy.max)),
+        (None, None) => (0, String::new()),
+    };
+    if most >= 2 {
         objects.push(disruption_budget(name, opts, "service"));
-        section.row(
-            format!("{floor} or more replicas"),
-            format!("PodDisruptionBudget {name}: maxUnavailable 1"),
-        );
+        section.row(why, format!("PodDisruptionBudget {name}: maxUnavailable 1"));
     }
-    if let (Some(a), Some(plan)) = (autoscale, &plan) {
+    if let (Some(a), Some(plan)) = (autoscale, plan) {
         if let (Some(cpu), Some(limit)) = (&plan.cpu, container.resources.limits.cpu_millis)
             && cpu.target_millis() >= limit as f64
         {

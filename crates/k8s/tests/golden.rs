@@ -1,18 +1,53 @@
 //! Golden files: the render of `examples/k8s/shoal.yaml` (the built-in demo with images) and
-//! of `tests/golden/full.shoal.yaml` (every field the render reads), as one stream
-//! (`NAME.yaml`) and as `--explain` text (`NAME.explain.txt`). `UPDATE_GOLDEN=1 cargo test -p
-//! shoal-k8s --test golden` rewrites them; review the diff like code.
+//! of `tests/golden/full.shoal.yaml` (every field the render reads), with the default options,
+//! with `--service-monitor` and with `--ingress traefik`, as one stream (`NAME.yaml`) and as
+//! `--explain` text (`NAME.explain.txt`). `UPDATE_GOLDEN=1 cargo test -p shoal-k8s --test
+//! golden` rewrites them; review the diff like code.
 //!
-//! `scripts/test.sh` validates the same files against the official Kubernetes schemas.
+//! `scripts/test.sh` validates the same files against the official Kubernetes schemas (the
+//! built-in kinds) and `tests/crd.rs` checks the custom resources against their CRDs' fields.
 use std::path::{Path, PathBuf};
 
 use shoal_config::{DEMO_STACK, Runtime, Source};
-use shoal_k8s::{Options, Rendered};
+use shoal_k8s::{Ingress, Options, Rendered};
 
-/// (stack file relative to the workspace root, golden name)
-const CASES: [(&str, &str); 2] = [
-    ("examples/k8s/shoal.yaml", "demo"),
-    ("crates/k8s/tests/golden/full.shoal.yaml", "full"),
+/// A golden case: the stack file (relative to the workspace root), the golden name, and the
+/// options besides the defaults.
+struct Case {
+    file: &'static str,
+    name: &'static str,
+    ingress: Ingress,
+    service_monitor: bool,
+}
+
+const DEMO: &str = "examples/k8s/shoal.yaml";
+const FULL: &str = "crates/k8s/tests/golden/full.shoal.yaml";
+
+const CASES: [Case; 4] = [
+    Case {
+        file: DEMO,
+        name: "demo",
+        ingress: Ingress::Shoal,
+        service_monitor: false,
+    },
+    Case {
+        file: FULL,
+        name: "full",
+        ingress: Ingress::Shoal,
+        service_monitor: false,
+    },
+    Case {
+        file: DEMO,
+        name: "demo-service-monitor",
+        ingress: Ingress::Shoal,
+        service_monitor: true,
+    },
+    Case {
+        file: FULL,
+        name: "full-traefik",
+        ingress: Ingress::Traefik,
+        service_monitor: false,
+    },
 ];
 
 fn root() -> PathBuf {
@@ -23,11 +58,13 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-fn render(file: &str) -> Rendered {
-    let stack = shoal_config::load_for(&root().join(file), Runtime::Kubernetes)
-        .unwrap_or_else(|d| panic!("{file} is invalid for Kubernetes:\n{d}"));
+fn render(case: &Case) -> Rendered {
+    let stack = shoal_config::load_for(&root().join(case.file), Runtime::Kubernetes)
+        .unwrap_or_else(|d| panic!("{} is invalid for Kubernetes:\n{d}", case.file));
     let opts = Options {
-        source: file.to_owned(),
+        source: case.file.to_owned(),
+        ingress: case.ingress,
+        service_monitor: case.service_monitor,
         ..Options::default()
     };
     shoal_k8s::render(&stack, &opts).unwrap()
@@ -41,11 +78,14 @@ fn explain_text(r: &Rendered, file: &str) -> String {
 fn renders_match_the_golden_files() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
-    for (file, name) in CASES {
-        let r = render(file);
+    for case in &CASES {
+        let r = render(case);
         for (golden, text) in [
-            (format!("{name}.yaml"), r.to_stream()),
-            (format!("{name}.explain.txt"), explain_text(&r, file)),
+            (format!("{}.yaml", case.name), r.to_stream()),
+            (
+                format!("{}.explain.txt", case.name),
+                explain_text(&r, case.file),
+            ),
         ] {
             let path = golden_dir().join(&golden);
             if update {
@@ -72,37 +112,53 @@ fn documents(text: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
+fn golden(name: &str) -> Vec<serde_yaml::Value> {
+    documents(&std::fs::read_to_string(golden_dir().join(format!("{name}.yaml"))).unwrap())
+}
+
 #[test]
 fn gateway_stack_files_in_the_golden_files_pass_shoal_check() {
-    for (_, name) in CASES {
-        let text = std::fs::read_to_string(golden_dir().join(format!("{name}.yaml"))).unwrap();
-        let docs = documents(&text);
-        let config_maps: Vec<&serde_yaml::Value> =
-            docs.iter().filter(|d| d["kind"] == "ConfigMap").collect();
-        assert_eq!(config_maps.len(), 1, "{name}");
-        let stack_file = config_maps[0]["data"]["shoal.yaml"].as_str().unwrap();
-        let stack = shoal_config::parse(stack_file, "shoal.yaml")
-            .unwrap_or_else(|d| panic!("{name}: the gateway's stack file is invalid:\n{d}"));
-        // Every service is static upstreams: nothing for the gateway pod to run.
-        assert!(
-            stack
-                .services
-                .iter()
-                .all(|s| matches!(s.source, Source::Servers(_))),
-            "{name}"
-        );
+    for case in &CASES {
+        let docs = golden(case.name);
+        let stack_files: Vec<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "shoal-gateway")
+            .map(|d| d["data"]["shoal.yaml"].as_str().unwrap())
+            .collect();
+        if case.ingress == Ingress::Traefik {
+            assert!(stack_files.is_empty(), "{}: no shoal gateway", case.name);
+            continue;
+        }
+        assert_eq!(stack_files.len(), 1, "{}", case.name);
+        // As `shoal up --discovery kubernetes` reads it.
+        let stack = shoal_config::parse_for(stack_files[0], "shoal.yaml", Runtime::Kubernetes)
+            .unwrap_or_else(|d| panic!("{}: the gateway's stack file is invalid:\n{d}", case.name));
+        // Replicated services stay image services (the gateway finds their pods);
+        // nothing for the gateway pod to run.
+        for s in &stack.services {
+            match &s.source {
+                Source::Command(c) => {
+                    assert!(s.container.is_some(), "{}: {}", case.name, s.name);
+                    assert!(c.argv.is_empty(), "{}: {}", case.name, s.name);
+                }
+                Source::Servers(_) => {}
+            }
+        }
     }
 }
 
 #[test]
 fn every_golden_object_has_kind_name_and_namespace() {
-    for (_, name) in CASES {
-        let text = std::fs::read_to_string(golden_dir().join(format!("{name}.yaml"))).unwrap();
-        for d in documents(&text) {
-            assert!(d["apiVersion"].is_string(), "{name}: {d:?}");
-            assert!(d["kind"].is_string(), "{name}: {d:?}");
-            assert!(d["metadata"]["name"].is_string(), "{name}: {d:?}");
-            assert_eq!(d["metadata"]["namespace"], "default", "{name}: {d:?}");
+    for case in &CASES {
+        for d in golden(case.name) {
+            assert!(d["apiVersion"].is_string(), "{}: {d:?}", case.name);
+            assert!(d["kind"].is_string(), "{}: {d:?}", case.name);
+            assert!(d["metadata"]["name"].is_string(), "{}: {d:?}", case.name);
+            assert_eq!(
+                d["metadata"]["namespace"], "default",
+                "{}: {d:?}",
+                case.name
+            );
         }
     }
 }

@@ -75,6 +75,28 @@ pub(crate) struct UpArgs {
     /// unready, unhealthy, ejected, circuitopen, reloadfailed); no replica output.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Where replicas come from: `local` runs each service's `command:` as local processes;
+    /// `kubernetes` runs the gateway inside a cluster and balances over the pods of each
+    /// service with an `image:`, found through their EndpointSlices (docs/kubernetes.md).
+    #[arg(long, value_enum, default_value_t = DiscoveryArg::Local, value_name = "MODE")]
+    pub(crate) discovery: DiscoveryArg,
+    /// With `--discovery kubernetes`: the kubeconfig file [default: in-cluster config, else
+    /// $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// With `--discovery kubernetes`: the namespace of the services' pods [default:
+    /// $SHOAL_NAMESPACE, else the kubeconfig context's or the pod's own namespace].
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub(crate) namespace: Option<String>,
+}
+
+/// `--discovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DiscoveryArg {
+    /// Local processes (the supervisor).
+    Local,
+    /// Pods in a Kubernetes cluster.
+    Kubernetes,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -190,8 +212,11 @@ pub(crate) struct K8sArgs {
 pub(crate) enum K8sCommand {
     /// Write the stack as Kubernetes manifests: per service a Deployment, a Service, a
     /// PodDisruptionBudget and (for cpu/memory targets) a HorizontalPodAutoscaler; the gateway
-    /// as a Deployment running `shoal up` on a stack file derived from this one (a
-    /// ConfigMap). Exit code 2 if the file is invalid for Kubernetes.
+    /// as a Deployment running `shoal up --discovery kubernetes` on a stack file derived from
+    /// this one (a ConfigMap), with its ServiceAccount, Role and RoleBinding, scrape
+    /// annotations or a ServiceMonitor, and the Grafana dashboard; or, with `--ingress
+    /// traefik`, Traefik IngressRoutes and Middlewares instead of the gateway. Exit code 2 if
+    /// the file is invalid for Kubernetes.
     Render(RenderArgs),
 }
 
@@ -200,14 +225,24 @@ pub(crate) struct RenderArgs {
     /// The stack file; each replicated service needs `image:`.
     #[command(flatten)]
     pub(crate) file: FileArgs,
-    /// Namespace of every object (also part of the services' DNS names in the gateway's
-    /// stack file).
+    /// Namespace of every object; the gateway watches the services' pods in it.
     #[arg(short = 'n', long, default_value = "default", value_name = "NAMESPACE")]
     pub(crate) namespace: String,
     /// Write one file per kind and a kustomization.yaml into DIR (created if missing) instead
     /// of one YAML stream on standard output.
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub(crate) output: Option<PathBuf>,
+    /// What receives the traffic: `shoal`, shoal's gateway in the cluster (it balances over
+    /// the pods and runs the autoscaler for concurrency, rps and latency targets), or
+    /// `traefik`, IngressRoute and Middleware objects for an installed Traefik v3 instead of
+    /// shoal's gateway (the --gateway-* flags then do nothing).
+    #[arg(
+        long,
+        value_name = "INGRESS",
+        default_value = "shoal",
+        value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["shoal", "traefik"]), |s: String| s.parse::<shoal_k8s::Ingress>().unwrap_or_default())
+    )]
+    pub(crate) ingress: shoal_k8s::Ingress,
     /// Image of the gateway's pods; its entrypoint must be the shoal binary.
     #[arg(long, value_name = "IMAGE", default_value = shoal_k8s::DEFAULT_GATEWAY_IMAGE)]
     pub(crate) gateway_image: String,
@@ -222,10 +257,15 @@ pub(crate) struct RenderArgs {
     /// Gateway pods.
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) gateway_replicas: u32,
-    /// The cluster's DNS domain: the gateway reaches a service as
-    /// http://NAME.NAMESPACE.svc.DOMAIN:PORT.
-    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
-    pub(crate) cluster_domain: String,
+    /// Have Prometheus find the gateway's metrics through a Prometheus Operator
+    /// ServiceMonitor (and a headless Service for the metrics port) instead of
+    /// prometheus.io/* annotations on the gateway's pods. Not with --ingress traefik.
+    #[arg(long)]
+    pub(crate) service_monitor: bool,
+    /// Leave out the ConfigMap with shoal's Grafana dashboard (labelled grafana_dashboard:
+    /// "1" for Grafana's dashboard sidecar). Never rendered with --ingress traefik.
+    #[arg(long)]
+    pub(crate) no_grafana_dashboard: bool,
     /// Print which stack-file field became which Kubernetes object, and what is not carried
     /// over, instead of the manifests (with -o, the files are written too).
     #[arg(long)]

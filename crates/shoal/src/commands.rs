@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyper::Method;
-use shoal_app::{Shoal, StartOptions};
+use shoal_app::{ClusterOptions, Discovery, Shoal, StartOptions};
 use shoal_config::{DEMO_STACK, Stack};
 use shoal_core::EventKind;
 
@@ -113,9 +113,38 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let discovery = match args.discovery {
+        DiscoveryArg::Local => {
+            for (flag, given) in [
+                ("--kubeconfig", args.kubeconfig.is_some()),
+                ("--namespace", args.namespace.is_some()),
+            ] {
+                if given {
+                    eprintln!("error: {flag} is for `--discovery kubernetes` only");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            }
+            Discovery::Local
+        }
+        DiscoveryArg::Kubernetes => {
+            if args.file.is_none() {
+                eprintln!(
+                    "error: `--discovery kubernetes` needs the stack file: --file FILE (the \
+                     services' `image:` and `port:` say which pods to balance over)"
+                );
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+            Discovery::Kubernetes(ClusterOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                namespace: args.namespace.clone(),
+                identity: None,
+            })
+        }
+    };
+    let runtime = discovery.runtime();
     let default_file = PathBuf::from("shoal.yaml");
     let (stack, path) = match (&args.file, args.demo) {
-        (Some(f), _) => match load_or_report(f) {
+        (Some(f), _) => match load_for_or_report(f, runtime, "started") {
             Ok(s) => (s, Some(f.clone())),
             Err(code) => return Ok(code),
         },
@@ -159,6 +188,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             echo_logs: !args.quiet,
             color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
             shoal_exe: std::env::current_exe().context("cannot find the shoal binary's own path")?,
+            discovery,
         };
         let shoal = match Shoal::start(opts).await {
             Ok(s) => s,

@@ -24,10 +24,12 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = Options {
         namespace: args.namespace.clone(),
+        ingress: args.ingress,
         gateway_image: args.gateway_image.clone(),
         gateway_service: args.gateway_service,
         gateway_replicas: args.gateway_replicas,
-        cluster_domain: args.cluster_domain.clone(),
+        service_monitor: args.service_monitor,
+        grafana_dashboard: !args.no_grafana_dashboard,
         source: path.display().to_string(),
     };
     let rendered = match shoal_k8s::render(&stack, &opts) {
@@ -44,9 +46,10 @@ fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         print!(
             "{}",
             rendered.explain.to_text(&format!(
-                "{} → Kubernetes, namespace `{}`: {} objects",
+                "{} → Kubernetes, namespace `{}`, ingress {}: {} objects",
                 path.display(),
                 opts.namespace,
+                opts.ingress.as_str(),
                 rendered.manifests.len()
             ))
         );

@@ -2,7 +2,8 @@
 //!
 //! This crate owns the life of a local replica — a free loopback port, the spawn (in its
 //! own process group, with `PORT`, `SHOAL_REPLICA` and `SHOAL_SERVICE` set), readiness
-//! probes that gate balancer membership, restarts with exponential back-off and a
+//! probes that gate balancer membership (or, for a worker, neither port nor probe:
+//! [`ServiceKind::Worker`]), restarts with exponential back-off and a
 //! crash-loop give-up rule, draining and group-wide termination on the way out, captured
 //! and rotated logs, and CPU/memory sampling from `/proc`. It implements
 //! [`shoal_core::Driver`] and reports ready endpoints to a [`shoal_core::EndpointSink`]
@@ -32,6 +33,7 @@ mod supervisor;
 pub use logs::{MAX_LINE, log_file};
 pub use shoal_health::Probe;
 pub use spec::{
-    LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy,
+    LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, ServiceKind, ServiceSpec,
+    StopPolicy,
 };
 pub use supervisor::{SAMPLE_EVERY, Supervisor};

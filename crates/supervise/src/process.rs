@@ -63,8 +63,13 @@ pub(crate) enum SpawnError {
     Other { program: String, source: io::Error },
 }
 
-/// Spawn replica `index` of `spec`, told to listen on `port`.
-pub(crate) fn spawn(spec: &ServiceSpec, index: u32, port: u16) -> Result<Child, SpawnError> {
+/// Spawn replica `index` of `spec`, told to listen on `port`; without a port (a worker),
+/// `port_env` is removed from the environment it inherits (`spec.env` may still set it).
+pub(crate) fn spawn(
+    spec: &ServiceSpec,
+    index: u32,
+    port: Option<u16>,
+) -> Result<Child, SpawnError> {
     let (program, args) = spec.command.split_first().ok_or(SpawnError::EmptyCommand)?;
     if program.is_empty() {
         return Err(SpawnError::EmptyCommand);
@@ -75,9 +80,12 @@ pub(crate) fn spawn(spec: &ServiceSpec, index: u32, port: u16) -> Result<Child, 
         return Err(SpawnError::NoWorkdir(dir.clone()));
     }
     let mut cmd = Command::new(resolve(program, spec.workdir.as_deref()));
+    match port {
+        Some(port) => cmd.env(&spec.port_env, port.to_string()),
+        None => cmd.env_remove(&spec.port_env),
+    };
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env(&spec.port_env, port.to_string())
         .env(&spec.replica_env, index.to_string())
         .env("SHOAL_SERVICE", &spec.name)
         .stdin(Stdio::null())
@@ -216,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn missing_commands_and_directories_are_named() {
         let spec = ServiceSpec::new("x", vec!["shoal-no-such-command-xyz".into()]);
-        let err = spawn(&spec, 0, 1).unwrap_err();
+        let err = spawn(&spec, 0, Some(1)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "command not found: shoal-no-such-command-xyz"
@@ -226,11 +234,14 @@ mod tests {
             ..ServiceSpec::new("x", vec!["true".into()])
         };
         assert_eq!(
-            spawn(&spec, 0, 1).unwrap_err().to_string(),
+            spawn(&spec, 0, Some(1)).unwrap_err().to_string(),
             "working directory not found: /no/such/dir"
         );
         let spec = ServiceSpec::new("x", vec![]);
-        assert_eq!(spawn(&spec, 0, 1).unwrap_err().to_string(), "empty command");
+        assert_eq!(
+            spawn(&spec, 0, Some(1)).unwrap_err().to_string(),
+            "empty command"
+        );
     }
 
     #[tokio::test]
@@ -244,11 +255,41 @@ mod tests {
             ],
         );
         spec.env.push(("EXTRA".into(), "yes".into()));
-        let child = spawn(&spec, 3, 4567).unwrap();
+        let child = spawn(&spec, 3, Some(4567)).unwrap();
         let pid = child.id().unwrap();
         let out = child.wait_with_output().await.unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "4567 3 users yes\n");
         assert_ne!(pid, std::process::id());
+    }
+
+    #[tokio::test]
+    async fn workers_get_no_port_even_if_shoal_has_one() {
+        let output = |spec: &ServiceSpec| {
+            let child = spawn(spec, 1, None).unwrap();
+            async move {
+                let out = child.wait_with_output().await.unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        };
+        // A variable of shoal's own environment is not passed down as a worker's port
+        // variable (cargo runs tests with CARGO_MANIFEST_DIR set).
+        let inherited = "CARGO_MANIFEST_DIR";
+        assert!(std::env::var_os(inherited).is_some());
+        let mut spec = ServiceSpec::worker(
+            "jobs",
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo ${{{inherited}-unset}} $SHOAL_REPLICA"),
+            ],
+        );
+        spec.port_env = inherited.into();
+        assert_eq!(output(&spec).await, "unset 1\n");
+        // One the spec sets explicitly is kept.
+        spec.port_env = "PORT2".into();
+        spec.env.push(("PORT2".into(), "set".into()));
+        spec.command[2] = "echo ${PORT2-unset}".into();
+        assert_eq!(output(&spec).await, "set\n");
     }
 
     #[tokio::test]
@@ -262,7 +303,7 @@ mod tests {
                 "trap '' TERM; echo up; while :; do sleep 0.05; done".into(),
             ],
         );
-        let mut child = spawn(&spec, 0, 1).unwrap();
+        let mut child = spawn(&spec, 0, Some(1)).unwrap();
         let pgid = child.id().unwrap();
         // Wait until the trap is installed (the shell printed "up").
         let mut out = child.stdout.take().unwrap();

@@ -11,6 +11,11 @@
 //!                      Failed        stop (any state) ──► Draining ──► reaped
 //! ```
 //!
+//! A worker ([`ServiceKind::Worker`](crate::ServiceKind::Worker)) takes a shorter path:
+//! spawned without a port, it is `Ready` at once (nothing to probe) and never joins the
+//! [`ReadySet`]; its `Draining` is SIGTERM right away and the grace period, with no wait
+//! for in-flight requests (it has none). Exits, restarts and give-ups are the same.
+//!
 //! One runner task per replica *incarnation* owns the `Child`, so there is exactly one
 //! place that waits on, signals and reaps it. Everything else talks to the runner through
 //! its [`ReplicaHandle`]: a stop flag (dropping the handle also stops it), a watch of its
@@ -437,9 +442,13 @@ impl Runner {
 
     /// Start the process once and follow it until it exits or is stopped.
     async fn run_once(&mut self) -> Outcome {
-        let port = match process::free_port() {
-            Ok(port) => port,
-            Err(e) => return Outcome::CannotStart(format!("no free loopback port: {e}")),
+        let port = if self.spec.is_worker() {
+            None
+        } else {
+            match process::free_port() {
+                Ok(port) => Some(port),
+                Err(e) => return Outcome::CannotStart(format!("no free loopback port: {e}")),
+            }
         };
         let mut child = match process::spawn(&self.spec, self.index, port) {
             Ok(child) => child,
@@ -452,14 +461,20 @@ impl Runner {
         {
             let mut v = lock(&self.view);
             v.pid = Some(pid);
-            v.port = Some(port);
+            v.port = port;
             v.started = Some(started);
             v.cpu_percent = None;
             v.rss_bytes = None;
             v.meter = CpuMeter::default();
         }
         self.set_state(ReplicaState::Starting, None);
-        self.emit(EventKind::Started, format!("pid {pid}, port {port}"));
+        self.emit(
+            EventKind::Started,
+            match port {
+                Some(port) => format!("pid {pid}, port {port}"),
+                None => format!("pid {pid}"),
+            },
+        );
         if let Some(out) = child.stdout.take() {
             logs::spawn_reader(out, self.log.clone());
         }
@@ -467,7 +482,10 @@ impl Runner {
             logs::spawn_reader(err, self.log.clone());
         }
 
-        let outcome = self.follow(&mut child, pid, port, started).await;
+        let outcome = match port {
+            Some(port) => self.follow(&mut child, pid, port, started).await,
+            None => self.follow_worker(&mut child, pid, started).await,
+        };
         let mut v = lock(&self.view);
         v.pid = None;
         drop(v);
@@ -509,18 +527,7 @@ impl Runner {
                     self.stop_process(child, pgid).await;
                     return Outcome::Stopped;
                 }
-                status = child.wait() => {
-                    // Sweep the group at once: nothing the replica forked outlives it.
-                    process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-                    let status = status.ok().map(process::exit_status);
-                    self.ready.leave(self.index, self.id);
-                    let uptime = started.elapsed();
-                    let cause = status.map_or_else(|| "exited (status unknown)".to_owned(), |s| s.to_string());
-                    lock(&self.view).last_exit = status;
-                    self.emit(EventKind::Exited, format!("{cause} after {}", human_secs(uptime)));
-                    let failure = status != Some(ExitStatus::Code(0));
-                    return Outcome::Exited { uptime, failure, cause };
-                }
+                status = child.wait() => return self.exited(status, pgid, started),
                 () = sleep_until(start_deadline), if !ever_ready => {
                     let cause = format!("not ready within {} (start timeout)", human(readiness.start_timeout));
                     let status = process::terminate(child, pgid, self.spec.stop.grace).await;
@@ -573,34 +580,63 @@ impl Runner {
         }
     }
 
-    /// Leave the balancer, drain, then terminate the process group and reap it.
-    async fn stop_process(&mut self, child: &mut Child, pgid: u32) {
+    /// The process ended on its own: out of the balancer, and why.
+    fn exited(
+        &mut self,
+        status: std::io::Result<std::process::ExitStatus>,
+        pgid: u32,
+        started: Instant,
+    ) -> Outcome {
+        // Sweep the group at once: nothing the replica forked outlives it.
+        process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        let status = status.ok().map(process::exit_status);
         self.ready.leave(self.index, self.id);
-        let drain = self.spec.stop.drain_timeout;
-        self.set_state(ReplicaState::Draining, None);
+        let uptime = started.elapsed();
+        let cause = status.map_or_else(|| "exited (status unknown)".to_owned(), |s| s.to_string());
+        lock(&self.view).last_exit = status;
         self.emit(
-            EventKind::Draining,
-            format!("left the balancer; draining up to {}", human(drain)),
+            EventKind::Exited,
+            format!("{cause} after {}", human_secs(uptime)),
         );
-        let deadline = Instant::now() + drain;
+        let failure = status != Some(ExitStatus::Code(0));
+        Outcome::Exited {
+            uptime,
+            failure,
+            cause,
+        }
+    }
+
+    /// A worker: ready while it runs, until it exits or is stopped.
+    async fn follow_worker(&mut self, child: &mut Child, pgid: u32, started: Instant) -> Outcome {
+        self.set_state(ReplicaState::Ready, None);
+        self.emit(EventKind::Ready, "running (a worker is ready once started)");
+        let mut stop_rx = self.stop_rx.clone();
+        tokio::select! {
+            biased;
+            () = Self::stop_requested(&mut stop_rx) => {
+                self.stop_process(child, pgid).await;
+                Outcome::Stopped
+            }
+            status = child.wait() => self.exited(status, pgid, started),
+        }
+    }
+
+    /// Leave the balancer, drain, then terminate the process group and reap it. A worker
+    /// has neither balancer nor requests: SIGTERM at once.
+    async fn stop_process(&mut self, child: &mut Child, pgid: u32) {
         let mut note = String::new();
         let mut exited = None;
-        loop {
-            let in_flight = self.shared.sink.in_flight(&self.spec.name, &self.key);
-            if in_flight == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                note = format!(" (drain timeout with {in_flight} in flight)");
-                break;
-            }
-            tokio::select! {
-                status = child.wait() => {
-                    exited = Some(status.ok().map(process::exit_status));
-                    break;
-                }
-                () = sleep(DRAIN_POLL) => {}
-            }
+        if self.spec.is_worker() {
+            self.set_state(ReplicaState::Draining, None);
+            self.emit(
+                EventKind::Draining,
+                format!(
+                    "SIGTERM; up to {} to finish before SIGKILL",
+                    human(self.spec.stop.grace)
+                ),
+            );
+        } else {
+            self.drain(child, &mut note, &mut exited).await;
         }
         let status = match exited {
             Some(status) => {
@@ -617,6 +653,41 @@ impl Runner {
         }
         self.set_state(ReplicaState::Exited, Some(format!("stopped: {how}")));
         self.emit(EventKind::Stopped, format!("{how}{note}"));
+    }
+
+    /// Leave the balancer and wait for the in-flight requests, up to the drain timeout;
+    /// `exited` is set if the process ended meanwhile.
+    async fn drain(
+        &mut self,
+        child: &mut Child,
+        note: &mut String,
+        exited: &mut Option<Option<ExitStatus>>,
+    ) {
+        self.ready.leave(self.index, self.id);
+        let drain = self.spec.stop.drain_timeout;
+        self.set_state(ReplicaState::Draining, None);
+        self.emit(
+            EventKind::Draining,
+            format!("left the balancer; draining up to {}", human(drain)),
+        );
+        let deadline = Instant::now() + drain;
+        loop {
+            let in_flight = self.shared.sink.in_flight(&self.spec.name, &self.key);
+            if in_flight == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                *note = format!(" (drain timeout with {in_flight} in flight)");
+                break;
+            }
+            tokio::select! {
+                status = child.wait() => {
+                    *exited = Some(status.ok().map(process::exit_status));
+                    break;
+                }
+                () = sleep(DRAIN_POLL) => {}
+            }
+        }
     }
 }
 

@@ -9,11 +9,30 @@ use std::time::Duration;
 
 use shoal_health::Probe;
 
+/// What a service's replicas are: servers behind the gateway, or workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServiceKind {
+    /// Each replica gets a free loopback port (in `port_env`), joins the balancer once its
+    /// readiness probe passes, and on stop leaves the balancer and drains its in-flight
+    /// requests before SIGTERM. The default.
+    #[default]
+    Web,
+    /// No port (`port_env` is not set, even if shoal's own environment has it), no probe:
+    /// ready as soon as the process runs, and never an endpoint of the balancer (the
+    /// [`EndpointSink`](shoal_core::EndpointSink) never hears of it). On stop: SIGTERM at
+    /// once, [`StopPolicy::grace`] to finish (e.g. ack the message in hand), then SIGKILL;
+    /// [`StopPolicy::drain_timeout`] and [`Readiness`] do not apply. Restarts, logs,
+    /// scaling, resource sampling, status and events are those of a web replica.
+    Worker,
+}
+
 /// Everything needed to run the replicas of one service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     /// Service name; replicas are keyed `NAME/INDEX`.
     pub name: String,
+    /// Web replicas (port, probe, balancer) or workers (default [`ServiceKind::Web`]).
+    pub kind: ServiceKind,
     /// Program and arguments. `argv[0]` is looked up on `PATH`, or taken relative to
     /// `workdir` if it contains a `/`.
     pub command: Vec<String>,
@@ -43,6 +62,7 @@ impl ServiceSpec {
     pub fn new(name: impl Into<String>, command: Vec<String>) -> ServiceSpec {
         ServiceSpec {
             name: name.into(),
+            kind: ServiceKind::Web,
             command,
             env: Vec::new(),
             workdir: None,
@@ -56,6 +76,20 @@ impl ServiceSpec {
         }
     }
 
+    /// A worker spec ([`ServiceKind::Worker`]) with one replica and every policy at its
+    /// default.
+    pub fn worker(name: impl Into<String>, command: Vec<String>) -> ServiceSpec {
+        ServiceSpec {
+            kind: ServiceKind::Worker,
+            ..ServiceSpec::new(name, command)
+        }
+    }
+
+    /// Whether the replicas are workers.
+    pub(crate) fn is_worker(&self) -> bool {
+        self.kind == ServiceKind::Worker
+    }
+
     /// Whether a replica of `self` runs exactly like one of `other`: every field but
     /// `replicas` is equal. The supervisor rolls a service only when its new spec doesn't
     /// run like the old one; a new count alone only scales it, whoever set that count
@@ -64,6 +98,7 @@ impl ServiceSpec {
         // Every field named, so that a new one must be classified here.
         let ServiceSpec {
             name,
+            kind,
             command,
             env,
             workdir,
@@ -76,6 +111,7 @@ impl ServiceSpec {
             log_rotation,
         } = self;
         *name == other.name
+            && *kind == other.kind
             && *command == other.command
             && *env == other.env
             && *workdir == other.workdir
@@ -249,8 +285,9 @@ mod tests {
         assert!(spec.runs_like(&scaled), "the count alone");
         assert!(scaled.runs_like(&spec));
 
-        let changes: [fn(&mut ServiceSpec); 10] = [
+        let changes: [fn(&mut ServiceSpec); 11] = [
             |s| s.name.push('2'),
+            |s| s.kind = ServiceKind::Worker,
             |s| s.command.push("--v2".into()),
             |s| s.env.push(("VERSION".into(), "2".into())),
             |s| s.workdir = Some("/srv".into()),

@@ -473,8 +473,13 @@ impl Driver for Supervisor {
                     )
                     .collect();
                 replicas.sort_by_key(|(id, r)| (r.index, *id));
-                let ready = svc.ready.len() as u32;
                 let active: Vec<ReplicaState> = svc.replicas.values().map(|h| h.state()).collect();
+                // Workers never join the balancer: ready means running.
+                let ready = if svc.spec.is_worker() {
+                    active.iter().filter(|s| **s == ReplicaState::Ready).count() as u32
+                } else {
+                    svc.ready.len() as u32
+                };
                 let state = if svc.desired == 0 {
                     ServiceState::Stopped
                 } else if !active.is_empty() && active.iter().all(|s| *s == ReplicaState::Failed) {

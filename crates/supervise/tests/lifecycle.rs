@@ -15,8 +15,8 @@ use shoal_core::{
     ServiceState, ServiceStatus,
 };
 use shoal_supervise::{
-    LogPolicy, Probe, Readiness, RestartMode, RestartPolicy, ServiceSpec, StopPolicy, Supervisor,
-    log_file,
+    LogPolicy, Probe, Readiness, RestartMode, RestartPolicy, ServiceKind, ServiceSpec, StopPolicy,
+    Supervisor, log_file,
 };
 use tokio::time::Instant;
 
@@ -928,4 +928,227 @@ async fn a_failing_readiness_check_takes_a_replica_out_and_back() {
     .await;
     assert_eq!(h.events_of(EventKind::Ready).len(), 2);
     h.shutdown().await;
+}
+
+/// A worker with `fast`'s policies: no port, no probe.
+fn worker(name: &str, command: Vec<String>) -> ServiceSpec {
+    let mut spec = fast(name, command);
+    spec.kind = ServiceKind::Worker;
+    spec
+}
+
+impl Harness {
+    /// The text of replica `index`'s log file.
+    fn log(&self, service: &str, index: u32) -> String {
+        std::fs::read_to_string(log_file(&self.dir.path().join("logs"), service, index))
+            .unwrap_or_default()
+    }
+
+    /// Whether the sink was ever told about `service`.
+    fn published(&self, service: &str) -> bool {
+        self.sink
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, s, _)| s == service)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_ready_once_running_and_never_an_endpoint() {
+    let h = Harness::new();
+    let mut spec = worker(
+        "jobs",
+        sh("echo port=${PORT-none} replica=$SHOAL_REPLICA; exec sleep 1000"),
+    );
+    spec.replicas = 2;
+    // A probe that could never pass and a start timeout shorter than the test: neither
+    // applies to a worker.
+    spec.readiness.probe = Probe::http("/never");
+    spec.readiness.start_timeout = Duration::from_millis(200);
+    let mut rx = h.events.subscribe();
+    h.sup.apply(vec![spec, h.server("web", 1)]).await;
+    let st = eventually(10, "2 workers running", || {
+        h.status("jobs")
+            .filter(|s| s.ready == 2 && s.state == ServiceState::Running)
+    })
+    .await;
+    for r in &st.replicas {
+        assert_eq!(r.state, ReplicaState::Ready);
+        assert!(r.pid.is_some());
+        assert_eq!((r.port, &r.endpoint), (None, &None), "no port, no endpoint");
+    }
+    let started: Vec<_> = h
+        .events_of(EventKind::Started)
+        .into_iter()
+        .filter(|e| e.service == "jobs")
+        .collect();
+    assert_eq!(started.len(), 2);
+    assert!(
+        started
+            .iter()
+            .all(|e| e.message.starts_with("pid ") && !e.message.contains("port")),
+        "{started:?}"
+    );
+    let ready = h.events_of(EventKind::Ready);
+    assert!(
+        ready
+            .iter()
+            .any(|e| e.service == "jobs" && e.message == "running (a worker is ready once started)"),
+        "{ready:?}"
+    );
+    eventually(5, "output logged", || {
+        (h.log("jobs", 0) == "port=none replica=0\n" && h.log("jobs", 1) == "port=none replica=1\n")
+            .then_some(())
+    })
+    .await;
+    // Past the start timeout it still runs: nothing was probed, nothing killed it.
+    let exited = next_event(&mut rx, Duration::from_millis(600), |e| {
+        e.service == "jobs" && e.kind == EventKind::Exited
+    })
+    .await;
+    assert!(exited.is_none(), "{exited:?}");
+
+    // Scaled like any service; the sink hears of the web service only.
+    h.sup.scale("jobs", 3).unwrap();
+    eventually(10, "3 workers", || {
+        h.status("jobs")
+            .filter(|s| s.ready == 3 && s.state == ServiceState::Running)
+    })
+    .await;
+    h.sup.scale("jobs", 1).unwrap();
+    eventually(10, "1 worker left", || {
+        h.status("jobs")
+            .filter(|s| s.ready == 1 && s.replicas.len() == 1)
+    })
+    .await;
+    eventually(15, "web ready", || {
+        (h.sink.keys("web").len() == 1).then_some(())
+    })
+    .await;
+    h.shutdown().await;
+    assert!(!h.published("jobs"), "a worker reached the balancer");
+    assert!(h.published("web"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_gets_sigterm_at_once_and_its_grace_to_finish() {
+    let h = Harness::new();
+    // On SIGTERM it finishes the message in hand (0.3 s), acks it and exits 0.
+    let mut polite = worker(
+        "polite",
+        sh(
+            "trap 'echo finishing; sleep 0.3; echo acked; exit 0' TERM; echo up; \
+            while :; do sleep 0.05; done",
+        ),
+    );
+    polite.stop = StopPolicy {
+        drain_timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(5),
+    };
+    let mut stubborn = worker(
+        "stubborn",
+        sh("trap '' TERM; echo up; while :; do sleep 0.05; done"),
+    );
+    stubborn.stop = StopPolicy {
+        drain_timeout: Duration::from_secs(30),
+        grace: Duration::from_millis(300),
+    };
+    h.sup.apply(vec![polite, stubborn]).await;
+    eventually(10, "both trapping SIGTERM", || {
+        (h.log("polite", 0) == "up\n" && h.log("stubborn", 0) == "up\n").then_some(())
+    })
+    .await;
+    // In-flight requests are a web replica's: a count for the worker's key is never
+    // asked for, and its drain timeout (30 s) does not apply.
+    h.sink.set_in_flight("polite/0", 1);
+    let mut rx = h.events.subscribe();
+
+    let t = Instant::now();
+    h.sup.scale("polite", 0).unwrap();
+    let draining = next_event(&mut rx, Duration::from_secs(5), |e| {
+        e.service == "polite" && e.kind == EventKind::Draining
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        draining.message,
+        "SIGTERM; up to 5s to finish before SIGKILL"
+    );
+    let stopped = next_event(&mut rx, Duration::from_secs(5), |e| {
+        e.service == "polite" && e.kind == EventKind::Stopped
+    })
+    .await
+    .unwrap();
+    let took = t.elapsed();
+    assert_eq!(stopped.message, "exit code 0");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // (The shell may also report its `sleep` killed by the group's SIGTERM, on stderr.)
+    let log = h.log("polite", 0);
+    assert!(
+        log.contains("\nfinishing\n") && log.contains("\nacked\n"),
+        "{log}"
+    );
+
+    // One that ignores SIGTERM is killed when its grace is over.
+    let t = Instant::now();
+    h.sup.scale("stubborn", 0).unwrap();
+    let stopped = next_event(&mut rx, Duration::from_secs(5), |e| {
+        e.service == "stubborn" && e.kind == EventKind::Stopped
+    })
+    .await
+    .unwrap();
+    let took = t.elapsed();
+    assert_eq!(stopped.message, "signal 9");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_is_restarted_after_its_backoff() {
+    let h = Harness::new();
+    let marker = h.dir.path().join("crashed-once");
+    let script = format!(
+        "if [ -e {m} ]; then echo second; exec sleep 1000; else touch {m}; echo first; exit 3; fi",
+        m = marker.display()
+    );
+    let mut spec = worker("flaky", sh(&script));
+    spec.restart.delay = Duration::from_millis(200);
+    h.sup.apply(vec![spec]).await;
+    let st = eventually(10, "running again after one restart", || {
+        h.status("flaky")
+            .filter(|s| s.ready == 1 && s.replicas[0].restarts == 1)
+    })
+    .await;
+    assert_eq!(
+        st.replicas[0].last_exit,
+        Some(shoal_core::ExitStatus::Code(3))
+    );
+    let restarted = h.events_of(EventKind::Restarted);
+    assert_eq!(restarted.len(), 1);
+    assert_eq!(restarted[0].message, "restart 1 in 200ms after exit code 3");
+    eventually(5, "both runs logged", || {
+        (h.log("flaky", 0) == "first\nsecond\n").then_some(())
+    })
+    .await;
+
+    // A changed spec rolls it like any service: the new one runs, then the old one stops.
+    let mut changed = worker("flaky", sh(&script));
+    changed.env.push(("VERSION".into(), "2".into()));
+    let before = h.status("flaky").unwrap().replicas[0].pid;
+    h.sup.apply(vec![changed]).await;
+    eventually(10, "rolled", || {
+        h.status("flaky")
+            .filter(|s| s.replicas.len() == 1 && s.ready == 1 && s.replicas[0].pid != before)
+    })
+    .await;
+    h.shutdown().await;
+    assert!(!h.published("flaky"));
 }

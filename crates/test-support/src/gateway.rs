@@ -47,6 +47,7 @@ impl TestGateway {
             echo_logs: false,
             color: false,
             shoal_exe: PathBuf::from("/nonexistent/shoal"),
+            discovery: Default::default(),
         })
         .await
         .expect("shoal starts");

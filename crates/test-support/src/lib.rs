@@ -19,7 +19,8 @@
 //!
 //! This crate owns the test vocabulary: [`Backends`] (in-process `shoal-sample-app`
 //! instances, named `r1`, `r2`, …) and a [`Recorder`] (answers any path with what it
-//! received); [`StackBuilder`] (a stack file written as YAML, so tests go through the parser
+//! received); [`FakeKube`] (a fake Kubernetes API server for the Kubernetes driver, see
+//! [`kube_api`]); [`StackBuilder`] (a stack file written as YAML, so tests go through the parser
 //! and validator users meet); [`TestGateway`] (a whole shoal started through
 //! [`shoal_app::Shoal::start`], its stack file in a temp dir so reloads work as for users);
 //! [`Client`] (pooled, HTTP/1.1 or h2c) and [`Conn`] (one raw HTTP/1.1 keep-alive
@@ -30,6 +31,7 @@
 mod backends;
 mod client;
 mod gateway;
+pub mod kube_api;
 mod poll;
 mod recorder;
 mod stack;
@@ -37,6 +39,7 @@ mod stack;
 pub use backends::{Backend, Backends, ServerList, dead_url};
 pub use client::{Answer, BoxError, Client, Conn, ReqBody, body, get, tally};
 pub use gateway::TestGateway;
+pub use kube_api::{FakeEndpoint, FakeKube};
 pub use poll::{DEADLINE, eventually};
 pub use recorder::Recorder;
 pub use stack::{Route, Service, StackBuilder};

@@ -581,3 +581,465 @@ fn the_reason_reads_like_a_sentence() {
     assert_eq!(json["readings"][0]["name"], "concurrency");
     assert_eq!(json["readings"][0]["recommendation"], 5);
 }
+
+// Backlog targets (KEDA's queue triggers). Reads come once per tick, at the tick's time.
+
+use crate::{Backlog, BacklogRead, BacklogSample, Fallback};
+
+/// A worker scaled on a backlog alone, `min: 0`, without panic mode unless asked.
+fn worker(backlog: Backlog) -> Policy {
+    calm(Policy {
+        min: 0,
+        max: 50,
+        targets: vec![Target::Backlog(backlog)],
+        ..Policy::default()
+    })
+}
+
+/// `current` running workers (no requests: they have no port) and this read at `now`.
+fn queue(now: u64, current: u32, read: BacklogSample) -> Sample {
+    Sample {
+        now: s(now),
+        current,
+        replicas: vec![ReplicaSample::ready(s(600)); current as usize],
+        backlog: Some(BacklogRead::ok(s(now), read)),
+        ..Sample::default()
+    }
+}
+
+fn lag(messages: u64) -> BacklogSample {
+    BacklogSample::new(messages)
+}
+
+/// The same, with a failed read at `now`.
+fn unreadable(now: u64, current: u32) -> Sample {
+    Sample {
+        backlog: Some(BacklogRead::failed(s(now), "connection refused")),
+        ..queue(now, current, lag(0))
+    }
+}
+
+#[test]
+fn backlog_proposes_ceil_backlog_over_per_replica() {
+    let mut a = Autoscaler::new(
+        Policy {
+            up_policies: vec![],
+            ..worker(Backlog {
+                smoothing: Duration::ZERO,
+                ..Backlog::new(100)
+            })
+        },
+        s(0),
+    );
+    let d = a.tick(&queue(1, 4, lag(4210)));
+    assert_eq!(
+        (d.desired, d.recommendation, d.limited_by),
+        (43, Some(43), None)
+    );
+    assert_eq!(d.reason, "backlog 4,210 over 100/replica → 43 replicas");
+    // The column is per replica at the current count, as Kubernetes shows an
+    // `AverageValue` external metric.
+    assert_eq!(d.targets_column(), "1052.5/100");
+    let status = d.backlog.unwrap();
+    assert_eq!((status.messages, status.active), (Some(4210), true));
+    // Within the tolerance band of the current count: no change. 4,500 / (100 × 43) = 1.05.
+    let d = a.tick(&queue(2, 43, lag(4500)));
+    assert_eq!((d.desired, d.limited_by), (43, Some(Limit::Tolerance)));
+    // Not per ready replica: starting workers do not change what the queue calls for.
+    let mut sample = queue(3, 43, lag(6000));
+    sample.replicas = vec![ReplicaSample::starting(); 43];
+    assert_eq!(a.tick(&sample).desired, 50); // 60, capped at max
+}
+
+#[test]
+fn backlog_is_capped_at_the_partitions_unless_idle_consumers_are_allowed() {
+    let policy = |cap_at_partitions| Policy {
+        up_policies: vec![],
+        ..worker(Backlog {
+            cap_at_partitions,
+            ..Backlog::new(100)
+        })
+    };
+    let mut a = Autoscaler::new(policy(true), s(0));
+    let d = a.tick(&queue(1, 4, lag(4210).with_partitions(12)));
+    assert_eq!(
+        (d.desired, d.recommendation, d.limited_by),
+        (12, Some(12), None)
+    );
+    assert_eq!(
+        d.reason,
+        "backlog 4,210: 43 at 100/replica, capped by 12 partitions → 12 replicas"
+    );
+    let mut a = Autoscaler::new(policy(false), s(0));
+    assert_eq!(
+        a.tick(&queue(1, 4, lag(4210).with_partitions(12))).desired,
+        43
+    );
+
+    // One below the partition count with a large lag: the tolerance compares the need
+    // (1,000 replicas) with 63, so the last partition gets its consumer (KEDA stays at 63,
+    // kedacore#2908).
+    let mut a = Autoscaler::new(
+        Policy {
+            max: 100,
+            ..policy(true)
+        },
+        s(0),
+    );
+    let d = a.tick(&queue(1, 63, lag(100_000).with_partitions(64)));
+    assert_eq!(d.desired, 64);
+}
+
+#[test]
+fn activation_threshold_wakes_from_zero_and_lets_a_small_backlog_go_to_zero() {
+    let policy = Policy {
+        scale_to_zero_after: s(30),
+        ..worker(Backlog {
+            activation: 50,
+            ..Backlog::new(10)
+        })
+    };
+    let mut a = Autoscaler::new(policy.clone(), s(0));
+    // At zero, 50 messages are not above the threshold: stay.
+    let d = a.tick(&queue(1, 0, lag(50)));
+    assert_eq!(d.desired, 0);
+    assert!(
+        d.reason
+            .starts_with("idle at zero replicas (backlog 50 at or below activation 50"),
+        "{}",
+        d.reason
+    );
+    // 51 are: wake to what they call for (6), within the up rate policy (+4 from 0).
+    let d = a.tick(&queue(2, 0, lag(51)));
+    assert_eq!(d.desired, 4);
+    assert_eq!(
+        d.reason,
+        "backlog 51 above activation 50 at zero replicas → waking to 4 (the backlog calls \
+         for 6; scale-up limited by policy Pods 4 per 1s)"
+    );
+
+    // Running, with 40 waiting (at or below 50): the service is idle for KEDA's purposes
+    // and goes to zero after `scale_to_zero_after`, messages or not.
+    let mut a = Autoscaler::new(policy, s(0));
+    let mut current = 2;
+    for t in 1..30 {
+        let d = a.tick(&queue(t, current, lag(40)));
+        assert!(d.desired >= 1, "t={t}: {}", d.reason);
+        current = d.desired;
+    }
+    let d = a.tick(&queue(30, current, lag(40)));
+    assert_eq!(d.desired, 0);
+    assert_eq!(
+        d.reason,
+        "idle for 30s (backlog 40 at or below activation 50, and no request received or \
+         queued; scale to zero after 30s) → 0 replicas"
+    );
+
+    // With min 1 the threshold does not apply: never zero.
+    let mut a = Autoscaler::new(
+        Policy {
+            min: 1,
+            ..worker(Backlog::new(10))
+        },
+        s(0),
+    );
+    for t in 0..200 {
+        assert_eq!(a.tick(&queue(t, 1, lag(0))).desired, 1, "t={t}");
+    }
+}
+
+#[test]
+fn a_worker_scales_to_zero_after_the_cooldown_and_back_on_backlog() {
+    let mut a = Autoscaler::new(
+        Policy {
+            scale_to_zero_after: s(30),
+            panic_threshold: Policy::default().panic_threshold,
+            ..worker(Backlog::new(100))
+        },
+        s(0),
+    );
+    let mut current = 0;
+    let mut trace = Vec::new();
+    // Idle at zero, then 800 messages at 5 s, consumed from 7 s on (the workers take a
+    // second to start) at 100/s per replica.
+    let mut backlog: u64 = 0;
+    for t in 0..=80 {
+        match t {
+            5 => backlog = 800,
+            6 => {}
+            _ => backlog = backlog.saturating_sub(100 * u64::from(current)),
+        }
+        let d = a.tick(&queue(t, current, lag(backlog)));
+        current = d.desired;
+        trace.push(current);
+    }
+    assert!(trace[..5].iter().all(|&n| n == 0), "{trace:?}");
+    // Woken at once at 5, to 4 (the up rate policy from zero), then 8 a tick later (in
+    // panic mode: the raw 800 calls for 2 × the 4 replicas; the smoothed backlog, about
+    // 506, would have asked for 6).
+    assert_eq!(&trace[5..7], &[4, 8], "{trace:?}");
+    assert_eq!(trace[7], 8, "{trace:?}");
+    // The backlog is empty from 7 on: the count comes down (down stabilization 30 s,
+    // then -50% per 5 s) and reaches zero 30 s after the last read above the threshold.
+    let last_busy = 6;
+    assert!(
+        trace[7..last_busy + 30].iter().all(|&n| n >= 1),
+        "{trace:?}"
+    );
+    assert_eq!(trace[last_busy + 30], 0, "{trace:?}");
+    assert!(trace[last_busy + 30..].iter().all(|&n| n == 0), "{trace:?}");
+
+    // And back: one message wakes it.
+    let d = a.tick(&queue(81, 0, lag(1)));
+    assert_eq!(d.desired, 1);
+    assert!(d.reason.contains("waking to 1"), "{}", d.reason);
+}
+
+#[test]
+fn failed_reads_hold_the_count_then_fall_back_and_never_go_to_zero() {
+    let b = Backlog {
+        fallback: Some(Fallback {
+            after: 3,
+            replicas: 2,
+        }),
+        ..Backlog::new(100)
+    };
+    let policy = Policy {
+        down_stabilization: Duration::ZERO,
+        scale_to_zero_after: s(10),
+        ..worker(b)
+    };
+    let mut a = Autoscaler::new(policy.clone(), s(0));
+    assert_eq!(a.tick(&queue(1, 5, lag(500))).desired, 5);
+    // Two failures: no data, so no scale-down; the broker's message is in the reason.
+    for t in 2..=3 {
+        let d = a.tick(&unreadable(t, 5));
+        assert_eq!((d.desired, d.limited_by), (5, Some(Limit::MissingMetrics)));
+        assert_eq!(d.readings[0].value, None);
+    }
+    let d = a.tick(&unreadable(3, 5));
+    assert_eq!(d.backlog.unwrap().failures, 2, "the same read counts once");
+    assert!(
+        d.reason
+            .starts_with("backlog unknown (2 failed reads in a row: connection refused)"),
+        "{}",
+        d.reason
+    );
+    // The third: the fallback count, 2 (reached within the down rate policy: 50% of 5).
+    let d = a.tick(&unreadable(4, 5));
+    assert_eq!((d.desired, d.recommendation), (2, Some(2)));
+    assert!(
+        d.reason.starts_with(
+            "backlog unknown (3 failed reads in a row: connection refused), fallback → 2 replicas"
+        ),
+        "{}",
+        d.reason
+    );
+    let status = d.backlog.unwrap();
+    assert!(status.fallback);
+    assert_eq!(status.error.as_deref(), Some("connection refused"));
+    // A long outage never scales a `min: 0` worker to zero.
+    for t in 5..100 {
+        assert_eq!(a.tick(&unreadable(t, 2)).desired, 2, "t={t}");
+    }
+    // The first good read ends it (9 wanted, +4 allowed per second).
+    let d = a.tick(&queue(100, 2, lag(900)));
+    assert_eq!((d.desired, d.limited_by), (6, Some(Limit::UpRatePolicy)));
+    assert!(!d.backlog.unwrap().fallback);
+
+    // Without a fallback: the count is held whatever happens, never zero.
+    let mut a = Autoscaler::new(
+        Policy {
+            down_stabilization: Duration::ZERO,
+            scale_to_zero_after: s(10),
+            ..worker(Backlog::new(100))
+        },
+        s(0),
+    );
+    a.tick(&queue(0, 3, lag(0)));
+    for t in 1..100 {
+        assert_eq!(a.tick(&unreadable(t, 3)).desired, 3, "t={t}");
+    }
+
+    // At zero, failing reads wake a worker to the fallback count once it applies.
+    let mut a = Autoscaler::new(policy, s(0));
+    assert_eq!(a.tick(&queue(0, 0, lag(0))).desired, 0);
+    let d = a.tick(&unreadable(1, 0));
+    assert_eq!(d.desired, 0);
+    assert_eq!(
+        d.reason,
+        "staying at zero replicas: backlog unknown (1 failed read: connection refused) (only a \
+         read above the activation threshold, or the fallback, wakes it)"
+    );
+    assert_eq!(a.tick(&unreadable(2, 0)).desired, 0);
+    let d = a.tick(&unreadable(3, 0));
+    assert_eq!(d.desired, 2);
+    assert_eq!(
+        d.reason,
+        "backlog unknown (3 failed reads in a row: connection refused) at zero replicas: \
+         fallback, waking to 2"
+    );
+}
+
+#[test]
+fn time_to_drain_uses_the_measured_rate_per_replica() {
+    // 4 workers consume 50 messages/s each; 200/s arrive, so the backlog stays at 6,000.
+    // 1,000 per replica asks for 6; draining 6,000 within 10 s at 50/s asks for 12.
+    let b = Backlog {
+        drain_within: Some(s(10)),
+        smoothing: Duration::ZERO,
+        ..Backlog::new(1000)
+    };
+    let mut a = Autoscaler::new(
+        Policy {
+            up_policies: vec![],
+            ..worker(b)
+        },
+        s(0),
+    );
+    let read = |consumed: u64| lag(6000).with_consumed(consumed);
+    // The first read has no rate yet: per_replica alone.
+    let d = a.tick(&queue(0, 4, read(10_000)));
+    assert_eq!(d.desired, 6);
+    assert_eq!(
+        d.reason,
+        "backlog 6,000: 6 at 1,000/replica, no drain rate measured yet → 6 replicas"
+    );
+    // One second later: 200 consumed by 4 replicas, 50/s each.
+    let d = a.tick(&queue(1, 4, read(10_200)));
+    assert_eq!(d.desired, 12);
+    assert_eq!(
+        d.reason,
+        "backlog 6,000: 6 at 1,000/replica, 12 to drain within 10s at 50/s per replica → \
+         12 replicas"
+    );
+    assert_eq!(d.backlog.unwrap().rate_per_replica, Some(50.0));
+
+    // Run it: 12 workers at 50/s drain 400/s net; the proposal follows the backlog down
+    // and the rate stays 50 (the 4 that were ready at 1 consumed until 2).
+    let (mut current, mut ready, mut backlog, mut consumed) = (12u32, 4u64, 6000u64, 10_200);
+    for t in 2..=10 {
+        consumed += 50 * ready;
+        backlog = backlog + 200 - 50 * ready;
+        let d = a.tick(&queue(t, current, lag(backlog).with_consumed(consumed)));
+        assert_eq!(
+            d.backlog.as_ref().unwrap().rate_per_replica,
+            Some(50.0),
+            "t={t}"
+        );
+        current = d.desired;
+        ready = u64::from(current);
+    }
+    // 6,000 − 400 × 8 = 2,800 at 10 → ceil(2,800 / 500) = 6 wanted, held by the down
+    // stabilization meanwhile.
+    assert_eq!(backlog, 2800);
+    assert_eq!(current, 12);
+}
+
+#[test]
+fn a_noisy_backlog_keeps_the_count() {
+    // A lag of 1,000, then jumping ±20% around it at every read; 100 per replica: 10
+    // replicas.
+    let trace = |smoothing: Duration| {
+        let mut a = Autoscaler::new(
+            worker(Backlog {
+                smoothing,
+                ..Backlog::new(100)
+            }),
+            s(0),
+        );
+        let mut current = 10;
+        let mut counts = Vec::new();
+        for t in 0..300 {
+            let noisy = match t {
+                0 => 1000,
+                _ if t % 2 == 1 => 1200,
+                _ => 800,
+            };
+            current = a.tick(&queue(t, current, lag(noisy))).desired;
+            counts.push(current);
+        }
+        counts
+    };
+    let smoothed = trace(Backlog::new(1).smoothing);
+    assert!(smoothed.iter().all(|&n| n == 10), "{smoothed:?}");
+    // Without smoothing the first peak alone adds 2 replicas, which the down
+    // stabilization then keeps: not a flap, but not the steady count either.
+    let raw = trace(Duration::ZERO);
+    assert_eq!(raw[0], 10, "{raw:?}");
+    assert!(raw[1..].iter().all(|&n| n == 12), "{raw:?}");
+
+    // Time-to-drain on a noisy counter and a noisy lag: consumption alternates 600/400
+    // per second for 10 replicas (50/s each on average), lag 5,000, then ± 20%; draining
+    // within 10 s asks for 10 and keeps asking for it.
+    let mut a = Autoscaler::new(
+        worker(Backlog {
+            drain_within: Some(s(10)),
+            ..Backlog::new(10_000)
+        }),
+        s(0),
+    );
+    let (mut current, mut consumed) = (10, 0u64);
+    for t in 0..300 {
+        consumed += if t % 2 == 1 { 600 } else { 400 };
+        let noisy = match t {
+            0 => 5000,
+            _ if t % 2 == 1 => 6000,
+            _ => 4000,
+        };
+        let d = a.tick(&queue(t, current, lag(noisy).with_consumed(consumed)));
+        current = d.desired;
+        assert_eq!(current, 10, "t={t}: {}", d.reason);
+    }
+}
+
+#[test]
+fn a_burst_jumps_at_once_despite_the_smoothing() {
+    // Panic mode sees the raw backlog: 2,000 messages on 2 replicas (20 wanted ≥ 2 × 2).
+    let mut a = Autoscaler::new(
+        Policy {
+            panic_threshold: 2.0,
+            ..worker(Backlog::new(100))
+        },
+        s(0),
+    );
+    for t in 0..5 {
+        assert_eq!(a.tick(&queue(t, 2, lag(200))).desired, 2);
+    }
+    let d = a.tick(&queue(5, 2, lag(2000)));
+    assert!(d.panic, "{}", d.reason);
+    assert_eq!(d.desired, 20);
+    // The smoothed backlog (about 526) alone would have asked for 6.
+    assert_eq!(d.recommendation, Some(6));
+}
+
+#[test]
+fn backlog_combines_with_other_targets_and_no_read_yet_holds() {
+    let policy = calm(Policy {
+        targets: vec![
+            Target::Concurrency(10.0),
+            Target::Backlog(Backlog::new(100)),
+        ],
+        ..Policy::default()
+    });
+    let mut a = Autoscaler::new(policy, s(0));
+    // No read yet: the backlog has no data, which forbids scaling down.
+    let mut sample = load(1, 4, 8.0);
+    let d = a.tick(&sample);
+    assert_eq!((d.desired, d.limited_by), (4, Some(Limit::MissingMetrics)));
+    assert_eq!(
+        d.reason,
+        "concurrency 2/10 per replica → 1, backlog unknown (not read yet): largest 1 \
+         replicas; 1 missing readings: scale-down forbidden, holding at 4"
+    );
+    // The larger proposal wins: the queue's 7 over the requests' 1.
+    sample.now = s(2);
+    sample.backlog = Some(BacklogRead::ok(s(2), lag(650)));
+    let d = a.tick(&sample);
+    assert_eq!(d.desired, 7);
+    assert_eq!(
+        d.reason,
+        "concurrency 2/10 per replica → 1, backlog 650 over 100/replica → 7: largest 7 replicas"
+    );
+    assert_eq!(d.targets_column(), "2/10, 162.5/100");
+}

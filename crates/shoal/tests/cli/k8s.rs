@@ -1,6 +1,7 @@
 //! `shoal k8s render`: the real binary on the example and on broken stacks, the folder
-//! layout, `--explain`, and the gateway's derived stack file run by a real `shoal up` (the
-//! part of the render that can run on this machine: no Kubernetes API server can).
+//! layout, `--explain`, `--service-monitor`, `--ingress traefik`, and the gateway's derived
+//! stack file run by a real `shoal up` (the part of the render that can run on this machine:
+//! no Kubernetes API server can).
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +27,60 @@ fn render_of_the_example_is_the_golden_stream() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), golden("demo.yaml"));
     assert_eq!(stderr(&out), "", "no warnings for the demo");
+
+    let out = run_in(
+        &workspace(),
+        &[
+            "k8s",
+            "render",
+            "-f",
+            "examples/k8s/shoal.yaml",
+            "--service-monitor",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), golden("demo-service-monitor.yaml"));
+}
+
+#[test]
+fn ingress_traefik_renders_routes_for_traefik_and_warns_about_what_nothing_scales() {
+    let full = "crates/k8s/tests/golden/full.shoal.yaml";
+    let out = run_in(
+        &workspace(),
+        &["k8s", "render", "-f", full, "--ingress", "traefik"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), golden("full-traefik.yaml"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: service `reports`: NOT AUTOSCALED"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: route `route-4` is left out"),
+        "{err}"
+    );
+
+    // No shoal gateway to scrape.
+    let out = run_in(
+        &workspace(),
+        &[
+            "k8s",
+            "render",
+            "-f",
+            full,
+            "--ingress",
+            "traefik",
+            "--service-monitor",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ServiceMonitor"), "{}", stderr(&out));
+    let out = run_in(
+        &workspace(),
+        &["k8s", "render", "-f", full, "--ingress", "nginx"],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -69,12 +124,18 @@ fn render_to_a_folder_writes_a_file_per_kind_and_a_kustomization() {
             "kustomization.yaml",
             "notes.yaml",
             "poddisruptionbudgets.yaml",
+            "rolebindings.yaml",
+            "roles.yaml",
+            "serviceaccounts.yaml",
             "services.yaml"
         ]
     );
     let kustomization = std::fs::read_to_string(out_dir.join("kustomization.yaml")).unwrap();
     for f in [
         "configmaps.yaml",
+        "serviceaccounts.yaml",
+        "roles.yaml",
+        "rolebindings.yaml",
         "services.yaml",
         "deployments.yaml",
         "poddisruptionbudgets.yaml",
@@ -156,7 +217,7 @@ fn a_stack_invalid_for_kubernetes_is_refused_with_exit_2() {
 }
 
 #[test]
-fn explain_says_what_maps_to_what_and_what_is_not_there_yet() {
+fn explain_says_what_maps_to_what() {
     let out = run_in(
         &workspace(),
         &[
@@ -170,15 +231,17 @@ fn explain_says_what_maps_to_what_and_what_is_not_there_yet() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for want in [
-        "examples/k8s/shoal.yaml → Kubernetes, namespace `default`: 10 objects",
+        "examples/k8s/shoal.yaml → Kubernetes, namespace `default`, ingress shoal: 14 objects",
         "replicas: 3",
         "→ Deployment users: spec.replicas 3",
         "→ PodDisruptionBudget users: maxUnavailable 1",
-        "shoal's in-cluster autoscaler, which is not yet available; until then the Deployment stays at its replica count (2)",
+        "→ shoal's in-cluster autoscaler (the gateway pod holding Lease shoal-gateway): deployments/music/scale",
+        "deployments/scale (apps): get, patch, update of music",
+        "leases (coordination.k8s.io): get, update, patch of shoal-gateway",
+        "ConfigMap shoal-grafana-dashboard",
         "not carried over",
         "restart (policy",
         "logs (rotation)",
-        "no ServiceAccount, Role or RoleBinding",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -188,7 +251,10 @@ fn explain_says_what_maps_to_what_and_what_is_not_there_yet() {
     );
 }
 
-/// The ConfigMap's stack file, with its addresses moved to free loopback ports.
+/// The ConfigMap's stack file, with its addresses moved to free loopback ports, and a local
+/// command next to each service's image: in the pod the gateway finds the pods through the
+/// Kubernetes API (`--discovery kubernetes`), which cannot run here, so local replicas of the
+/// sample app stand in for them.
 fn gateway_stack_file(web: SocketAddr, metrics: SocketAddr, admin: SocketAddr) -> String {
     let stream = golden("demo.yaml");
     let config_map = serde_yaml::Deserializer::from_str(&stream)
@@ -202,9 +268,12 @@ fn gateway_stack_file(web: SocketAddr, metrics: SocketAddr, admin: SocketAddr) -
     for addr in ["0.0.0.0:8000", "0.0.0.0:9090", "127.0.0.1:8080"] {
         assert!(text.contains(addr), "{addr} in\n{text}");
     }
+    let image = "    image: ghcr.io/shoal-dev/shoal:0.1.0\n";
+    assert_eq!(text.matches(image).count(), 2, "users and music in\n{text}");
     text.replace("0.0.0.0:8000", &web.to_string())
         .replace("0.0.0.0:9090", &metrics.to_string())
         .replace("127.0.0.1:8080", &admin.to_string())
+        .replace(image, &format!("{image}    command: [shoal, sample-app]\n"))
 }
 
 #[test]

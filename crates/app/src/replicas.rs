@@ -1,0 +1,103 @@
+//! Which driver makes the replicas exist: the supervisor (local processes, `shoal up`) or
+//! Kubernetes (pods, `shoal up --discovery kubernetes`).
+//!
+//! The rest of the wiring (admin API, autoscaler, shutdown) asks this enum, never a driver
+//! directly, so both modes share every other line. What differs is here: how a new stack is
+//! handed to the driver, whether scale requests are remembered across restarts (locally, in
+//! the state file; on Kubernetes the Deployment itself remembers), and whether this shoal
+//! may autoscale right now (always locally; in a cluster only the gateway holding the Lease).
+use std::sync::Arc;
+
+use shoal_config::{Source, Stack};
+use shoal_core::{Driver, DriverError, ServiceStatus};
+use shoal_k8s::cluster::{KubeDriver, KubeService};
+use shoal_supervise::Supervisor;
+
+use crate::control::AppControl;
+
+/// The driver behind a running shoal.
+pub(crate) enum Replicas {
+    /// Local processes.
+    Local(Arc<Supervisor>),
+    /// Pods of Deployments, found through EndpointSlices.
+    Kubernetes(Arc<KubeDriver>),
+}
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Replicas::Local(_) => "Replicas::Local",
+            Replicas::Kubernetes(_) => "Replicas::Kubernetes",
+        })
+    }
+}
+
+impl Replicas {
+    fn driver(&self) -> &dyn Driver {
+        match self {
+            Replicas::Local(s) => &**s,
+            Replicas::Kubernetes(k) => &**k,
+        }
+    }
+
+    /// Every service the driver manages, sorted by name.
+    pub(crate) fn status(&self) -> Vec<ServiceStatus> {
+        self.driver().status()
+    }
+
+    /// Ask for `replicas` of `service`.
+    pub(crate) fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError> {
+        self.driver().scale(service, replicas)
+    }
+
+    /// Stop managing replicas: locally drain and stop every process; on Kubernetes stop
+    /// watching and give up the Lease (the pods are the cluster's).
+    pub(crate) fn shutdown(&self) -> shoal_core::BoxFuture<'_, ()> {
+        self.driver().shutdown()
+    }
+
+    /// Whether a `shoal scale` is saved in the state file to outlive this process (locally);
+    /// on Kubernetes the Deployment's replica count keeps it.
+    pub(crate) fn saves_scale_state(&self) -> bool {
+        matches!(self, Replicas::Local(_))
+    }
+
+    /// Whether this shoal applies its autoscaler's decisions now. In a cluster several
+    /// gateways measure and decide, and only the one holding the Lease scales.
+    pub(crate) fn may_autoscale(&self) -> bool {
+        match self {
+            Replicas::Local(_) => true,
+            Replicas::Kubernetes(k) => k.is_leader(),
+        }
+    }
+
+    /// Hand a newly applied stack to the driver.
+    pub(crate) fn apply(&self, control: &AppControl, stack: &Stack) {
+        match self {
+            Replicas::Local(supervisor) => {
+                let specs = control.specs(stack);
+                let supervisor = supervisor.clone();
+                control
+                    .runtime
+                    .spawn(async move { supervisor.apply(specs).await });
+            }
+            Replicas::Kubernetes(driver) => driver.set_services(kube_services(stack)),
+        }
+    }
+}
+
+/// The services whose pods the gateway follows: every service with an image. Their
+/// EndpointSlices carry the container port.
+fn kube_services(stack: &Stack) -> Vec<KubeService> {
+    stack
+        .services
+        .iter()
+        .filter_map(|s| match (&s.source, &s.container) {
+            (Source::Command(_), Some(container)) => Some(KubeService {
+                name: s.name.clone(),
+                port: container.port,
+            }),
+            _ => None,
+        })
+        .collect()
+}

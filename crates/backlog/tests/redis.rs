@@ -1,0 +1,340 @@
+//! The Redis Streams reader against a real `redis-server` on loopback.
+
+mod brokers;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use brokers::{Process, free_port, require, temp_dir};
+use redis::AsyncCommands as _;
+use shoal_backlog::{BacklogError, Credentials, Reader, Reading, Secret, Source};
+use tokio::time::Instant;
+
+const START_WITHIN: Duration = Duration::from_secs(10);
+
+struct RedisServer {
+    port: u16,
+    process: Process,
+}
+
+impl RedisServer {
+    async fn start(binary: &Path, port: u16, dir: &Path, extra: &[&str]) -> RedisServer {
+        let mut command = Command::new(binary);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra);
+        let mut process = Process::spawn("redis-server", command, &dir.join("redis.log"));
+        let took = process.wait_for_port(port, START_WITHIN).await;
+        eprintln!("redis-server on 127.0.0.1:{port} accepted connections after {took:?}");
+        RedisServer { port, process }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+fn redis_binary() -> Option<std::path::PathBuf> {
+    require(
+        "redis-server",
+        "SHOAL_REDIS_SERVER",
+        &["/usr/sbin", "/usr/local/bin"],
+        "apt-get install redis-server",
+    )
+}
+
+fn source(server: &RedisServer, stream: &str, group: &str) -> Source {
+    Source::Redis {
+        url: server.url(),
+        stream: stream.into(),
+        group: group.into(),
+    }
+}
+
+async fn xadd(conn: &mut redis::aio::MultiplexedConnection, stream: &str, n: usize) {
+    for i in 0..n {
+        let _: String = conn.xadd(stream, "*", &[("sale", i)]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn backlog_is_the_groups_lag_and_consumed_its_entries_read() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let server = RedisServer::start(&binary, free_port(), dir.path(), &[]).await;
+    let mut conn = server.client().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "sales", "agg", "$", "MKSTREAM"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
+    assert_eq!(
+        reader.read().await.unwrap(),
+        Reading {
+            backlog: 0,
+            consumed: None,
+            partitions: None
+        }
+    );
+
+    xadd(&mut conn, "sales", 10).await;
+    let reading = reader.read().await.unwrap();
+    assert_eq!(reading.backlog, 10);
+
+    // A consumer reads 4 and acknowledges 3: 6 left undelivered, 4 read.
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(
+            &["sales"],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group("agg", "c1")
+                .count(4),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 4);
+    let acked: usize = conn.xack("sales", "agg", &ids[..3]).await.unwrap();
+    assert_eq!(acked, 3);
+    assert_eq!(
+        reader.read().await.unwrap(),
+        Reading {
+            backlog: 6,
+            consumed: Some(4),
+            partitions: None
+        }
+    );
+
+    // Deleting an entry past the group's position makes Redis's lag unknown (nil): the
+    // backlog falls back to the pending count (1 delivered, not acknowledged).
+    let last: redis::streams::StreamRangeReply =
+        conn.xrevrange_count("sales", "+", "-", 1).await.unwrap();
+    let _: usize = conn.xdel("sales", &[&last.ids[0].id]).await.unwrap();
+    assert_eq!(
+        reader.read().await.unwrap(),
+        Reading {
+            backlog: 1,
+            consumed: Some(4),
+            partitions: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_missing_group_or_stream_is_not_found_with_a_clear_message() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let server = RedisServer::start(&binary, free_port(), dir.path(), &[]).await;
+    let mut conn = server.client().await;
+    xadd(&mut conn, "sales", 1).await;
+
+    let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
+    let error = reader.read().await.unwrap_err();
+    assert!(matches!(error, BacklogError::NotFound { .. }), "{error:?}");
+    let port = server.port;
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "redis 127.0.0.1:{port} stream sales group agg: not found: \
+             no consumer group 'agg' on stream 'sales' (XINFO GROUPS)"
+        )
+    );
+
+    let mut reader = Reader::new(source(&server, "nope", "agg"), Credentials::default());
+    let error = reader.read().await.unwrap_err();
+    assert!(matches!(error, BacklogError::NotFound { .. }), "{error:?}");
+    assert!(
+        error.to_string().ends_with("not found: ERR no such key"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_server_is_an_error_and_the_same_reader_reads_again_after_a_restart() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let port = free_port();
+    let server = RedisServer::start(&binary, port, dir.path(), &[]).await;
+    let setup = async |server: &RedisServer, n: usize| {
+        let mut conn = server.client().await;
+        let _: () = redis::cmd("XGROUP")
+            .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        xadd(&mut conn, "sales", n).await;
+    };
+    setup(&server, 3).await;
+    let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
+    assert_eq!(reader.read().await.unwrap().backlog, 3);
+
+    server.process.kill();
+    let error = reader.read().await.unwrap_err();
+    assert!(
+        matches!(error, BacklogError::Unreachable { .. }),
+        "after a kill: {error:?}"
+    );
+    assert!(error.is_transient());
+    // Still down: the reconnect fails too, quickly and as unreachable.
+    let error = reader.read().await.unwrap_err();
+    assert!(
+        matches!(error, BacklogError::Unreachable { .. }),
+        "{error:?}"
+    );
+
+    // The same port again (data is gone: it kept none on disk).
+    let server = RedisServer::start(&binary, port, dir.path(), &[]).await;
+    setup(&server, 5).await;
+    assert_eq!(reader.read().await.unwrap().backlog, 5);
+}
+
+#[tokio::test]
+async fn a_hung_server_is_a_timeout_not_a_hang() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let server = RedisServer::start(&binary, free_port(), dir.path(), &[]).await;
+    let mut conn = server.client().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default())
+        .with_timeout(Duration::from_millis(300));
+    assert_eq!(reader.read().await.unwrap().backlog, 0);
+
+    // A frozen server keeps its socket open and answers nothing.
+    server.process.freeze();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        match reader.read().await {
+            Err(BacklogError::Timeout { .. }) => break,
+            other => assert!(Instant::now() < deadline, "no timeout: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    server.process.thaw();
+    // Once the server answers again, so does the reader (on a new connection).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(error) = reader.read().await {
+        assert!(Instant::now() < deadline, "does not read again: {error}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_authenticate_and_never_show_in_errors() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let password = "hunter2-very-secret";
+    let server = RedisServer::start(
+        &binary,
+        free_port(),
+        dir.path(),
+        &["--requirepass", password],
+    )
+    .await;
+    let mut conn = redis::Client::open(format!("redis://:{password}@127.0.0.1:{}", server.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    xadd(&mut conn, "sales", 2).await;
+
+    let mut anonymous = Reader::new(source(&server, "sales", "agg"), Credentials::default());
+    let error = anonymous.read().await.unwrap_err();
+    assert!(matches!(error, BacklogError::Auth { .. }), "{error:?}");
+    assert!(error.to_string().contains("NOAUTH"), "{error}");
+
+    let wrong = Credentials {
+        username: None,
+        password: Some(Secret::new("not-the-password".into())),
+    };
+    let mut reader = Reader::new(source(&server, "sales", "agg"), wrong);
+    let error = reader.read().await.unwrap_err();
+    assert!(matches!(error, BacklogError::Auth { .. }), "{error:?}");
+    assert!(error.to_string().contains("WRONGPASS"), "{error}");
+    assert!(!error.to_string().contains("not-the-password"), "{error}");
+    assert!(
+        !format!("{error:?}").contains("not-the-password"),
+        "{error:?}"
+    );
+
+    let right = Credentials {
+        username: None,
+        password: Some(Secret::new(password.into())),
+    };
+    let mut reader = Reader::new(source(&server, "sales", "agg"), right.clone());
+    assert_eq!(reader.read().await.unwrap().backlog, 2);
+    assert!(!format!("{reader:?}").contains(password));
+
+    // An ACL user, named in the URL or in the credentials.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">app-password-42", "~*", "+@all"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let app_password = Some(Secret::new("app-password-42".into()));
+    let in_url = Source::Redis {
+        url: format!("redis://app@127.0.0.1:{}", server.port),
+        stream: "sales".into(),
+        group: "agg".into(),
+    };
+    let credentials = Credentials {
+        username: None,
+        password: app_password.clone(),
+    };
+    assert_eq!(
+        Reader::new(in_url, credentials)
+            .read()
+            .await
+            .unwrap()
+            .backlog,
+        2
+    );
+    let credentials = Credentials {
+        username: Some("app".into()),
+        password: app_password,
+    };
+    let mut named = Reader::new(source(&server, "sales", "agg"), credentials);
+    assert_eq!(named.read().await.unwrap().backlog, 2);
+
+    // Another database: SELECT after AUTH. Database 3 has no such stream.
+    let mut other_db = Reader::new(
+        Source::Redis {
+            url: format!("{}/3", server.url()),
+            stream: "sales".into(),
+            group: "agg".into(),
+        },
+        right,
+    );
+    let error = other_db.read().await.unwrap_err();
+    assert!(
+        error.to_string().ends_with("not found: ERR no such key"),
+        "{error}"
+    );
+}

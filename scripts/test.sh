@@ -17,15 +17,16 @@ command -v c++ >/dev/null || need+=(g++)
 command -v tmux >/dev/null || need+=(tmux)
 # Prometheus scrapes a real shoal in crates/shoal/tests/cli/prometheus.rs.
 command -v prometheus >/dev/null || need+=(prometheus)
-# Real brokers for crates/backlog's tests, which start their own on free loopback ports
-# (not the system service, which they neither need nor touch).
+# Real brokers for crates/backlog's tests and the workers' end-to-end tests
+# (crates/app/tests/workers.rs), which start their own on free loopback ports (not the system
+# service, which they neither need nor touch): crates/test-support/src/brokers.rs.
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
-# A Kafka-compatible broker for the Kafka reader's test: tansu, from crates.io, with the
+# A Kafka-compatible broker for the Kafka tests: tansu, from crates.io, with the
 # feature its in-memory storage needs. An unoptimised build (`--debug`) takes about 4
 # minutes on 2 cores instead of about 17, and serves a test's few hundred messages at once;
 # it stays in ~/.cargo/bin afterwards.

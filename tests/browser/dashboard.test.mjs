@@ -2,8 +2,8 @@
 // replicas behind a token-protected admin API, headless Chromium driven by playwright-core.
 // It checks what a user would: the service and its replicas appear and update live, the
 // scale buttons scale (checked through the API too), a replica killed with SIGKILL shows as
-// exited or restarting within 2 s, an autoscaled service shows its targets and why a scale
-// was clamped, the page logs no error, it stays quick with 50 replicas, and without the
+// exited or restarting within 2 s, a worker shows its consumers and no port or request
+// columns, an autoscaled service shows its targets and why a scale was clamped, the page logs no error, it stays quick with 50 replicas, and without the
 // token it says what to do. It saves screenshots (SCREENSHOT, default target/dashboard.png,
 // and target/dashboard-50.png).
 //
@@ -44,6 +44,10 @@ services:
     command: [shoal, sample-app]
     health: { path: /health, interval: 250ms }
     autoscale: { min: 1, max: 2, concurrency: 50 }
+  jobs:
+    kind: worker
+    command: [sleep, '600']
+    stop: { grace: 1s }
 routes:
   - match: PathPrefix(\`/api\`)
     service: api
@@ -193,6 +197,17 @@ test('the dashboard shows a live shoal and scales it', { timeout: 120000 }, asyn
   await eventually(3000, 'requests/s shown', async () => /[1-9][\d.]* req\/s/.test(await card.locator('.stats').textContent()));
   await eventually(3000, 'requests/s of each replica', async () =>
     (await rows.locator('.c-reqs').allTextContents()).every((t) => Number(t) > 0));
+
+  // A worker: its consumers instead of requests, and no port, health or request columns.
+  const jobs = page.locator('article[data-service="jobs"]');
+  await eventually(3000, 'the worker and its consumer', async () =>
+    (await jobs.getAttribute('data-kind')) === 'worker'
+      && /^1 consumer\b/.test(await jobs.locator('.stats').textContent())
+      && (await jobs.locator('tr[data-state="ready"]').count()) === 1);
+  assert.ok(await card.locator('th.c-port').isVisible(), 'a web service shows its ports');
+  for (const column of ['c-port', 'c-health', 'c-inflight', 'c-reqs']) {
+    assert.ok(!(await jobs.locator(`th.${column}`).isVisible()), `a worker has no ${column} column`);
+  }
 
   // An autoscaled service: its bounds and targets; scaling it is clamped, with a note.
   const api = page.locator('article[data-service="api"]');

@@ -8,21 +8,30 @@
 //! sampler. A service at zero replicas with `min: 0` gets an [`shoal_proxy::Activator`]:
 //! the first request held there wakes it at once, without waiting for the next tick.
 //!
+//! A service with a `backlog` target (a worker, typically) has its queue read by a
+//! [`crate::backlog::Poller`] every `poll`; each tick passes the newest read. A read showing
+//! more messages than the current replicas are sized for (`per_replica` × replicas, or the
+//! activation threshold at zero) is decided on at once rather than at the next tick, as a
+//! request held at zero is: burst to decision is one poll interval at most. A worker has
+//! no route, so nothing but its backlog wakes it from zero.
+//!
 //! Scaling down goes through the supervisor's ordinary stop: the replica leaves the
 //! balancer, finishes its in-flight requests, then is stopped — no request fails because
-//! of scaling.
+//! of scaling (a worker gets SIGTERM and its grace period to finish the message in hand).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use shoal_autoscale::{Autoscaler, Decision, ReplicaSample, Sample};
-use shoal_config::{Autoscale, Source, Stack};
+use shoal_autoscale::{Autoscaler, Decision, ReplicaSample, Sample, Target};
+use shoal_config::{Autoscale, BacklogTrigger, Source, Stack};
 use shoal_core::{
-    AutoscaleReading, AutoscaleStatus, EventKind, ReplicaState, ServiceStatus, unix_millis,
+    AutoscaleBacklog, AutoscaleReading, AutoscaleStatus, EventKind, ReplicaState, ServiceStatus,
+    unix_millis,
 };
 use shoal_proxy::HoldSettings;
 use tokio::time::Instant;
 
+use crate::backlog::{Poller, PollerMetrics};
 use crate::control::AppControl;
 use crate::metrics::ScalingEvents;
 
@@ -51,6 +60,80 @@ struct Scaled {
     last_tick: Option<Instant>,
     last: Option<Decision>,
     last_scaled_ms: Option<u64>,
+    /// The reader of the queue behind the backlog target, if the service has one.
+    backlog: Option<Poller>,
+    /// The time of the newest read a tick passed to the engine, or that was checked between
+    /// ticks for a burst.
+    backlog_checked: Option<Duration>,
+}
+
+impl Scaled {
+    fn new(settings: &Autoscale, now: Duration, tick: Instant) -> Scaled {
+        Scaled {
+            settings: settings.clone(),
+            engine: Autoscaler::new(settings.policy.clone(), now),
+            next_tick: tick + settings.tick,
+            in_flight: HashMap::new(),
+            served: HashMap::new(),
+            last_tick: None,
+            last: None,
+            last_scaled_ms: None,
+            backlog: None,
+            backlog_checked: None,
+        }
+    }
+
+    /// Whether a read has completed since the last call (or the last tick).
+    fn take_new_read(&mut self) -> bool {
+        let Some(at) = self.backlog.as_ref().and_then(Poller::latest).map(|r| r.at) else {
+            return false;
+        };
+        if self.backlog_checked.is_some_and(|checked| at <= checked) {
+            return false;
+        }
+        self.backlog_checked = Some(at);
+        true
+    }
+
+    /// Whether the newest read shows more messages than the current replicas are sized
+    /// for: a burst, or messages at zero. Such a read is decided on at once instead of at
+    /// the next tick.
+    fn backlog_outgrown(&self, current: u32) -> bool {
+        let Some(read) = self.backlog.as_ref().and_then(Poller::latest) else {
+            return false;
+        };
+        let (Ok(sample), Some(target)) = (&read.result, backlog_target(&self.settings)) else {
+            return false;
+        };
+        let sized_for = if current == 0 {
+            target.activation
+        } else {
+            target.per_replica.saturating_mul(u64::from(current))
+        };
+        sample.messages > sized_for
+    }
+}
+
+/// The service's backlog target, if it has one.
+fn backlog_target(settings: &Autoscale) -> Option<&shoal_autoscale::Backlog> {
+    settings.policy.targets.iter().find_map(|t| match t {
+        Target::Backlog(b) => Some(b),
+        _ => None,
+    })
+}
+
+/// What the autoscaler does while the broker cannot be read, for the `brokererror` event.
+fn while_failing(settings: &Autoscale) -> String {
+    match backlog_target(settings).and_then(|b| b.fallback) {
+        Some(f) => format!(
+            "the autoscaler holds the replica count, then runs {} after {} failed read{}",
+            f.replicas,
+            f.after,
+            if f.after == 1 { "" } else { "s" }
+        ),
+        None => "the autoscaler holds the replica count (never scales down) until a read succeeds"
+            .to_owned(),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,8 +154,10 @@ impl Autoscaling {
     }
 
     /// Take in a (new) stack: engines for new autoscaled services, new settings for the
-    /// others (history kept), none for services no longer autoscaled; activators for
-    /// services that may scale to zero.
+    /// others (history kept), none for services no longer autoscaled; activators for web
+    /// services that may scale to zero; a queue reader per backlog trigger (restarted when
+    /// the trigger changed, with a fresh engine when the queue did: another queue's reads
+    /// must not mix with the old one's in the consumption rate).
     pub(crate) fn apply(self: &Arc<Self>, stack: &Stack, control: &AppControl) {
         let mut services = lock(&self.services);
         let mut keep = Vec::new();
@@ -84,28 +169,20 @@ impl Autoscaling {
                 continue;
             };
             keep.push(s.name.clone());
-            match services.get_mut(&s.name) {
-                Some(scaled) => {
+            let scaled = match services.entry(s.name.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let scaled = e.into_mut();
                     scaled.engine.set_policy(settings.policy.clone());
                     scaled.settings = settings.clone();
+                    scaled
                 }
-                None => {
-                    services.insert(
-                        s.name.clone(),
-                        Scaled {
-                            settings: settings.clone(),
-                            engine: Autoscaler::new(settings.policy.clone(), self.now()),
-                            next_tick: Instant::now() + settings.tick,
-                            in_flight: HashMap::new(),
-                            served: HashMap::new(),
-                            last_tick: None,
-                            last: None,
-                            last_scaled_ms: None,
-                        },
-                    );
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Scaled::new(settings, self.now(), Instant::now()))
                 }
-            }
-            let hold = (settings.policy.min == 0).then(|| {
+            };
+            self.apply_backlog(scaled, &s.name, c.backlog.as_ref(), control);
+            // A worker has no route: no request can be held for it, nor wake it.
+            let hold = (settings.policy.min == 0 && !s.is_worker()).then(|| {
                 let me = Arc::downgrade(self);
                 let control = control.weak();
                 let name = s.name.clone();
@@ -127,6 +204,48 @@ impl Autoscaling {
             }
             kept
         });
+    }
+
+    /// Start, restart or stop the reader of `service`'s queue.
+    fn apply_backlog(
+        &self,
+        scaled: &mut Scaled,
+        service: &str,
+        trigger: Option<&BacklogTrigger>,
+        control: &AppControl,
+    ) {
+        let said = while_failing(&scaled.settings);
+        match (&scaled.backlog, trigger) {
+            (None, None) => return,
+            (Some(poller), Some(t)) if poller.is(t, &said) => return,
+            (Some(poller), Some(t)) if poller.trigger().source != t.source => {
+                scaled.engine = Autoscaler::new(scaled.settings.policy.clone(), self.now());
+            }
+            _ => {}
+        }
+        // The old reader stops when dropped.
+        scaled.backlog = trigger.map(|t| {
+            Poller::start(
+                &control.runtime,
+                service,
+                t,
+                self.origin,
+                Arc::clone(&control.events),
+                said,
+            )
+        });
+        scaled.backlog_checked = None;
+    }
+
+    /// Each backlog reader's figures, by service, for the metrics.
+    pub(crate) fn backlog_metrics(&self) -> Vec<(String, PollerMetrics)> {
+        let services = lock(&self.services);
+        let mut all: Vec<(String, PollerMetrics)> = services
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.backlog.as_ref()?.metrics())))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Whether `service` is autoscaled, and its bounds.
@@ -172,6 +291,22 @@ impl Autoscaling {
             limited_by: d.and_then(|d| d.limited_by.map(|l| l.to_string())),
             last_scaled_ms: s.last_scaled_ms,
             held,
+            backlog: s.backlog.as_ref().map(|poller| {
+                let b = d.and_then(|d| d.backlog.as_ref());
+                AutoscaleBacklog {
+                    source: poller.source().to_owned(),
+                    messages: b.and_then(|b| b.messages),
+                    smoothed: b.and_then(|b| b.smoothed),
+                    consumed: b.and_then(|b| b.consumed),
+                    partitions: b.and_then(|b| b.partitions),
+                    rate_per_replica: b.and_then(|b| b.rate_per_replica),
+                    active: b.is_some_and(|b| b.active),
+                    failures: b.map_or(0, |b| b.failures),
+                    error: b.and_then(|b| b.error.clone()),
+                    fallback: b.is_some_and(|b| b.fallback),
+                    read_at_ms: poller.read_at_ms(),
+                }
+            }),
         })
     }
 
@@ -206,15 +341,34 @@ impl Autoscaling {
 
     fn decide_due(&self, control: &AppControl) {
         let now = Instant::now();
-        let due: Vec<String> = lock(&self.services)
-            .iter()
-            .filter(|(_, s)| s.next_tick <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        if due.is_empty() {
+        let (mut due, new_reads) = {
+            let mut services = lock(&self.services);
+            let mut due = Vec::new();
+            let mut new_reads = Vec::new();
+            for (name, s) in services.iter_mut() {
+                if s.next_tick <= now {
+                    due.push(name.clone());
+                } else if s.take_new_read() {
+                    new_reads.push(name.clone());
+                }
+            }
+            (due, new_reads)
+        };
+        if due.is_empty() && new_reads.is_empty() {
             return;
         }
         let statuses = control.replicas.status();
+        if !new_reads.is_empty() {
+            let services = lock(&self.services);
+            for name in new_reads {
+                let current = statuses.iter().find(|s| s.name == name).map(|s| s.desired);
+                if let (Some(s), Some(current)) = (services.get(&name), current)
+                    && s.backlog_outgrown(current)
+                {
+                    due.push(name);
+                }
+            }
+        }
         for name in due {
             let Some(status) = statuses.iter().find(|s| s.name == name) else {
                 continue;
@@ -291,9 +445,11 @@ impl Autoscaling {
                 .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             queued: service_traffic.held,
             requests: requests + service_traffic.held,
-            // Queue backlog is not read yet: the broker readers are wired in next.
-            backlog: None,
+            backlog: scaled.backlog.as_ref().and_then(Poller::latest),
         };
+        if let Some(read) = &sample.backlog {
+            scaled.backlog_checked = Some(read.at);
+        }
         let mut decision = scaled.engine.tick(&sample);
         let (current, desired) = (status.desired, decision.desired);
         if desired != current && !control.replicas.may_autoscale() {

@@ -210,6 +210,7 @@ impl AppControl {
                         .collect(),
                     traffic: None,
                     autoscale: None,
+                    worker: false,
                 }),
                 Source::Command(_) => None,
             })
@@ -306,7 +307,11 @@ impl Control for AppControl {
         all.sort_by(|a, b| a.name.cmp(&b.name));
         for service in &mut all {
             let urls = static_urls.get(&service.name).map(Vec::as_slice);
-            self.add_traffic(service, urls);
+            // A worker is in the routing table (no route may name it) but serves nothing:
+            // zero request counters would only look like an idle web service.
+            if !service.worker {
+                self.add_traffic(service, urls);
+            }
             let held = service.traffic.as_ref().map_or(0, |t| t.held);
             service.autoscale = self.autoscaling.status(&service.name, held);
         }

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod autoscale;
+mod backlog;
 mod control;
 mod metrics;
 mod replicas;

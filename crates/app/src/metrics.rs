@@ -243,6 +243,35 @@ pub(crate) fn render(control: &AppControl) -> String {
             sample(&mut out, name, &[("service", service)], get(a));
         }
     }
+    // The queues behind backlog targets, as their brokers were last read.
+    let backlogs = control.autoscaling.backlog_metrics();
+    let name = "shoal_backlog_messages";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "Messages waiting in the queue a service's backlog target reads, at the last successful read.",
+    );
+    for (service, m) in &backlogs {
+        if let Some(messages) = m.messages {
+            sample(&mut out, name, &[("service", service)], messages as f64);
+        }
+    }
+    let name = "shoal_backlog_read_errors_total";
+    header(
+        &mut out,
+        name,
+        "counter",
+        "Failed reads of the queue a service's backlog target reads (broker down, refused, timed out).",
+    );
+    for (service, m) in &backlogs {
+        sample(
+            &mut out,
+            name,
+            &[("service", service)],
+            m.errors_total as f64,
+        );
+    }
     let name = "shoal_autoscaler_scaling_events_total";
     header(
         &mut out,

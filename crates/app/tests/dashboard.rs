@@ -241,6 +241,7 @@ impl Control for Quiet {
             replicas: Vec::new(),
             traffic: None,
             autoscale: None,
+            worker: false,
         }]
     }
     fn scale(&self, service: &str, _: u32) -> Result<Scaled, ScaleError> {

@@ -56,8 +56,9 @@
 //!    `max(1, min)` at once; otherwise it stays at 0.
 //!
 //! A [`Target::Backlog`] joins in at stages 1, 6 and 8 ([`crate::backlog`]): its proposal
-//! is `ceil(backlog / per_replica)` (or the time-to-drain count, whichever is larger,
-//! capped at the partitions); its raw reading feeds panic mode; a backlog above the
+//! is `ceil(backlog / per_replica)` (or the time-to-drain count, or the keep-up floor that
+//! the measured arrivals call for, whichever is largest, capped at the partitions); its raw
+//! reading feeds panic mode; a backlog above the
 //! activation threshold, or one that cannot be read, keeps the service from being idle;
 //! and at zero such a backlog wakes the service to its proposal within the up rate
 //! policies (the fallback count after enough failed reads).

@@ -19,6 +19,24 @@
 //!   replicas to consume it within `D` at that rate. The larger of the two proposals wins
 //!   (both keep per-replica load under a bound); until a rate is known, `per_replica`
 //!   alone decides. Arrivals during the drain are not predicted: each tick looks again.
+//! * **Keep-up floor** (with a consumed counter): a backlog cannot see throughput. Replicas
+//!   that keep up keep it near zero, so `per_replica` asks for fewer than the flow needs,
+//!   the backlog builds until it asks for more, and the count cycles on a steady flow. So
+//!   while the consumption rate `r` and the arrival rate `A` (both below) are known, the
+//!   proposal is at least the *keep-up floor*: `k = A / r` replicas are kept fully busy by
+//!   the arrivals, and the floor is `ceil(k × (1 + KEEP_UP_HEADROOM))` (10%), except
+//!   that while the current count keeps up (`k ≤ current × (1 + tolerance_up)`) it is at
+//!   most the current count. So the floor raises the count only when the replicas fall
+//!   more than the tolerance short of the flow, and then with headroom; it stops a
+//!   scale-down at the count that leaves the headroom; and a count at exactly the flow's
+//!   capacity stays, as noise of a few percent in `A` must not move it. The headroom
+//!   ([`KEEP_UP_HEADROOM`]) keeps the replicas a scale-down leaves below 91% busy, where a
+//!   queue absorbs the flow's jitter without a standing backlog, and covers the estimates'
+//!   noise; it costs at most one replica in ten (plus the rounding). When nothing arrives
+//!   the floor is zero, so it never holds replicas after a flow stops, and it plays no part
+//!   in whether the service is idle (activation, scale to zero); a service woken from zero
+//!   is woken to at least the floor. Panic mode leaves it out: an average over 10 s is not
+//!   a burst.
 //! * **Partition cap** (Kafka, KEDA's `allowIdleConsumers: false`): the proposal is at
 //!   most the partition count, since a consumer group gives each partition to one
 //!   consumer. The cap comes after the tolerance test, which compares the uncapped need
@@ -49,17 +67,41 @@
 //!
 //! Per replica, over the successful reads of the last [`RATE_WINDOW`] (at least the last
 //! two): `Σ consumed / Σ (replicas × Δt)` over the intervals between consecutive reads,
-//! where the replicas are the fewer of the ready replicas when the interval's two reads
-//! were first seen (a replica started at a tick joins the consumers some time later, one
-//! stopped at a tick leaves at once). Only intervals with a backlog at both ends count: a queue that
-//! ran dry measures the arrival rate, not what the replicas can do. `consumed` is the
-//! counter's delta (an interval in which the counter went back, e.g. a re-created consumer
-//! group, is skipped); without a counter it is the backlog's decrease, which undercounts
-//! consumption by the messages that arrived meanwhile, so the drain target then errs
-//! towards more replicas (and a backlog that does not fall gives no estimate at all). A
-//! window in which nothing was consumed leaves the previous estimate in place, and so does
-//! a quiet queue: the last measured rate is ready when the next burst comes. A window of
-//! reads is already an average, so the rate needs no further smoothing.
+//! where the replica-seconds come from how long each replica has been ready: one that
+//! became ready during the interval counts from then on, one that is gone counts for half
+//! of it (without replica details, the fewer of the two reads' ready counts, for all of
+//! it). `consumed` is the counter's delta (an interval in
+//! which the counter went back, e.g. a re-created consumer group, is skipped).
+//!
+//! Only intervals in which the replicas were kept busy count: what idle replicas consume
+//! is the arrival rate, not what they can do. A read is a snapshot, and between two reads
+//! the queue may run dry and fill again, so the test is that the backlog at the start of
+//! the interval exceeds what was consumed in it: whenever the other messages arrived, the
+//! replicas never ran out. (3 replicas, 10 messages at every read and 100 consumed a
+//! second would otherwise measure 33/s per replica, however fast they are; and an
+//! underestimated rate would make the keep-up floor ask for more replicas, which would
+//! idle more and lower it again.) The price: a rate is measured only while the backlog
+//! holds more than a read interval's work, which is when the drain target matters, and
+//! the last rate measured is kept meanwhile.
+//!
+//! Without a counter, `consumed` is the backlog's decrease and an interval counts when the
+//! backlog is not zero at either end (the test above then always holds). The decrease
+//! undercounts consumption by the messages that arrived meanwhile, so the drain target then
+//! errs towards more replicas (and a backlog that does not fall gives no estimate at all).
+//! A window in which nothing was consumed leaves the previous estimate in place, and so
+//! does a quiet queue: the last measured rate is ready when the next burst comes. A window
+//! of reads is already an average, so the rate needs no further smoothing.
+//!
+//! # Measuring the arrivals
+//!
+//! Messages per second over the same window, with a consumed counter: `(Σ consumed + the
+//! smoothed backlog's growth) / Σ Δt` over the intervals whose counter did not go back. The
+//! counter is monotonic and its noise does not add up; the backlog jitters (the reason for
+//! the smoothing), and its raw difference over a few seconds would swamp the flow, so its
+//! growth is the smoothed backlog's. The estimate waits for half a window (5 s) of reads;
+//! a negative sum (messages that expired or were deleted unread) is zero. Without a
+//! counter, arrivals cannot be told from consumption (a backlog near zero hides both), so
+//! there is no keep-up floor.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -78,6 +120,12 @@ struct Read {
     at: Duration,
     sample: BacklogSample,
     ready: u32,
+    /// Replica-seconds of consuming since the previous read, from how long each replica
+    /// has been ready (`None` when the sample lists no replicas: then the fewer of the two
+    /// reads' ready counts, for the whole interval).
+    replica_secs: Option<f64>,
+    /// The smoothed backlog after this read.
+    smoothed: f64,
 }
 
 /// What the engine remembers of a service's queue between ticks.
@@ -95,6 +143,32 @@ pub(crate) struct BacklogState {
     error: Option<String>,
     /// Messages per second per replica, as last measured.
     rate: Option<f64>,
+    /// Messages arriving per second over the window, when the broker has a consumed
+    /// counter.
+    arrivals: Option<f64>,
+}
+
+/// Replica-seconds spent consuming between `prev` and a read at `at`, from the replicas
+/// `sample` lists: each replica ready now counts for as long as it has been ready, at most
+/// the interval (one started in between counts only from when it became ready: a local
+/// worker is ready within milliseconds, and counting it for none of the interval made
+/// 4 replicas at 50/s each measure 130–170/s right after a 1 → 4 scale-up); each replica
+/// of `prev` that is gone counts for half the interval. `None` if the sample lists none.
+fn replica_secs_since(sample: &Sample, prev: &Read, at: Duration) -> Option<f64> {
+    if sample.replicas.is_empty() {
+        return None;
+    }
+    let dt = at.saturating_sub(prev.at);
+    let ready: Vec<Duration> = sample
+        .replicas
+        .iter()
+        .filter(|r| r.ready)
+        .map(|r| r.ready_for.min(dt))
+        .collect();
+    let stayed = ready.iter().filter(|d| **d >= dt).count() as u32;
+    let left = prev.ready.saturating_sub(stayed);
+    let secs: f64 = ready.iter().map(Duration::as_secs_f64).sum();
+    Some(secs + f64::from(left) * dt.as_secs_f64() / 2.0)
 }
 
 impl BacklogState {
@@ -114,18 +188,25 @@ impl BacklogState {
                 self.failures = 0;
                 self.error = None;
                 let raw = s.messages as f64;
-                self.smoothed = Some(match (self.smoothed, self.reads.back()) {
+                let smoothed = match (self.smoothed, self.reads.back()) {
                     (Some(avg), Some(prev)) if !target.smoothing.is_zero() => {
                         let dt = read.at.saturating_sub(prev.at).as_secs_f64();
                         let alpha = 1.0 - (-dt / target.smoothing.as_secs_f64()).exp();
                         avg + alpha * (raw - avg)
                     }
                     _ => raw,
-                });
+                };
+                self.smoothed = Some(smoothed);
+                let replica_secs = self
+                    .reads
+                    .back()
+                    .and_then(|prev| replica_secs_since(sample, prev, read.at));
                 self.reads.push_back(Read {
                     at: read.at,
                     sample: *s,
                     ready,
+                    replica_secs,
+                    smoothed,
                 });
                 while self.reads.len() > 2
                     && self
@@ -138,17 +219,25 @@ impl BacklogState {
                 if let Some(rate) = self.measure() {
                     self.rate = Some(rate);
                 }
+                self.arrivals = self.measure_arrivals();
             }
         }
     }
 
-    /// Messages consumed per replica-second over the window, if it tells.
+    /// Messages consumed per replica-second over the window, if it tells: only intervals
+    /// in which the replicas were kept busy count (see the module documentation).
     fn measure(&self) -> Option<f64> {
         let (mut consumed, mut replica_secs) = (0.0, 0.0);
         for (a, b) in self.reads.iter().zip(self.reads.iter().skip(1)) {
             let dt = b.at.saturating_sub(a.at).as_secs_f64();
-            let replicas = f64::from(a.ready.min(b.ready));
-            if dt <= 0.0 || replicas <= 0.0 || a.sample.messages == 0 || b.sample.messages == 0 {
+            let replica_secs_here = b
+                .replica_secs
+                .unwrap_or_else(|| f64::from(a.ready.min(b.ready)) * dt);
+            if dt <= 0.0
+                || replica_secs_here <= 0.0
+                || a.sample.messages == 0
+                || b.sample.messages == 0
+            {
                 continue;
             }
             let delta = match (a.sample.consumed, b.sample.consumed) {
@@ -156,10 +245,40 @@ impl BacklogState {
                 (Some(_), Some(_)) => continue,
                 _ => a.sample.messages as f64 - b.sample.messages as f64,
             };
+            // Saturation: the backlog at the start of the interval must exceed what was
+            // consumed in it, so that no replica can have waited for a message whenever
+            // the others arrived. (Always true of the backlog's decrease when the end is
+            // not empty, so this changes nothing without a counter.)
+            if a.sample.messages as f64 <= delta {
+                continue;
+            }
             consumed += delta;
-            replica_secs += replicas * dt;
+            replica_secs += replica_secs_here;
         }
         (consumed > 0.0 && replica_secs > 0.0).then(|| consumed / replica_secs)
+    }
+
+    /// Messages arriving per second over the window: what was consumed (the counter's
+    /// delta) plus what the smoothed backlog grew by, over the intervals with a consumed
+    /// counter at both ends that did not go back. `None` until they span half of
+    /// [`RATE_WINDOW`] (never without a counter).
+    fn measure_arrivals(&self) -> Option<f64> {
+        let (mut arrived, mut secs) = (0.0, 0.0);
+        for (a, b) in self.reads.iter().zip(self.reads.iter().skip(1)) {
+            let dt = b.at.saturating_sub(a.at).as_secs_f64();
+            let (Some(x), Some(y)) = (a.sample.consumed, b.sample.consumed) else {
+                continue;
+            };
+            if dt <= 0.0 || y < x {
+                continue;
+            }
+            arrived += (y - x) as f64 + b.smoothed - a.smoothed;
+            secs += dt;
+        }
+        // Less than half a window of reads says more about batches and jitter than about
+        // the flow. Messages that expire or are deleted unread can make the sum negative:
+        // none arrived.
+        (secs >= RATE_WINDOW.as_secs_f64() / 2.0).then(|| (arrived / secs).max(0.0))
     }
 
     /// The newest successful read, unless reads fail now.
@@ -202,6 +321,7 @@ impl BacklogState {
             consumed: last.and_then(|s| s.consumed),
             partitions: last.and_then(|s| s.partitions),
             rate_per_replica: self.rate,
+            arrival_rate: self.arrivals,
             active: self.active(target),
             failures: self.failures,
             error: self.error.clone(),
@@ -275,6 +395,11 @@ pub(crate) fn evaluate(
     } else {
         (ceil_u32(need.exact()), None)
     };
+    let floor = need.keep_up(current, tolerance).filter(|&f| f > proposal);
+    if let Some(f) = floor {
+        proposal = f;
+        hold = None;
+    }
     let capped = need.cap.is_some_and(|cap| proposal > cap);
     if let Some(cap) = need.cap.filter(|_| capped) {
         proposal = cap;
@@ -293,16 +418,22 @@ pub(crate) fn evaluate(
         ));
     }
     let per = fmt_count(target.per_replica);
+    let rate = fmt_number(state.rate.unwrap_or_default());
     let mut extra = Vec::new();
     match (target.drain_within, need.drain) {
         (Some(d), Some(drain)) => extra.push(format!(
-            "{} to drain within {} at {}/s per replica",
+            "{} to drain within {} at {rate}/s per replica",
             ceil_u32(drain),
             fmt_duration(d),
-            fmt_number(state.rate.unwrap_or_default())
         )),
         (Some(_), None) => extra.push("no drain rate measured yet".to_owned()),
         (None, _) => {}
+    }
+    if let Some(f) = floor {
+        extra.push(format!(
+            "{f} to keep up with {}/s arriving at {rate}/s per replica",
+            fmt_number(state.arrivals.unwrap_or_default()),
+        ));
     }
     if capped && let Some(cap) = need.cap {
         extra.push(format!("capped by {cap} partitions"));
@@ -326,6 +457,10 @@ pub(crate) fn evaluate(
     }
 }
 
+/// The headroom the keep-up floor leaves when it sets a count: 10% above the replicas
+/// that the arrivals keep fully busy (see the module documentation).
+pub const KEEP_UP_HEADROOM: f64 = 0.1;
+
 /// The replicas a backlog calls for.
 #[derive(Debug, Clone, Copy)]
 struct Need {
@@ -333,38 +468,62 @@ struct Need {
     lag: f64,
     /// `backlog / (rate × drain_within)`, when both are known.
     drain: Option<f64>,
+    /// `arrivals / rate`: the replicas the arrivals keep fully busy, when both are known.
+    keep: Option<f64>,
     /// The partition count, when it caps.
     cap: Option<u32>,
 }
 
 impl Need {
     fn of(target: &Backlog, state: &BacklogState, backlog: f64, partitions: Option<u32>) -> Need {
-        let drain = match (target.drain_within, state.rate) {
-            (Some(d), Some(rate)) if rate > 0.0 => Some(backlog / (rate * d.as_secs_f64())),
-            _ => None,
-        };
+        let rate = state.rate.filter(|&r| r > 0.0);
         Need {
             lag: backlog / target.per_replica.max(1) as f64,
-            drain,
+            drain: target
+                .drain_within
+                .zip(rate)
+                .map(|(d, r)| backlog / (r * d.as_secs_f64())),
+            keep: state.arrivals.zip(rate).map(|(a, r)| a / r),
             cap: partitions.filter(|p| target.cap_at_partitions && *p > 0),
         }
     }
 
-    /// The larger proposal, uncapped.
+    /// The larger of the backlog's proposals, uncapped (without the keep-up floor).
     fn exact(&self) -> f64 {
         self.lag.max(self.drain.unwrap_or(0.0))
     }
 
-    /// The count, capped.
-    fn count(&self) -> u32 {
-        let n = ceil_u32(self.exact());
+    /// The keep-up floor at `current` replicas, uncapped: while `current` keep up with the
+    /// arrivals (within the up tolerance), at most `current`, so a count at the flow's
+    /// capacity stays; otherwise, and when scaling down, the replicas the arrivals keep
+    /// busy plus [`KEEP_UP_HEADROOM`]. Zero when nothing arrives; `None` without a rate or
+    /// an arrival rate.
+    fn keep_up(&self, current: u32, tolerance: Tolerance) -> Option<u32> {
+        let keep = self.keep?;
+        let with_headroom = ceil_u32(keep * (1.0 + KEEP_UP_HEADROOM));
+        Some(if keep <= f64::from(current) * (1.0 + tolerance.up) {
+            with_headroom.min(current)
+        } else {
+            with_headroom
+        })
+    }
+
+    /// The count to wake a service at zero to, capped: the larger proposal, and the
+    /// keep-up floor from zero.
+    fn wake(&self) -> u32 {
+        let floor = self
+            .keep
+            .map_or(0, |keep| ceil_u32(keep * (1.0 + KEEP_UP_HEADROOM)));
+        let n = ceil_u32(self.exact()).max(floor);
         self.cap.map_or(n, |cap| n.min(cap))
     }
 
     /// The replicas the backlog keeps fully busy, capped: what panic mode compares with the
     /// ready replicas. Rounded down, unlike the proposal: 101 messages at 100 per replica
     /// are not twice what one replica takes, and a noisy lag around one replica's worth
-    /// must not enter panic mode at every peak.
+    /// must not enter panic mode at every peak. The arrivals are left out: their average
+    /// over 10 s moves too slowly to be a burst, and would hold panic mode for 10 s after
+    /// one.
     fn full(&self) -> u32 {
         let n = self.exact().floor().clamp(0.0, f64::from(u32::MAX)) as u32;
         self.cap.map_or(n, |cap| n.min(cap))
@@ -372,13 +531,13 @@ impl Need {
 }
 
 /// The count to wake a service at zero to for this backlog, uncapped by policies: the raw
-/// backlog's proposal, if it is above the activation threshold.
+/// backlog's proposal (with the keep-up floor), if it is above the activation threshold.
 pub(crate) fn wake_count(target: &Backlog, state: &BacklogState) -> Option<u32> {
     let last = state.current()?;
     if last.messages <= target.activation {
         return None;
     }
-    Some(Need::of(target, state, last.messages as f64, last.partitions).count())
+    Some(Need::of(target, state, last.messages as f64, last.partitions).wake())
 }
 
 /// "backlog 4,210 > activation 0" for reasons.
@@ -488,6 +647,159 @@ mod tests {
         at(&mut st, 20, BacklogSample::new(10).with_consumed(5), 1, &b);
         at(&mut st, 21, BacklogSample::new(10).with_consumed(0), 1, &b);
         assert_eq!(st.rate, Some(50.0));
+    }
+
+    #[test]
+    fn rate_counts_only_intervals_that_kept_the_replicas_busy() {
+        let b = Backlog::new(10);
+        // 3 replicas, 10 messages at every read, 100 consumed a second: the queue turned
+        // over ten times between reads, so the replicas may have waited for messages. The
+        // truth is 50/s each (they were idle a third of the time); 33.3 is not measured.
+        let mut st = BacklogState::default();
+        for t in 0..=10 {
+            at(
+                &mut st,
+                t,
+                BacklogSample::new(10).with_consumed(100 * t),
+                3,
+                &b,
+            );
+        }
+        assert_eq!(st.rate, None);
+        // And a rate measured on a deep queue is not lowered by such reads.
+        let mut st = BacklogState::default();
+        for t in 0..=2 {
+            at(
+                &mut st,
+                t,
+                BacklogSample::new(1000).with_consumed(150 * t),
+                3,
+                &b,
+            );
+        }
+        assert_eq!(st.rate, Some(50.0));
+        // 18 s later: the backlog is down to 10, and stays there.
+        for t in 20..=40 {
+            let consumed = 3000 + 100 * (t - 20);
+            at(
+                &mut st,
+                t,
+                BacklogSample::new(10).with_consumed(consumed),
+                3,
+                &b,
+            );
+        }
+        assert_eq!(st.rate, Some(50.0));
+        // A backlog at the start of an interval that exceeds what it consumed kept them
+        // busy whenever the rest arrived: 151 waiting, 150 consumed.
+        let mut st = BacklogState::default();
+        at(&mut st, 0, BacklogSample::new(151).with_consumed(0), 3, &b);
+        at(
+            &mut st,
+            1,
+            BacklogSample::new(151).with_consumed(150),
+            3,
+            &b,
+        );
+        assert_eq!(st.rate, Some(50.0));
+        // 150 waiting, then 150 consumed in the next 2 s: they may have run out on the way
+        // (they did, at 25/s each), so that interval does not count.
+        at(
+            &mut st,
+            2,
+            BacklogSample::new(150).with_consumed(300),
+            3,
+            &b,
+        );
+        at(&mut st, 4, BacklogSample::new(20).with_consumed(450), 3, &b);
+        assert_eq!(st.rate, Some(50.0));
+    }
+
+    #[test]
+    fn arrivals_are_consumption_plus_the_backlogs_growth() {
+        let b = Backlog {
+            smoothing: Duration::ZERO,
+            ..Backlog::new(10)
+        };
+        let mut st = BacklogState::default();
+        // 50 consumed and 20 more waiting every second: 70 arrive, whatever the replicas.
+        for t in 0..=4 {
+            at(
+                &mut st,
+                t,
+                BacklogSample::new(100 + 20 * t).with_consumed(50 * t),
+                1,
+                &b,
+            );
+            // Less than half a window (5 s) of reads tells nothing yet.
+            assert_eq!(st.arrivals, None, "t={t}");
+        }
+        for t in 5..=12 {
+            at(
+                &mut st,
+                t,
+                BacklogSample::new(100 + 20 * t).with_consumed(50 * t),
+                1,
+                &b,
+            );
+            assert_eq!(st.arrivals, Some(70.0), "t={t}");
+        }
+        assert_eq!(st.status(&b).arrival_rate, Some(70.0));
+        // The counter starts again (a re-created group): that interval is left out.
+        for t in 13..=16 {
+            let read = BacklogSample::new(100 + 20 * t).with_consumed(50 * (t - 13));
+            at(&mut st, t, read, 1, &b);
+            assert_eq!(st.arrivals, Some(70.0), "t={t}");
+        }
+        // The flow stops: the replicas take the last 420 (and 50 more that arrived), then
+        // nothing. Once the window has none of the flow left, nothing arrives.
+        for t in 17..=26 {
+            at(&mut st, t, BacklogSample::new(0).with_consumed(620), 1, &b);
+        }
+        assert_eq!(st.arrivals, Some(0.0));
+        // Without a counter, arrivals cannot be told from the backlog.
+        let mut st = BacklogState::default();
+        for t in 0..=12 {
+            at(&mut st, t, BacklogSample::new(100 + 20 * t), 1, &b);
+        }
+        assert_eq!(st.arrivals, None);
+    }
+
+    #[test]
+    fn the_keep_up_floor_says_when_it_decides() {
+        let b = Backlog::new(100);
+        let tolerance = Tolerance { up: 0.1, down: 0.1 };
+        let mut st = BacklogState::default();
+        at(&mut st, 0, BacklogSample::new(40).with_consumed(0), 10, &b);
+        (st.rate, st.arrivals) = (Some(50.0), Some(480.0));
+        let outcome = |st: &BacklogState, current| {
+            let sample = Sample {
+                current,
+                ..Sample::default()
+            };
+            let o = evaluate(&b, st, &sample, tolerance);
+            (o.proposal, o.describe)
+        };
+        // 480/s at 50/s per replica: 9.6 replicas keep up; 10% headroom makes 11. From 14
+        // (or from 5, which cannot keep up) the count goes to 11.
+        let floor = "backlog 40: 1 at 100/replica, 11 to keep up with 480/s arriving at \
+                     50/s per replica";
+        assert_eq!(outcome(&st, 14), (Some(11), floor.to_owned()));
+        assert_eq!(outcome(&st, 5), (Some(11), floor.to_owned()));
+        // 10 keep up (9.6 ≤ 10): held, not raised for the headroom; nor are 9 (9.6 is
+        // within the 10% tolerance of 9).
+        assert_eq!(outcome(&st, 10).0, Some(10));
+        assert_eq!(outcome(&st, 9).0, Some(9));
+        assert_eq!(outcome(&st, 8).0, Some(11));
+        // Nothing arriving: no floor, the backlog alone.
+        st.arrivals = Some(0.0);
+        assert_eq!(
+            outcome(&st, 14),
+            (Some(1), "backlog 40 over 100/replica".to_owned())
+        );
+        // No rate: no floor.
+        (st.rate, st.arrivals) = (None, Some(480.0));
+        assert_eq!(outcome(&st, 14).0, Some(1));
     }
 
     #[test]

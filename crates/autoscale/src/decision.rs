@@ -47,8 +47,12 @@ pub struct BacklogStatus {
     pub consumed: Option<u64>,
     /// Partitions of the topic at the last successful read (Kafka).
     pub partitions: Option<u32>,
-    /// Messages consumed per second per replica, as last measured; `None` until measured.
+    /// Messages consumed per second per replica, as last measured (only while the
+    /// replicas were kept busy); `None` until measured.
     pub rate_per_replica: Option<f64>,
+    /// Messages arriving per second, over the reads of the last 10 s: consumed plus the
+    /// backlog's growth. `None` without a consumed counter (or before two reads).
+    pub arrival_rate: Option<f64>,
     /// Whether the last known backlog is above the activation threshold.
     pub active: bool,
     /// Failed reads in a row (0 after a successful read).

@@ -132,7 +132,8 @@ impl Target {
 }
 
 /// Scaling on the backlog of a queue the service consumes (KEDA's queue scalers, plus a
-/// time-to-drain target). The theory is in [`crate::backlog`].
+/// time-to-drain target and, with a consumed counter, a keep-up floor from the measured
+/// arrival rate). The theory is in [`crate::backlog`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backlog {
     /// Messages waiting per replica: the backlog proposes `ceil(backlog / per_replica)`

@@ -70,7 +70,8 @@ pub struct BacklogSample {
     /// A counter of messages consumed so far, monotonic while the broker keeps its state
     /// (Kafka's summed committed offsets, Redis' `entries-read`); `None` when the broker
     /// does not tell. Consumption rates come from its deltas; without it, from the
-    /// backlog's decrease (see [`crate::backlog`]).
+    /// backlog's decrease. The arrival rate, and with it the keep-up floor, needs it (see
+    /// [`crate::backlog`]).
     pub consumed: Option<u64>,
     /// Partitions of the topic (Kafka): the cap on useful consumers.
     pub partitions: Option<u32>,

@@ -2,201 +2,21 @@
 //! broker written in Rust, from crates.io: `cargo install tansu --features dynostore`; its
 //! in-memory storage engine needs that feature), run with `--storage-engine memory://`.
 //!
-//! The test produces and commits offsets with a small client of its own, built on the same
-//! `kafka-protocol` codecs as the reader (CreateTopics, Produce, OffsetCommit).
+//! The test produces and commits offsets with `shoal-test-support`'s small client, built on
+//! the same `kafka-protocol` codecs as the reader (CreateTopics, Produce, OffsetCommit).
 
-mod brokers;
-
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use brokers::{Process, free_port, require, temp_dir};
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, CreateTopicsRequest, GroupId, OffsetCommitRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use shoal_backlog::{BacklogError, Credentials, Reader, Reading, Source};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use shoal_test_support::brokers::kafka::Client;
+use shoal_test_support::brokers::{free_port, start_tansu, tansu_binary, temp_dir};
 
-const START_WITHIN: Duration = Duration::from_secs(30);
-
-async fn start_tansu(binary: &Path, port: u16, dir: &Path) -> Process {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut command = Command::new(binary);
-    command
-        .arg("broker")
-        .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/"]);
-    let mut process = Process::spawn("tansu", command, &dir.join("tansu.log"));
-    let took = process.wait_for_port(port, START_WITHIN).await;
-    eprintln!("tansu on 127.0.0.1:{port} accepted connections after {took:?}");
-    process
-}
-
-/// Just enough of a Kafka client to set the scene.
-struct Client {
-    stream: TcpStream,
-    correlation_id: i32,
-    versions: Vec<(i16, i16, i16)>,
-}
-
-impl Client {
-    async fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut client = Client {
-            stream,
-            correlation_id: 0,
-            versions: Vec::new(),
-        };
-        let versions = client.call_at(&ApiVersionsRequest::default(), 0).await;
-        assert_eq!(versions.error_code, 0);
-        client.versions = versions
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, k.min_version, k.max_version))
-            .collect();
-        client
-    }
-
-    async fn call<R: Request>(&mut self, request: &R, cap: i16) -> R::Response {
-        let &(_, min, max) = self
-            .versions
-            .iter()
-            .find(|(key, ..)| *key == R::KEY)
-            .unwrap_or_else(|| panic!("the broker has no API {}", R::KEY));
-        let version = cap.min(max).min(<R as Message>::VERSIONS.max);
-        assert!(
-            version >= min,
-            "API {}: broker {min}..={max}, cap {cap}",
-            R::KEY
-        );
-        self.call_at(request, version).await
-    }
-
-    async fn call_at<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
-        self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("shoal-test")));
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .unwrap();
-        request.encode(&mut frame, version).unwrap();
-        let length = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&length.to_be_bytes());
-        self.stream.write_all(&frame).await.unwrap();
-        let length = self.stream.read_i32().await.unwrap();
-        assert!((0..16 << 20).contains(&length));
-        let mut body = vec![0; length as usize];
-        self.stream.read_exact(&mut body).await.unwrap();
-        let mut body = Bytes::from(body);
-        let header =
-            ResponseHeader::decode(&mut body, R::Response::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
-        R::Response::decode(&mut body, version).unwrap()
-    }
-
-    async fn create_topic(&mut self, name: &str, partitions: i32) {
-        let request = CreateTopicsRequest::default()
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(topic(name))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1),
-            ])
-            .with_timeout_ms(5000);
-        let answer = self.call(&request, 5).await;
-        assert_eq!(answer.topics[0].error_code, 0, "{answer:?}");
-    }
-
-    async fn produce(&mut self, name: &str, partition: i32, n: usize) {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(Bytes::from(format!("sale {i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut batch = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(topic(name))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(partition)
-                            .with_records(Some(batch.freeze())),
-                    ]),
-            ]);
-        let answer = self.call(&request, 8).await;
-        let partition = &answer.responses[0].partition_responses[0];
-        assert_eq!(partition.error_code, 0, "{answer:?}");
-    }
-
-    /// Commits as a standalone consumer (generation -1, no member), as `kafka-consumer-groups
-    /// --reset-offsets` does.
-    async fn commit(&mut self, group: &str, name: &str, offsets: &[(i32, i64)]) {
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
-            .with_generation_id_or_member_epoch(-1)
-            .with_member_id(StrBytes::default())
-            .with_topics(vec![
-                OffsetCommitRequestTopic::default()
-                    .with_name(topic(name))
-                    .with_partitions(
-                        offsets
-                            .iter()
-                            .map(|&(index, offset)| {
-                                OffsetCommitRequestPartition::default()
-                                    .with_partition_index(index)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(-1)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let answer = self.call(&request, 7).await;
-        for partition in &answer.topics[0].partitions {
-            assert_eq!(partition.error_code, 0, "{answer:?}");
-        }
-    }
-}
-
-fn topic(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_owned()))
+/// `n` records, `sale 0` … on partition `partition`.
+async fn produce(client: &mut Client, partition: i32, n: usize) {
+    client
+        .produce("sales", partition, (0..n).map(|i| format!("sale {i}")))
+        .await
+        .unwrap();
 }
 
 fn source(port: u16) -> Source {
@@ -213,12 +33,7 @@ fn source(port: u16) -> Source {
 
 #[tokio::test]
 async fn kafka_group_lag_over_partitions_against_tansu() {
-    let Some(binary) = require(
-        "tansu",
-        "SHOAL_TANSU",
-        &[],
-        "cargo install --locked tansu --features dynostore",
-    ) else {
+    let Some(binary) = tansu_binary() else {
         return;
     };
     let dir = temp_dir("shoal-tansu-");
@@ -234,8 +49,8 @@ async fn kafka_group_lag_over_partitions_against_tansu() {
         "{error}"
     );
 
-    let mut client = Client::connect(port).await;
-    client.create_topic("sales", 3).await;
+    let mut client = Client::connect(port).await.unwrap();
+    client.create_topic("sales", 3).await.unwrap();
 
     // Nothing committed yet: 1 per partition, as KEDA counts with offsetResetPolicy latest.
     assert_eq!(
@@ -247,11 +62,12 @@ async fn kafka_group_lag_over_partitions_against_tansu() {
         }
     );
 
-    client.produce("sales", 0, 5).await;
-    client.produce("sales", 1, 3).await;
+    produce(&mut client, 0, 5).await;
+    produce(&mut client, 1, 3).await;
     client
         .commit("agg", "sales", &[(0, 2), (1, 3), (2, 0)])
-        .await;
+        .await
+        .unwrap();
     assert_eq!(
         reader.read().await.unwrap(),
         Reading {
@@ -261,8 +77,8 @@ async fn kafka_group_lag_over_partitions_against_tansu() {
         }
     );
 
-    client.produce("sales", 2, 4).await;
-    client.commit("agg", "sales", &[(0, 5)]).await;
+    produce(&mut client, 2, 4).await;
+    client.commit("agg", "sales", &[(0, 5)]).await.unwrap();
     assert_eq!(
         reader.read().await.unwrap(),
         Reading {
@@ -305,10 +121,13 @@ async fn kafka_group_lag_over_partitions_against_tansu() {
     );
     eprintln!("broker down: {error}");
     let _tansu = start_tansu(&binary, port, dir.path()).await;
-    let mut client = Client::connect(port).await;
-    client.create_topic("sales", 2).await;
-    client.produce("sales", 1, 7).await;
-    client.commit("agg", "sales", &[(0, 0), (1, 1)]).await;
+    let mut client = Client::connect(port).await.unwrap();
+    client.create_topic("sales", 2).await.unwrap();
+    produce(&mut client, 1, 7).await;
+    client
+        .commit("agg", "sales", &[(0, 0), (1, 1)])
+        .await
+        .unwrap();
     assert_eq!(
         reader.read().await.unwrap(),
         Reading {

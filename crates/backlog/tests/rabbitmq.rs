@@ -4,13 +4,8 @@
 //! RabbitMQ takes seconds to start (an Erlang VM, Mnesia), so one broker serves the whole
 //! story below, in one test.
 
-mod brokers;
-
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use brokers::{Process, free_port, require, temp_dir};
 use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -19,93 +14,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use shoal_backlog::{BacklogError, Credentials, Reader, Reading, Secret, Source};
-use tempfile::TempDir;
+use shoal_test_support::brokers::RabbitMq;
 use tokio::time::Instant;
-
-const START_WITHIN: Duration = Duration::from_secs(60);
-
-/// A RabbitMQ node of its own: own epmd, node name, ports, Mnesia and logs in a temp dir.
-struct RabbitMq {
-    amqp_port: u16,
-    management_port: u16,
-    // Dropped in this order: the broker, then its epmd, then the files.
-    broker: Process,
-    _epmd: Process,
-    _dir: TempDir,
-}
-
-impl RabbitMq {
-    async fn start(server: PathBuf, epmd: PathBuf) -> RabbitMq {
-        let dir = temp_dir("shoal-rabbitmq-");
-        let path = dir.path();
-        let [epmd_port, amqp_port, dist_port, management_port] =
-            [free_port(), free_port(), free_port(), free_port()];
-
-        // An epmd of our own, in the foreground, so that no daemon outlives the test.
-        let mut command = Command::new(epmd);
-        command.args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"]);
-        let mut epmd = Process::spawn("epmd", command, &path.join("epmd.log"));
-        epmd.wait_for_port(epmd_port, START_WITHIN).await;
-
-        std::fs::write(
-            path.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.default = 127.0.0.1:{amqp_port}\n\
-                 management.tcp.ip = 127.0.0.1\n\
-                 management.tcp.port = {management_port}\n\
-                 collect_statistics_interval = 500\n\
-                 management.sample_retention_policies.global.minute = 1\n\
-                 management.sample_retention_policies.basic.minute = 1\n\
-                 management.sample_retention_policies.detailed.10 = 1\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(path.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
-        std::fs::write(path.join("rabbitmq-env.conf"), "").unwrap();
-        let mut command = Command::new(server);
-        command
-            .env("HOME", path)
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
-            .env("RABBITMQ_NODENAME", format!("shoal{amqp_port}@localhost"))
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", amqp_port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
-            .env("RABBITMQ_CONFIG_FILE", path.join("rabbitmq"))
-            .env("RABBITMQ_CONF_ENV_FILE", path.join("rabbitmq-env.conf"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                path.join("enabled_plugins"),
-            )
-            .env("RABBITMQ_MNESIA_BASE", path.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", path.join("log"))
-            .env("RABBITMQ_PID_FILE", path.join("rabbitmq.pid"))
-            .env("RABBITMQ_LOGS", "-")
-            // `exec erl` instead of a shell that traps signals around it: one process.
-            .env("RUNNING_UNDER_SYSTEMD", "true");
-        let mut broker = Process::spawn("rabbitmq-server", command, &path.join("rabbitmq.log"));
-        let amqp = broker.wait_for_port(amqp_port, START_WITHIN).await;
-        let management = broker.wait_for_port(management_port, START_WITHIN).await;
-        eprintln!(
-            "rabbitmq-server: AMQP on 127.0.0.1:{amqp_port} after {amqp:?}, management API \
-             on 127.0.0.1:{management_port} after {management:?}"
-        );
-        RabbitMq {
-            amqp_port,
-            management_port,
-            broker,
-            _epmd: epmd,
-            _dir: dir,
-        }
-    }
-
-    fn amqp_url(&self) -> String {
-        format!("amqp://guest@127.0.0.1:{}/%2f", self.amqp_port)
-    }
-
-    fn management_url(&self) -> String {
-        format!("http://guest@127.0.0.1:{}", self.management_port)
-    }
-}
 
 fn guest() -> Credentials {
     Credentials {
@@ -141,25 +51,11 @@ async fn read_until(reader: &mut Reader, what: &str, want: impl Fn(&Reading) -> 
 
 #[tokio::test]
 async fn rabbitmq_ready_unacked_missing_refused_and_down() {
-    let Some(server) = require(
-        "rabbitmq-server",
-        "SHOAL_RABBITMQ_SERVER",
-        &["/usr/lib/rabbitmq/bin"],
-        "apt-get install rabbitmq-server",
-    ) else {
-        return;
-    };
-    // Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user; the real script is
-    // under /usr/lib/rabbitmq/bin.
-    let server = match PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server") {
-        real if real.is_file() => real,
-        _ => server,
-    };
-    let Some(epmd) = require("epmd", "SHOAL_EPMD", &[], "apt-get install erlang-base") else {
+    let Some((server, epmd)) = RabbitMq::binaries() else {
         return;
     };
     let t0 = Instant::now();
-    let rabbit = RabbitMq::start(server, epmd).await;
+    let rabbit = RabbitMq::start(server, epmd, true).await;
     let phase = |name: &str| eprintln!("{:>8.3?} {name}", t0.elapsed());
 
     // A producer publishes 25 messages, each confirmed by the broker.

@@ -1,58 +1,14 @@
 //! The Redis Streams reader against a real `redis-server` on loopback.
 
-mod brokers;
-
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use brokers::{Process, free_port, require, temp_dir};
 use redis::AsyncCommands as _;
 use shoal_backlog::{BacklogError, Credentials, Reader, Reading, Secret, Source};
+use shoal_test_support::brokers::{RedisServer, free_port, temp_dir};
 use tokio::time::Instant;
 
-const START_WITHIN: Duration = Duration::from_secs(10);
-
-struct RedisServer {
-    port: u16,
-    process: Process,
-}
-
-impl RedisServer {
-    async fn start(binary: &Path, port: u16, dir: &Path, extra: &[&str]) -> RedisServer {
-        let mut command = Command::new(binary);
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .args(extra);
-        let mut process = Process::spawn("redis-server", command, &dir.join("redis.log"));
-        let took = process.wait_for_port(port, START_WITHIN).await;
-        eprintln!("redis-server on 127.0.0.1:{port} accepted connections after {took:?}");
-        RedisServer { port, process }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
 fn redis_binary() -> Option<std::path::PathBuf> {
-    require(
-        "redis-server",
-        "SHOAL_REDIS_SERVER",
-        &["/usr/sbin", "/usr/local/bin"],
-        "apt-get install redis-server",
-    )
+    RedisServer::binary()
 }
 
 fn source(server: &RedisServer, stream: &str, group: &str) -> Source {

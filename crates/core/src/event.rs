@@ -49,13 +49,16 @@ pub enum EventKind {
     ApiError,
     /// This gateway became, or stopped being, the one that scales (Kubernetes Lease).
     Leader,
-    /// Reading a queue's backlog from its broker failed (the message is the broker's).
+    /// Reading a queue's backlog from its broker failed (the message is the broker's):
+    /// once per outage, however many reads fail.
     BrokerError,
+    /// The broker of a queue's backlog can be read again after failed reads.
+    BrokerOk,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Started,
         EventKind::Ready,
         EventKind::Unready,
@@ -76,6 +79,7 @@ impl EventKind {
         EventKind::ApiError,
         EventKind::Leader,
         EventKind::BrokerError,
+        EventKind::BrokerOk,
     ];
 
     /// The name the API and the CLI use, e.g. `"circuitopen"` (the serde name).
@@ -101,6 +105,7 @@ impl EventKind {
             EventKind::ApiError => "apierror",
             EventKind::Leader => "leader",
             EventKind::BrokerError => "brokererror",
+            EventKind::BrokerOk => "brokerok",
         }
     }
 

@@ -15,8 +15,8 @@ mod replica;
 pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};
 pub use event::{Event, EventKind, EventLog};
 pub use replica::{
-    AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, Pod, ReplicaState,
-    ReplicaStatus, ReplicaTraffic, ServiceState, ServiceStatus, ServiceTraffic,
+    AutoscaleBacklog, AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, Pod,
+    ReplicaState, ReplicaStatus, ReplicaTraffic, ServiceState, ServiceStatus, ServiceTraffic,
 };
 
 /// Milliseconds since the Unix epoch, for timestamps that leave the process (events, API).

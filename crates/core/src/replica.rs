@@ -210,6 +210,14 @@ pub struct ServiceStatus {
     /// The autoscaler's view, for an autoscaled service.
     #[serde(default)]
     pub autoscale: Option<AutoscaleStatus>,
+    /// Whether its replicas are workers (`kind: worker`): no port, no readiness check, no
+    /// requests (no `traffic`). Absent from the JSON for web services.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub worker: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An autoscaled service, like `kubectl get hpa` shows it.
@@ -235,6 +243,43 @@ pub struct AutoscaleStatus {
     pub last_scaled_ms: Option<u64>,
     /// Requests held at the gateway waiting for a replica (scale from zero).
     pub held: u64,
+    /// The queue behind a `backlog` target, if the service has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<AutoscaleBacklog>,
+}
+
+/// The queue an autoscaled service consumes (`autoscale.backlog`), as its broker was last
+/// read and as the autoscaler sees it. The consumers are the service's ready replicas
+/// ([`ServiceStatus::ready`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscaleBacklog {
+    /// The queue read, e.g. `redis 127.0.0.1:6379 stream sales group agg`; never a
+    /// credential.
+    pub source: String,
+    /// Messages waiting at the last successful read; None before the first.
+    pub messages: Option<u64>,
+    /// The moving average of the backlog that the autoscaler's proposals use.
+    pub smoothed: Option<f64>,
+    /// The broker's counter of messages consumed at the last successful read (Redis
+    /// `entries-read`, Kafka's summed committed offsets, RabbitMQ's acknowledged messages
+    /// through the management API); None when the broker has none.
+    pub consumed: Option<u64>,
+    /// Partitions of the topic (Kafka).
+    pub partitions: Option<u32>,
+    /// Messages each replica consumes per second, as last measured; None until measured.
+    pub rate_per_replica: Option<f64>,
+    /// Whether the backlog is above the activation threshold (keeps a `min: 0` service up).
+    pub active: bool,
+    /// Failed reads in a row (0 once a read succeeds).
+    pub failures: u32,
+    /// Why the last read failed, while reads fail (the broker's message; never a
+    /// credential).
+    pub error: Option<String>,
+    /// Whether the fallback replica count is in force (reads have failed too often).
+    pub fallback: bool,
+    /// When the newest read, successful or not, completed (ms since the Unix epoch); None
+    /// before the first.
+    pub read_at_ms: Option<u64>,
 }
 
 /// One autoscaling metric against its target.

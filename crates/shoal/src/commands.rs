@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use hyper::Method;
 use shoal_app::{ClusterOptions, Discovery, Shoal, StartOptions};
 use shoal_config::{DEMO_STACK, Stack};
-use shoal_core::EventKind;
+use shoal_core::{AutoscaleBacklog, EventKind};
 
 use crate::admin_client::AdminClient;
 use crate::cli::*;
@@ -358,12 +358,21 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
                 .filter(|u| *u > 0.0)
                 .map_or("-".into(), human_duration);
             let health = r["traffic"]["health"].as_str().unwrap_or("-");
+            // A pod (Kubernetes mode) in place of a process: its name, and its node where
+            // the PID would be.
+            let (who, pid_or_node) = match r["pod"]["name"].as_str() {
+                Some(pod) => (
+                    pod.to_owned(),
+                    r["pod"]["node"].as_str().unwrap_or("-").to_owned(),
+                ),
+                None => (r["index"].to_string(), opt(&r["pid"])),
+            };
             rows.push([
-                format!("  {name}/{}", r["index"]),
+                format!("  {name}/{who}"),
                 r["state"].as_str().unwrap_or("?").to_owned(),
                 health.to_owned(),
                 String::new(),
-                opt(&r["pid"]),
+                pid_or_node,
                 opt(&r["port"]),
                 r["restarts"].to_string(),
                 up,
@@ -382,6 +391,16 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
         if let Some(line) = failover_line(&s["traffic"]) {
             notes.push(format!("{name}: {line}"));
         }
+    }
+    // Kubernetes mode: the replicas are pods, and the column names their nodes.
+    let pods = services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["replicas"].as_array().into_iter().flatten())
+        .any(|r| r["pod"].is_object());
+    if pods {
+        rows[0][4] = "NODE".to_owned();
     }
     let mut out = aligned(&rows, &notes);
     out.push_str(&autoscale_table(services));
@@ -455,11 +474,62 @@ fn autoscale_table(services: &serde_json::Value) -> String {
             note.push_str(&format!(" [{} requests held while it starts]", a["held"]));
         }
         notes.push(note);
+        if let Ok(b) = serde_json::from_value::<AutoscaleBacklog>(a["backlog"].clone()) {
+            let consumers = s["ready"].as_u64().unwrap_or(0) as u32;
+            notes.push(format!("{name}: {}", backlog_summary(&b, consumers)));
+        }
     }
     if rows.len() == 1 {
         return String::new();
     }
     format!("\n{}", aligned(&rows, &notes))
+}
+
+/// The queue behind a backlog target in one line: `backlog 1,234 (redis … group g), 4
+/// consumers, 48.2/s per replica`, or why it is unknown.
+pub(crate) fn backlog_summary(b: &AutoscaleBacklog, consumers: u32) -> String {
+    if b.failures > 0 {
+        let fallback = if b.fallback {
+            " [fallback replica count in force]"
+        } else {
+            ""
+        };
+        return format!(
+            "backlog unknown: {} failed read{} in a row: {}{fallback}",
+            b.failures,
+            if b.failures == 1 { "" } else { "s" },
+            b.error.as_deref().unwrap_or("?")
+        );
+    }
+    let Some(messages) = b.messages else {
+        return format!("backlog not read yet ({})", b.source);
+    };
+    let mut line = format!(
+        "backlog {} ({}), {consumers} consumer{}",
+        thousands(messages),
+        b.source,
+        if consumers == 1 { "" } else { "s" }
+    );
+    if let Some(p) = b.partitions {
+        line.push_str(&format!(" on {p} partitions"));
+    }
+    if let Some(rate) = b.rate_per_replica {
+        line.push_str(&format!(", {rate:.1}/s per replica"));
+    }
+    line
+}
+
+/// `4,210`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub(crate) fn human_duration(secs: f64) -> String {
@@ -749,6 +819,80 @@ routes:
             other.find("1 -> 2"),
             line.find("shoal.yaml"),
             "messages start in one column:\n{line}\n{other}"
+        );
+    }
+
+    #[test]
+    fn in_kubernetes_mode_the_status_table_shows_pods_and_their_nodes() {
+        let services = serde_json::json!([{
+            "name": "web", "state": "running", "ready": 1, "desired": 2,
+            "replicas": [
+                { "index": 0, "state": "ready", "pid": null, "port": 8080, "restarts": 0,
+                  "pod": { "name": "web-7d9f-abcde", "node": "node-1", "terminating": false } },
+                { "index": 1, "state": "draining", "pid": null, "port": 8080, "restarts": 0,
+                  "pod": { "name": "web-7d9f-fghij", "node": null, "terminating": true } }
+            ]
+        }]);
+        let table = status_table(&services);
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.contains("NODE") && !header.contains("PID"),
+            "{table}"
+        );
+        let row = table
+            .lines()
+            .find(|l| l.contains("web/web-7d9f-abcde"))
+            .unwrap();
+        assert!(row.contains("node-1"), "{table}");
+        assert!(table.contains("web/web-7d9f-fghij"), "{table}");
+    }
+
+    #[test]
+    fn a_worker_shows_no_port_and_its_backlog_rate_and_consumers() {
+        let backlog = |failures: u32| {
+            serde_json::json!({
+                "source": "redis 127.0.0.1:6379 stream jobs group workers",
+                "messages": 1234, "smoothed": 1100.0, "consumed": 5000, "partitions": null,
+                "rate_per_replica": 48.21, "active": true, "failures": failures,
+                "error": (failures > 0).then_some(
+                    "redis 127.0.0.1:6379 stream jobs group workers: cannot reach the broker: \
+                     connection refused"
+                ),
+                "fallback": false, "read_at_ms": 1
+            })
+        };
+        let services = |failures: u32| {
+            serde_json::json!([{
+                "name": "jobs", "state": "running", "ready": 3, "desired": 3, "worker": true,
+                "replicas": [
+                    { "index": 0, "state": "ready", "pid": 10, "port": null, "restarts": 0,
+                      "traffic": null }
+                ],
+                "autoscale": {
+                    "min": 0, "max": 8, "desired": 3, "targets": "411.3/100", "readings": [],
+                    "panic": false, "reason": "backlog 1,234 over 100/replica → 13 replicas",
+                    "limited_by": null, "last_scaled_ms": null, "held": 0,
+                    "backlog": backlog(failures)
+                }
+            }])
+        };
+        let table = status_table(&services(0));
+        let row = table.lines().find(|l| l.contains("jobs/0")).unwrap();
+        assert!(!row.contains("null"), "{table}");
+        assert!(
+            table.contains(
+                "jobs: backlog 1,234 (redis 127.0.0.1:6379 stream jobs group workers), \
+                 3 consumers, 48.2/s per replica"
+            ),
+            "{table}"
+        );
+        let table = status_table(&services(3));
+        assert!(
+            table.contains(
+                "jobs: backlog unknown: 3 failed reads in a row: redis 127.0.0.1:6379 stream \
+                 jobs group workers: cannot reach the broker: connection refused"
+            ),
+            "{table}"
         );
     }
 

@@ -497,6 +497,7 @@ impl Driver for Supervisor {
                     replicas: replicas.into_iter().map(|(_, r)| r).collect(),
                     traffic: None,
                     autoscale: None,
+                    worker: svc.spec.is_worker(),
                 }
             })
             .collect()

@@ -25,16 +25,21 @@
 //! [`shoal_app::Shoal::start`], its stack file in a temp dir so reloads work as for users);
 //! [`Client`] (pooled, HTTP/1.1 or h2c) and [`Conn`] (one raw HTTP/1.1 keep-alive
 //! connection); and [`eventually`] (poll a condition until a deadline: tests never sleep to
-//! synchronise). It asserts nothing about shoal: the proofs live in `crates/app/tests/`.
+//! synchronise). For workers: [`brokers`] (Redis, RabbitMQ and a Kafka-compatible broker,
+//! started by the test on free ports, and a small Kafka client) and [`worker`] (the queue
+//! consumer a test stack's worker replicas run). It asserts nothing about shoal: the proofs
+//! live in `crates/app/tests/`.
 #![warn(missing_docs)]
 
 mod backends;
+pub mod brokers;
 mod client;
 mod gateway;
 pub mod kube_api;
 mod poll;
 mod recorder;
 mod stack;
+pub mod worker;
 
 pub use backends::{Backend, Backends, ServerList, dead_url};
 pub use client::{Answer, BoxError, Client, Conn, ReqBody, body, get, tally};

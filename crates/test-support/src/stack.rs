@@ -156,6 +156,14 @@ impl Service {
         }
     }
 
+    /// A worker service (`kind: worker`) whose replicas run `worker` as test `test` of the
+    /// current test binary (see [`crate::worker`]).
+    pub fn worker(worker: &crate::worker::Worker, test: &str) -> Service {
+        let mut lines = vec!["kind: worker".to_owned()];
+        lines.extend(worker.service_yaml(test));
+        Service { lines }
+    }
+
     /// `balance:` in raw YAML, e.g. `"least_requests"` or
     /// `"{ algorithm: hash, hash_on: 'header:X-User' }"`.
     pub fn balance(self, yaml: &str) -> Service {

@@ -276,7 +276,7 @@
     v.note = el('p', { class: 'note', role: 'status' });
     v.note.hidden = true;
     const head = el('tr', {});
-    for (const [label, cls] of REPLICA_COLUMNS) head.append(el('th', { class: cls }, label));
+    for (const [label, cls] of REPLICA_COLUMNS) head.append(el('th', { class: (cls + ' ' + columnClass(label)).trim() }, label));
     v.tbody = el('tbody', {});
     const table = el('table', { class: 'replicas' }, el('thead', {}, head), v.tbody);
     v.root = el('article', { class: 'service', 'data-service': name },
@@ -299,12 +299,19 @@
     v.root.dataset.state = s.state;
     v.root.dataset.desired = String(s.desired);
     v.root.dataset.ready = String(s.ready);
+    // A worker has no port, no readiness check and no requests: its line says what it
+    // consumes instead, and its table leaves out the request columns.
+    v.root.dataset.kind = s.worker ? 'worker' : 'web';
     setText(v.badge, s.state);
     setClass(v.badge, 'badge s-' + s.state);
     setText(v.count, s.ready + '/' + s.desired + ' ready');
     const r = rates.services.get(s.name) || {};
     const t = s.traffic;
-    const parts = [fmtRate(r.rpsAvg) + ' req/s', (typeof r.errAvg === 'number' ? r.errAvg.toFixed(1) + '%' : '—') + ' 5xx'];
+    const queue = s.autoscale && s.autoscale.backlog;
+    const parts = s.worker
+      ? [count(s.ready, 'consumer', 'consumers')]
+      : [fmtRate(r.rpsAvg) + ' req/s', (typeof r.errAvg === 'number' ? r.errAvg.toFixed(1) + '%' : '—') + ' 5xx'];
+    if (queue) parts.push(backlogText(queue));
     if (t) {
       parts.push('p95 ' + (typeof t.latency_p95_ms === 'number' ? fmtMs(t.latency_p95_ms) : '—'));
       if (t.retries_total) parts.push(count(t.retries_total, 'retry', 'retries'));
@@ -327,6 +334,20 @@
     renderReplicas(v, s, rates);
   }
 
+  // The queue behind a backlog target: `backlog 1,234 · 48.2/s per replica`, or why it is
+  // unknown.
+  function backlogText(b) {
+    if (b.failures > 0) {
+      return 'backlog unknown: ' + count(b.failures, 'failed read', 'failed reads')
+        + (b.fallback ? ' (fallback count in force)' : '');
+    }
+    if (typeof b.messages !== 'number') return 'backlog not read yet';
+    const parts = ['backlog ' + b.messages.toLocaleString('en-US')];
+    if (typeof b.rate_per_replica === 'number') parts.push(fmtRate(b.rate_per_replica) + '/s per replica');
+    if (typeof b.partitions === 'number') parts.push(count(b.partitions, 'partition', 'partitions'));
+    return parts.join(' · ');
+  }
+
   function autoscaleText(a) {
     const parts = ['autoscaled ' + a.min + '–' + a.max, 'wants ' + a.desired];
     const readings = (a.readings || []).map((r) => r.name + ' ' + fmtReading(r.name, r.value) + ' / ' + fmtReading(r.name, r.target));
@@ -337,6 +358,10 @@
     if (a.limited_by) parts.push('limited by ' + a.limited_by);
     if (a.last_scaled_ms) parts.push('last scaled ' + ago(a.last_scaled_ms) + ' ago');
     if (a.held) parts.push(count(a.held, 'request', 'requests') + ' held');
+    if (a.backlog) {
+      parts.push('queue: ' + a.backlog.source);
+      if (a.backlog.error) parts.push(a.backlog.error);
+    }
     return parts.join(' · ');
   }
 
@@ -363,8 +388,7 @@
   function replicaRow(service, index) {
     const tr = el('tr', { 'data-replica': service + '/' + index });
     const cells = REPLICA_COLUMNS.map(([label, cls]) => {
-      const name = label === '#' ? 'index' : label.replace(/[^a-z]/gi, '');
-      const td = el('td', { class: (cls + ' c-' + name).trim() });
+      const td = el('td', { class: (cls + ' ' + columnClass(label)).trim() });
       tr.append(td);
       return td;
     });
@@ -374,6 +398,12 @@
     cells[2].append(health);
     setText(cells[0], String(index));
     return { tr, cells, state, health };
+  }
+
+  // `c-port`, `c-inflight`…: a column's cells and header share it (CSS hides a worker's
+  // request columns).
+  function columnClass(label) {
+    return 'c-' + (label === '#' ? 'index' : label.replace(/[^a-z]/gi, ''));
   }
 
   function updateReplica(row, r, rps) {
@@ -386,7 +416,9 @@
     setText(row.health, t ? t.health : '—');
     setClass(row.health, 'badge s-' + (t ? t.health : 'none'));
     row.health.title = t && t.reason ? t.reason : '';
-    setText(c[3], r.pid == null ? '—' : String(r.pid));
+    // A pod (Kubernetes mode) in place of a process: its name, and its node on hover.
+    setText(c[3], r.pod ? r.pod.name : r.pid == null ? '—' : String(r.pid));
+    c[3].title = r.pod && r.pod.node ? 'node ' + r.pod.node : '';
     setText(c[4], r.port == null ? '—' : String(r.port));
     setText(c[5], String(r.restarts));
     setText(c[6], r.pid == null ? '—' : fmtDuration(r.uptime_secs));

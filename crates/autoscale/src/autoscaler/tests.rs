@@ -916,12 +916,17 @@ fn time_to_drain_uses_the_measured_rate_per_replica() {
     assert_eq!(d.backlog.unwrap().rate_per_replica, Some(50.0));
 
     // Run it: 12 workers at 50/s drain 400/s net; the proposal follows the backlog down
-    // and the rate stays 50 (the 4 that were ready at 1 consumed until 2).
+    // and the rate stays 50 (the 4 that were ready at 1 consumed until 2; the 8 started at
+    // 1 became ready just as the read at 2 was taken, so they count from then on).
     let (mut current, mut ready, mut backlog, mut consumed) = (12u32, 4u64, 6000u64, 10_200);
     for t in 2..=10 {
         consumed += 50 * ready;
         backlog = backlog + 200 - 50 * ready;
-        let d = a.tick(&queue(t, current, lag(backlog).with_consumed(consumed)));
+        let mut sample = queue(t, current, lag(backlog).with_consumed(consumed));
+        for r in sample.replicas.iter_mut().skip(ready as usize) {
+            r.ready_for = Duration::ZERO;
+        }
+        let d = a.tick(&sample);
         assert_eq!(
             d.backlog.as_ref().unwrap().rate_per_replica,
             Some(50.0),
@@ -1042,4 +1047,184 @@ fn backlog_combines_with_other_targets_and_no_read_yet_holds() {
         "concurrency 2/10 per replica → 1, backlog 650 over 100/replica → 7: largest 7 replicas"
     );
     assert_eq!(d.targets_column(), "2/10, 162.5/100");
+}
+
+/// A queue that workers consume at `RATE` messages a second each, one second at a time:
+/// the second's arrivals join it, the broker is read (catching the messages about to be
+/// taken), then the ready workers consume what they can.
+struct Fluid {
+    backlog: u64,
+    consumed: u64,
+}
+
+impl Fluid {
+    const RATE: u64 = 50;
+
+    fn second(&mut self, arrivals: u64, ready: u32) -> BacklogSample {
+        self.backlog += arrivals;
+        let read = lag(self.backlog).with_consumed(self.consumed);
+        let taken = self.backlog.min(u64::from(ready) * Fluid::RATE);
+        self.backlog -= taken;
+        self.consumed += taken;
+        read
+    }
+}
+
+/// 4 workers, a backlog of 1,000 at 250 per replica (their share) draining at 150 msg/s
+/// for 20 s, then exactly their capacity, 200 msg/s, until `until`: ticks of `a` from 0,
+/// the count applied at once (workers start instantly). Returns the decisions.
+fn at_capacity(a: &mut Autoscaler, until: u64) -> Vec<crate::Decision> {
+    let mut queue_ = Fluid {
+        backlog: 850,
+        consumed: 0,
+    };
+    let mut current = 4;
+    let mut decisions = Vec::new();
+    for t in 0..until {
+        let arrivals = if t < 20 { 150 } else { 200 };
+        let read = queue_.second(arrivals, current);
+        let d = a.tick(&queue(t, current, read));
+        current = d.desired;
+        decisions.push(d);
+    }
+    decisions
+}
+
+#[test]
+fn a_steady_flow_at_exactly_n_replicas_capacity_keeps_n() {
+    // Once the backlog is gone, reads see the second's 200 messages and `per_replica`
+    // alone calls for 1 (and, short of it, the count would cycle as the backlog rebuilds);
+    // the arrivals at the rate measured while the queue was deep keep the 4 that keep up.
+    let mut a = Autoscaler::new(
+        Policy {
+            min: 1,
+            panic_threshold: Policy::default().panic_threshold,
+            ..worker(Backlog::new(250))
+        },
+        s(0),
+    );
+    let decisions = at_capacity(&mut a, 600);
+    for (t, d) in decisions.iter().enumerate() {
+        assert_eq!(d.desired, 4, "t={t}: {}", d.reason);
+    }
+    let last = decisions.last().unwrap();
+    assert_eq!(
+        last.reason,
+        "backlog 200: 1 at 250/replica, 4 to keep up with 200/s arriving at 50/s per replica \
+         → 4 replicas"
+    );
+    let status = last.backlog.as_ref().unwrap();
+    assert_eq!(status.arrival_rate, Some(200.0));
+    // Measured while the backlog was deep; the idle moments of the drain's end (150 msg/s
+    // for 4 workers) did not lower it.
+    assert_eq!(status.rate_per_replica, Some(50.0));
+}
+
+#[test]
+fn the_keep_up_floor_goes_to_zero_when_the_flow_stops() {
+    for min in [0, 1] {
+        let mut a = Autoscaler::new(
+            Policy {
+                min,
+                ..worker(Backlog::new(250))
+            },
+            s(0),
+        );
+        let decisions = at_capacity(&mut a, 300);
+        assert_eq!(decisions.last().unwrap().desired, 4);
+        // Nothing arrives from 300 on (and nothing waits: the workers took the last
+        // second's messages).
+        let mut current = 4;
+        for t in 300..400 {
+            let d = a.tick(&queue(t, current, lag(0).with_consumed(59_000)));
+            let arrivals = d.backlog.as_ref().unwrap().arrival_rate;
+            if t >= 310 {
+                assert_eq!(arrivals, Some(0.0), "t={t}");
+            }
+            current = d.desired;
+            match (min, t) {
+                // Held by the down stabilization for 30 s, then down to `min`...
+                (_, ..330) => assert_eq!(current, 4, "t={t}: {}", d.reason),
+                (1, 345..) => assert_eq!(current, 1, "t={t}: {}", d.reason),
+                // ...and to zero once idle for `scale_to_zero_after` (60 s).
+                (0, 330..359) => assert!(current >= 1, "t={t}: {}", d.reason),
+                (0, 359..) => assert_eq!(current, 0, "t={t}: {}", d.reason),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn the_keep_up_floor_neither_wakes_nor_holds_a_worker_below_activation() {
+    // 40 msg/s, taken at once by 1 worker: reads of 40, at or below the activation
+    // threshold of 50. The floor asks for 1 replica while the service runs, but the service
+    // is idle for KEDA's purposes and goes to zero after `scale_to_zero_after`; at zero,
+    // only a read above 50 wakes it.
+    let mut a = Autoscaler::new(
+        Policy {
+            scale_to_zero_after: s(30),
+            ..worker(Backlog {
+                activation: 50,
+                ..Backlog::new(100)
+            })
+        },
+        s(0),
+    );
+    // A backlog of 1,000 first, which measures the rate, gone by 3.
+    let mut queue_ = Fluid {
+        backlog: 1000,
+        consumed: 0,
+    };
+    let mut current = 2;
+    let mut decisions = Vec::new();
+    for t in 0..=35 {
+        let arrivals = if t < 10 { 0 } else { 40 };
+        let read = queue_.second(arrivals, current);
+        let d = a.tick(&queue(t, current, read));
+        current = d.desired;
+        decisions.push(d);
+    }
+    // The last read above 50 was at 3 (100 waiting): zero 30 s later, with 40/s arriving.
+    let d = &decisions[33];
+    assert_eq!(d.desired, 0, "{}", d.reason);
+    let status = d.backlog.as_ref().unwrap();
+    assert_eq!(status.rate_per_replica, Some(50.0));
+    let arrivals = status.arrival_rate.unwrap();
+    assert!((39.0..=41.0).contains(&arrivals), "{arrivals}");
+    assert_eq!(
+        d.reason,
+        "idle for 30s (backlog 40 at or below activation 50, and no request received or \
+         queued; scale to zero after 30s) → 0 replicas"
+    );
+    // At zero, 40 arriving and 40 waiting: no wake; 80 waiting: a wake, to the count the
+    // floor also asks for.
+    assert_eq!(decisions[34].desired, 0, "{}", decisions[34].reason);
+    assert_eq!(
+        decisions[35].reason,
+        "backlog 80 above activation 50 at zero replicas → waking to 1"
+    );
+}
+
+#[test]
+fn replicas_that_just_started_count_from_when_they_became_ready() {
+    // Local workers are ready within milliseconds: after 1 → 4 at 5 s, four consume at 50/s
+    // each from about 5 s on. Counting only the one that was there for the interval (the
+    // fewer of the two reads' counts) measured 200/s per replica here.
+    let mut a = Autoscaler::new(worker(Backlog::new(10)), s(0));
+    let mut consumed = 0;
+    for t in 0..=5 {
+        consumed += if t == 0 { 0 } else { 50 };
+        a.tick(&queue(t, 1, lag(5000).with_consumed(consumed)));
+    }
+    for t in 6..=8 {
+        consumed += 200;
+        let mut sample = queue(t, 4, lag(5000).with_consumed(consumed));
+        for r in sample.replicas.iter_mut().skip(1) {
+            r.ready_for = s(t - 5);
+        }
+        let d = a.tick(&sample);
+        let rate = d.backlog.unwrap().rate_per_replica.unwrap();
+        assert!((rate - 50.0).abs() < 0.01, "t={t}: {rate}/s per replica");
+    }
 }

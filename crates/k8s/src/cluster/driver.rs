@@ -439,6 +439,7 @@ fn service_status(name: &str, f: &Followed) -> ServiceStatus {
         traffic: None,
         autoscale: None,
         // `shoal k8s render` does not render workers: every followed service is a web one.
+        worker: false,
     }
 }
 

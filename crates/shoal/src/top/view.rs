@@ -153,8 +153,8 @@ fn table<'a>(header: &[&'a str], rows: Vec<Vec<(String, Style)>>, title: Line<'a
         .column_spacing(2)
 }
 
-const SERVICE_COLUMNS: [&str; 8] = [
-    "NAME", "STATE", "READY", "REQ/S", "ERRORS", "P95", "TARGETS", "MIN/MAX",
+const SERVICE_COLUMNS: [&str; 9] = [
+    "NAME", "STATE", "READY", "REQ/S", "ERRORS", "P95", "BACKLOG", "TARGETS", "MIN/MAX",
 ];
 
 const REPLICA_COLUMNS: [&str; 11] = [
@@ -198,6 +198,19 @@ impl View<'_> {
                     Some(a) => (a.targets.clone(), format!("{}/{}", a.min, a.max)),
                     None => ("-".into(), "-".into()),
                 };
+                // Messages waiting in the queue a backlog target reads; `unknown` (red)
+                // while the broker cannot be read.
+                let backlog = match s.autoscale.as_ref().and_then(|a| a.backlog.as_ref()) {
+                    Some(b) if b.failures > 0 => {
+                        ("unknown".to_owned(), Style::new().fg(Color::Red))
+                    }
+                    Some(b) => (
+                        b.messages
+                            .map_or_else(|| "-".into(), crate::commands::thousands),
+                        plain,
+                    ),
+                    None => ("-".into(), plain),
+                };
                 vec![
                     (s.name.clone(), plain),
                     (state.into(), state_style),
@@ -205,6 +218,7 @@ impl View<'_> {
                     (rate(rps), plain),
                     (percent(errors), error_style),
                     (millis(p95), plain),
+                    backlog,
                     (targets, plain),
                     (bounds, plain),
                 ]
@@ -333,10 +347,18 @@ impl Widget for &View<'_> {
         StatefulWidget::render(services_table, services, buf, &mut state);
 
         let (rows, title) = match selected {
-            Some(s) => (
-                self.replica_rows(s, secs),
-                format!(" replicas of {} ", s.name),
-            ),
+            Some(s) => {
+                let queue = s.autoscale.as_ref().and_then(|a| a.backlog.as_ref());
+                let title = match queue {
+                    Some(b) => format!(
+                        " replicas of {} · {} ",
+                        s.name,
+                        crate::commands::backlog_summary(b, s.ready)
+                    ),
+                    None => format!(" replicas of {} ", s.name),
+                };
+                (self.replica_rows(s, secs), title)
+            }
             None => (Vec::new(), " replicas ".to_owned()),
         };
         Widget::render(
@@ -508,6 +530,56 @@ mod tests {
             line(&text, "q quit").contains("web: scaled to 3 replicas"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_worker_shows_its_backlog_rate_and_consumers_and_no_request_figures() {
+        let services: Vec<ServiceStatus> = serde_json::from_value(serde_json::json!([{
+            "name": "jobs", "desired": 3, "ready": 3, "state": "running", "worker": true,
+            "replicas": (0..3).map(|i| serde_json::json!({
+                "index": i, "state": "ready", "pid": 4200 + i, "port": null, "endpoint": null,
+                "restarts": 0, "uptime_secs": 12.0, "cpu_percent": 3.0, "rss_bytes": 1_048_576,
+                "last_exit": null, "message": null, "traffic": null
+            })).collect::<Vec<_>>(),
+            "traffic": null,
+            "autoscale": {
+                "min": 0, "max": 8, "desired": 3, "targets": "411.3/100", "readings": [],
+                "panic": false, "reason": "backlog", "limited_by": null,
+                "last_scaled_ms": null, "held": 0,
+                "backlog": {
+                    "source": "kafka 127.0.0.1:9092 topic sales group agg", "messages": 1234,
+                    "smoothed": 1200.0, "consumed": 99, "partitions": 12,
+                    "rate_per_replica": 48.2, "active": true, "failures": 0, "error": null,
+                    "fallback": false, "read_at_ms": 1
+                }
+            }
+        }]))
+        .unwrap();
+        let now = Snapshot {
+            at: Instant::now(),
+            services,
+        };
+        let view = View {
+            admin: "127.0.0.1:8080".parse().unwrap(),
+            now: &now,
+            previous: None,
+            events: &[],
+            selected: 0,
+            status: None,
+        };
+        let text = screen(&view, 160, 20);
+        let row = line(&text, "▶ jobs");
+        for cell in ["running", "3/3", "1,234", "411.3/100", "0/8"] {
+            assert!(row.contains(cell), "{cell:?} in {row:?}\n{text}");
+        }
+        assert!(
+            text.contains(
+                "replicas of jobs · backlog 1,234 (kafka 127.0.0.1:9092 topic sales group agg), \
+                 3 consumers on 12 partitions, 48.2/s per replica"
+            ),
+            "{text}"
+        );
+        assert!(line(&text, "jobs/2").contains("4202"), "{text}");
     }
 
     #[test]

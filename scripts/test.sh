@@ -34,6 +34,16 @@ if ! command -v tansu >/dev/null; then
   echo "installing: tansu (crates.io, debug build)"
   cargo install --locked --quiet --debug tansu --version 0.6.0 --features dynostore
 fi
+# The Black Friday example's replicas (examples/black-friday, run end to end by
+# crates/shoal/tests/cli/black_friday.rs) are Python with the redis client from PyPI.
+if ! python3 -c 'import redis' 2>/dev/null; then
+  echo "installing: redis (PyPI, for examples/black-friday)"
+  python3 -m pip --version >/dev/null 2>&1 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  }
+  python3 -m pip install --quiet redis 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages redis
+fi
 # With this set, a broker missing from the machine fails its test instead of skipping it.
 export SHOAL_REQUIRE_BROKERS=1
 

@@ -122,6 +122,22 @@ impl Gateway {
     }
 }
 
+/// Deployment `users` at `replicas`, one ready pod `users-a` (10.0.0.1:8080) in its slice,
+/// and a gateway (`gw-a`, no lease) following it.
+async fn one_pod(kube: &FakeKube, dir: &tempfile::TempDir, replicas: u32) -> Gateway {
+    kube.add_deployment(NS, "users", replicas);
+    kube.set_slice(
+        NS,
+        "users-1",
+        "users",
+        8080,
+        &[FakeEndpoint::ready("10.0.0.1", "users-a")],
+    );
+    let gw = Gateway::start(kube, dir, "gw-a", None).await;
+    gw.driver.set_services(users());
+    gw
+}
+
 fn users() -> Vec<KubeService> {
     vec![KubeService {
         name: "users".into(),
@@ -265,16 +281,7 @@ async fn pods_that_come_terminate_and_go_are_followed() {
 async fn a_cut_watch_resumes_where_it_was() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
-    kube.add_deployment(NS, "users", 1);
-    kube.set_slice(
-        NS,
-        "users-1",
-        "users",
-        8080,
-        &[FakeEndpoint::ready("10.0.0.1", "users-a")],
-    );
-    let gw = Gateway::start(&kube, &dir, "gw-a", None).await;
-    gw.driver.set_services(users());
+    let gw = one_pod(&kube, &dir, 1).await;
     gw.sink.wait_for("users", &["users-a"]).await;
     eventually(DEADLINE, || async {
         if kube.open_watches() == 1 {
@@ -475,16 +482,7 @@ async fn a_forbidden_watch_names_the_missing_verb_and_recovers_when_granted() {
 async fn scaling_patches_the_scale_subresource_and_reads_it_back() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
-    kube.add_deployment(NS, "users", 2);
-    kube.set_slice(
-        NS,
-        "users-1",
-        "users",
-        8080,
-        &[FakeEndpoint::ready("10.0.0.1", "users-a")],
-    );
-    let gw = Gateway::start(&kube, &dir, "gw-a", None).await;
-    gw.driver.set_services(users());
+    let gw = one_pod(&kube, &dir, 2).await;
     let desired = || gw.driver.status().first().map(|s| s.desired);
     eventually(DEADLINE, || async {
         if desired() == Some(2) {

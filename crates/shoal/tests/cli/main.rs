@@ -4,6 +4,7 @@
 //! - `supervise`: readiness gating, crash recovery, crash-loop give-up, scaling, shutdown,
 //!   scale persistence, bad commands;
 //! - `autoscale`: a load step up and down, scale to zero and back, manual scale clamped;
+//! - `black_friday`: the `examples/black-friday` pipeline, a crash and a kill losing no sale;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
 //! - `output`: what `shoal up` prints: each event once, `--quiet`, one line per event;
 //! - `k8s`: `shoal k8s render`: the golden stream, `-o DIR`, errors, `--explain`, and the
@@ -14,6 +15,7 @@
 //! - `top`: `shoal top` under tmux: the live screen, `+` to scale, `q` to quit, a bad address;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
 mod autoscale;
+mod black_friday;
 mod commands;
 mod failover;
 mod figures;

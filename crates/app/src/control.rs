@@ -77,7 +77,11 @@ pub(crate) struct AppControl {
     pub(crate) target: shoal_config::Runtime,
     pub(crate) events: Arc<EventLog>,
     pub(crate) stack: Mutex<Stack>,
-    pub(crate) stack_path: Option<PathBuf>,
+    /// The stack file being run; `None` while the built-in demo runs.
+    pub(crate) stack_path: Mutex<Option<PathBuf>>,
+    /// Running the demo: the file a reload adopts once it exists (`./shoal.yaml`, which
+    /// `shoal init` writes).
+    pub(crate) demo_file: Option<PathBuf>,
     pub(crate) state_path: PathBuf,
     pub(crate) scale_state: Mutex<ScaleState>,
     pub(crate) shoal_exe: PathBuf,
@@ -98,6 +102,14 @@ impl std::fmt::Debug for AppControl {
 }
 
 impl AppControl {
+    /// The stack file being run, if any (not while the built-in demo runs).
+    pub(crate) fn running_file(&self) -> Option<PathBuf> {
+        self.stack_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The supervisor's view of the stack's command services, with scale overrides applied.
     pub(crate) fn specs(&self, stack: &Stack) -> Vec<ServiceSpec> {
         let state = self.scale_state.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,11 +387,23 @@ impl Control for AppControl {
     }
 
     fn reload(&self) -> Result<String, String> {
-        let Some(path) = &self.stack_path else {
-            return Err(
-                "shoal is running the built-in demo stack; there is no file to reload".into(),
-            );
+        let running = self.running_file();
+        // Running the demo, a reload adopts the file `shoal init` wrote next to it: the
+        // tour's `shoal init`, edit, `shoal reload` then works without a restart.
+        let adopting = running.is_none();
+        let Some(path) = running.or_else(|| self.demo_file.clone().filter(|f| f.is_file())) else {
+            return Err(match &self.demo_file {
+                Some(f) => format!(
+                    "shoal is running the built-in demo stack and {} does not exist: `shoal init` \
+                     writes it (the demo as a file to edit), then `shoal reload` runs it",
+                    f.display()
+                ),
+                None => {
+                    "shoal is running the built-in demo stack; there is no file to reload".into()
+                }
+            });
         };
+        let path = &path;
         match shoal_config::load_for(path, self.target) {
             Ok(stack) => {
                 let old = self
@@ -390,6 +414,10 @@ impl Control for AppControl {
                     .entrypoints
                     .clone();
                 let mut message = format!("reloaded {}", path.display());
+                if adopting {
+                    *self.stack_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
+                    message.push_str(" (the built-in demo runs from this file now)");
+                }
                 if stack.gateway.entrypoints != old {
                     message.push_str(
                         "; gateway listen addresses changed: restart shoal to apply them",

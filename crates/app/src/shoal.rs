@@ -62,6 +62,9 @@ pub struct StartOptions {
     pub shoal_exe: PathBuf,
     /// Where the replicas come from.
     pub discovery: Discovery,
+    /// Running the built-in demo (`stack_path` None): the file a reload adopts once it
+    /// exists — `shoal up` passes `./shoal.yaml`, which `shoal init` writes.
+    pub demo_file: Option<PathBuf>,
 }
 
 /// Why shoal could not start.
@@ -152,7 +155,8 @@ impl Shoal {
             target,
             events,
             stack: Mutex::new(stack.clone()),
-            stack_path: opts.stack_path,
+            demo_file: opts.demo_file.filter(|_| opts.stack_path.is_none()),
+            stack_path: Mutex::new(opts.stack_path),
             scale_state: Mutex::new(ScaleState::load(&state_path)),
             state_path,
             shoal_exe: opts.shoal_exe,
@@ -270,7 +274,7 @@ impl Shoal {
                 // With a stack file the outcome is an event (`reloaded` or `reloadfailed`),
                 // which `shoal up` prints; logging it too would print it twice.
                 _ = hup.recv() => match self.control.reload() {
-                    Err(e) if self.control.stack_path.is_none() => tracing::warn!("SIGHUP: {e}"),
+                    Err(e) if self.control.running_file().is_none() => tracing::warn!("SIGHUP: {e}"),
                     _ => {}
                 },
             }

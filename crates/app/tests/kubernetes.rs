@@ -48,6 +48,7 @@ impl InCluster {
             echo_logs: false,
             color: false,
             shoal_exe: PathBuf::from("/nonexistent/shoal"),
+            demo_file: None,
             discovery: Discovery::Kubernetes(ClusterOptions {
                 kubeconfig: Some(kubeconfig),
                 namespace: Some(NS.to_owned()),

@@ -280,6 +280,7 @@ async fn reloads_during_and_after_a_scale_up_replace_no_replica() {
         echo_logs: false,
         color: false,
         shoal_exe: PathBuf::from("/nonexistent/shoal"),
+        demo_file: None,
         discovery: Default::default(),
     })
     .await
@@ -360,5 +361,55 @@ async fn reloads_during_and_after_a_scale_up_replace_no_replica() {
         .map(|e| e.replica)
         .collect();
     assert_eq!(started, [Some(0), Some(1), Some(2)], "replica starts");
+    shoal.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_demo_adopts_the_file_shoal_init_writes_on_reload() {
+    // The tour: `shoal up` (the built-in demo, no file), `shoal init`, edit, `shoal reload`.
+    let backends = Backends::named(&["first", "second"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let demo_file = dir.path().join("shoal.yaml");
+    let demo = StackBuilder::new()
+        .service("web", &[&backends[0]])
+        .route("PathPrefix(`/`)", "web");
+    let shoal = Shoal::start(StartOptions {
+        stack: demo.stack(),
+        stack_path: None,
+        state_dir: dir.path().join(".shoal"),
+        echo_logs: false,
+        color: false,
+        shoal_exe: PathBuf::from("/nonexistent/shoal"),
+        demo_file: Some(demo_file.clone()),
+        discovery: Default::default(),
+    })
+    .await
+    .expect("shoal starts");
+    let client = Client::http1();
+    let url = format!("http://{}/whoami", shoal.gateway_addr());
+    assert_eq!(client.get(&url).await.served_by(), "first");
+
+    // No file yet: the answer says how to get one, and nothing changes.
+    let e = shoal.reload().unwrap_err();
+    assert!(e.contains("shoal init"), "{e}");
+
+    // `shoal init` wrote it and the user edited it: the reload runs it from now on.
+    let edited = StackBuilder::new()
+        .service("web", &[&backends[1]])
+        .route("PathPrefix(`/`)", "web");
+    std::fs::write(&demo_file, edited.yaml()).unwrap();
+    let done = shoal.reload().expect("the file is adopted");
+    assert!(done.contains("runs from this file now"), "{done}");
+    eventually(DEADLINE, || async {
+        match client.get(&url).await.served_by() {
+            "second" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
+    // And it is the running file: a bad edit is refused like any reload.
+    std::fs::write(&demo_file, "services: [").unwrap();
+    assert!(shoal.reload().is_err());
+    assert_eq!(client.get(&url).await.served_by(), "second");
     shoal.shutdown().await;
 }

@@ -149,7 +149,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Err(code) => return Ok(code),
         },
         (None, false) if default_file.exists() => match load_or_report(&default_file) {
-            Ok(s) => (s, Some(default_file)),
+            Ok(s) => (s, Some(default_file.clone())),
             Err(code) => return Ok(code),
         },
         _ => (
@@ -183,6 +183,8 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let routes = route_lines(&stack.routes);
         let opts = StartOptions {
             stack,
+            // The demo adopts ./shoal.yaml on reload once `shoal init` has written it.
+            demo_file: path.is_none().then(|| default_file.clone()),
             stack_path: path,
             state_dir,
             echo_logs: !args.quiet,
@@ -693,7 +695,7 @@ fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&args.file, DEMO_STACK)
         .with_context(|| format!("cannot write {}", args.file.display()))?;
     println!(
-        "wrote {} — the demo stack. Start it with: shoal up",
+        "wrote {} — the demo stack. Start it with `shoal up`; a demo already running picks it up with `shoal reload`.",
         args.file.display()
     );
     Ok(ExitCode::SUCCESS)

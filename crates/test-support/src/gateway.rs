@@ -47,6 +47,7 @@ impl TestGateway {
             echo_logs: false,
             color: false,
             shoal_exe: PathBuf::from("/nonexistent/shoal"),
+            demo_file: None,
             discovery: Default::default(),
         })
         .await

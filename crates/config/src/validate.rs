@@ -61,15 +61,34 @@ fn parse_with_base(
     base: &Path,
     target: Runtime,
 ) -> Result<Stack, Diagnostics> {
-    let raw: RawStack = if source.trim().is_empty() {
-        RawStack::default()
-    } else {
-        serde_yaml::from_str(source).map_err(|e| Diagnostics(vec![from_serde(&e, file)]))?
+    // An unknown field stops serde at the first one; so that `shoal check` reports every
+    // problem in one run, each unknown field's entry is blanked out (line numbers kept) and
+    // the file parsed again, up to a bound. Any other parse error ends it there.
+    let mut text = std::borrow::Cow::Borrowed(source);
+    let mut unknown = Vec::new();
+    let raw: RawStack = loop {
+        if text.trim().is_empty() {
+            break RawStack::default();
+        }
+        match serde_yaml::from_str(&text) {
+            Ok(raw) => break raw,
+            Err(e) => {
+                let d = from_serde(&e, file);
+                let next = (d.message.starts_with("unknown field") && unknown.len() < 50)
+                    .then(|| without_entry(&text, d.line, d.column))
+                    .flatten();
+                unknown.push(d);
+                match next {
+                    Some(t) => text = std::borrow::Cow::Owned(t),
+                    None => return Err(Diagnostics(unknown)),
+                }
+            }
+        }
     };
     let mut cx = Cx {
         file,
-        locs: Locations::index(source),
-        diags: Vec::new(),
+        locs: Locations::index(&text),
+        diags: unknown,
         target,
     };
     let stack = cx.stack(raw, base);
@@ -79,6 +98,44 @@ fn parse_with_base(
         cx.diags.sort_by_key(|d| (d.line, d.column));
         Err(Diagnostics(cx.diags))
     }
+}
+
+/// `source` with the block-mapping entry whose key starts at `line`:`column` (1-based)
+/// blanked out, its nested lines too, every line kept (so positions stay true). `None` when
+/// the key is not the first thing on its line (a flow mapping, a list item's first key):
+/// those are left for the user to fix one at a time.
+fn without_entry(source: &str, line: usize, column: usize) -> Option<String> {
+    let lines: Vec<&str> = source.split('\n').collect();
+    let key_line = lines.get(line.checked_sub(1)?)?;
+    let indent = column.checked_sub(1)?;
+    // Bytes, not a str slice: a column counted in characters after a multi-byte one must
+    // not panic (such a line is not a plain block key anyway).
+    if !key_line
+        .as_bytes()
+        .get(..indent)?
+        .iter()
+        .all(|b| *b == b' ')
+    {
+        return None;
+    }
+    let nested = |l: &str| {
+        let t = l.trim_start_matches(' ');
+        t.is_empty() || t.starts_with('#') || l.len() - t.len() > indent
+    };
+    let mut end = line; // one past the entry's last line, 0-based
+    while end < lines.len() && nested(lines[end]) {
+        end += 1;
+    }
+    // Trailing blank lines belong to what follows.
+    while end > line && lines[end - 1].trim().is_empty() {
+        end -= 1;
+    }
+    let out: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| if i + 1 >= line && i < end { "" } else { *l })
+        .collect();
+    Some(out.join("\n"))
 }
 
 /// Turn serde_yaml's message (`path: message at line L column C`) into a diagnostic, adding a

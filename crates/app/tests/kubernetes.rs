@@ -82,6 +82,15 @@ impl InCluster {
         seen
     }
 
+    /// Wait until exactly `pods` answer over `n` requests.
+    async fn wait_answering(&self, within: Duration, n: usize, pods: &[&str]) {
+        eventually(within, || async {
+            let seen = self.answering(n).await;
+            if seen == pods { Ok(()) } else { Err(seen) }
+        })
+        .await;
+    }
+
     /// A GET on the admin API, as JSON.
     async fn admin(&self, path: &str) -> serde_json::Value {
         let a = self
@@ -204,15 +213,7 @@ async fn pods_join_drain_and_leave_under_load_without_a_failed_request() {
     let a = pod(&kube, "web-a").await;
     let b = pod(&kube, "web-b").await;
     let gw = InCluster::start(&kube, &stack_yaml("    replicas: 2\n"), "gw-0").await;
-    eventually(DEADLINE, || async {
-        let seen = gw.answering(10).await;
-        if seen == ["web-a", "web-b"] {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    gw.wait_answering(DEADLINE, 10, &["web-a", "web-b"]).await;
 
     let load = Load::start(gw.url("/whoami"), 4);
     load.progress(100).await;
@@ -289,34 +290,18 @@ async fn a_cut_or_expired_watch_resumes_and_an_unreachable_api_keeps_the_pods() 
     kube.add_deployment(NS, "web", 1);
     let a = pod(&kube, "web-a").await;
     let gw = InCluster::start(&kube, &stack_yaml(""), "gw-0").await;
-    eventually(DEADLINE, || async {
-        let seen = gw.answering(3).await;
-        if seen == ["web-a"] { Ok(()) } else { Err(seen) }
-    })
-    .await;
+    gw.wait_answering(DEADLINE, 3, &["web-a"]).await;
 
     // The watch is cut (an API server restart): a pod added afterwards is still seen.
     kube.cut_watches();
     let b = pod(&kube, "web-b").await;
-    eventually(DEADLINE, || async {
-        let seen = gw.answering(10).await;
-        if seen == ["web-a", "web-b"] {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    gw.wait_answering(DEADLINE, 10, &["web-a", "web-b"]).await;
 
     // The history is compacted under the watch: it gets 410 Gone and lists again.
     kube.compact();
     kube.cut_watches();
     kube.delete_slice(NS, "web-b");
-    eventually(DEADLINE, || async {
-        let seen = gw.answering(5).await;
-        if seen == ["web-a"] { Ok(()) } else { Err(seen) }
-    })
-    .await;
+    gw.wait_answering(DEADLINE, 5, &["web-a"]).await;
 
     // The API server is unreachable for 30 s: traffic flows to the pods it knew.
     kube.set_down(true);
@@ -347,15 +332,8 @@ async fn a_cut_or_expired_watch_resumes_and_an_unreachable_api_keeps_the_pods() 
     // Back up: changes flow again.
     kube.set_down(false);
     let c = pod(&kube, "web-c").await;
-    eventually(Duration::from_secs(40), || async {
-        let seen = gw.answering(10).await;
-        if seen == ["web-a", "web-c"] {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    gw.wait_answering(Duration::from_secs(40), 10, &["web-a", "web-c"])
+        .await;
     gw.shoal.shutdown().await;
     for p in [a, b, c] {
         p.shutdown().await;

@@ -120,6 +120,18 @@ impl Gateway {
         })
         .await
     }
+
+    /// Wait until this gateway holds the Lease.
+    async fn wait_leading(&self) {
+        eventually(DEADLINE, || async {
+            if self.driver.is_leader() {
+                Ok(())
+            } else {
+                Err("not leading yet")
+            }
+        })
+        .await;
+    }
 }
 
 /// Deployment `users` at `replicas`, one ready pod `users-a` (10.0.0.1:8080) in its slice,
@@ -639,14 +651,7 @@ async fn exactly_one_gateway_leads_and_another_takes_over_when_it_dies() {
         (b, a)
     };
     drop(leader);
-    eventually(DEADLINE, || async {
-        if follower.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    follower.wait_leading().await;
     let took = died.elapsed();
     assert!(
         took <= duration + Duration::from_millis(1500),
@@ -679,14 +684,7 @@ async fn shutdown_releases_the_lease_for_the_other_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let duration = Duration::from_secs(10);
     let a = Gateway::start(&kube, &dir, "gw-a", Some(short_lease(duration))).await;
-    eventually(DEADLINE, || async {
-        if a.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    a.wait_leading().await;
     let b = Gateway::start(&kube, &dir, "gw-b", Some(short_lease(duration))).await;
     eventually(DEADLINE, || async {
         if kube
@@ -709,14 +707,7 @@ async fn shutdown_releases_the_lease_for_the_other_at_once() {
     assert!(!a.driver.is_leader());
     a.wait_for_event(EventKind::Leader, &["released the Lease"])
         .await;
-    eventually(DEADLINE, || async {
-        if b.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    b.wait_leading().await;
     let took = released.elapsed();
     assert!(
         took < Duration::from_secs(3),
@@ -732,14 +723,7 @@ async fn a_leader_that_cannot_renew_stops_leading_after_the_duration() {
     let dir = tempfile::tempdir().unwrap();
     let duration = Duration::from_secs(2);
     let a = Gateway::start(&kube, &dir, "gw-a", Some(short_lease(duration))).await;
-    eventually(DEADLINE, || async {
-        if a.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    a.wait_leading().await;
 
     kube.set_down(true);
     let down = Instant::now();
@@ -768,14 +752,7 @@ async fn a_leader_that_cannot_renew_stops_leading_after_the_duration() {
 
     // Back: the Lease is still its own, and it leads again.
     kube.set_down(false);
-    eventually(DEADLINE, || async {
-        if a.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    a.wait_leading().await;
     a.driver.shutdown().await;
 }
 
@@ -812,14 +789,7 @@ async fn a_lone_leader_leaves_the_lease_free_on_shutdown() {
         Some(short_lease(Duration::from_secs(10))),
     )
     .await;
-    eventually(DEADLINE, || async {
-        if a.driver.is_leader() {
-            Ok(())
-        } else {
-            Err("not yet")
-        }
-    })
-    .await;
+    a.wait_leading().await;
     let lease = kube.lease(NS, "shoal-gateway").unwrap();
     assert_eq!(
         lease

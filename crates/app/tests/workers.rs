@@ -426,12 +426,13 @@ async fn kafka_a_burst_scales_workers_up_to_the_partitions_drains_once_and_back_
     let backlog = &s["autoscale"]["backlog"];
     assert_eq!(backlog["partitions"], 4, "{s:#}");
     assert_eq!(backlog["consumed"], N, "{s:#}");
-    // Measured from the deltas of the committed offsets. (20 ms a message is at most 50 a
-    // second per replica; the engine counts an interval's consumers as the fewer of those
-    // ready at its two reads, so the interval in which 1 became 4 counts 1, and the rate
-    // comes out high after a scale-up: see the report.)
-    let rate = b.rate_per_replica.expect("a consumption rate was measured");
-    assert!(rate > 10.0, "{rate} messages/s per replica");
+    // Measured from the deltas of the committed offsets, but only over intervals that kept
+    // the replicas busy (the backlog at an interval's start above what it consumed): a
+    // burst drained in about three reads may leave none, so a rate is not always there.
+    // When it is, it is a real one (20 ms a message is at most 50 a second per replica).
+    if let Some(rate) = b.rate_per_replica {
+        assert!(rate > 10.0, "{rate} messages/s per replica");
+    }
 }
 
 #[tokio::test]

@@ -472,7 +472,16 @@ fn describe(m: &Middleware) -> String {
     match m {
         Middleware::StripPrefix(prefixes) => format!("strip_prefix {}", prefixes.join(" ")),
         Middleware::AddPrefix(prefix) => format!("add_prefix {prefix}"),
-        Middleware::Headers(_) => "headers".to_owned(),
+        Middleware::RateLimit(r) => format!(
+            "rate_limit {}/{} burst {}",
+            r.average,
+            shoal_config::format_duration(r.period),
+            r.burst
+        ),
+        Middleware::InFlightReq(r) => format!("in_flight_req {}", r.amount),
+        Middleware::Buffering(b) => format!("buffering {} B", b.max_request_body_bytes),
+        Middleware::RedirectScheme(r) => format!("redirect_scheme {}", r.scheme),
+        other => other.kind().to_owned(),
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod demo;
 mod duration;
+mod edge;
 mod error;
 mod locate;
 mod model;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use shoal_route::Rule;
 
+pub use crate::edge::*;
+
 /// A whole validated stack file.
 #[derive(Debug, Clone)]
 pub struct Stack {
@@ -147,6 +149,10 @@ pub struct Entrypoint {
     pub name: String,
     /// Address to bind.
     pub listen: SocketAddr,
+    /// TLS termination (HTTPS), if on.
+    pub tls: Option<EntrypointTls>,
+    /// Answer every request with a redirect to HTTPS on another entrypoint, if set.
+    pub redirect_to: Option<RedirectHttps>,
 }
 
 /// Gateway timeouts. None of them is unbounded by default.
@@ -211,6 +217,8 @@ pub struct Service {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// How the service runs as a container image (on Kubernetes), if `image:` is given.
     pub container: Option<Container>,
+    /// TLS to the replicas (`https://` servers or `tls:`), if on.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Which runtime a stack file is checked for: a service may have `command:` (local
@@ -786,6 +794,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 without TLS, prior knowledge (gRPC).
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); the service has [`Service::tls`].
+    H2,
 }
 
 /// Load-balancing algorithm of a service.
@@ -844,6 +854,47 @@ pub enum Middleware {
     AddPrefix(String),
     /// Set or remove headers.
     Headers(HeaderRules),
+    /// Requests per period per client (GCRA); 429 beyond.
+    RateLimit(RateLimit),
+    /// Concurrent requests per client; 429 beyond.
+    InFlightReq(InFlightReq),
+    /// HTTP Basic authentication; 401 without valid credentials.
+    BasicAuth(BasicAuth),
+    /// Only clients from these ranges; 403 otherwise.
+    IpAllowList(IpAllowList),
+    /// Redirect to another scheme (HTTP → HTTPS).
+    RedirectScheme(RedirectScheme),
+    /// Redirect URLs matching a regular expression.
+    RedirectRegex(RedirectRegex),
+    /// Rewrite the path by a regular expression.
+    ReplacePathRegex(ReplacePathRegex),
+    /// Compress responses (zstd, br, gzip), streamed.
+    Compress(Compress),
+    /// Bound the request body; 413 beyond.
+    Buffering(Buffering),
+    /// CORS preflights and response headers.
+    Cors(Cors),
+}
+
+impl Middleware {
+    /// The middleware's kind as written in the stack file (`strip_prefix`, `rate_limit`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Middleware::StripPrefix(_) => "strip_prefix",
+            Middleware::AddPrefix(_) => "add_prefix",
+            Middleware::Headers(_) => "headers",
+            Middleware::RateLimit(_) => "rate_limit",
+            Middleware::InFlightReq(_) => "in_flight_req",
+            Middleware::BasicAuth(_) => "basic_auth",
+            Middleware::IpAllowList(_) => "ip_allow_list",
+            Middleware::RedirectScheme(_) => "redirect_scheme",
+            Middleware::RedirectRegex(_) => "redirect_regex",
+            Middleware::ReplacePathRegex(_) => "replace_path_regex",
+            Middleware::Compress(_) => "compress",
+            Middleware::Buffering(_) => "buffering",
+            Middleware::Cors(_) => "cors",
+        }
+    }
 }
 
 /// Header edits.

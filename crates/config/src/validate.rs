@@ -427,6 +427,8 @@ impl Cx<'_> {
                     entrypoints.push(Entrypoint {
                         name: "web".into(),
                         listen: addr,
+                        tls: None,
+                        redirect_to: None,
                     });
                 }
             }
@@ -443,7 +445,12 @@ impl Cx<'_> {
                         {
                             self.error(&field, format!("{addr} is used by two entrypoints"));
                         }
-                        entrypoints.push(Entrypoint { name, listen: addr });
+                        entrypoints.push(Entrypoint {
+                            name,
+                            listen: addr,
+                            tls: None,
+                            redirect_to: None,
+                        });
                     }
                 }
             }
@@ -451,6 +458,8 @@ impl Cx<'_> {
                 entrypoints.push(Entrypoint {
                     name: "web".into(),
                     listen: DEFAULT_GATEWAY_LISTEN,
+                    tls: None,
+                    redirect_to: None,
                 });
             }
         }
@@ -858,6 +867,7 @@ impl Cx<'_> {
             passive,
             circuit_breaker,
             container,
+            tls: None,
         })
     }
 

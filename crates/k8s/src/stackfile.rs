@@ -84,6 +84,7 @@ pub(crate) fn protocol(p: Protocol) -> &'static str {
     match p {
         Protocol::Http1 => "http",
         Protocol::H2c => "h2c",
+        Protocol::H2 => "h2",
     }
 }
 
@@ -286,6 +287,17 @@ pub(crate) fn circuit_breaker(c: &CircuitBreaker) -> Value {
 
 pub(crate) fn middleware(m: &Middleware) -> Value {
     match m {
+        // TODO(issue 17): write the edge middlewares back.
+        Middleware::RateLimit(_)
+        | Middleware::InFlightReq(_)
+        | Middleware::BasicAuth(_)
+        | Middleware::IpAllowList(_)
+        | Middleware::RedirectScheme(_)
+        | Middleware::RedirectRegex(_)
+        | Middleware::ReplacePathRegex(_)
+        | Middleware::Compress(_)
+        | Middleware::Buffering(_)
+        | Middleware::Cors(_) => Obj::new().with(m.kind(), Obj::new()).into(),
         Middleware::StripPrefix(prefixes) => Obj::new()
             .with("strip_prefix", list(prefixes.iter().map(String::as_str)))
             .into(),

@@ -108,6 +108,17 @@ fn middleware_spec(m: &Middleware) -> Option<(Value, &'static str, String)> {
             format!("stripPrefix {}", prefixes.join(", ")),
         ),
         Middleware::AddPrefix(p) if p.is_empty() => return None,
+        // TODO(issue 17): the edge middlewares as Traefik Middlewares.
+        Middleware::RateLimit(_)
+        | Middleware::InFlightReq(_)
+        | Middleware::BasicAuth(_)
+        | Middleware::IpAllowList(_)
+        | Middleware::RedirectScheme(_)
+        | Middleware::RedirectRegex(_)
+        | Middleware::ReplacePathRegex(_)
+        | Middleware::Compress(_)
+        | Middleware::Buffering(_)
+        | Middleware::Cors(_) => return None,
         Middleware::AddPrefix(p) => (
             Obj::new()
                 .with("addPrefix", Obj::new().with("prefix", p.as_str()))
@@ -316,11 +327,7 @@ pub(crate) fn render(
 
 /// The stack-file field a middleware came from, for explanations.
 fn middleware_field(m: &Middleware) -> &'static str {
-    match m {
-        Middleware::StripPrefix(_) => "strip_prefix",
-        Middleware::AddPrefix(_) => "add_prefix",
-        Middleware::Headers(_) => "headers",
-    }
+    m.kind()
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub(crate) fn apply_request(
                     headers.insert(name.clone(), value.clone());
                 }
             }
+            // TODO(issue 17): the edge middlewares.
+            _ => {}
         }
     }
 }

@@ -22,6 +22,11 @@ command -v prometheus >/dev/null || need+=(prometheus)
 # service, which they neither need nor touch): crates/test-support/src/brokers.rs.
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+# Real TLS clients against the gateway's HTTPS (crates/proxy/tests/tls.rs): curl (HTTP/2 over
+# TLS, and --compressed for the compress middleware) and openssl s_client (ALPN, SNI, refused
+# protocol versions).
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -15,7 +15,7 @@ case ${1:-} in
     render "${SHOAL_TMPL:-$BENCH_DIR/candidates/shoal.yaml.tmpl}" "$CAND_RUNDIR/shoal.yaml"
     raise_nofile
     "$BIN" check -f "$CAND_RUNDIR/shoal.yaml" >/dev/null
-    setsid taskset -c "$PROXY_CPU" env RUST_LOG=warn "$BIN" up --quiet -f "$CAND_RUNDIR/shoal.yaml" \
+    setsid taskset -c "$PROXY_CPU" env RUST_LOG=warn,rustls=error "$BIN" up --quiet -f "$CAND_RUNDIR/shoal.yaml" \
       --state-dir "$CAND_RUNDIR/state" </dev/null >"$CAND_RUNDIR/stdout.log" 2>&1 &
     echo $! >"$CAND_RUNDIR/pid" ;;
   stop) stop_pidfile ;;

@@ -10,7 +10,7 @@ use shoal_core::{
     DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic,
     ServiceState, ServiceStatus,
 };
-use shoal_proxy::Gateway;
+use shoal_proxy::{Gateway, TlsEntrypoints};
 
 use crate::autoscale::Autoscaling;
 use crate::replicas::Replicas;
@@ -72,6 +72,8 @@ impl ScaleState {
 /// Everything the admin API and signal handlers act on.
 pub(crate) struct AppControl {
     pub(crate) gateway: Arc<Gateway>,
+    /// The TLS entrypoints' certificates, reloaded with the stack file.
+    pub(crate) tls: Arc<TlsEntrypoints>,
     pub(crate) replicas: Replicas,
     /// What the stack file is read for (local processes or Kubernetes), on every reload.
     pub(crate) target: shoal_config::Runtime,
@@ -132,7 +134,18 @@ impl AppControl {
                             .map_or(c.replicas, |&n| n.clamp(a.policy.min, a.policy.max)),
                         None => state.replicas(&s.name, c.replicas),
                     };
-                    Some(spec_for(&s.name, c, &s.health, replicas, &self.shoal_exe))
+                    let mut spec = spec_for(&s.name, c, &s.health, replicas, &self.shoal_exe);
+                    // Replicas that speak TLS are probed over HTTPS, verified as requests are.
+                    match shoal_proxy::probe_tls(s) {
+                        Some(Ok(tls)) => {
+                            spec.readiness.probe = spec.readiness.probe.over_tls(tls);
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!(service = %s.name, error = %e, "HTTPS probes cannot be set up");
+                        }
+                        None => {}
+                    }
+                    Some(spec)
                 }
                 Source::Servers(_) => None,
             })
@@ -404,8 +417,23 @@ impl Control for AppControl {
             });
         };
         let path = &path;
-        match shoal_config::load_for(path, self.target) {
-            Ok(stack) => {
+        let loaded = shoal_config::load_for(path, self.target)
+            .map_err(|diags| {
+                // One problem per line, `file:line:column: field: message`.
+                let problems: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                (problems.join("\n"), diags.to_string())
+            })
+            .and_then(|stack| {
+                // Certificates are part of validating: a bad one fails the whole reload, and
+                // the old certificates (and the rest of the old stack) keep serving.
+                let reloaded = self.tls.reload(&stack.gateway.entrypoints).map_err(|e| {
+                    let message = format!("{}: {e}", path.display());
+                    (message.clone(), message)
+                })?;
+                Ok((stack, reloaded))
+            });
+        match loaded {
+            Ok((stack, tls_reloaded)) => {
                 let old = self
                     .stack
                     .lock()
@@ -418,7 +446,17 @@ impl Control for AppControl {
                     *self.stack_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
                     message.push_str(" (the built-in demo runs from this file now)");
                 }
-                if stack.gateway.entrypoints != old {
+                if !tls_reloaded.is_empty() {
+                    message.push_str(&format!(
+                        "; certificates reloaded for {}",
+                        tls_reloaded
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if listeners_changed(&old, &stack.gateway.entrypoints) {
                     message.push_str(
                         "; gateway listen addresses changed: restart shoal to apply them",
                     );
@@ -432,12 +470,9 @@ impl Control for AppControl {
                     .emit("", None, EventKind::Reloaded, message.clone());
                 Ok(message)
             }
-            Err(diags) => {
-                // One problem per line, `file:line:column: field: message`.
-                let problems: Vec<String> = diags.iter().map(ToString::to_string).collect();
-                self.events
-                    .emit("", None, EventKind::ReloadFailed, problems.join("\n"));
-                Err(diags.to_string())
+            Err((event, answer)) => {
+                self.events.emit("", None, EventKind::ReloadFailed, event);
+                Err(answer)
             }
         }
     }
@@ -465,6 +500,21 @@ impl Control for AppControl {
             })
             .collect()
     }
+}
+
+/// Whether the listeners a reload asks for differ from the running ones: names, addresses,
+/// TLS on or off, redirects. Certificates and TLS versions are not listeners: a reload
+/// applies them.
+fn listeners_changed(old: &[shoal_config::Entrypoint], new: &[shoal_config::Entrypoint]) -> bool {
+    let key = |e: &shoal_config::Entrypoint| {
+        (
+            e.name.clone(),
+            e.listen,
+            e.tls.is_some(),
+            e.redirect_to.clone(),
+        )
+    };
+    !old.iter().map(key).eq(new.iter().map(key))
 }
 
 /// A middleware in a few words, for the admin API's routes.

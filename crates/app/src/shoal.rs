@@ -7,7 +7,10 @@ use shoal_admin::{AdminConfig, AdminServer, Control};
 use shoal_config::{Runtime, Stack};
 use shoal_core::{EndpointSink, EventLog};
 use shoal_k8s::cluster::{Cluster, ClusterError, ClusterOptions, KubeDriver, LeaseSettings};
-use shoal_proxy::{AccessLogger, BindError, Gateway, Listeners, ServeSettings, Serving};
+use shoal_proxy::{
+    AccessLogger, BindError, EntrypointTlsError, Gateway, Listeners, ServeSettings, Serving,
+    TlsEntrypoints,
+};
 use shoal_supervise::{LogPolicy, Supervisor};
 
 use crate::autoscale::Autoscaling;
@@ -73,6 +76,9 @@ pub enum StartError {
     /// A gateway entrypoint could not be bound.
     #[error(transparent)]
     Gateway(#[from] BindError),
+    /// A TLS entrypoint's certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] EntrypointTlsError),
     /// The Kubernetes API could not be reached or configured.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -106,6 +112,7 @@ impl Shoal {
     /// the replicas. Returns once everything listens; replicas become ready in the background.
     pub async fn start(opts: StartOptions) -> Result<Shoal, StartError> {
         let stack = opts.stack;
+        let tls = TlsEntrypoints::load(&stack.gateway.entrypoints)?;
         let listeners = Listeners::bind(&stack.gateway.entrypoints)?;
         let admin_listener = tokio::net::TcpListener::bind(stack.admin.listen)
             .await
@@ -149,8 +156,11 @@ impl Shoal {
             }
         };
         let state_path = opts.state_dir.join("state");
+        // Certificate files that change on disk are reloaded; the task ends with `tls`.
+        tls.watch(events.clone());
         let control = Arc::new(AppControl {
             gateway: gateway.clone(),
+            tls: tls.clone(),
             replicas,
             target,
             events,
@@ -167,7 +177,7 @@ impl Shoal {
         });
         let _ = control.me.set(Arc::downgrade(&control));
         tokio::spawn(control.autoscaling.clone().run(Arc::downgrade(&control)));
-        let serving = Serving::start(gateway, listeners, ServeSettings::of(&stack.gateway));
+        let serving = Serving::start(gateway, listeners, ServeSettings::of(&stack.gateway), &tls);
         let admin = AdminServer::start(
             admin_listener,
             control.clone(),

@@ -221,10 +221,56 @@ pub struct Compress {
     /// Responses whose `Content-Length` is below this are sent as they are. Default 1024.
     pub min_response_body_bytes: u64,
     /// Media types never compressed (besides responses that already have a
-    /// `Content-Encoding`). Default: images, video, audio, archives and fonts that are
-    /// already compressed (`image/*` except svg, `video/*`, `audio/*`, `application/zip`,
-    /// `application/gzip`, `application/zstd`, `font/woff2`, …).
+    /// `Content-Encoding`), lowercase, `type/subtype` or `type/*`. Default
+    /// [`DEFAULT_EXCLUDED_CONTENT_TYPES`]: images, video, audio, archives and fonts that are
+    /// already compressed.
     pub excluded_content_types: Vec<String>,
+}
+
+/// What `compress` never compresses unless `excluded_content_types` is given: media types
+/// whose bodies are already compressed, so compressing them again costs CPU for nothing.
+/// An entry is `type/subtype` or `type/*` (the whole type), compared with the response's
+/// `Content-Type` without its parameters, ignoring case. Images are listed one by one, so
+/// that `image/svg+xml` (text) and `image/bmp` (uncompressed) still are compressed;
+/// `application/octet-stream` is excluded because unlabelled binaries are mostly downloads
+/// of archives; `application/grpc` because gRPC compresses its own messages.
+pub const DEFAULT_EXCLUDED_CONTENT_TYPES: [&str; 23] = [
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/heic",
+    "image/heif",
+    "image/jxl",
+    "video/*",
+    "audio/*",
+    "font/woff",
+    "font/woff2",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/zstd",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/x-7z-compressed",
+    "application/x-rar-compressed",
+    "application/vnd.rar",
+    "application/octet-stream",
+    "application/grpc",
+];
+
+impl Default for Compress {
+    fn default() -> Self {
+        Compress {
+            encodings: vec![Encoding::Zstd, Encoding::Brotli, Encoding::Gzip],
+            min_response_body_bytes: 1024,
+            excluded_content_types: DEFAULT_EXCLUDED_CONTENT_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+        }
+    }
 }
 
 /// `buffering`: bound request bodies.

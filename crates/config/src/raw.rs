@@ -91,6 +91,27 @@ pub(crate) struct RawQuantities {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEntrypoint {
     pub(crate) listen: String,
+    pub(crate) tls: Option<RawEntrypointTls>,
+    pub(crate) redirect_to: Option<String>,
+}
+
+/// `entrypoints.NAME.tls`: `certificates: [{cert, key}, …]`, or the shorthand `cert` and
+/// `key` for one certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEntrypointTls {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) certificates: Option<Vec<RawCertificate>>,
+    pub(crate) min_version: Option<ScalarText>,
+}
+
+/// One certificate chain and its key, both PEM files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +157,16 @@ pub(crate) struct RawService {
     pub(crate) autoscale: Option<RawAutoscale>,
     pub(crate) protocol: Option<String>,
     pub(crate) balance: Option<StringOr<RawBalance>>,
+    pub(crate) tls: Option<BoolOr<RawUpstreamTls>>,
+}
+
+/// `tls:` of a service: TLS to its replicas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub(crate) ca: Option<String>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -552,6 +583,145 @@ pub(crate) struct RawMiddleware {
     pub(crate) strip_prefix: Option<StringOrList>,
     pub(crate) add_prefix: Option<String>,
     pub(crate) headers: Option<RawHeaders>,
+    pub(crate) rate_limit: Option<RawRateLimit>,
+    pub(crate) in_flight_req: Option<RawInFlightReq>,
+    pub(crate) basic_auth: Option<RawBasicAuth>,
+    pub(crate) ip_allow_list: Option<RawIpAllowList>,
+    pub(crate) redirect_scheme: Option<RawRedirectScheme>,
+    pub(crate) redirect_regex: Option<RawRedirectRegex>,
+    pub(crate) replace_path_regex: Option<RawReplacePathRegex>,
+    pub(crate) compress: Option<BoolOr<RawCompress>>,
+    pub(crate) buffering: Option<RawBuffering>,
+    pub(crate) cors: Option<RawCors>,
+    pub(crate) chain: Option<Vec<String>>,
+}
+
+/// `rate_limit:` (Traefik's `rateLimit`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub(crate) average: Option<u64>,
+    pub(crate) period: Option<String>,
+    pub(crate) burst: Option<u64>,
+    pub(crate) key: Option<String>,
+    pub(crate) depth: Option<usize>,
+    pub(crate) max_keys: Option<usize>,
+}
+
+/// `in_flight_req:` (Traefik's `inFlightReq`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInFlightReq {
+    pub(crate) amount: Option<u64>,
+    pub(crate) key: Option<String>,
+    pub(crate) depth: Option<usize>,
+}
+
+/// `basic_auth:` (Traefik's `basicAuth`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBasicAuth {
+    pub(crate) users: Option<Vec<String>>,
+    pub(crate) users_file: Option<String>,
+    pub(crate) realm: Option<String>,
+    pub(crate) remove_header: Option<bool>,
+    pub(crate) header_field: Option<String>,
+}
+
+/// `ip_allow_list:` (Traefik's `ipAllowList`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIpAllowList {
+    pub(crate) source_range: Option<Vec<String>>,
+    pub(crate) depth: Option<usize>,
+}
+
+/// `redirect_scheme:` (Traefik's `redirectScheme`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedirectScheme {
+    pub(crate) scheme: Option<String>,
+    pub(crate) port: Option<ScalarText>,
+    pub(crate) permanent: Option<bool>,
+}
+
+/// `redirect_regex:` (Traefik's `redirectRegex`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedirectRegex {
+    pub(crate) regex: Option<String>,
+    pub(crate) replacement: Option<String>,
+    pub(crate) permanent: Option<bool>,
+}
+
+/// `replace_path_regex:` (Traefik's `replacePathRegex`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReplacePathRegex {
+    pub(crate) regex: Option<String>,
+    pub(crate) replacement: Option<String>,
+}
+
+/// `compress:` (Traefik's `compress`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompress {
+    pub(crate) encodings: Option<Vec<String>>,
+    pub(crate) min_response_body_bytes: Option<RawSize>,
+    pub(crate) excluded_content_types: Option<Vec<String>>,
+}
+
+/// `buffering:` (Traefik's `buffering`, its request-body limit).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuffering {
+    pub(crate) max_request_body_bytes: Option<RawSize>,
+}
+
+/// `cors:` (Traefik's CORS fields of `headers`, as a middleware of its own).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub(crate) allow_origins: Option<Vec<String>>,
+    pub(crate) allow_methods: Option<Vec<String>>,
+    pub(crate) allow_headers: Option<Vec<String>>,
+    pub(crate) expose_headers: Option<Vec<String>>,
+    pub(crate) allow_credentials: Option<bool>,
+    pub(crate) max_age: Option<String>,
+}
+
+/// Any scalar kept as text, for fields users write either way: `min_version: 1.2` and
+/// `min_version: "1.2"`, `port: 8443` and `port: "8443"` (validated later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScalarText(pub(crate) String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_string()))
+            }
+            // `{:?}` keeps the fraction of a whole number: `1.0`, not `1`.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarText, E> {
+                Ok(ScalarText(format!("{v:?}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarText, E> {
+                Ok(ScalarText(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

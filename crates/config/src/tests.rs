@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use crate::*;
 
+/// The edge of the stack (issue 17): TLS, redirects and the edge middlewares.
+#[path = "tests_edge.rs"]
+mod edge;
+
 fn errors(src: &str) -> Vec<String> {
     parse(src, "shoal.yaml")
         .unwrap_err()
@@ -258,10 +262,14 @@ fn upstream_urls_are_checked() {
         "services:\n  a:\n    servers: [ftp://x:1, http://127.0.0.1:1/api, https://x:1, 'http://h:1']\n",
     );
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(e[0].contains("needs the scheme `http://`"), "{}", e[0]);
+    assert!(
+        e[0].contains("needs the scheme `http://` or `https://`"),
+        "{}",
+        e[0]
+    );
     assert!(e[1].contains("has no path"), "{}", e[1]);
     assert!(
-        e[2].contains("https upstreams are not supported yet"),
+        e[2].contains("`http://h:1` is `http://` and `servers[2]` is `https://`"),
         "{}",
         e[2]
     );

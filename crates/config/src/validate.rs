@@ -14,6 +14,9 @@ use crate::locate::Locations;
 use crate::model::*;
 use crate::raw::*;
 
+#[path = "validate_edge.rs"]
+mod edge;
+
 /// Default gateway address.
 pub const DEFAULT_GATEWAY_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -268,7 +271,7 @@ impl Cx<'_> {
     }
 
     fn stack(&mut self, raw: RawStack, base: &Path) -> Stack {
-        let gateway = self.gateway(raw.gateway);
+        let gateway = self.gateway(raw.gateway, base);
         let admin = self.admin(raw.admin);
         let services: Vec<Service> = raw
             .services
@@ -276,15 +279,8 @@ impl Cx<'_> {
             .filter_map(|(name, s)| self.service(name, s, base))
             .collect();
         let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        let middleware_names: Vec<String> = raw.middlewares.keys().cloned().collect();
-        let middlewares: Vec<(String, Option<Middleware>)> = raw
-            .middlewares
-            .into_iter()
-            .map(|(name, m)| {
-                let v = self.middleware(&name, m);
-                (name, v)
-            })
-            .collect();
+        let middlewares = self.middlewares(raw.middlewares, base);
+        let middleware_names = &middlewares.names;
         let entrypoint_names: Vec<&str> = gateway
             .entrypoints
             .iter()
@@ -351,9 +347,10 @@ impl Cx<'_> {
                 chain.push(m);
             }
             for (j, m) in r.middlewares.iter().enumerate() {
-                match middlewares.iter().find(|(n, _)| n == m) {
-                    Some((_, Some(mw))) => chain.push(mw.clone()),
-                    Some((_, None)) => {} // already reported
+                // A chain's members, flattened, in place.
+                match middlewares.expanded.get(m) {
+                    Some(Some(list)) => chain.extend(list.iter().cloned()),
+                    Some(None) => {} // already reported
                     None => {
                         let hint = did_you_mean(m, middleware_names.iter().map(String::as_str))
                             .or_else(|| {
@@ -371,12 +368,24 @@ impl Cx<'_> {
             }
             if let Some(eps) = &r.entrypoints {
                 for (j, e) in eps.iter().enumerate() {
+                    let field = format!("{path}.entrypoints[{j}]");
                     if !entrypoint_names.contains(&e.as_str()) {
                         let hint = did_you_mean(e, entrypoint_names.iter().copied());
+                        self.error_hint(&field, format!("unknown entrypoint `{e}`"), hint);
+                    } else if let Some(to) = gateway
+                        .entrypoints
+                        .iter()
+                        .find(|ep| ep.name == *e)
+                        .and_then(|ep| ep.redirect_to.as_ref())
+                    {
                         self.error_hint(
-                            &format!("{path}.entrypoints[{j}]"),
-                            format!("unknown entrypoint `{e}`"),
-                            hint,
+                            &field,
+                            format!(
+                                "entrypoint `{e}` redirects every request to `{}`; routes \
+                                 cannot listen on it",
+                                to.entrypoint
+                            ),
+                            Some(format!("list `{}` instead", to.entrypoint)),
                         );
                     }
                 }
@@ -415,7 +424,7 @@ impl Cx<'_> {
         }
     }
 
-    fn gateway(&mut self, raw: RawGateway) -> Gateway {
+    fn gateway(&mut self, raw: RawGateway, base: &Path) -> Gateway {
         let mut entrypoints = Vec::new();
         match (&raw.listen, raw.entrypoints) {
             (Some(_), Some(_)) => self.misplaced(
@@ -436,9 +445,27 @@ impl Cx<'_> {
                 if eps.is_empty() {
                     self.error("gateway.entrypoints", "needs at least one entrypoint");
                 }
+                // `redirect_to` names another entrypoint: resolved once all are read.
+                let mut declared = Vec::new();
+                let mut redirects = Vec::new();
                 for (name, ep) in eps {
-                    let field = format!("gateway.entrypoints.{name}.listen");
-                    if let Some(addr) = self.socket_addr(&field, &ep.listen) {
+                    let path = format!("gateway.entrypoints.{name}");
+                    let field = format!("{path}.listen");
+                    let addr = self.socket_addr(&field, &ep.listen);
+                    declared.push((name.clone(), ep.tls.is_some(), addr.map(|a| a.port())));
+                    match (&ep.tls, ep.redirect_to) {
+                        (Some(_), Some(_)) => self.misplaced(
+                            &format!("{path}.redirect_to"),
+                            "an entrypoint with `tls` serves HTTPS itself; `redirect_to` is for \
+                             a plain HTTP entrypoint that sends clients to an HTTPS one",
+                        ),
+                        (None, Some(target)) => redirects.push((name.clone(), target)),
+                        _ => {}
+                    }
+                    let tls = ep
+                        .tls
+                        .and_then(|t| self.entrypoint_tls(&format!("{path}.tls"), t, base));
+                    if let Some(addr) = addr {
                         // Port 0 picks a free port for each: never a clash.
                         if addr.port() != 0
                             && entrypoints.iter().any(|e: &Entrypoint| e.listen == addr)
@@ -448,11 +475,12 @@ impl Cx<'_> {
                         entrypoints.push(Entrypoint {
                             name,
                             listen: addr,
-                            tls: None,
+                            tls,
                             redirect_to: None,
                         });
                     }
                 }
+                self.redirects(&mut entrypoints, &declared, redirects);
             }
             (None, None) => {
                 entrypoints.push(Entrypoint {
@@ -676,16 +704,20 @@ impl Cx<'_> {
         let protocol = match raw.protocol.as_deref() {
             None | Some("http") => Protocol::Http1,
             Some("h2c") => Protocol::H2c,
+            Some("h2") => Protocol::H2,
             Some(other) => {
                 self.error_hint(
                     &format!("{path}.protocol"),
-                    format!("unknown protocol `{other}`; expected `http` or `h2c`"),
-                    did_you_mean(other, ["http", "h2c"]),
+                    format!("unknown protocol `{other}`; expected `http`, `h2c` or `h2`"),
+                    did_you_mean(other, ["http", "h2c", "h2"]),
                 );
                 Protocol::Http1
             }
         };
         let container = self.container(&path, &raw);
+        let raw_tls = raw.tls;
+        // `Some(true)` for `https://` servers; None for replicas shoal runs.
+        let mut https = None;
         let servers = raw.servers.is_some() && raw.command.is_none();
         // A worker's request settings were refused above: it keeps the defaults, unused.
         let (balance, health, retry, passive, circuit_breaker) = if worker {
@@ -767,7 +799,9 @@ impl Cx<'_> {
                         );
                     }
                 }
-                Source::Servers(self.servers(&path, servers))
+                let (servers, scheme) = self.servers(&path, servers);
+                https = scheme;
+                Source::Servers(servers)
             }
             (None, Some(argv)) => {
                 let image_only = argv.is_empty() && container.is_some();
@@ -857,6 +891,13 @@ impl Cx<'_> {
                 }))
             }
         };
+        // Whether TLS was asked for, even if its settings are invalid (reported once, there).
+        let wants_tls =
+            https == Some(true) || matches!(raw_tls, Some(BoolOr::Bool(true) | BoolOr::Map(_)));
+        let tls = self.upstream_tls(&path, raw_tls, https, base);
+        if !worker {
+            self.protocol_fits_tls(&path, protocol, wants_tls);
+        }
         Some(Service {
             name,
             source,
@@ -867,7 +908,7 @@ impl Cx<'_> {
             passive,
             circuit_breaker,
             container,
-            tls: None,
+            tls,
         })
     }
 
@@ -928,6 +969,7 @@ impl Cx<'_> {
             ),
             ("balance", raw.balance.is_some(), requests("balance")),
             ("protocol", raw.protocol.is_some(), requests("protocol")),
+            ("tls", raw.tls.is_some(), no_port.to_owned()),
             ("port_env", raw.port_env.is_some(), no_port.to_owned()),
             ("port", raw.port.is_some(), no_port.to_owned()),
             (
@@ -1046,11 +1088,18 @@ impl Cx<'_> {
         }
     }
 
-    fn servers(&mut self, path: &str, raw: Vec<StringOr<RawServer>>) -> Vec<Server> {
+    /// Static servers, and whether they are `https://` (None if no URL is valid). One
+    /// service speaks one scheme.
+    fn servers(
+        &mut self,
+        path: &str,
+        raw: Vec<StringOr<RawServer>>,
+    ) -> (Vec<Server>, Option<bool>) {
         if raw.is_empty() {
             self.error(&format!("{path}.servers"), "needs at least one server URL");
         }
         let mut out = Vec::new();
+        let mut https: Option<(bool, usize)> = None;
         for (i, StringOr(s)) in raw.into_iter().enumerate() {
             let field = format!("{path}.servers[{i}]");
             let weight = s.weight.unwrap_or(1);
@@ -1061,15 +1110,34 @@ impl Cx<'_> {
                 );
             }
             match upstream_authority(&s.url) {
-                Ok(authority) => out.push(Server {
-                    url: s.url,
-                    authority,
-                    weight: weight.clamp(1, 1000),
-                }),
+                Ok((authority, tls)) => {
+                    match https {
+                        None => https = Some((tls, i)),
+                        Some((first, at)) if first != tls => {
+                            let scheme = |tls| if tls { "https://" } else { "http://" };
+                            self.error(
+                                &field,
+                                format!(
+                                    "`{}` is `{}` and `servers[{at}]` is `{}`: the servers of \
+                                     one service use one scheme",
+                                    s.url,
+                                    scheme(tls),
+                                    scheme(first)
+                                ),
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                    out.push(Server {
+                        url: s.url,
+                        authority,
+                        weight: weight.clamp(1, 1000),
+                    });
+                }
                 Err(msg) => self.error(&field, msg),
             }
         }
-        out
+        (out, https.map(|(tls, _)| tls))
     }
 
     fn balance(&mut self, path: &str, service: &str, raw: Option<RawBalance>) -> Balance {
@@ -2434,24 +2502,18 @@ impl Cx<'_> {
         r
     }
 
-    fn middleware(&mut self, name: &str, raw: RawMiddleware) -> Option<Middleware> {
-        let path = format!("middlewares.{name}");
-        let set = [
-            raw.strip_prefix.is_some(),
-            raw.add_prefix.is_some(),
-            raw.headers.is_some(),
-        ];
-        if set.iter().filter(|s| **s).count() != 1 {
-            self.misplaced(
-                &path,
-                format!("middleware `{name}` needs exactly one of `strip_prefix`, `add_prefix`, `headers`"),
-            );
-            return None;
-        }
-        if let Some(p) = raw.strip_prefix {
+    /// A `strip_prefix`, `add_prefix` or `headers` middleware at `path` (the one given).
+    fn path_or_header_middleware(
+        &mut self,
+        path: &str,
+        strip_prefix: Option<StringOrList>,
+        add_prefix: Option<String>,
+        headers: Option<RawHeaders>,
+    ) -> Option<Middleware> {
+        if let Some(p) = strip_prefix {
             return self.strip_prefix(&format!("{path}.strip_prefix"), p);
         }
-        if let Some(p) = raw.add_prefix {
+        if let Some(p) = add_prefix {
             if !p.starts_with('/') {
                 self.error(
                     &format!("{path}.add_prefix"),
@@ -2461,7 +2523,7 @@ impl Cx<'_> {
             }
             return Some(Middleware::AddPrefix(p.trim_end_matches('/').to_owned()));
         }
-        let h = raw.headers?;
+        let h = headers?;
         let mut rules = HeaderRules::default();
         let before = self.diags.len();
         rules.request_set = self.header_set(&format!("{path}.headers.request.set"), h.request.set);
@@ -2755,24 +2817,21 @@ fn resolve(base: &Path, dir: &str) -> PathBuf {
     }
 }
 
-/// `http://host:port[/]` → `host:port`.
-fn upstream_authority(url: &str) -> Result<String, String> {
+/// `http://host:port[/]` → `host:port` (port 80 by default), or `https://host[:port]`
+/// (port 443 by default); true for `https`.
+fn upstream_authority(url: &str) -> Result<(String, bool), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| format!("`{url}` is not a URL; expected e.g. `http://127.0.0.1:9001`"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{url}`: https upstreams are not supported yet; use http"
-            ));
-        }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         _ => {
             return Err(format!(
-                "`{url}` needs the scheme `http://`, e.g. `http://127.0.0.1:9001`"
+                "`{url}` needs the scheme `http://` or `https://`, e.g. `http://127.0.0.1:9001`"
             ));
         }
-    }
+    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!(
             "`{url}`: an upstream URL has no path; use the `add_prefix` middleware to add one"
@@ -2786,8 +2845,8 @@ fn upstream_authority(url: &str) -> Result<String, String> {
             "`{url}`: credentials in upstream URLs are not supported"
         ));
     }
-    let port = authority.port_u16().unwrap_or(80);
-    Ok(format!("{}:{port}", authority.host()))
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok((format!("{}:{port}", authority.host()), https))
 }
 
 /// The `admin` section of a stack file even when other parts of it are invalid, so that CLI

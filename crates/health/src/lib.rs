@@ -8,12 +8,17 @@
 //! is out, checks come at the fast interval; healthy replicas are checked every interval
 //! with ±10% jitter so that checks of many replicas do not align.
 //!
+//! [`tls`] is the client side of TLS to replicas ([`ClientTls`]), used by HTTPS probes here
+//! and by the gateway's requests, so both verify a replica the same way.
+//!
 //! It does not decide what being out of rotation means: the caller removes the replica
 //! from its balancer (supervisor) or marks the backend down (gateway), and records events.
 #![warn(missing_docs)]
 
 mod checker;
 mod probe;
+pub mod tls;
 
 pub use checker::{CheckSettings, Checker, Transition, jittered};
-pub use probe::{Probe, check};
+pub use probe::{Probe, ProbeTls, check};
+pub use tls::ClientTls;

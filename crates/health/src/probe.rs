@@ -6,10 +6,16 @@
 //! default) — enough for a health endpoint without pulling an HTTP client in. Each probe is
 //! bounded by its timeout. Note that a TCP probe passes on a hung process (the kernel
 //! accepts connections into the listen backlog); only an HTTP probe notices a hang.
+//!
+//! The HTTP probe of a service whose replicas speak TLS (`tls:`, `https://` servers) does
+//! the TLS handshake first, with the service's verification settings ([`crate::ClientTls`]):
+//! a replica whose certificate does not verify fails its check, with the reason.
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls::{ClientTls, host_of};
 
 /// What a check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +26,8 @@ pub enum Probe {
         path: String,
         /// Inclusive status ranges that pass.
         expect: Vec<(u16, u16)>,
+        /// HTTPS: the TLS handshake first, if set.
+        tls: Option<ProbeTls>,
     },
     /// A TCP connection to the address is accepted.
     Tcp,
@@ -33,6 +41,7 @@ impl Probe {
             Some(path) => Probe::Http {
                 path: path.to_owned(),
                 expect: expect.to_vec(),
+                tls: None,
             },
             None => Probe::Tcp,
         }
@@ -43,8 +52,31 @@ impl Probe {
         Probe::Http {
             path: path.into(),
             expect: vec![(200, 399)],
+            tls: None,
         }
     }
+
+    /// The same probe over TLS (an HTTP probe becomes HTTPS; a TCP probe stays a connect).
+    pub fn over_tls(self, tls: ProbeTls) -> Probe {
+        match self {
+            Probe::Http { path, expect, .. } => Probe::Http {
+                path,
+                expect,
+                tls: Some(tls),
+            },
+            Probe::Tcp => Probe::Tcp,
+        }
+    }
+}
+
+/// How an HTTPS probe does its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTls {
+    /// Trust, name and ALPN (offer `http/1.1`: the probe speaks HTTP/1.1).
+    pub client: ClientTls,
+    /// The host the replica is reached at, for the name verified when the settings have no
+    /// `server_name` (`localhost` for local replicas); None: the host of the address probed.
+    pub host: Option<String>,
 }
 
 /// Longest status line read before giving up on a response.
@@ -62,9 +94,30 @@ async fn check_inner(probe: &Probe, addr: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let Probe::Http { path, expect } = probe else {
+    let Probe::Http { path, expect, tls } = probe else {
         return Ok(());
     };
+    match tls {
+        None => http_status(&mut stream, addr, path, expect).await,
+        Some(tls) => {
+            let host = tls.host.as_deref().unwrap_or_else(|| host_of(addr));
+            let mut stream = tls
+                .client
+                .handshake(stream, host)
+                .await
+                .map_err(|e| e.to_string())?;
+            http_status(&mut stream, addr, path, expect).await
+        }
+    }
+}
+
+/// Send the probe's `GET` on `stream` and check the status it gets.
+async fn http_status(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    addr: &str,
+    path: &str,
+    expect: &[(u16, u16)],
+) -> Result<(), String> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shoal-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
@@ -125,6 +178,7 @@ fn truncate(s: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::ClientTls;
     use tokio::net::TcpListener;
 
     #[test]
@@ -164,12 +218,96 @@ mod tests {
         let only_503 = Probe::Http {
             path: "/health".into(),
             expect: vec![(503, 503)],
+            tls: None,
         };
         assert_eq!(check(&only_503, &down, t).await, Ok(()));
         assert_eq!(
             check(&only_503, &ok, t).await,
             Err("HTTP status 204".into())
         );
+    }
+
+    /// A TLS server for `localhost` (signed by a fresh CA, written to `dir/ca.pem`)
+    /// answering every connection with 200; returns its address.
+    async fn serve_tls(dir: &std::path::Path, ca_name: &str) -> String {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, ca_name);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn https_probes_verify_the_replica_like_requests_do() {
+        let dir = std::env::temp_dir().join(format!("shoal-probe-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = serve_tls(&dir, "probe test CA").await;
+        let t = Duration::from_secs(5);
+        let tls = |ca: Option<std::path::PathBuf>, insecure: bool| ProbeTls {
+            client: ClientTls::new(crate::tls::TlsSettings {
+                ca,
+                insecure_skip_verify: insecure,
+                alpn: vec![crate::tls::ALPN_HTTP1.to_vec()],
+                ..Default::default()
+            })
+            .unwrap(),
+            host: Some("localhost".into()),
+        };
+        let https = Probe::http("/health").over_tls(tls(Some(dir.join("ca.pem")), false));
+        assert_eq!(check(&https, &addr, t).await, Ok(()));
+        // Another CA (its own, just made): the check fails and says why.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let _ = serve_tls(&other, "another CA").await;
+        let wrong = Probe::http("/health").over_tls(tls(Some(other.join("ca.pem")), false));
+        let err = check(&wrong, &addr, t).await.unwrap_err();
+        assert!(err.contains("not signed by a trusted CA"), "{err}");
+        // Verification off: passes.
+        let insecure = Probe::http("/health").over_tls(tls(None, true));
+        assert_eq!(check(&insecure, &addr, t).await, Ok(()));
+        // A plain HTTP probe of a TLS replica fails; a TCP probe stays a connect.
+        assert!(check(&Probe::http("/health"), &addr, t).await.is_err());
+        assert_eq!(
+            check(&Probe::Tcp.over_tls(tls(None, true)), &addr, t).await,
+            Ok(())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

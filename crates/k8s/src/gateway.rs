@@ -4,13 +4,19 @@
 //! observability (`crate::observe`).
 //!
 //! The derived stack file keeps each replicated service as an image service: `image`, `port`,
-//! `protocol`, `balance`, `health`, `retry`, `passive` and `circuit_breaker` as written, and
+//! `protocol`, `tls`, `balance`, `health`, `retry`, `passive` and `circuit_breaker` as written, and
 //! `autoscale` for the services shoal's autoscaler owns (`crate::scaling`). In that mode the
 //! gateway finds a service's pods through the EndpointSlices of its Kubernetes Service (label
 //! `kubernetes.io/service-name`) and balances over them itself, per request, with passive
 //! ejection, retries and hedging as locally. What only concerns the pods (`replicas`, `args`,
 //! `env`, `resources`, `stop`, `restart`, `logs`) is the Deployment's and is left out. Routes,
 //! middlewares and the gateway's settings are carried over as they are.
+//!
+//! TLS files come into the pod next to the stack file (`crate::tls`): each certificate of a
+//! TLS entrypoint from a Secret of type `kubernetes.io/tls` that the user creates (the render
+//! never holds a private key), each service's CA bundle from a ConfigMap the render writes;
+//! all of them and the stack file are one projected, read-only volume at `/etc/shoal`, and
+//! the derived stack file names the paths in it.
 //!
 //! The admin API can scale, reload and stop shoal, and beyond loopback shoal insists on a
 //! token, which would then have to sit in the ConfigMap in clear text. So it stays on
@@ -27,11 +33,12 @@ use shoal_config::{Source, Stack};
 
 use crate::explain::{Explain, Section};
 use crate::scaling::Owner;
+use crate::tls::{self, CaBundle, CertSecret};
 use crate::workload::{self, labels, match_labels, metadata, secs, selector};
 use crate::yaml::{Obj, fingerprint, list, string_map, to_text};
 use crate::{
     GATEWAY_NAME, GATEWAY_STACK_PATH, Kind, LEASE_NAME, Manifest, NAMESPACE_ENV, Options,
-    POD_NAME_ENV, observe, rbac, stackfile,
+    POD_NAME_ENV, RenderError, observe, rbac, stackfile,
 };
 
 /// The gateway pod's preStop sleep: time for the Service's endpoints (and a cloud load
@@ -44,6 +51,107 @@ const EXIT_MARGIN_SECS: u64 = 5;
 const STATE_DIR: &str = "/var/lib/shoal";
 /// The user the gateway runs as (distroless' `nonroot`).
 const RUN_AS: u64 = 65532;
+
+/// The TLS material the gateway's pods mount next to their stack file (`crate::tls`).
+#[derive(Debug, Default)]
+pub(crate) struct Material {
+    /// The certificates of TLS entrypoints: Secrets the user creates.
+    pub(crate) certs: Vec<CertSecret>,
+    /// Services' CA bundles: ConfigMaps the render writes.
+    pub(crate) bundles: Vec<CaBundle>,
+}
+
+impl Material {
+    fn of(stack: &Stack) -> Result<Material, RenderError> {
+        Ok(Material {
+            certs: tls::cert_secrets(stack),
+            bundles: tls::ca_bundles(stack)?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.certs.is_empty() && self.bundles.is_empty()
+    }
+
+    /// `(cert, key)` of an entrypoint's certificates as its pods see them.
+    fn cert_paths(&self, entrypoint: &str) -> Vec<(String, String)> {
+        self.certs
+            .iter()
+            .filter(|c| c.entrypoint == entrypoint)
+            .map(|c| {
+                (
+                    format!("{}/tls.crt", c.dir()),
+                    format!("{}/tls.key", c.dir()),
+                )
+            })
+            .collect()
+    }
+
+    fn bundle(&self, service: &str) -> Option<&CaBundle> {
+        self.bundles.iter().find(|b| b.service == service)
+    }
+
+    /// The one volume mounted at `/etc/shoal`: the stack file's ConfigMap alone, or projected
+    /// with the Secrets and CA ConfigMaps into `tls/SECRET/` and `ca/CONFIGMAP/` under it
+    /// (one volume rather than mounts nested inside a read-only ConfigMap mount, where the
+    /// runtime could not create their mount points).
+    fn volume(&self, configmap: &str) -> Value {
+        let stack = Obj::new().with("name", configmap);
+        if self.is_empty() {
+            return Obj::new()
+                .with("name", "stack")
+                .with("configMap", stack)
+                .into();
+        }
+        let mut sources = vec![Value::from(Obj::new().with("configMap", stack))];
+        for c in &self.certs {
+            let dir = c.dir();
+            let rel = dir.trim_start_matches("/etc/shoal/");
+            sources.push(
+                Obj::new()
+                    .with(
+                        "secret",
+                        Obj::new().with("name", c.name.as_str()).with(
+                            "items",
+                            list([
+                                Obj::new()
+                                    .with("key", "tls.crt")
+                                    .with("path", format!("{rel}/tls.crt")),
+                                // Readable by the pod's group only (fsGroup), not by all.
+                                Obj::new()
+                                    .with("key", "tls.key")
+                                    .with("path", format!("{rel}/tls.key"))
+                                    .with("mode", KEY_MODE),
+                            ]),
+                        ),
+                    )
+                    .into(),
+            );
+        }
+        for b in &self.bundles {
+            let rel = b.mounted();
+            let rel = rel.trim_start_matches("/etc/shoal/");
+            sources.push(
+                Obj::new()
+                    .with(
+                        "configMap",
+                        Obj::new().with("name", b.name.as_str()).with(
+                            "items",
+                            list([Obj::new().with("key", tls::CA_KEY).with("path", rel)]),
+                        ),
+                    )
+                    .into(),
+            );
+        }
+        Obj::new()
+            .with("name", "stack")
+            .with("projected", Obj::new().with("sources", list(sources)))
+            .into()
+    }
+}
+
+/// File mode of a mounted private key: 0440, so that the pod's group (`fsGroup`) reads it.
+const KEY_MODE: u64 = 0o440;
 
 pub(crate) struct Gateway {
     pub(crate) manifests: Vec<Manifest>,
@@ -153,6 +261,7 @@ pub(crate) fn stack_file(
     stack: &Stack,
     opts: &Options,
     ports: &Ports,
+    material: &Material,
     section: &mut Section,
     explain: &mut Explain,
 ) -> (String, String) {
@@ -171,9 +280,18 @@ pub(crate) fn stack_file(
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let mut entrypoints = Obj::new();
     for (name, port, _) in &ports.entrypoints {
+        let declared = stack.gateway.entrypoints.iter().find(|e| &e.name == name);
+        let tls = declared.and_then(|e| e.tls.as_ref());
+        let redirect = declared.and_then(|e| e.redirect_to.as_ref());
         entrypoints = entrypoints.with(
             name,
-            Obj::new().with("listen", SocketAddr::new(any, *port).to_string()),
+            Obj::new()
+                .with("listen", SocketAddr::new(any, *port).to_string())
+                .with_opt(
+                    "tls",
+                    tls.map(|t| stackfile::entrypoint_tls(t, &material.cert_paths(name))),
+                )
+                .with_opt("redirect_to", redirect.map(|r| r.entrypoint.as_str())),
         );
     }
     entrypoints = entrypoints.with(
@@ -185,6 +303,44 @@ pub(crate) fn stack_file(
     let (mut scaled, mut by_hpa, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
     for s in &stack.services {
         let mut o = Obj::new();
+        let ca = material.bundle(&s.name).map(CaBundle::mounted);
+        let upstream_tls = s
+            .tls
+            .as_ref()
+            .map(|t| stackfile::upstream_tls(t, ca.as_deref()));
+        if let Some(t) = &s.tls {
+            let mut how = Vec::new();
+            if let Some(b) = material.bundle(&s.name) {
+                how.push(format!(
+                    "ca {} from ConfigMap {} (the bundle of {})",
+                    b.mounted(),
+                    b.name,
+                    b.file
+                ));
+            }
+            if let Some(n) = &t.server_name {
+                how.push(format!("server_name {n}"));
+            }
+            if t.insecure_skip_verify {
+                how.push("insecure_skip_verify: true".to_owned());
+                explain.warn(format!(
+                    "service `{}`: tls.insecure_skip_verify is carried: the gateway encrypts to its replicas but accepts any certificate, so it does not know who answers",
+                    s.name
+                ));
+            } else if t.server_name.is_none() && tls::replicated(&s.source) {
+                explain.warn(format!(
+                    "service `{}`: TLS to its pods without tls.server_name checks each pod's certificate for the pod's IP address, which pod certificates rarely name; set tls.server_name to a name they have",
+                    s.name
+                ));
+            }
+            if how.is_empty() {
+                how.push("the system's CA roots".to_owned());
+            }
+            section.row(
+                format!("service `{}` tls", s.name),
+                format!("ConfigMap {GATEWAY_NAME}: tls, {}", how.join(", ")),
+            );
+        }
         match (&s.source, &s.container) {
             (Source::Command(command), Some(container)) => {
                 let owner = Owner::of(command, container, opts.ingress);
@@ -192,6 +348,7 @@ pub(crate) fn stack_file(
                     .with("image", container.image.as_str())
                     .with("port", container.port)
                     .with("protocol", stackfile::protocol(s.protocol))
+                    .with_opt("tls", upstream_tls.clone())
                     .with("balance", stackfile::balance(&s.balance))
                     .with("health", stackfile::health(&s.health, true))
                     .with("retry", stackfile::retry(&s.retry))
@@ -218,6 +375,7 @@ pub(crate) fn stack_file(
                 o = o
                     .with("servers", stackfile::servers(servers))
                     .with("protocol", stackfile::protocol(s.protocol))
+                    .with_opt("tls", upstream_tls.clone())
                     .with("balance", stackfile::balance(&s.balance))
                     .with("health", stackfile::health(&s.health, false))
                     .with("retry", stackfile::retry(&s.retry))
@@ -262,7 +420,7 @@ pub(crate) fn stack_file(
             ),
         );
         section.row(
-            "  their image, port, protocol, balance, health, retry, passive, circuit_breaker",
+            "  their image, port, protocol, tls, balance, health, retry, passive, circuit_breaker",
             format!("ConfigMap {GATEWAY_NAME}: kept"),
         );
         section.row(
@@ -296,10 +454,19 @@ pub(crate) fn stack_file(
     // Middleware chains, named after their route; the inline strip_prefix first.
     let mut middlewares = Obj::new();
     let mut routes = Vec::new();
+    // A route without `entrypoints` is on every entrypoint but those that redirect every
+    // request to HTTPS (where no route listens).
     let user_entrypoints: Vec<&str> = ports
         .entrypoints
         .iter()
         .map(|(n, _, _)| n.as_str())
+        .filter(|n| {
+            !stack
+                .gateway
+                .entrypoints
+                .iter()
+                .any(|e| e.name == *n && e.redirect_to.is_some())
+        })
         .collect();
     for r in &stack.routes {
         let mut chain: &[shoal_config::Middleware] = &r.middlewares;
@@ -394,11 +561,23 @@ fn without_images(doc: &Value) -> Value {
     doc
 }
 
-pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Gateway {
+pub(crate) fn render(
+    stack: &Stack,
+    opts: &Options,
+    explain: &mut Explain,
+) -> Result<Gateway, RenderError> {
     let mut section = Section::new("gateway");
     let mut services_section = Section::default();
     let ports = ports(stack, explain);
-    let (stack_file, hash) = stack_file(stack, opts, &ports, &mut services_section, explain);
+    let material = Material::of(stack)?;
+    let (stack_file, hash) = stack_file(
+        stack,
+        opts,
+        &ports,
+        &material,
+        &mut services_section,
+        explain,
+    );
     let name = GATEWAY_NAME;
     let mut manifests = Vec::new();
 
@@ -412,6 +591,21 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
         "data",
         Obj::new().with("shoal.yaml", stack_file.as_str()).into(),
     ));
+    for b in &material.bundles {
+        manifests.push(Manifest::with_top(
+            Kind::ConfigMap,
+            &b.name,
+            vec![format!(
+                "The CA bundle of service `{}` ({}), mounted in the gateway's pods at {}.",
+                b.service,
+                b.file,
+                b.mounted()
+            )],
+            metadata(&b.name, opts, "gateway"),
+            "data",
+            Obj::new().with(tls::CA_KEY, b.pem.as_str()).into(),
+        ));
+    }
 
     let (rbac, rbac_section) = rbac::render(stack, opts);
     manifests.extend(rbac);
@@ -552,6 +746,7 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
                         .with("runAsNonRoot", true)
                         .with("runAsUser", RUN_AS)
                         .with("runAsGroup", RUN_AS)
+                        .with_opt("fsGroup", (!material.certs.is_empty()).then_some(RUN_AS))
                         .with("seccompProfile", Obj::new().with("type", "RuntimeDefault")),
                 )
                 .with("terminationGracePeriodSeconds", grace)
@@ -559,12 +754,11 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
                 .with(
                     "volumes",
                     list([
-                        Obj::new()
-                            .with("name", "stack")
-                            .with("configMap", Obj::new().with("name", name)),
+                        material.volume(name),
                         Obj::new()
                             .with("name", "state")
-                            .with("emptyDir", Obj::new()),
+                            .with("emptyDir", Obj::new())
+                            .into(),
                     ]),
                 ),
         );
@@ -615,6 +809,7 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
             eps.join(", ")
         ),
     );
+    tls_rows(stack, opts, &material, &ports, &mut section, explain);
     section.row(
         "routes, middlewares",
         format!(
@@ -658,10 +853,66 @@ pub(crate) fn render(stack: &Stack, opts: &Options, explain: &mut Explain) -> Ga
     section.note(
         "the gateway balances over pods, per request, with passive ejection, retries and hedging as locally; a pod's readiness probe still decides whether it is in its EndpointSlice (ready) at all",
     );
-    Gateway {
+    Ok(Gateway {
         manifests,
         sections: vec![section, rbac_section, observe_section],
         stack_file,
+    })
+}
+
+/// What `--explain` says about TLS entrypoints and redirects, and the warnings naming the
+/// Secrets to create.
+fn tls_rows(
+    stack: &Stack,
+    opts: &Options,
+    material: &Material,
+    ports: &Ports,
+    section: &mut Section,
+    explain: &mut Explain,
+) {
+    for e in &stack.gateway.entrypoints {
+        if let Some(t) = &e.tls {
+            for c in material.certs.iter().filter(|c| c.entrypoint == e.name) {
+                section.row(
+                    format!("entrypoint `{}` tls.certificates[{}]", e.name, c.index),
+                    format!(
+                        "Secret {} (type kubernetes.io/tls, not rendered: create it), mounted read-only at {}/; ConfigMap {GATEWAY_NAME}: cert {}/tls.crt, key {}/tls.key",
+                        c.name,
+                        c.dir(),
+                        c.dir(),
+                        c.dir()
+                    ),
+                );
+                explain.warn(format!(
+                    "entrypoint `{}`: the certificate {} and its key come from the Secret {}, which the render does not write (a private key never goes into a manifest); create it before applying: `{}`",
+                    e.name,
+                    tls::shown(&c.files.cert),
+                    c.name,
+                    c.create_command(&opts.namespace)
+                ));
+            }
+            section.row(
+                format!("entrypoint `{}` tls.min_version", e.name),
+                format!(
+                    "ConfigMap {GATEWAY_NAME}: min_version {}",
+                    tls::version(t.min_version)
+                ),
+            );
+        }
+        if let Some(r) = &e.redirect_to {
+            let port = ports
+                .entrypoints
+                .iter()
+                .find(|(n, _, _)| *n == r.entrypoint)
+                .map_or(r.port, |(_, p, _)| *p);
+            section.row(
+                format!("entrypoint `{}` redirect_to: {}", e.name, r.entrypoint),
+                format!(
+                    "ConfigMap {GATEWAY_NAME}: redirect_to {} (308 to https, port {port}: the port of the gateway's Service for `{}`; if something in front publishes it on another port, the Location is wrong)",
+                    r.entrypoint, r.entrypoint
+                ),
+            );
+        }
     }
 }
 

@@ -10,8 +10,11 @@
 //! the in-cluster runtime needs (EndpointSlices, the scale subresource of the Deployments its
 //! autoscaler owns, its Lease), scrape annotations or a ServiceMonitor, and the Grafana
 //! dashboard as a ConfigMap; or Traefik ([`Ingress::Traefik`]): IngressRoute and Middleware
-//! objects for the same routes. [`render`] is a pure function — no I/O, output in a fixed order
-//! — so golden files pin it down. It also explains itself ([`Explain`]).
+//! objects for the same routes. [`render`] is a function of the stack and the options, output
+//! in a fixed order, so golden files pin it down; the one file it reads is a service's CA
+//! bundle (public certificates, carried in a ConfigMap). TLS certificates and keys are never
+//! read or copied: they come from Secrets the user creates, which the render names (`tls`).
+//! It also explains itself ([`Explain`]).
 //!
 //! Who sets each Deployment's replica count — the manifest, a HorizontalPodAutoscaler or
 //! shoal's in-cluster autoscaler, never two of them — is decided in one place (`scaling`).
@@ -39,6 +42,7 @@ mod observe;
 mod rbac;
 mod scaling;
 mod stackfile;
+mod tls;
 mod traefik;
 mod workload;
 mod yaml;
@@ -210,6 +214,17 @@ pub enum RenderError {
     /// Zero gateway replicas.
     #[error("the gateway needs at least one replica")]
     NoGateway,
+    /// A service's `tls.ca` could not be read into the ConfigMap that carries it to the
+    /// gateway's pods.
+    #[error("service `{service}`: tls.ca {path}: {message}")]
+    CaBundle {
+        /// The service.
+        service: String,
+        /// The CA bundle as the stack file resolved it.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A ServiceMonitor asked for without shoal's gateway, whose metrics it would scrape.
     #[error(
         "a ServiceMonitor scrapes shoal's gateway, which `--ingress traefik` does not run; Traefik's own metrics are configured in Traefik"
@@ -220,8 +235,11 @@ pub enum RenderError {
 /// The kinds of object a render produces, in the order a file per kind is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
-    /// `v1` ConfigMap: the gateway's stack file, the Grafana dashboard.
+    /// `v1` ConfigMap: the gateway's stack file, CA bundles, the Grafana dashboard.
     ConfigMap,
+    /// `v1` Secret: the password hashes of a Traefik `basicAuth` (never a private key: TLS
+    /// Secrets are created by the user, see [`Explain`]).
+    Secret,
     /// `v1` ServiceAccount: the gateway's identity towards the Kubernetes API.
     ServiceAccount,
     /// `rbac.authorization.k8s.io/v1` Role: what the gateway may do in its namespace.
@@ -247,8 +265,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in file order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::ConfigMap,
+        Kind::Secret,
         Kind::ServiceAccount,
         Kind::Role,
         Kind::RoleBinding,
@@ -265,6 +284,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Role => "Role",
             Kind::RoleBinding => "RoleBinding",
@@ -281,7 +301,7 @@ impl Kind {
     /// `apiVersion:` of the kind.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::ConfigMap | Kind::ServiceAccount | Kind::Service => "v1",
+            Kind::ConfigMap | Kind::Secret | Kind::ServiceAccount | Kind::Service => "v1",
             Kind::Role | Kind::RoleBinding => "rbac.authorization.k8s.io/v1",
             Kind::Deployment => "apps/v1",
             Kind::PodDisruptionBudget => "policy/v1",
@@ -304,6 +324,7 @@ impl Kind {
     pub fn file_name(self) -> &'static str {
         match self {
             Kind::ConfigMap => "configmaps.yaml",
+            Kind::Secret => "secrets.yaml",
             Kind::ServiceAccount => "serviceaccounts.yaml",
             Kind::Role => "roles.yaml",
             Kind::RoleBinding => "rolebindings.yaml",
@@ -492,7 +513,7 @@ pub fn render(stack: &Stack, opts: &Options) -> Result<Rendered, RenderError> {
     }
     let gateway_stack = match opts.ingress {
         Ingress::Shoal => {
-            let gateway = gateway::render(stack, opts, &mut explain);
+            let gateway = gateway::render(stack, opts, &mut explain)?;
             manifests.extend(gateway.manifests);
             explain.sections.extend(gateway.sections);
             Some(gateway.stack_file)

@@ -6,8 +6,9 @@ use http::{HeaderName, HeaderValue};
 use serde_yaml::Value;
 use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{
-    AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, Gateway, HashOn, Health,
-    Metrics, Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
+    AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, ClientKey, EntrypointTls,
+    Gateway, HashOn, Health, Metrics, Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
+    UpstreamTls,
 };
 
 use crate::yaml::{Obj, duration, list};
@@ -287,17 +288,121 @@ pub(crate) fn circuit_breaker(c: &CircuitBreaker) -> Value {
 
 pub(crate) fn middleware(m: &Middleware) -> Value {
     match m {
-        // TODO(issue 17): write the edge middlewares back.
-        Middleware::RateLimit(_)
-        | Middleware::InFlightReq(_)
-        | Middleware::BasicAuth(_)
-        | Middleware::IpAllowList(_)
-        | Middleware::RedirectScheme(_)
-        | Middleware::RedirectRegex(_)
-        | Middleware::ReplacePathRegex(_)
-        | Middleware::Compress(_)
-        | Middleware::Buffering(_)
-        | Middleware::Cors(_) => Obj::new().with(m.kind(), Obj::new()).into(),
+        Middleware::RateLimit(r) => Obj::new()
+            .with(
+                "rate_limit",
+                client_key(
+                    &r.key,
+                    Obj::new()
+                        .with("average", r.average)
+                        .with("period", duration(r.period))
+                        .with("burst", r.burst),
+                )
+                .with("max_keys", r.max_keys as u64),
+            )
+            .into(),
+        Middleware::InFlightReq(r) => Obj::new()
+            .with(
+                "in_flight_req",
+                client_key(&r.key, Obj::new().with("amount", r.amount)),
+            )
+            .into(),
+        Middleware::BasicAuth(a) => Obj::new()
+            .with(
+                "basic_auth",
+                Obj::new()
+                    .with(
+                        "users",
+                        list(a.users.iter().map(|(user, hash)| format!("{user}:{hash}"))),
+                    )
+                    .with("realm", a.realm.as_str())
+                    .with("remove_header", a.remove_header)
+                    .with_opt("header_field", a.header_field.as_ref().map(|h| h.as_str())),
+            )
+            .into(),
+        Middleware::IpAllowList(l) => Obj::new()
+            .with(
+                "ip_allow_list",
+                Obj::new()
+                    .with(
+                        "source_range",
+                        list(
+                            l.source_range
+                                .iter()
+                                .map(|r| format!("{}/{}", r.addr, r.prefix)),
+                        ),
+                    )
+                    .with("depth", l.depth as u64),
+            )
+            .into(),
+        Middleware::RedirectScheme(r) => Obj::new()
+            .with(
+                "redirect_scheme",
+                Obj::new()
+                    .with("scheme", r.scheme.as_str())
+                    .with_opt("port", r.port.map(u64::from))
+                    .with("permanent", r.permanent),
+            )
+            .into(),
+        Middleware::RedirectRegex(r) => Obj::new()
+            .with(
+                "redirect_regex",
+                Obj::new()
+                    .with("regex", r.regex.source.as_str())
+                    .with("replacement", r.replacement.as_str())
+                    .with("permanent", r.permanent),
+            )
+            .into(),
+        Middleware::ReplacePathRegex(r) => Obj::new()
+            .with(
+                "replace_path_regex",
+                Obj::new()
+                    .with("regex", r.regex.source.as_str())
+                    .with("replacement", r.replacement.as_str()),
+            )
+            .into(),
+        Middleware::Compress(c) => Obj::new()
+            .with(
+                "compress",
+                Obj::new()
+                    .with("encodings", list(c.encodings.iter().map(|e| e.token())))
+                    .with("min_response_body_bytes", c.min_response_body_bytes)
+                    .with(
+                        "excluded_content_types",
+                        list(c.excluded_content_types.iter().map(String::as_str)),
+                    ),
+            )
+            .into(),
+        Middleware::Buffering(b) => Obj::new()
+            .with(
+                "buffering",
+                Obj::new().with("max_request_body_bytes", b.max_request_body_bytes),
+            )
+            .into(),
+        Middleware::Cors(c) => Obj::new()
+            .with(
+                "cors",
+                Obj::new()
+                    .with(
+                        "allow_origins",
+                        list(c.allow_origins.iter().map(String::as_str)),
+                    )
+                    .with(
+                        "allow_methods",
+                        list(c.allow_methods.iter().map(|m| m.as_str())),
+                    )
+                    .with_nonempty(
+                        "allow_headers",
+                        list(c.allow_headers.iter().map(String::as_str)),
+                    )
+                    .with_nonempty(
+                        "expose_headers",
+                        list(c.expose_headers.iter().map(String::as_str)),
+                    )
+                    .with("allow_credentials", c.allow_credentials)
+                    .with_opt("max_age", c.max_age.map(duration)),
+            )
+            .into(),
         Middleware::StripPrefix(prefixes) => Obj::new()
             .with("strip_prefix", list(prefixes.iter().map(String::as_str)))
             .into(),
@@ -324,6 +429,40 @@ pub(crate) fn middleware(m: &Middleware) -> Value {
                 )
                 .into()
         }
+    }
+}
+
+/// An entrypoint's `tls`, its certificates given as the paths the gateway's pod sees
+/// (`(cert, key)` in the entrypoint's order).
+pub(crate) fn entrypoint_tls(tls: &EntrypointTls, paths: &[(String, String)]) -> Value {
+    Obj::new()
+        .with(
+            "certificates",
+            list(paths.iter().map(|(cert, key)| {
+                Obj::new()
+                    .with("cert", cert.as_str())
+                    .with("key", key.as_str())
+            })),
+        )
+        .with("min_version", crate::tls::version(tls.min_version))
+        .into()
+}
+
+/// A service's `tls`, its CA bundle given as the path the gateway's pod sees.
+pub(crate) fn upstream_tls(tls: &UpstreamTls, ca: Option<&str>) -> Value {
+    Obj::new()
+        .with_opt("ca", ca)
+        .with_opt("server_name", tls.server_name.as_deref())
+        .with("insecure_skip_verify", tls.insecure_skip_verify)
+        .into()
+}
+
+/// A limit's fields with its `key` (and `depth` for client IPs) written in.
+fn client_key(key: &ClientKey, fields: Obj) -> Obj {
+    match key {
+        ClientKey::Ip { depth } => fields.with("key", "client_ip").with("depth", *depth as u64),
+        ClientKey::Header(name) => fields.with("key", format!("header:{name}")),
+        ClientKey::Route => fields.with("key", "route"),
     }
 }
 

@@ -779,3 +779,537 @@ fn output_is_deterministic_and_split_by_kind() {
     );
     assert!(!files.last().unwrap().1.contains("horizontalpodautoscalers"));
 }
+
+// TLS and the edge middlewares (issue 17).
+
+/// Marks the text of every private key the edge stacks name: no render may contain it.
+const KEY_MARK: &str = "KEY-MATERIAL-THAT-MUST-NEVER-LEAVE-THE-FILE";
+
+const BCRYPT: &str = "$2y$05$5X.pSxinciEBw7yo08.hSua4ACQdHfQwkHJc6NjhLISUp.zxoZ.1C";
+const ARGON2: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2l4dGVlbiBieXRlIHNsdA$9sTbSlTio3Biev89thdrlKKiCaYsjjYVJxGAL3swxpQ";
+
+fn route<'a>(s: &'a Stack, name: &str) -> &'a shoal_config::Route {
+    s.routes
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no route {name}"))
+}
+
+/// A folder with the certificates, keys and CA bundle the edge stacks name, and `yaml`
+/// written into it as shoal.yaml and loaded for Kubernetes.
+fn edge_stack(yaml: &str) -> (tempfile::TempDir, Stack) {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["shop", "admin"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.crt")),
+            format!("-----BEGIN CERTIFICATE-----\nCERT-{name}\n-----END CERTIFICATE-----\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.key")),
+            format!("-----BEGIN PRIVATE KEY-----\n{KEY_MARK}-{name}\n-----END PRIVATE KEY-----\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nTHE-CA-BUNDLE\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let file = dir.path().join("shoal.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let stack = shoal_config::load_for(&file, Runtime::Kubernetes)
+        .unwrap_or_else(|d| panic!("{d}\n{yaml}"));
+    (dir, stack)
+}
+
+const EDGE: &str = "\
+gateway:
+  entrypoints:
+    web: { listen: 127.0.0.1:8000, redirect_to: websecure }
+    websecure:
+      listen: 127.0.0.1:8443
+      tls:
+        certificates: [{ cert: shop.crt, key: shop.key }, { cert: admin.crt, key: admin.key }]
+        min_version: '1.3'
+services:
+  api:
+    image: ghcr.io/acme/api:1
+    port: 8443
+    protocol: h2
+    tls: { ca: ca.pem, server_name: api.internal }
+  legacy:
+    servers: [https://legacy.example.com:8443]
+    tls: { insecure_skip_verify: true }
+routes:
+  - name: api
+    match: PathPrefix(`/api`)
+    service: api
+  - name: legacy
+    match: PathPrefix(`/legacy`)
+    service: legacy
+";
+
+/// The gateway's stack file as its pod reads it: the files its volume mounts, at their
+/// paths under a folder standing for `/etc/shoal`, with the given contents.
+fn derived_in_pod(r: &Rendered) -> (tempfile::TempDir, Stack) {
+    let pod = tempfile::tempdir().unwrap();
+    let d = find(r, Kind::Deployment, GATEWAY_NAME).unwrap();
+    let volume = &d["spec"]["template"]["spec"]["volumes"][0];
+    for source in volume["projected"]["sources"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let items = source["secret"]["items"]
+            .as_sequence()
+            .or(source["configMap"]["items"].as_sequence());
+        for item in items.into_iter().flatten() {
+            let path = pod.path().join(item["path"].as_str().unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "mounted").unwrap();
+        }
+    }
+    let text = r
+        .gateway_stack
+        .as_deref()
+        .unwrap()
+        .replace("/etc/shoal/", &format!("{}/", pod.path().display()));
+    let stack = shoal_config::parse_for(&text, "gateway.yaml", Runtime::Kubernetes)
+        .unwrap_or_else(|d| panic!("{d}\n{text}"));
+    (pod, stack)
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+#[test]
+fn tls_certificates_come_from_secrets_mounted_read_only_into_the_gateway() {
+    let (dir, s) = edge_stack(EDGE);
+    let opts = Options {
+        namespace: "shop".into(),
+        ..Options::default()
+    };
+    let r = render(&s, &opts).unwrap();
+    // The Secrets are the user's to create: none is rendered.
+    assert!(
+        r.manifests.iter().all(|m| m.kind != Kind::Secret),
+        "{:?}",
+        kinds(&r)
+    );
+    let d = find(&r, Kind::Deployment, GATEWAY_NAME).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0],
+        yaml(
+            "name: stack
+projected:
+  sources:
+  - configMap: { name: shoal-gateway }
+  - secret:
+      name: shoal-tls-websecure
+      items:
+      - { key: tls.crt, path: tls/shoal-tls-websecure/tls.crt }
+      - { key: tls.key, path: tls/shoal-tls-websecure/tls.key, mode: 288 }
+  - secret:
+      name: shoal-tls-websecure-2
+      items:
+      - { key: tls.crt, path: tls/shoal-tls-websecure-2/tls.crt }
+      - { key: tls.key, path: tls/shoal-tls-websecure-2/tls.key, mode: 288 }
+  - configMap:
+      name: shoal-ca-api
+      items:
+      - { key: ca.crt, path: ca/shoal-ca-api/ca.crt }
+"
+        )
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0],
+        yaml("{ name: stack, mountPath: /etc/shoal, readOnly: true }")
+    );
+    // 0440 keys, readable through the pod's group.
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    // The CA bundle is public: its ConfigMap holds it as the file has it.
+    let ca = find(&r, Kind::ConfigMap, "shoal-ca-api").unwrap();
+    assert_eq!(
+        ca["data"]["ca.crt"],
+        "-----BEGIN CERTIFICATE-----\nTHE-CA-BUNDLE\n-----END CERTIFICATE-----\n"
+    );
+    assert_eq!(ca["metadata"]["namespace"], "shop");
+    // The warnings say which Secrets to create, from which files.
+    let d = dir.path().display();
+    for (secret, file) in [
+        ("shoal-tls-websecure", "shop"),
+        ("shoal-tls-websecure-2", "admin"),
+    ] {
+        let command = format!(
+            "`kubectl create secret tls {secret} --cert={d}/{file}.crt --key={d}/{file}.key -n shop`"
+        );
+        assert!(
+            r.explain.warnings.iter().any(|w| w.contains(&command)),
+            "{command} in {:#?}",
+            r.explain.warnings
+        );
+    }
+    let text = r.explain.to_text("x");
+    assert!(
+        text.contains("Secret shoal-tls-websecure (type kubernetes.io/tls, not rendered: create it), mounted read-only at /etc/shoal/tls/shoal-tls-websecure/"),
+        "{text}"
+    );
+    assert!(
+        r.explain
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("service `legacy`: tls.insecure_skip_verify is carried")),
+        "{:?}",
+        r.explain.warnings
+    );
+
+    // The gateway's stack file names the mounted paths, and keeps the rest.
+    let (pod_dir, derived) = derived_in_pod(&r);
+    let p = pod_dir.path();
+    let websecure = derived
+        .gateway
+        .entrypoints
+        .iter()
+        .find(|e| e.name == "websecure")
+        .unwrap();
+    let tls = websecure.tls.as_ref().unwrap();
+    let files: Vec<(std::path::PathBuf, std::path::PathBuf)> = tls
+        .certificates
+        .iter()
+        .map(|c| (c.cert.clone(), c.key.clone()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                p.join("tls/shoal-tls-websecure/tls.crt"),
+                p.join("tls/shoal-tls-websecure/tls.key")
+            ),
+            (
+                p.join("tls/shoal-tls-websecure-2/tls.crt"),
+                p.join("tls/shoal-tls-websecure-2/tls.key")
+            ),
+        ]
+    );
+    assert_eq!(tls.min_version, shoal_config::TlsVersion::Tls13);
+    let web = derived
+        .gateway
+        .entrypoints
+        .iter()
+        .find(|e| e.name == "web")
+        .unwrap();
+    assert_eq!(
+        web.redirect_to,
+        Some(shoal_config::RedirectHttps {
+            entrypoint: "websecure".into(),
+            port: 8443
+        })
+    );
+    let api = derived.service("api").unwrap();
+    assert_eq!(api.protocol, shoal_config::Protocol::H2);
+    assert_eq!(
+        api.tls,
+        Some(shoal_config::UpstreamTls {
+            ca: Some(p.join("ca/shoal-ca-api/ca.crt")),
+            server_name: Some("api.internal".into()),
+            insecure_skip_verify: false,
+        })
+    );
+    assert_eq!(
+        derived.service("legacy").unwrap().tls,
+        s.service("legacy").unwrap().tls
+    );
+}
+
+#[test]
+fn no_private_key_material_is_in_any_render() {
+    let (_dir, s) = edge_stack(EDGE);
+    for ingress in [Ingress::Shoal, Ingress::Traefik] {
+        let r = render(
+            &s,
+            &Options {
+                ingress,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let mut texts = vec![r.to_stream(), r.explain.to_text("x")];
+        texts.extend(r.files().into_iter().map(|(_, t)| t));
+        texts.extend(r.gateway_stack.clone());
+        for t in &texts {
+            assert!(!t.contains(KEY_MARK), "{ingress:?}: key material in\n{t}");
+            assert!(!t.contains("PRIVATE KEY"), "{ingress:?}: a key in\n{t}");
+        }
+    }
+    // A CA bundle with a key in it is refused rather than put into a ConfigMap.
+    let (dir, s) = edge_stack(EDGE);
+    let mut ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    ca.push_str(&std::fs::read_to_string(dir.path().join("shop.key")).unwrap());
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    let err = render(&s, &Options::default()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::CaBundle { service, .. } if service == "api"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("holds a private key"), "{err}");
+}
+
+/// Every middleware kind of issue 17 on one route, a chain among them.
+fn middlewares_stack(extra_middlewares: &str) -> String {
+    format!(
+        "\
+services:
+  web:
+    image: ghcr.io/acme/web:1
+middlewares:
+  limited: {{ rate_limit: {{ average: 10, period: 2s, burst: 20, depth: 1 }} }}
+  per-tenant: {{ rate_limit: {{ average: 100, period: 1m, key: \"header:X-Tenant\" }} }}
+  conc: {{ in_flight_req: {{ amount: 7 }} }}
+  auth: {{ basic_auth: {{ users: [\"alice:{BCRYPT}\"], realm: shop, remove_header: true, header_field: X-User }} }}
+  office: {{ ip_allow_list: {{ source_range: [10.0.0.0/8, 2001:db8::1], depth: 2 }} }}
+  to-https: {{ redirect_scheme: {{ scheme: https, port: 8443 }} }}
+  old: {{ redirect_regex: {{ regex: \"^http://old/(.*)\", replacement: \"https://new/${{1}}\", permanent: true }} }}
+  rw: {{ replace_path_regex: {{ regex: \"^/v1/(.*)\", replacement: \"/api/$1\" }} }}
+  gz: {{ compress: {{ encodings: [br, gzip], min_response_body_bytes: 2048, excluded_content_types: [image/png, video/*] }} }}
+  small: {{ buffering: {{ max_request_body_bytes: 1MiB }} }}
+  cors: {{ cors: {{ allow_origins: [https://a.example], allow_methods: [GET, PUT], allow_headers: [X-Api-Key], expose_headers: [X-Id], allow_credentials: true, max_age: 10m }} }}
+  edge: {{ chain: [limited, auth] }}
+{extra_middlewares}routes:
+  - name: all
+    match: PathPrefix(`/`)
+    service: web
+    middlewares: [edge, per-tenant, conc, office, to-https, old, rw, gz, small, cors]
+"
+    )
+}
+
+#[test]
+fn the_edge_middlewares_are_written_back_as_the_gateway_reads_them() {
+    let original = stack(&middlewares_stack(""));
+    let r = render_default(&original);
+    let back = derived(&r);
+    let (a, b) = (&original.routes[0], route(&back, "all"));
+    assert_eq!(a.middlewares.len(), 11, "the chain is expanded");
+    assert_eq!(a.middlewares, b.middlewares);
+    // Defaults are written out, so the derived file does not depend on them.
+    let text = r.gateway_stack.as_deref().unwrap();
+    assert!(text.contains("max_keys: 1000000"), "{text}");
+    assert!(text.contains("realm: shop"), "{text}");
+    // The same for a route-wide key and a default compress.
+    let original = stack(
+        &middlewares_stack(
+            "  whole: { rate_limit: { average: 5, key: route } }\n  gz2: { compress: true }\n",
+        )
+        .replace("[edge, per-tenant,", "[whole, gz2, edge, per-tenant,"),
+    );
+    let back = derived(&render_default(&original));
+    assert_eq!(
+        original.routes[0].middlewares,
+        route(&back, "all").middlewares
+    );
+}
+
+#[test]
+fn each_edge_middleware_becomes_its_traefik_middleware() {
+    let opts = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let r = render(&stack(&middlewares_stack("")), &opts).unwrap();
+    let spec = |name: &str| {
+        find(&r, Kind::Middleware, name)
+            .unwrap_or_else(|| panic!("no Middleware {name}: {:?}", kinds(&r)))["spec"]
+            .clone()
+    };
+    for (name, want) in [
+        (
+            "all-rate-limit",
+            "rateLimit: { average: 10, period: 2s, burst: 20, sourceCriterion: { ipStrategy: { depth: 1 } } }",
+        ),
+        (
+            "all-rate-limit-2",
+            "rateLimit: { average: 100, period: 60s, burst: 1, sourceCriterion: { requestHeaderName: x-tenant } }",
+        ),
+        (
+            "all-basic-auth",
+            "basicAuth: { secret: all-basic-auth, realm: shop, removeHeader: true, headerField: x-user }",
+        ),
+        (
+            "all-in-flight-req",
+            "inFlightReq: { amount: 7, sourceCriterion: { ipStrategy: { depth: 0 } } }",
+        ),
+        (
+            "all-ip-allow-list",
+            "ipAllowList: { sourceRange: [10.0.0.0/8, 2001:db8::1/128], ipStrategy: { depth: 2 } }",
+        ),
+        (
+            "all-redirect-scheme",
+            "redirectScheme: { scheme: https, port: '8443', permanent: true }",
+        ),
+        (
+            "all-redirect-regex",
+            "redirectRegex: { regex: '^http://old/(.*)', replacement: 'https://new/${1}', permanent: true }",
+        ),
+        (
+            "all-replace-path-regex",
+            "replacePathRegex: { regex: '^/v1/(.*)', replacement: '/api/$1' }",
+        ),
+        (
+            "all-compress",
+            "compress: { encodings: [br, gzip], minResponseBodyBytes: 2048, excludedContentTypes: [image/png, video/*] }",
+        ),
+        (
+            "all-buffering",
+            "buffering: { maxRequestBodyBytes: 1048576 }",
+        ),
+        (
+            "all-cors",
+            "headers: { accessControlAllowOriginList: [https://a.example], accessControlAllowMethods: [GET, PUT], accessControlAllowHeaders: [x-api-key], accessControlExposeHeaders: [x-id], accessControlAllowCredentials: true, accessControlMaxAge: 600, addVaryHeader: true }",
+        ),
+    ] {
+        assert_eq!(spec(name), yaml(want), "{name}");
+    }
+    // In the route's order.
+    let route = &find(&r, Kind::IngressRoute, "all").unwrap()["spec"]["routes"][0];
+    let refs: Vec<&str> = route["middlewares"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            "all-rate-limit",
+            "all-basic-auth",
+            "all-rate-limit-2",
+            "all-in-flight-req",
+            "all-ip-allow-list",
+            "all-redirect-scheme",
+            "all-redirect-regex",
+            "all-replace-path-regex",
+            "all-compress",
+            "all-buffering",
+            "all-cors"
+        ]
+    );
+    // basicAuth's users: htpasswd lines (hashes) under the one key of an Opaque Secret.
+    let secret = find(&r, Kind::Secret, "all-basic-auth").unwrap();
+    assert_eq!(secret["apiVersion"], "v1");
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(
+        secret["stringData"],
+        yaml(&format!("users: \"alice:{BCRYPT}\\n\""))
+    );
+    // Traefik v3.1's `encodings`, and `type/*`, are said.
+    let w = r.explain.warnings.join("\n");
+    assert!(
+        w.contains("route `all`: compress offers only br, gzip: Traefik's `encodings` field is Traefik v3.1's"),
+        "{w}"
+    );
+    let n = r.explain.not_carried.join("\n");
+    assert!(n.contains("so such an entry excludes nothing there"), "{n}");
+    assert!(n.contains("Traefik answers GET with 301"), "{n}");
+    assert!(n.contains("rate_limit.max_keys"), "{n}");
+}
+
+#[test]
+fn what_traefik_cannot_say_is_warned_about() {
+    let opts = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let s = stack(&format!(
+        "services:\n  web:\n    image: x:1\nmiddlewares:\n  whole: {{ in_flight_req: {{ amount: 3, key: route }} }}\n  auth: {{ basic_auth: {{ users: [\"alice:{BCRYPT}\", \"bob:{ARGON2}\"] }} }}\n  gz: {{ compress: true }}\nroutes:\n  - match: PathPrefix(`/`)\n    service: web\n    middlewares: [whole, auth, gz]\n"
+    ));
+    let r = render(&s, &opts).unwrap();
+    let name = &r
+        .manifests
+        .iter()
+        .find(|m| m.kind == Kind::IngressRoute)
+        .unwrap()
+        .name;
+    let mw =
+        |kind: &str| find(&r, Kind::Middleware, &format!("{name}-{kind}")).unwrap()["spec"].clone();
+    assert_eq!(
+        mw("in-flight-req"),
+        yaml("inFlightReq: { amount: 3, sourceCriterion: { requestHost: true } }")
+    );
+    // All three encodings: no `encodings` field (Traefik v3.0 has none, and offers all).
+    assert!(mw("compress")["compress"].get("encodings").is_none());
+    let w = r.explain.warnings.join("\n");
+    assert!(
+        w.contains("in_flight_req with `key: route` (one limit for the whole route) has no Traefik equivalent"),
+        "{w}"
+    );
+    assert!(
+        w.contains(
+            "basic_auth users bob have argon2 hashes, which Traefik's basicAuth cannot check"
+        ),
+        "{w}"
+    );
+    assert!(!w.contains("alice"), "{w}");
+}
+
+#[test]
+fn under_traefik_tls_entrypoints_get_their_own_ingressroutes_and_http_redirects() {
+    let (_dir, s) = edge_stack(EDGE);
+    let opts = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let r = render(&s, &opts).unwrap();
+    // `web` redirects every request: the routes are on `websecure` only, with its Secret.
+    let api = find(&r, Kind::IngressRoute, "api").unwrap();
+    assert_eq!(api["spec"]["entryPoints"], yaml("[websecure]"));
+    assert_eq!(
+        api["spec"]["tls"],
+        yaml("{ secretName: shoal-tls-websecure }")
+    );
+    let backend = &api["spec"]["routes"][0]["services"][0];
+    assert_eq!(backend, &yaml("{ name: api, port: 8443, scheme: https }"));
+    let redirect = find(&r, Kind::IngressRoute, "web-redirect-to-https").unwrap();
+    assert_eq!(
+        redirect["spec"],
+        yaml(
+            "entryPoints: [web]
+routes:
+- kind: Rule
+  match: PathPrefix(`/`)
+  priority: 1
+  middlewares: [{ name: web-redirect-to-https }]
+  services: [{ name: noop@internal, kind: TraefikService }]
+"
+        )
+    );
+    assert_eq!(
+        find(&r, Kind::Middleware, "web-redirect-to-https").unwrap()["spec"],
+        yaml("redirectScheme: { scheme: https, permanent: true }")
+    );
+    // The Secrets to create, the second certificate, min_version 1.3: said, not rendered.
+    assert!(r.manifests.iter().all(|m| m.kind != Kind::Secret));
+    let w = r.explain.warnings.join("\n");
+    assert!(
+        w.contains("`kubectl create secret tls shoal-tls-websecure --cert="),
+        "{w}"
+    );
+    assert!(
+        w.contains("the Secret shoal-tls-websecure-2 is named by none"),
+        "{w}"
+    );
+    assert!(w.contains("min_version 1.3 is not carried"), "{w}");
+
+    // Plain and TLS entrypoints together: one IngressRoute each.
+    let (_dir, s) = edge_stack(&EDGE.replace(", redirect_to: websecure", ""));
+    let r = render(&s, &opts).unwrap();
+    let plain = find(&r, Kind::IngressRoute, "api").unwrap();
+    assert_eq!(plain["spec"]["entryPoints"], yaml("[web]"));
+    assert!(plain["spec"].get("tls").is_none());
+    let secure = find(&r, Kind::IngressRoute, "api-websecure").unwrap();
+    assert_eq!(secure["spec"]["entryPoints"], yaml("[websecure]"));
+    assert_eq!(secure["spec"]["tls"]["secretName"], "shoal-tls-websecure");
+    assert_eq!(secure["spec"]["routes"], plain["spec"]["routes"]);
+}

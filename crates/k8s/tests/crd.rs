@@ -13,6 +13,8 @@
 //!   CRD reference, <https://doc.traefik.io/traefik/v3.0/reference/dynamic-configuration/kubernetes-crd/>.
 //!   Every field used here has the same type in v3.7; v3.7 adds a rule that `addPrefix.prefix`
 //!   starts with `/` and no longer requires `routes[].kind` (both checked as the stricter).
+//!   One field is newer than v3.0: `compress.encodings` (Traefik v3.1, traefik/traefik#10943),
+//!   which the render writes only when a stack leaves an encoding out, and says so.
 //! - Prometheus Operator v0.93.0: `example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml`
 //!   in github.com/prometheus-operator/prometheus-operator (API reference:
 //!   <https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.ServiceMonitor>).
@@ -30,6 +32,7 @@ enum S {
     /// A string from this list (`enum`).
     Enum(&'static [&'static str]),
     Int,
+    Bool,
     /// `x-kubernetes-int-or-string`.
     IntOrStr,
     /// A string matching the Prometheus Operator's `Duration` pattern.
@@ -82,6 +85,7 @@ const INGRESS_ROUTE: S = Obj(&[
                         OPT,
                         Arr(&Obj(&[
                             ("name", REQ, Str),
+                            ("kind", OPT, Enum(&["Service", "TraefikService"])),
                             ("port", OPT, IntOrStr),
                             ("scheme", OPT, Str),
                             (
@@ -93,12 +97,20 @@ const INGRESS_ROUTE: S = Obj(&[
                     ),
                 ])),
             ),
+            ("tls", OPT, Obj(&[("secretName", OPT, Str)])),
         ]),
     ),
 ]);
 
-/// `traefik.io/v1alpha1` Middleware (Traefik v3.0 `MiddlewareSpec`): the three kinds the
-/// render writes, one per object.
+/// `sourceCriterion` of `rateLimit` and `inFlightReq`.
+const SOURCE_CRITERION: S = Obj(&[
+    ("ipStrategy", OPT, Obj(&[("depth", OPT, Int)])),
+    ("requestHeaderName", OPT, Str),
+    ("requestHost", OPT, Bool),
+]);
+
+/// `traefik.io/v1alpha1` Middleware (Traefik v3.0 `MiddlewareSpec`): the kinds the render
+/// writes, one per object.
 const MIDDLEWARE: S = Obj(&[
     ("apiVersion", REQ, Enum(&["traefik.io/v1alpha1"])),
     ("kind", REQ, Enum(&["Middleware"])),
@@ -115,8 +127,86 @@ const MIDDLEWARE: S = Obj(&[
                 Obj(&[
                     ("customRequestHeaders", OPT, StrMap),
                     ("customResponseHeaders", OPT, StrMap),
+                    ("accessControlAllowOriginList", OPT, Arr(&Str)),
+                    ("accessControlAllowMethods", OPT, Arr(&Str)),
+                    ("accessControlAllowHeaders", OPT, Arr(&Str)),
+                    ("accessControlExposeHeaders", OPT, Arr(&Str)),
+                    ("accessControlAllowCredentials", OPT, Bool),
+                    ("accessControlMaxAge", OPT, Int),
+                    ("addVaryHeader", OPT, Bool),
                 ]),
             ),
+            (
+                "rateLimit",
+                OPT,
+                Obj(&[
+                    ("average", OPT, Int),
+                    ("period", OPT, IntOrStr),
+                    ("burst", OPT, Int),
+                    ("sourceCriterion", OPT, SOURCE_CRITERION),
+                ]),
+            ),
+            (
+                "inFlightReq",
+                OPT,
+                Obj(&[
+                    ("amount", OPT, Int),
+                    ("sourceCriterion", OPT, SOURCE_CRITERION),
+                ]),
+            ),
+            (
+                "basicAuth",
+                OPT,
+                Obj(&[
+                    ("secret", OPT, Str),
+                    ("realm", OPT, Str),
+                    ("removeHeader", OPT, Bool),
+                    ("headerField", OPT, Str),
+                ]),
+            ),
+            (
+                "ipAllowList",
+                OPT,
+                Obj(&[
+                    ("sourceRange", OPT, Arr(&Str)),
+                    ("ipStrategy", OPT, Obj(&[("depth", OPT, Int)])),
+                ]),
+            ),
+            (
+                "redirectScheme",
+                OPT,
+                Obj(&[
+                    ("scheme", OPT, Str),
+                    // A string in the CRD, not an integer.
+                    ("port", OPT, Str),
+                    ("permanent", OPT, Bool),
+                ]),
+            ),
+            (
+                "redirectRegex",
+                OPT,
+                Obj(&[
+                    ("regex", OPT, Str),
+                    ("replacement", OPT, Str),
+                    ("permanent", OPT, Bool),
+                ]),
+            ),
+            (
+                "replacePathRegex",
+                OPT,
+                Obj(&[("regex", OPT, Str), ("replacement", OPT, Str)]),
+            ),
+            (
+                "compress",
+                OPT,
+                Obj(&[
+                    // Traefik v3.1.
+                    ("encodings", OPT, Arr(&Enum(&["zstd", "br", "gzip"]))),
+                    ("minResponseBodyBytes", OPT, Int),
+                    ("excludedContentTypes", OPT, Arr(&Str)),
+                ]),
+            ),
+            ("buffering", OPT, Obj(&[("maxRequestBodyBytes", OPT, Int)])),
         ]),
     ),
 ]);
@@ -180,6 +270,11 @@ fn check(v: &Value, schema: S, path: &str, errors: &mut Vec<String>) {
         Int => {
             if !(v.is_i64() || v.is_u64()) {
                 fail(format!("expected an integer, got {v:?}"));
+            }
+        }
+        Bool => {
+            if !v.is_bool() {
+                fail(format!("expected a boolean, got {v:?}"));
             }
         }
         IntOrStr => {
@@ -310,6 +405,18 @@ fn custom_resources_match_their_crds() {
                 errors.push(format!("{at}: metadata.name is not a DNS subdomain"));
             }
             let spec = &d["spec"];
+            // basicAuth's Secret is in the render, with its users under one key (Traefik
+            // reads the only key of a Secret that is not of type basic-auth).
+            if let Some(secret) = spec["basicAuth"]["secret"].as_str() {
+                let keys = find(&docs, "Secret", secret)
+                    .and_then(|s| s["stringData"].as_mapping())
+                    .map(|m| m.len());
+                if keys != Some(1) {
+                    errors.push(format!(
+                        "{at}: no Secret {secret} with one key of users in the render"
+                    ));
+                }
+            }
             match kind {
                 // Traefik takes exactly one middleware kind per Middleware object.
                 "Middleware" if spec.as_mapping().map_or(0, |m| m.len()) != 1 => {
@@ -327,6 +434,14 @@ fn custom_resources_match_their_crds() {
                         }
                         for s in route["services"].as_sequence().into_iter().flatten() {
                             let n = s["name"].as_str().unwrap_or_default();
+                            // Traefik's own service that answers nothing: the route's
+                            // middleware (a redirect) answers.
+                            if s["kind"] == "TraefikService" {
+                                if n != "noop@internal" {
+                                    errors.push(format!("{at}: unknown TraefikService {n}"));
+                                }
+                                continue;
+                            }
                             let ok = find(&docs, "Service", n).is_some_and(|svc| {
                                 svc["spec"]["ports"]
                                     .as_sequence()

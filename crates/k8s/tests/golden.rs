@@ -1,7 +1,9 @@
-//! Golden files: the render of `examples/k8s/shoal.yaml` (the built-in demo with images) and
-//! of `tests/golden/full.shoal.yaml` (every field the render reads), with the default options,
+//! Golden files: the render of `examples/k8s/shoal.yaml` (the built-in demo with images), of
+//! `tests/golden/full.shoal.yaml` (every field the render reads) and of
+//! `tests/golden/edge.shoal.yaml` (TLS and the edge middlewares), with the default options,
 //! with `--service-monitor` and with `--ingress traefik`, as one stream (`NAME.yaml`) and as
-//! `--explain` text (`NAME.explain.txt`). `UPDATE_GOLDEN=1 cargo test -p shoal-k8s --test
+//! `--explain` text (`NAME.explain.txt`). File paths in them are relative to the workspace
+//! root, as when `shoal k8s render -f crates/k8s/tests/golden/…` runs there. `UPDATE_GOLDEN=1 cargo test -p shoal-k8s --test
 //! golden` rewrites them; review the diff like code.
 //!
 //! `scripts/test.sh` validates the same files against the official Kubernetes schemas (the
@@ -22,8 +24,9 @@ struct Case {
 
 const DEMO: &str = "examples/k8s/shoal.yaml";
 const FULL: &str = "crates/k8s/tests/golden/full.shoal.yaml";
+const EDGE: &str = "crates/k8s/tests/golden/edge.shoal.yaml";
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 6] = [
     Case {
         file: DEMO,
         name: "demo",
@@ -45,6 +48,18 @@ const CASES: [Case; 4] = [
     Case {
         file: FULL,
         name: "full-traefik",
+        ingress: Ingress::Traefik,
+        service_monitor: false,
+    },
+    Case {
+        file: EDGE,
+        name: "edge",
+        ingress: Ingress::Shoal,
+        service_monitor: false,
+    },
+    Case {
+        file: EDGE,
+        name: "edge-traefik",
         ingress: Ingress::Traefik,
         service_monitor: false,
     },
@@ -71,7 +86,13 @@ fn render(case: &Case) -> Rendered {
 }
 
 fn explain_text(r: &Rendered, file: &str) -> String {
-    r.explain.to_text(&format!("{file} → Kubernetes"))
+    relative(&r.explain.to_text(&format!("{file} → Kubernetes")))
+}
+
+/// Paths the stack file named, relative to the workspace root (the stack is loaded by an
+/// absolute path here).
+fn relative(text: &str) -> String {
+    text.replace(&format!("{}/", root().display()), "")
 }
 
 #[test]
@@ -81,7 +102,7 @@ fn renders_match_the_golden_files() {
     for case in &CASES {
         let r = render(case);
         for (golden, text) in [
-            (format!("{}.yaml", case.name), r.to_stream()),
+            (format!("{}.yaml", case.name), relative(&r.to_stream())),
             (
                 format!("{}.explain.txt", case.name),
                 explain_text(&r, case.file),
@@ -130,8 +151,11 @@ fn gateway_stack_files_in_the_golden_files_pass_shoal_check() {
             continue;
         }
         assert_eq!(stack_files.len(), 1, "{}", case.name);
-        // As `shoal up --discovery kubernetes` reads it.
-        let stack = shoal_config::parse_for(stack_files[0], "shoal.yaml", Runtime::Kubernetes)
+        // As `shoal up --discovery kubernetes` reads it, with the files mounted next to it
+        // (certificates, CA bundles) where the pod's volume puts them.
+        let pod = mounted_files(&docs);
+        let text = stack_files[0].replace("/etc/shoal/", &format!("{}/", pod.path().display()));
+        let stack = shoal_config::parse_for(&text, "shoal.yaml", Runtime::Kubernetes)
             .unwrap_or_else(|d| panic!("{}: the gateway's stack file is invalid:\n{d}", case.name));
         // Replicated services stay image services (the gateway finds their pods);
         // nothing for the gateway pod to run.
@@ -145,6 +169,37 @@ fn gateway_stack_files_in_the_golden_files_pass_shoal_check() {
             }
         }
     }
+}
+
+/// A folder laid out as the gateway's volume at `/etc/shoal`: every path its projected
+/// sources name, as an empty file (validation checks that they exist; their contents are
+/// the cluster's).
+fn mounted_files(docs: &[serde_yaml::Value]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "shoal-gateway")
+        .unwrap();
+    for v in gateway["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+    {
+        for source in v["projected"]["sources"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let items = source["secret"]["items"]
+                .as_sequence()
+                .or(source["configMap"]["items"].as_sequence());
+            for item in items.into_iter().flatten() {
+                let path = dir.path().join(item["path"].as_str().unwrap());
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, "").unwrap();
+            }
+        }
+    }
+    dir
 }
 
 #[test]

@@ -52,6 +52,15 @@ pub enum ProxyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The TLS handshake with the replicas failed (a certificate that does not verify, a
+    /// replica that does not speak TLS); nothing was sent. `why` is the operator's answer.
+    #[error("TLS to the replicas of service `{service}` failed: {why}")]
+    UpstreamTls {
+        /// Service name.
+        service: String,
+        /// What went wrong (e.g. the certificate is not valid for the name verified).
+        why: String,
+    },
     /// The replica failed after the request was sent (reset, malformed response).
     #[error("a replica of service `{service}` failed to respond")]
     Upstream {
@@ -88,7 +97,9 @@ impl ProxyError {
             | ProxyError::NoHealthy(_)
             | ProxyError::NotStarted { .. }
             | ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Rejected { status, .. } => *status,
@@ -104,6 +115,7 @@ impl ProxyError {
             ProxyError::NotStarted { .. } => "not-started",
             ProxyError::CircuitOpen { .. } => "circuit-open",
             ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::UpstreamTls { .. } => "upstream-tls-failed",
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "upstream-timeout",
             ProxyError::BadRequest(_) => "bad-request",

@@ -96,8 +96,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::TE || HOP_BY_HOP.iter().any(|h| h == name)
 }
 
-/// Set the forwarded headers on a request going upstream.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Option<HeaderValue>) {
+/// Marks a request that came over TLS: the server puts it in the request's extensions, and
+/// `X-Forwarded-Proto` says `https`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Https;
+
+/// Set the forwarded headers on a request going upstream (`https`: it came over TLS).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    host: Option<HeaderValue>,
+    https: bool,
+) {
     let mut xff = String::with_capacity(48);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(v) = v.to_str() {
@@ -113,7 +123,8 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, host: Op
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     match host {
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -204,11 +215,16 @@ mod tests {
             &mut h,
             "::ffff:127.0.0.1".parse().unwrap(),
             Some(HeaderValue::from_static("example.com")),
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert!(h.get("x-forwarded-prefix").is_none());
+        // Over TLS, whatever the client said.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), None, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

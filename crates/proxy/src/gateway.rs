@@ -17,7 +17,7 @@ use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use shoal_balance::{Backend, Pick};
-use shoal_config::{Balance, Protocol, Stack};
+use shoal_config::{Balance, Stack};
 use shoal_core::{Endpoint, EndpointSink, EventLog, ReplicaTraffic, ServiceTraffic};
 use shoal_route::RequestInfo;
 use tokio::time::Instant;
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLogger, Entry};
 use crate::body::{BoxError, ProxyBody, boxed};
 use crate::breaker::Admission;
+use crate::compress;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::framing;
@@ -44,6 +45,9 @@ pub struct ConnInfo {
     pub entrypoint: Arc<str>,
     /// The entrypoint's id in the gateway's request metrics ([`Gateway::entrypoint_id`]).
     pub entrypoint_id: u32,
+    /// Whether the connection is TLS (HTTPS): the scheme redirects and `X-Forwarded-Proto`
+    /// see.
+    pub tls: bool,
 }
 
 /// The data plane's state: the current routing table, swapped whole on reload, and the
@@ -208,6 +212,15 @@ impl Gateway {
         self.table.load_full()
     }
 
+    /// Whether a request body of `len` bytes is over some route's `buffering` limit (the
+    /// relay leaves such requests to the full stack, which answers 413 without reading it).
+    pub(crate) fn over_body_limit(&self, len: u64) -> bool {
+        self.table
+            .load()
+            .smallest_body_limit
+            .is_some_and(|l| len > l)
+    }
+
     /// Proxy one request. Never fails: every failure is a response.
     pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<ProxyBody>
     where
@@ -230,7 +243,7 @@ impl Gateway {
         req: Request<ProxyBody>,
         conn: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let begun = self.begin(table, &parts, conn);
         let mut replica = None;
         // The relay has checked the requests it parsed; these come from hyper's parser
@@ -251,17 +264,38 @@ impl Gateway {
             (Some(reject), _) => Err(reject.into()),
             (None, None) => Err(ProxyError::NoRoute),
             (None, Some(route)) => {
-                let slot = begun.logged.is_some().then_some(&mut replica);
-                self.forward_to(
-                    table,
-                    route,
-                    parts,
-                    body,
-                    begun.host_header.clone(),
-                    begun.client_ip,
-                    slot,
-                )
-                .await
+                // The route's checks: an early answer (401, 403, 413, 429, a redirect, a
+                // preflight) never reaches a replica.
+                let version = parts.version;
+                let client = middleware::Client {
+                    peer: begun.client_ip,
+                    tls: conn.tls,
+                    host: begun.host_header.as_ref(),
+                };
+                let admitted = if route.edge.is_empty() {
+                    Ok(middleware::Admitted::default())
+                } else {
+                    route.edge.admit(&mut parts, client).await
+                };
+                match admitted {
+                    Err(early) => Ok(early.into_response(version)),
+                    Ok(admitted) => {
+                        let slot = begun.logged.is_some().then_some(&mut replica);
+                        let (body, crossed) = admitted.limit_body(body);
+                        let result = self
+                            .forward_to(
+                                table,
+                                route,
+                                parts,
+                                body,
+                                begun.host_header.clone(),
+                                begun.client_ip,
+                                slot,
+                            )
+                            .await;
+                        admitted.finish(result, crossed.as_deref(), version)
+                    }
+                }
             }
         };
         let (status, size) = match &result {
@@ -409,7 +443,9 @@ impl Gateway {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let service = &route.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
-        let h2c = service.protocol() == Protocol::H2c;
+        let h2c = service.speaks_h2();
+        // Whether to compress the response, from the request as the client sent it.
+        let compress = compress::choose(&route.middlewares, &parts.method, &parts.headers);
         let path_and_query = prepare(route, &mut parts, host_header, client_ip, upgrade, h2c)?;
         // Framing is hyper's to write from the body it sends, never copied from the client's
         // headers (crate::framing).
@@ -481,14 +517,18 @@ impl Gateway {
                 }
             }
         }
-        let pool = h1.map(|sender| (table.upstreams.clone(), sender));
-        Ok(resp.map(|body| {
+        let pool = h1;
+        let resp = resp.map(|body| {
             boxed(GuardedBody {
                 inner: body,
                 pick: Some(pick),
                 pool,
             })
-        }))
+        });
+        Ok(match compress {
+            Some(chosen) => compress::compress(chosen, resp),
+            None => resp,
+        })
     }
 }
 
@@ -568,13 +608,19 @@ pub(crate) fn prepare(
     // Before the middlewares: `set_forwarded` drops a client-sent `X-Forwarded-Prefix`, and
     // `strip_prefix` then sets ours.
     forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
-    forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone());
+    let https = parts.extensions.get::<forward::Https>().is_some();
+    forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone(), https);
 
     // Path rewriting and header edits. Without path middlewares the original
     // path-and-query is reused as is (a cheap reference-counted clone).
     let path_and_query = if route.rewrites_path {
         let mut path = parts.uri.path().to_owned();
-        middleware::apply_request(&route.middlewares, &mut path, &mut parts.headers);
+        middleware::apply_request(
+            &route.middlewares,
+            &mut path,
+            &mut parts.headers,
+            &parts.extensions,
+        );
         match parts.uri.query() {
             Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
             None => PathAndQuery::try_from(path),
@@ -582,7 +628,12 @@ pub(crate) fn prepare(
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path".into()))?
     } else {
         // Header edits only: no path to rewrite.
-        middleware::apply_request(&route.middlewares, &mut String::new(), &mut parts.headers);
+        middleware::apply_request(
+            &route.middlewares,
+            &mut String::new(),
+            &mut parts.headers,
+            &parts.extensions,
+        );
         parts
             .uri
             .path_and_query()

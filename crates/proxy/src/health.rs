@@ -28,7 +28,8 @@
 //!
 //! For static servers the gateway runs the checks itself, one task per server, with
 //! [`shoal_health::Checker`]'s rise/fall rule; local replicas are checked by the supervisor,
-//! which removes them from the endpoint set instead.
+//! which removes them from the endpoint set instead. The HTTP checks of a service with
+//! `tls:` are HTTPS, verified as its requests are (`crate::upstream_tls`).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,7 +38,7 @@ use std::time::Duration;
 use shoal_balance::{Backend, Balancer, Down};
 use shoal_config::{Health, Passive, Service, Source};
 use shoal_core::{EventKind, EventLog, HealthState, ReplicaTraffic};
-use shoal_health::{CheckSettings, Checker, Probe, Transition};
+use shoal_health::{CheckSettings, Checker, Probe, ProbeTls, Transition};
 use tokio::task::JoinHandle;
 
 use crate::breaker::BreakerState;
@@ -108,6 +109,8 @@ pub(crate) struct ServiceHealth {
     pub(crate) counters: Counters,
     /// Active check tasks of static servers, stopped with the service.
     checks: Mutex<Vec<AbortOnDrop>>,
+    /// The TLS of HTTPS checks of static servers (`Err`: why it cannot be set up).
+    probe_tls: Option<Result<ProbeTls, String>>,
 }
 
 impl ServiceHealth {
@@ -124,6 +127,10 @@ impl ServiceHealth {
             reasons: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             checks: Mutex::new(Vec::new()),
+            probe_tls: match &def.source {
+                Source::Servers(_) => crate::upstream_tls::probe_tls(def),
+                Source::Command(_) => None,
+            },
         })
     }
 
@@ -137,6 +144,11 @@ impl ServiceHealth {
             return;
         };
         let probe = Probe::of(health.path.as_deref(), &health.expect_status);
+        let probe = match &self.probe_tls {
+            None => Ok(probe),
+            Some(Ok(tls)) => Ok(probe.over_tls(tls.clone())),
+            Some(Err(why)) => Err(why.clone()),
+        };
         let settings = CheckSettings {
             interval: health.interval,
             fast_interval: health.fast_interval,
@@ -161,14 +173,17 @@ impl ServiceHealth {
     async fn check_loop(
         &self,
         backend: Arc<Backend>,
-        probe: Probe,
+        probe: Result<Probe, String>,
         settings: CheckSettings,
         timeout: Duration,
     ) {
         let mut checker = Checker::new(settings, !backend.is_down_for(Down::Check));
         loop {
             tokio::time::sleep(checker.next_delay()).await;
-            let result = shoal_health::check(&probe, backend.addr(), timeout).await;
+            let result = match &probe {
+                Ok(probe) => shoal_health::check(probe, backend.addr(), timeout).await,
+                Err(why) => Err(why.clone()),
+            };
             match checker.record(result) {
                 Some(Transition::Unhealthy(reason)) => {
                     backend.set_down(Down::Check, true);

@@ -1,7 +1,7 @@
 //! The data plane: listeners, the router, middlewares, balancing, and upstream pools.
 //!
 //! This crate owns the life of a request, from the accepted connection to the replica and
-//! back: HTTP/1.1 keep-alive and HTTP/2 (h2c) from clients, route matching
+//! back: HTTP/1.1 keep-alive and HTTP/2 (h2c, or over TLS: [`tls`]) from clients, route matching
 //! ([`shoal_route`]), middlewares, choosing a replica ([`shoal_balance`]), forwarding with
 //! streamed bodies, upgrades (WebSocket) and gRPC over h2c, and the mapping of every failure
 //! to a response (404/502/503/504). It does not decide which replicas exist (drivers push
@@ -16,12 +16,14 @@ mod access_log;
 pub mod body;
 mod breaker;
 mod budget;
+mod compress;
 mod error;
 mod forward;
 mod framing;
 mod gateway;
 mod health;
 mod hold;
+mod https_redirect;
 mod latency;
 mod metrics;
 mod middleware;
@@ -34,10 +36,17 @@ pub mod fuzzing {
     pub use crate::differential::{framing_diff_chunked, framing_diff_request};
     pub use crate::relay::wire::check_parsers as relay_wire;
 }
+/// Entry points for the benchmarks in `benches/` (not an API).
+#[doc(hidden)]
+pub mod benching {
+    pub use crate::middleware::bench::EdgeProbe;
+}
 mod server;
 mod table;
+pub mod tls;
 mod tries;
 mod upstream;
+mod upstream_tls;
 
 pub use access_log::AccessLogger;
 pub use error::ProxyError;
@@ -45,3 +54,5 @@ pub use gateway::{ConnInfo, Gateway};
 pub use hold::{Activator, HoldSettings, WakeFn};
 pub use metrics::{format_value, header as metric_header, sample as metric_sample};
 pub use server::{BindError, Listeners, ServeSettings, Serving};
+pub use tls::{EntrypointTlsError, TlsEntrypoints};
+pub use upstream_tls::probe_tls;

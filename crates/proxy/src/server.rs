@@ -1,5 +1,12 @@
 //! Listeners: bind entrypoints, accept connections, serve HTTP/1.1 and HTTP/2 (h2c prior
 //! knowledge) on each, and shut down gracefully.
+//!
+//! An entrypoint is one of three kinds. Plain: the relay first, hyper when the relay hands the
+//! connection over. TLS ([`crate::tls`]): the handshake (bounded by `header_read`, with the
+//! certificates current when it starts), then hyper — HTTP/2 when ALPN chose `h2`, else
+//! HTTP/1.1 with upgrades (the relay is TCP-only). Redirect (`redirect_to`): hyper answering
+//! every request with a 308 to HTTPS ([`crate::https_redirect`]), nothing routed. All three
+//! share `max_connections`, shutdown and draining.
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -20,8 +27,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::forward::Https;
 use crate::gateway::{ConnInfo, Gateway};
+use crate::https_redirect::RedirectTarget;
 use crate::relay;
+use crate::tls::{TlsEntrypoint, TlsEntrypoints};
 
 /// Why an entrypoint could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +51,16 @@ pub struct BindError {
 /// Bound, not yet serving, listeners.
 #[derive(Debug)]
 pub struct Listeners {
-    bound: Vec<(Arc<str>, TcpListener)>,
+    bound: Vec<Bound>,
+}
+
+#[derive(Debug)]
+struct Bound {
+    name: Arc<str>,
+    listener: TcpListener,
+    tls: bool,
+    /// `redirect_to`: the target entrypoint's name and configured port.
+    redirect: Option<(String, u16)>,
 }
 
 impl Listeners {
@@ -67,7 +86,15 @@ impl Listeners {
                 },
                 source,
             })?;
-            bound.push((ep.name.as_str().into(), listener));
+            bound.push(Bound {
+                name: ep.name.as_str().into(),
+                listener,
+                tls: ep.tls.is_some(),
+                redirect: ep
+                    .redirect_to
+                    .as_ref()
+                    .map(|r| (r.entrypoint.clone(), r.port)),
+            });
         }
         Ok(Listeners { bound })
     }
@@ -76,7 +103,12 @@ impl Listeners {
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.bound
             .iter()
-            .filter_map(|(n, l)| l.local_addr().ok().map(|a| (n.to_string(), a)))
+            .filter_map(|b| {
+                b.listener
+                    .local_addr()
+                    .ok()
+                    .map(|a| (b.name.to_string(), a))
+            })
             .collect()
     }
 }
@@ -135,17 +167,47 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Start serving `listeners` with `gateway`.
-    pub fn start(gateway: Arc<Gateway>, listeners: Listeners, settings: ServeSettings) -> Serving {
+    /// Start serving `listeners` with `gateway`; TLS entrypoints take their certificates
+    /// from `tls` (loaded from the same entrypoints).
+    ///
+    /// # Panics
+    ///
+    /// If an entrypoint with `tls` has no certificates in `tls`.
+    pub fn start(
+        gateway: Arc<Gateway>,
+        listeners: Listeners,
+        settings: ServeSettings,
+        tls: &TlsEntrypoints,
+    ) -> Serving {
         let (stop, stopped) = watch::channel(false);
+        let addrs = listeners.local_addrs();
         let tasks = listeners
             .bound
             .into_iter()
-            .map(|(name, listener)| {
+            .map(|bound| {
+                let kind = if let Some((target, port)) = &bound.redirect {
+                    // The port the target really listens on (tests bind port 0).
+                    let port = addrs
+                        .iter()
+                        .find(|(name, _)| name == target)
+                        .map_or(*port, |(_, addr)| addr.port());
+                    Kind::Redirect(RedirectTarget::new(port))
+                } else if bound.tls {
+                    let Some(ep) = tls.get(&bound.name) else {
+                        panic!(
+                            "entrypoint `{}` has `tls` but no certificates were loaded for it",
+                            bound.name
+                        );
+                    };
+                    Kind::Tls(ep.clone())
+                } else {
+                    Kind::Plain
+                };
                 tokio::spawn(accept_loop(
                     gateway.clone(),
-                    name,
-                    listener,
+                    bound.name,
+                    bound.listener,
+                    kind,
                     settings,
                     stopped.clone(),
                 ))
@@ -164,10 +226,30 @@ impl Serving {
     }
 }
 
+/// What an entrypoint does with its connections.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// HTTP: the relay, then hyper.
+    Plain,
+    /// HTTPS.
+    Tls(Arc<TlsEntrypoint>),
+    /// HTTP answered with redirects to HTTPS.
+    Redirect(RedirectTarget),
+}
+
+/// The connection builders of an entrypoint.
+struct Builders {
+    /// HTTP/1.1 (with upgrades) or HTTP/2, by the connection preface.
+    auto: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only (ALPN chose `h2`).
+    h2: auto::Builder<TokioExecutor>,
+}
+
 async fn accept_loop(
     gateway: Arc<Gateway>,
     entrypoint: Arc<str>,
     listener: TcpListener,
+    kind: Kind,
     settings: ServeSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -183,7 +265,10 @@ async fn accept_loop(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders {
+        h2: builder.clone().http2_only(),
+        auto: builder,
+    });
     let entrypoint_id = gateway.entrypoint_id(&entrypoint);
     let open = gateway.connections_gauge(&entrypoint);
     // Every connection task holds a sender; once they are all gone, so are the connections.
@@ -211,8 +296,10 @@ async fn accept_loop(
                 client,
                 entrypoint: entrypoint.clone(),
                 entrypoint_id,
+                tls: matches!(kind, Kind::Tls(_)),
             },
-            builder: builder.clone(),
+            kind: kind.clone(),
+            builders: builders.clone(),
             settings,
             stopped: stopped.clone(),
             _slot: slot,
@@ -244,7 +331,8 @@ async fn accept(
 struct Connection {
     gateway: Arc<Gateway>,
     info: ConnInfo,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    kind: Kind,
+    builders: Arc<Builders>,
     settings: ServeSettings,
     stopped: watch::Receiver<bool>,
     /// Its place among `max_connections`.
@@ -254,8 +342,19 @@ struct Connection {
 }
 
 impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        match &self.kind {
+            Kind::Plain => self.serve_plain(stream).await,
+            Kind::Tls(ep) => {
+                let ep = ep.clone();
+                self.serve_tls(stream, &ep).await;
+            }
+            Kind::Redirect(_) => self.serve_full(stream, false).await,
+        }
+    }
+
     /// The relay first; the full HTTP stack if the relay hands the connection over.
-    async fn serve(mut self, stream: TcpStream) {
+    async fn serve_plain(mut self, stream: TcpStream) {
         let relayed = relay::serve(
             &self.gateway,
             &self.info,
@@ -266,34 +365,90 @@ impl Connection {
         .await;
         if let relay::End::HandOff(read, stream) = relayed {
             // Boxed: most connections never get here, and need not carry its state.
-            Box::pin(self.serve_full(Rewind::new(read, stream))).await;
+            Box::pin(self.serve_full(Rewind::new(read, stream), false)).await;
         }
     }
 
-    /// hyper's HTTP/1.1 and HTTP/2 server, shut down gracefully when `stopped` says so.
-    async fn serve_full(mut self, io: Rewind) {
+    /// The TLS handshake with the entrypoint's current certificates, then HTTP/2 if ALPN
+    /// chose `h2`, else HTTP/1.1. A handshake that fails, takes longer than `header_read`,
+    /// or is still under way at shutdown closes the connection.
+    async fn serve_tls(mut self, stream: TcpStream, ep: &TlsEntrypoint) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(ep.config());
+        let handshake = tokio::time::timeout(self.settings.header_read, acceptor.accept(stream));
+        let stream = tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %self.info.client, "TLS handshake timed out");
+                    return;
+                }
+            },
+            _ = self.stopped.changed() => return,
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Box::pin(self.serve_full(stream, h2)).await;
+    }
+
+    /// hyper's HTTP/1.1 and HTTP/2 server (HTTP/2 only with `h2_only`), shut down gracefully
+    /// when `stopped` says so.
+    async fn serve_full<I>(mut self, io: I, h2_only: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let gateway = self.gateway.clone();
         let info = self.info.clone();
+        let redirect = match &self.kind {
+            Kind::Redirect(target) => Some(target.clone()),
+            _ => None,
+        };
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, &info).await) }
+            let redirect = redirect.clone();
+            async move {
+                Ok::<_, Infallible>(match redirect {
+                    Some(target) => target.answer(&req),
+                    None if info.tls => {
+                        let mut req = req;
+                        req.extensions_mut().insert(Https);
+                        gateway.handle(req, &info).await
+                    }
+                    None => gateway.handle(req, &info).await,
+                })
+            }
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let ended = if *self.stopped.borrow() {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        } else {
-            tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = self.stopped.changed() => {
+        let io = TokioIo::new(io);
+        // The two connection types share no trait; the same steps for each.
+        macro_rules! drive {
+            ($conn:expr) => {{
+                let conn = $conn;
+                tokio::pin!(conn);
+                if *self.stopped.borrow() {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                } else {
+                    tokio::select! {
+                        ended = conn.as_mut() => ended,
+                        _ = self.stopped.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
                 }
-            }
+            }};
+        }
+        let ended = if h2_only {
+            drive!(self.builders.h2.serve_connection(io, service))
+        } else {
+            drive!(
+                self.builders
+                    .auto
+                    .serve_connection_with_upgrades(io, service)
+            )
         };
         if let Err(e) = ended {
             tracing::trace!(error = %e, "client connection ended with an error");

@@ -23,6 +23,7 @@ use crate::health::ServiceHealth;
 use crate::hold::Activator;
 use crate::latency::LatencyTracker;
 use crate::metrics::RequestMetrics;
+use crate::middleware::{self, Edge};
 use crate::upstream::{PoolSettings, Upstreams};
 
 /// One service as the data plane sees it.
@@ -41,6 +42,9 @@ pub(crate) struct ServiceHandle {
     pub(crate) breaker: Option<Breaker>,
     /// Where requests wait while the service wakes from zero, if it can.
     pub(crate) activator: arc_swap::ArcSwapOption<Activator>,
+    /// The service's own pool of TLS connections, if it has `tls:` (`crate::upstream_tls`);
+    /// set with each table build.
+    pub(crate) tls_pool: arc_swap::ArcSwapOption<Upstreams>,
 }
 
 impl ServiceHandle {
@@ -61,6 +65,7 @@ impl ServiceHandle {
             latency: LatencyTracker::new(),
             breaker: def.circuit_breaker.clone().map(Breaker::new),
             activator: arc_swap::ArcSwapOption::empty(),
+            tls_pool: arc_swap::ArcSwapOption::empty(),
         };
         match &def.source {
             Source::Servers(_) => {
@@ -132,8 +137,15 @@ impl ServiceHandle {
         }
     }
 
-    pub(crate) fn protocol(&self) -> Protocol {
-        self.def.protocol
+    /// Whether requests go upstream as HTTP/2 (`h2c`, or `h2` over TLS).
+    pub(crate) fn speaks_h2(&self) -> bool {
+        self.def.protocol != Protocol::Http1
+    }
+
+    /// Whether the HTTP/1.1 relay (plain TCP to the replicas) can carry its requests: not
+    /// for HTTP/2 nor TLS to the replicas.
+    pub(crate) fn relayable(&self) -> bool {
+        self.def.protocol == Protocol::Http1 && self.def.tls.is_none()
     }
 }
 
@@ -153,6 +165,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) rule: Rule,
     pub(crate) entrypoints: Option<Vec<String>>,
     pub(crate) middlewares: Vec<Middleware>,
+    /// The middlewares' checks and their state (rate-limit counters and the like), kept
+    /// across reloads that leave the route's middlewares as they were.
+    pub(crate) edge: Arc<Edge>,
     /// Whether a middleware rewrites the path (else the original path is forwarded as is).
     pub(crate) rewrites_path: bool,
     /// The route's retry settings, or its service's.
@@ -185,6 +200,9 @@ pub(crate) struct RoutingTable {
     pub(crate) services: HashMap<String, Arc<ServiceHandle>>,
     pub(crate) upstreams: Arc<Upstreams>,
     pub(crate) settings: ForwardSettings,
+    /// The smallest `buffering` limit of any route: the relay leaves requests announcing a
+    /// longer body to the full stack, which answers 413 without reading it.
+    pub(crate) smallest_body_limit: Option<u64>,
 }
 
 impl RoutingTable {
@@ -221,19 +239,26 @@ impl RoutingTable {
             handle.activator.store(activators.get(&def.name).cloned());
             services.insert(def.name.clone(), handle);
         }
-        let routes = stack
+        // A route keeps its checks' state (rate-limit counters, credentials cache) when its
+        // middlewares are unchanged.
+        let previous_edges: HashMap<&str, &CompiledRoute> = previous
+            .map(|p| p.routes.iter().map(|r| (&*r.name, r)).collect())
+            .unwrap_or_default();
+        let routes: Vec<CompiledRoute> = stack
             .routes
             .iter()
             .filter_map(|r| {
                 let service = services.get(&r.service)?.clone();
+                let edge = match previous_edges.get(r.name.as_str()) {
+                    Some(old) if old.middlewares == r.middlewares => Arc::clone(&old.edge),
+                    _ => Arc::new(Edge::new(&r.middlewares)),
+                };
                 Some(CompiledRoute {
                     rule: r.rule.clone(),
                     entrypoints: r.entrypoints.clone(),
                     middlewares: r.middlewares.clone(),
-                    rewrites_path: r
-                        .middlewares
-                        .iter()
-                        .any(|m| !matches!(m, Middleware::Headers(_))),
+                    edge,
+                    rewrites_path: middleware::rewrites_path(&r.middlewares),
                     retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
                     name: r.name.as_str().into(),
                     router_id: metrics.intern(&r.name),
@@ -242,6 +267,7 @@ impl RoutingTable {
                 })
             })
             .collect();
+        let smallest_body_limit = routes.iter().filter_map(|r| r.edge.body_limit()).min();
         let g = &stack.gateway;
         let pool = PoolSettings {
             connect_timeout: g.timeouts.connect,
@@ -252,10 +278,18 @@ impl RoutingTable {
             Some(p) if p.upstreams.settings == pool => p.upstreams.clone(),
             _ => Upstreams::new(pool),
         };
+        for (name, handle) in &services {
+            let old = previous
+                .and_then(|p| p.services.get(name))
+                .and_then(|s| s.tls_pool.load_full());
+            let tls_pool = crate::upstream_tls::pool_for(&handle.def, old, pool);
+            handle.tls_pool.store(tls_pool);
+        }
         RoutingTable {
             routes,
             services,
             upstreams,
+            smallest_body_limit,
             settings: ForwardSettings {
                 response_header_timeout: g.timeouts.response_header,
                 body_idle: g.timeouts.body_idle,

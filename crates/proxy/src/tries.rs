@@ -284,26 +284,31 @@ pub(crate) struct HyperExchange {
     /// `None` once moved into the only try that will ever be sent.
     headers: Option<HeaderMap>,
     path_and_query: PathAndQuery,
-    h2c: bool,
+    /// HTTP/2 to the replica (h2c, or h2 over TLS).
+    h2: bool,
     replay: Replay,
     /// How a streamed body is going (`None`: the body is in hand).
     upload: Option<Arc<Upload>>,
 }
 
-/// A response from hyper's client, with its HTTP/1.1 connection to give back.
-pub(crate) type HyperResponse = (Response<Incoming>, Option<http1::SendRequest<ProxyBody>>);
+/// A response from hyper's client, with its HTTP/1.1 connection and the pool to give it
+/// back to.
+pub(crate) type HyperResponse = (
+    Response<Incoming>,
+    Option<(Arc<Upstreams>, http1::SendRequest<ProxyBody>)>,
+);
 
 impl HyperExchange {
     /// Hold the request for sending. With a `replay_limit` (the request may be sent again),
     /// a body announced as at most that many bytes is read ahead, so that every try can
-    /// have a copy; others are streamed, with pauses of at most `body_idle`. HTTP/2 to
-    /// `h2c` services, HTTP/1.1 otherwise.
+    /// have a copy; others are streamed, with pauses of at most `body_idle`. HTTP/2 if
+    /// `h2` (`h2c` and `h2` services), HTTP/1.1 otherwise.
     pub(crate) async fn new(
         method: Method,
         headers: HeaderMap,
         path_and_query: PathAndQuery,
         body: ProxyBody,
-        h2c: bool,
+        h2: bool,
         replay_limit: Option<u64>,
         body_idle: Duration,
     ) -> Result<HyperExchange, ProxyError> {
@@ -320,7 +325,7 @@ impl HyperExchange {
                 Replay::Once(Some(BodyExt::boxed_unsync(body)))
             }
         };
-        let version = if h2c {
+        let version = if h2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
@@ -330,7 +335,7 @@ impl HyperExchange {
             version,
             headers: Some(headers),
             path_and_query,
-            h2c,
+            h2,
             replay,
             upload,
         })
@@ -378,7 +383,7 @@ impl Exchange for HyperExchange {
         req: Request<ProxyBody>,
     ) -> impl Future<Output = Result<HyperResponse, TryError<Request<ProxyBody>>>> + Send + 'static
     {
-        hyper_try(upstreams, backend, self.h2c, req)
+        hyper_try(upstreams, backend, self.h2, req)
     }
 }
 
@@ -386,18 +391,22 @@ impl Exchange for HyperExchange {
 async fn hyper_try(
     upstreams: Arc<Upstreams>,
     backend: Arc<Backend>,
-    h2c: bool,
+    h2: bool,
     mut req: Request<ProxyBody>,
 ) -> Result<HyperResponse, TryError<Request<ProxyBody>>> {
-    let conn = match upstreams.checkout(backend.addr(), h2c).await {
+    let conn = match upstreams.checkout(backend.addr(), h2).await {
         Ok(conn) => conn,
         Err(e) => return Err(TryError::Connect(e, req)),
     };
-    if h2c {
+    if h2 {
         // HTTP/2 needs the scheme and authority as pseudo-headers: the absolute form.
         let pq = req.uri().path_and_query().cloned();
+        let scheme = match upstreams.tls() {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        };
         if let Ok(uri) = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(scheme)
             .authority(backend.addr())
             .path_and_query(pq.unwrap_or_else(|| PathAndQuery::from_static("/")))
             .build()
@@ -407,7 +416,7 @@ async fn hyper_try(
     }
     match conn {
         Conn::H1(mut sender) => match sender.try_send_request(req).await {
-            Ok(resp) => Ok((resp, Some(sender))),
+            Ok(resp) => Ok((resp, Some((upstreams, sender)))),
             Err(mut e) => Err(match e.take_message() {
                 Some(req) => TryError::Unsent(req),
                 None => TryError::Sent(Box::new(e.into_error())),
@@ -430,6 +439,8 @@ const UNTIL_UPLOADED: Duration = Duration::from_secs(365 * 24 * 3600);
 /// What the gateway knows of a request when it starts sending it.
 pub(crate) struct Outbound<'a> {
     pub(crate) upstreams: &'a Arc<Upstreams>,
+    /// The service's own TLS pool, used instead of `upstreams` if it has one.
+    pub(crate) tls_pool: Option<Arc<Upstreams>>,
     pub(crate) service: &'a ServiceHandle,
     pub(crate) retry: &'a Retry,
     /// Overall bound on waiting for response headers.
@@ -442,9 +453,14 @@ pub(crate) struct Outbound<'a> {
 impl<'a> Outbound<'a> {
     /// Sending on `route` of `table`, for a request let through at `start`.
     pub(crate) fn new(table: &'a RoutingTable, route: &'a CompiledRoute, start: Instant) -> Self {
+        let service = &route.service;
         Outbound {
             upstreams: &table.upstreams,
-            service: &route.service,
+            tls_pool: match service.def.tls {
+                Some(_) => service.tls_pool.load_full(),
+                None => None,
+            },
+            service,
             retry: &route.retry,
             response_header_timeout: table.settings.response_header_timeout,
             start,
@@ -642,11 +658,10 @@ impl<X: Exchange> Tries<'_, '_, X> {
         self.started += 1;
         self.tried.push(Arc::clone(pick.backend().key_shared()));
         self.latest = Some((Arc::clone(pick.backend()), now));
-        let sending = self.exchange.send(
-            Arc::clone(self.send.upstreams),
-            Arc::clone(pick.backend()),
-            req,
-        );
+        let pool = self.send.tls_pool.as_ref().unwrap_or(self.send.upstreams);
+        let sending = self
+            .exchange
+            .send(Arc::clone(pool), Arc::clone(pick.backend()), req);
         self.in_flight
             .push(Box::pin(async move { (pick, now, sending.await) }));
     }
@@ -713,6 +728,10 @@ impl<X: Exchange> Tries<'_, '_, X> {
                 );
                 self.last_error = Some(match e {
                     ConnectError::Timeout(_) => ProxyError::Timeout(service.name.to_string()),
+                    ConnectError::Tls(why) => ProxyError::UpstreamTls {
+                        service: service.name.to_string(),
+                        why,
+                    },
                     e => ProxyError::Connect {
                         service: service.name.to_string(),
                         source: Box::new(e),

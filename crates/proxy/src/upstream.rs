@@ -1,5 +1,6 @@
 //! Upstream connections: a keep-alive pool of HTTP/1.1 connections and one multiplexed
-//! HTTP/2 (h2c, prior knowledge) connection per endpoint.
+//! HTTP/2 connection per endpoint, over plain TCP (h2c: prior knowledge) or, for a service
+//! with `tls:`, over TLS (`crate::upstream_tls`: the service has its own pool).
 //!
 //! Why our own pool rather than hyper-util's legacy client: the gateway must know that a
 //! connection exists *before* it hands the request over, so that a refused or timed-out
@@ -13,6 +14,12 @@
 //! ones older than `idle_timeout` are closed by a sweeper task. A pooled connection the
 //! replica closed before our request was written gives the request back (hyper's
 //! `try_send_request`), and the gateway sends it again on a fresh connection.
+//!
+//! TLS: the TCP connect, then the TLS handshake (ALPN `h2` or `http/1.1`), then the HTTP
+//! handshake; `connect_timeout` bounds the TCP connect and the TLS handshake together. A
+//! handshake that fails (a certificate that does not verify, a replica that does not speak
+//! TLS or does not agree to `h2`) is a connect failure: nothing was sent, the request goes
+//! to another replica, and the error says why.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +27,8 @@ use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use shoal_health::ClientTls;
+use shoal_health::tls::{ALPN_H2, TlsError, host_of};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -42,6 +51,22 @@ pub(crate) enum ConnectError {
     /// Refused, unreachable, or the protocol handshake failed.
     #[error("connect failed: {0}")]
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS handshake failed (or TLS could not be set up); the text says why.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// How a TLS service's pool connects: its client config (or why there is none), and the
+/// host its replicas are verified as when the setting names none.
+#[derive(Debug)]
+pub(crate) struct TlsPool {
+    /// `Err`: the setting could not be used (e.g. an unreadable CA bundle); every connect
+    /// fails with this.
+    pub(crate) client: Result<ClientTls, String>,
+    /// `localhost` for local replicas; None: the host of the address connected to.
+    pub(crate) host: Option<String>,
+    /// HTTP/2 (ALPN `h2`, which the replica must agree to).
+    pub(crate) h2: bool,
 }
 
 /// A connection ready for one request.
@@ -71,6 +96,8 @@ struct IdleSocket {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pub(crate) settings: PoolSettings,
+    /// TLS to the replicas (a TLS service's own pool); None: plain TCP.
+    tls: Option<TlsPool>,
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
     sockets: Mutex<HashMap<Box<str>, Vec<IdleSocket>>>,
     h2: Mutex<HashMap<Box<str>, http2::SendRequest<ProxyBody>>>,
@@ -78,8 +105,18 @@ pub(crate) struct Upstreams {
 
 impl Upstreams {
     pub(crate) fn new(settings: PoolSettings) -> Arc<Upstreams> {
+        Upstreams::build(settings, None)
+    }
+
+    /// A pool whose connections are TLS.
+    pub(crate) fn with_tls(settings: PoolSettings, tls: TlsPool) -> Arc<Upstreams> {
+        Upstreams::build(settings, Some(tls))
+    }
+
+    fn build(settings: PoolSettings, tls: Option<TlsPool>) -> Arc<Upstreams> {
         let pool = Arc::new(Upstreams {
             settings,
+            tls,
             idle: Mutex::default(),
             sockets: Mutex::default(),
             h2: Mutex::default(),
@@ -90,9 +127,14 @@ impl Upstreams {
         pool
     }
 
-    /// A connection to `addr`: a pooled one if available, else a new one.
-    pub(crate) async fn checkout(&self, addr: &str, h2c: bool) -> Result<Conn, ConnectError> {
-        if h2c {
+    /// The TLS settings of this pool, if its connections are TLS.
+    pub(crate) fn tls(&self) -> Option<&TlsPool> {
+        self.tls.as_ref()
+    }
+
+    /// A connection to `addr` (HTTP/2 if `h2`): a pooled one if available, else a new one.
+    pub(crate) async fn checkout(&self, addr: &str, h2: bool) -> Result<Conn, ConnectError> {
+        if h2 {
             return self.checkout_h2(addr).await.map(Conn::H2);
         }
         while let Some(mut sender) = self.pop_idle(addr) {
@@ -101,16 +143,10 @@ impl Upstreams {
                 return Ok(Conn::H1(sender));
             }
         }
-        let io = self.connect(addr).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| ConnectError::Failed(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::trace!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        let sender = match &self.tls {
+            None => handshake_h1(self.connect(addr).await?).await?,
+            Some(tls) => handshake_h1(self.connect_tls(addr, tls).await?).await?,
+        };
         Ok(Conn::H1(sender))
     }
 
@@ -194,18 +230,10 @@ impl Upstreams {
                 return Ok(s.clone());
             }
         }
-        let io = self.connect(addr).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .handshake(io)
-            .await
-            .map_err(|e| ConnectError::Failed(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "upstream h2 connection ended with an error");
-            }
-        });
+        let sender = match &self.tls {
+            None => handshake_h2(self.connect(addr).await?).await?,
+            Some(tls) => handshake_h2(self.connect_tls(addr, tls).await?).await?,
+        };
         self.h2
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -214,20 +242,92 @@ impl Upstreams {
     }
 
     async fn connect(&self, addr: &str) -> Result<TokioIo<TcpStream>, ConnectError> {
-        let timeout = self.settings.connect_timeout;
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        self.connect_by(addr, deadline).await.map(TokioIo::new)
+    }
+
+    async fn connect_by(&self, addr: &str, deadline: Instant) -> Result<TcpStream, ConnectError> {
         let connecting = async {
             match addr.parse::<SocketAddr>() {
                 Ok(a) => TcpStream::connect(a).await,
                 Err(_) => TcpStream::connect(addr).await, // host name: resolved by tokio
             }
         };
-        let stream = tokio::time::timeout(timeout, connecting)
+        let stream = tokio::time::timeout_at(deadline, connecting)
             .await
-            .map_err(|_| ConnectError::Timeout(timeout))?
+            .map_err(|_| ConnectError::Timeout(self.settings.connect_timeout))?
             .map_err(|e| ConnectError::Failed(Box::new(e)))?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// TCP, then the TLS handshake, both within the connect timeout.
+    async fn connect_tls(
+        &self,
+        addr: &str,
+        tls: &TlsPool,
+    ) -> Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, ConnectError> {
+        let client = tls
+            .client
+            .as_ref()
+            .map_err(|e| ConnectError::Tls(e.clone()))?;
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        let tcp = self.connect_by(addr, deadline).await?;
+        let host = tls.host.as_deref().unwrap_or_else(|| host_of(addr));
+        let stream = tokio::time::timeout_at(deadline, client.handshake(tcp, host))
+            .await
+            .map_err(|_| ConnectError::Timeout(self.settings.connect_timeout))?
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        // HTTP/2 over TLS is only spoken once both ends agreed on it by ALPN (RFC 9113 §3.2).
+        if tls.h2 && stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            let why = match stream.get_ref().1.alpn_protocol() {
+                None => "it negotiated no protocol".to_owned(),
+                Some(p) => format!("it chose {:?}", String::from_utf8_lossy(p)),
+            };
+            let e = TlsError::Handshake(format!(
+                "the replica did not agree to HTTP/2 by ALPN ({why}); use `protocol: http1` \
+                 if it only speaks HTTP/1.1"
+            ));
+            return Err(ConnectError::Tls(e.to_string()));
+        }
         Ok(TokioIo::new(stream))
     }
+}
+
+/// The HTTP/1.1 handshake on a new connection; its driver runs in a task.
+async fn handshake_h1<I>(io: I) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::trace!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// The HTTP/2 handshake on a new connection; its driver runs in a task.
+async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<ProxyBody>, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::trace!(error = %e, "upstream h2 connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Close idle connections older than the idle timeout; stops when the pool is dropped.

@@ -1,6 +1,7 @@
 //! Options for one sample-app instance, and how they are read from a replica's environment.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -11,6 +12,11 @@ pub const PORT_VAR: &str = "PORT";
 pub const REPLICA_VAR: &str = "SHOAL_REPLICA";
 /// Environment variable holding the service name (set by shoal for each replica).
 pub const SERVICE_VAR: &str = "SHOAL_SERVICE";
+/// Environment variable naming the certificate chain (PEM) to serve HTTPS with; needs
+/// [`TLS_KEY_VAR`] too.
+pub const TLS_CERT_VAR: &str = "SAMPLE_TLS_CERT";
+/// Environment variable naming the private key (PEM) of [`TLS_CERT_VAR`].
+pub const TLS_KEY_VAR: &str = "SAMPLE_TLS_KEY";
 /// Name used when [`SERVICE_VAR`] is unset or empty.
 pub const DEFAULT_NAME: &str = "sample";
 /// Default for [`Options::shutdown_grace`].
@@ -38,6 +44,36 @@ pub struct Options {
     /// (a replica with a fixed worker pool: its latency grows with its load, which is what
     /// an autoscaler must fix). Default: unlimited.
     pub capacity: Option<usize>,
+    /// Serve HTTPS (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) with this certificate
+    /// instead of plain HTTP. Default: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// From [`TLS_CERT_VAR`] and [`TLS_KEY_VAR`]: both or neither.
+    pub fn from_env(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<TlsFiles>, OptionsError> {
+        let nonempty = |var| lookup(var).filter(|v| !v.trim().is_empty());
+        match (nonempty(TLS_CERT_VAR), nonempty(TLS_KEY_VAR)) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            })),
+            (Some(_), None) => Err(OptionsError::Missing { var: TLS_KEY_VAR }),
+            (None, Some(_)) => Err(OptionsError::Missing { var: TLS_CERT_VAR }),
+        }
+    }
 }
 
 impl Default for Options {
@@ -51,6 +87,7 @@ impl Default for Options {
             startup_delay: Duration::ZERO,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             capacity: None,
+            tls: None,
         }
     }
 }
@@ -58,7 +95,8 @@ impl Default for Options {
 impl Options {
     /// Defaults for running as a replica under shoal: listen on `127.0.0.1:$PORT`
     /// ([`PORT_VAR`], required), replica index from [`REPLICA_VAR`] (optional), name from
-    /// [`SERVICE_VAR`] or [`DEFAULT_NAME`]. Other fields are as in [`Options::default`].
+    /// [`SERVICE_VAR`] or [`DEFAULT_NAME`], HTTPS if [`TLS_CERT_VAR`] and [`TLS_KEY_VAR`]
+    /// are set. Other fields are as in [`Options::default`].
     ///
     /// Takes the environment as a lookup function so tests never touch the process
     /// environment; pass `|k| std::env::var(k).ok()` to read the real one.
@@ -88,6 +126,7 @@ impl Options {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             name,
             replica,
+            tls: TlsFiles::from_env(&lookup)?,
             ..Options::default()
         })
     }
@@ -217,6 +256,30 @@ mod tests {
                 }
             ),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let opts = Options::from_env(env(&[("PORT", "1")])).unwrap();
+        assert_eq!(opts.tls, None);
+        let both = [
+            ("PORT", "1"),
+            ("SAMPLE_TLS_CERT", "c.pem"),
+            ("SAMPLE_TLS_KEY", "k.pem"),
+        ];
+        assert_eq!(
+            Options::from_env(env(&both)).unwrap().tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let err =
+            Options::from_env(env(&[("PORT", "1"), ("SAMPLE_TLS_CERT", "c.pem")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable SAMPLE_TLS_KEY is not set"
         );
     }
 }

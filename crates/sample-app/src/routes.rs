@@ -27,6 +27,18 @@ pub const MAX_SLEEP_MS: u64 = 600_000;
 pub const NAME_HEADER: &str = "x-sample-name";
 /// Header carrying the replica index on every response, when there is one.
 pub const REPLICA_HEADER: &str = "x-sample-replica";
+/// Header carrying, on every response over TLS, the protocol ALPN chose (`h2`,
+/// `http/1.1`, or `none`).
+pub const TLS_HEADER: &str = "x-sample-tls";
+
+/// What the TLS handshake of a request's connection settled (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct TlsInfo {
+    /// The protocol ALPN chose, or `none`.
+    pub(crate) alpn: HeaderValue,
+    /// The name the client sent as SNI, if any.
+    pub(crate) sni: Option<String>,
+}
 
 /// What every connection of one instance shares.
 #[derive(Debug)]
@@ -95,8 +107,12 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let guard = state.in_flight.enter();
+    let alpn = req.extensions().get::<TlsInfo>().map(|t| t.alpn.clone());
     let mut response = route(&state, remote, req).await;
     state.stamp(response.headers_mut());
+    if let Some(alpn) = alpn {
+        response.headers_mut().insert(TLS_HEADER, alpn);
+    }
     Ok(response.map(|body| ResponseBody::new(body, guard)))
 }
 
@@ -171,6 +187,10 @@ fn whoami(state: &State, remote: SocketAddr, req: &Request<Incoming>) -> Respons
         "version": format!("{:?}", req.version()),
         "remote": remote.to_string(),
         "headers": headers,
+        "tls": req.extensions().get::<TlsInfo>().map(|t| json!({
+            "alpn": t.alpn.to_str().unwrap_or_default(),
+            "sni": t.sni,
+        })),
     }))
 }
 

@@ -5,6 +5,9 @@
 //! response is sent, idle keep-alive connections close at once, HTTP/2 sends GOAWAY) and
 //! every WebSocket session to close; wait for all of that, at most `shutdown_grace`; then
 //! abort whatever is left.
+//!
+//! With TLS, each accepted connection does its handshake in its own task (ALPN offers `h2`
+//! and `http/1.1`; the server speaks whichever the bytes that follow are, as without TLS).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::Options;
-use crate::routes::{self, State};
+use http::HeaderValue;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::routes::{self, State, TlsInfo};
+use crate::{Options, TlsFiles};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -43,6 +51,7 @@ impl SampleApp {
     /// Fails if the address cannot be bound, or if `name` cannot be sent as a header value.
     pub async fn start(opts: Options) -> std::io::Result<SampleApp> {
         State::name_header(&opts.name)?;
+        let tls = opts.tls.as_ref().map(acceptor).transpose()?;
         tokio::time::sleep(opts.startup_delay).await;
         let listener = TcpListener::bind(opts.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -52,7 +61,13 @@ impl SampleApp {
         let (stop, stopped) = oneshot::channel();
         let span = tracing::info_span!("sample-app", app = %opts.label(), %local_addr);
         let server = tokio::spawn(tracing::Instrument::instrument(
-            serve(listener, Arc::clone(&state), stopped, opts.shutdown_grace),
+            serve(
+                listener,
+                tls,
+                Arc::clone(&state),
+                stopped,
+                opts.shutdown_grace,
+            ),
             span,
         ));
         tracing::info!(app = %opts.label(), %local_addr, "sample-app listening");
@@ -90,8 +105,34 @@ impl SampleApp {
     }
 }
 
+/// The TLS side of `files`: TLS 1.2 and 1.3 with aws-lc-rs, ALPN `h2` then `http/1.1`.
+/// An unreadable or invalid file is an `InvalidInput` error naming it.
+fn acceptor(files: &TlsFiles) -> std::io::Result<TlsAcceptor> {
+    let invalid = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("sample-app TLS {}: {e}", what.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(&files.cert, &e))?;
+    if certs.is_empty() {
+        return Err(invalid(&files.cert, &"no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| invalid(&files.key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| invalid(&files.cert, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: Arc<State>,
     mut stop: oneshot::Receiver<()>,
     grace: Duration,
@@ -109,14 +150,45 @@ async fn serve(
                         tracing::debug!(%error, %remote, "set_nodelay failed");
                     }
                     let state = Arc::clone(&state);
-                    let service =
-                        service_fn(move |req| routes::handle(Arc::clone(&state), remote, req));
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    let Some(tls) = &tls else {
+                        let service =
+                            service_fn(move |req| routes::handle(Arc::clone(&state), remote, req));
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        connections.spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%error, %remote, "connection ended with an error");
+                            }
+                        });
+                        continue;
+                    };
+                    let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
                     connections.spawn(async move {
-                        if let Err(error) = connection.await {
+                        let stream = match tls.accept(stream).await {
+                            Ok(stream) => stream,
+                            Err(error) => {
+                                tracing::debug!(%error, %remote, "TLS handshake failed");
+                                return;
+                            }
+                        };
+                        let (_, session) = stream.get_ref();
+                        let info = TlsInfo {
+                            alpn: session
+                                .alpn_protocol()
+                                .and_then(|p| HeaderValue::from_bytes(p).ok())
+                                .unwrap_or(HeaderValue::from_static("none")),
+                            sni: session.server_name().map(str::to_owned),
+                        };
+                        let service = service_fn(move |mut req: hyper::Request<_>| {
+                            req.extensions_mut().insert(info.clone());
+                            routes::handle(Arc::clone(&state), remote, req)
+                        });
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(error) = watcher.watch(connection).await {
                             tracing::debug!(%error, %remote, "connection ended with an error");
                         }
                     });

@@ -43,6 +43,9 @@ pub(crate) enum Command {
     /// Generate HTTP load: latency percentiles (corrected for coordinated omission with
     /// --rate), errors, and how the answers spread over replicas. See docs/load.md.
     Load(Box<LoadArgs>),
+    /// Certificates for local HTTPS: `shoal certs dev` makes a development CA and a
+    /// certificate it signs, like mkcert. See docs/tls.md.
+    Certs(CertsArgs),
     /// Kubernetes mode: `shoal k8s render` writes the stack as Kubernetes manifests. See
     /// docs/kubernetes.md.
     K8s(K8sArgs),
@@ -200,6 +203,54 @@ pub(crate) struct SampleAppArgs {
     /// fixed worker pool, whose latency grows with its load).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) capacity: Option<u32>,
+    /// Serve HTTPS with this certificate chain (PEM; h2 and http/1.1 by ALPN) [default:
+    /// $SAMPLE_TLS_CERT]. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert [default: $SAMPLE_TLS_KEY].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertsArgs {
+    #[command(subcommand)]
+    pub(crate) command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertsCommand {
+    /// Make (once) a development CA in $XDG_DATA_HOME/shoal/dev-ca/ and a certificate it
+    /// signs for --hosts (ECDSA P-256, 825 days), written to the files the TLS entrypoints of
+    /// ./shoal.yaml name, else to ./localhost.pem and ./localhost-key.pem; prints the command
+    /// that makes this machine trust the CA. Never overwrites a certificate another CA signed.
+    Dev(CertsDevArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertsDevArgs {
+    /// Host names and IP addresses the certificate is for, comma-separated [default:
+    /// localhost,127.0.0.1,::1].
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    pub(crate) hosts: Vec<String>,
+    /// Folder of the development CA (ca.pem, ca-key.pem) [default:
+    /// $XDG_DATA_HOME/shoal/dev-ca, else ~/.local/share/shoal/dev-ca].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) ca_dir: Option<PathBuf>,
+    /// The stack file whose TLS entrypoints name the files to write.
+    #[arg(
+        short = 'f',
+        long = "file",
+        default_value = "shoal.yaml",
+        value_name = "FILE"
+    )]
+    pub(crate) file: PathBuf,
+    /// Write the certificate here instead (with --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Write the private key here instead (with --cert).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

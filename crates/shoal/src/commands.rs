@@ -31,18 +31,23 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init(&args),
         Command::SampleApp(args) => block_on(sample_app(args)),
         Command::Load(args) => load(&args),
+        Command::Certs(args) => match args.command {
+            CertsCommand::Dev(args) => crate::certs::dev(&args),
+        },
         Command::K8s(args) => crate::k8s::run(args),
     }
 }
 
 /// Logs go to stderr: info by default, warnings and errors only with `up --quiet`, more
 /// with `-v`; `RUST_LOG` overrides all of these. Events are not logged at info level (the
-/// planes log them at debug): `shoal up` prints each event once, itself.
+/// planes log them at debug): `shoal up` prints each event once, itself. rustls warns about
+/// what a client sent (an IP address as SNI, say) once per connection: a client could flood
+/// the log, so it is heard from at error level only, unless asked (`-vv`, `RUST_LOG`).
 fn init_tracing(verbose: u8, quiet: bool) {
     let default = match verbose {
-        0 if quiet => "warn",
-        0 => "info,hyper=warn",
-        1 => "debug,hyper=info",
+        0 if quiet => "warn,rustls=error",
+        0 => "info,hyper=warn,rustls=error",
+        1 => "debug,hyper=info,rustls=error",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -90,11 +95,44 @@ pub(crate) fn load_for_or_report(
 fn check(path: &Path) -> ExitCode {
     match load_or_report(path) {
         Ok(stack) => {
+            // Certificates are read and checked as loading them would: every problem is an
+            // error, certificates expiring within 30 days are warnings.
+            let mut problems = 0;
+            for ep in &stack.gateway.entrypoints {
+                let Some(tls) = &ep.tls else {
+                    continue;
+                };
+                let found = shoal_proxy::tls::check(tls);
+                for e in &found.errors {
+                    eprintln!("{}: entrypoint `{}`: {e}", path.display(), ep.name);
+                }
+                for w in &found.warnings {
+                    eprintln!("{}: warning: entrypoint `{}`: {w}", path.display(), ep.name);
+                }
+                problems += found.errors.len();
+            }
+            if problems > 0 {
+                eprintln!(
+                    "{}: {problems} certificate problem{} found",
+                    path.display(),
+                    if problems == 1 { "" } else { "s" }
+                );
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             let eps: Vec<String> = stack
                 .gateway
                 .entrypoints
                 .iter()
-                .map(|e| format!("{} on {}", e.name, e.listen))
+                .map(|e| {
+                    let kind = if e.tls.is_some() {
+                        " (https)"
+                    } else if e.redirect_to.is_some() {
+                        " (redirects to https)"
+                    } else {
+                        ""
+                    };
+                    format!("{} on {}{kind}", e.name, e.listen)
+                })
                 .collect();
             println!(
                 "{}: ok — {} service{}, {} route{}, entrypoint{} {}",
@@ -180,6 +218,21 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             None => "built-in demo stack (`shoal init` writes it to shoal.yaml)".to_owned(),
         };
         let n_services = stack.services.len();
+        let schemes: Vec<(String, &str)> = stack
+            .gateway
+            .entrypoints
+            .iter()
+            .map(|e| {
+                let scheme = if e.tls.is_some() {
+                    "https"
+                } else if e.redirect_to.is_some() {
+                    "redirect"
+                } else {
+                    "http"
+                };
+                (e.name.clone(), scheme)
+            })
+            .collect();
         let routes = route_lines(&stack.routes);
         let opts = StartOptions {
             stack,
@@ -204,7 +257,11 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             println!("  route       {line}");
         }
         for (name, addr) in shoal.gateway_addrs() {
-            println!("  gateway     http://{addr}/   (entrypoint {name})");
+            match schemes.iter().find(|(n, _)| n == name).map(|(_, s)| *s) {
+                Some("https") => println!("  gateway     https://{addr}/   (entrypoint {name})"),
+                Some("redirect") => println!("  gateway     http://{addr}/   (entrypoint {name}, redirects to https)"),
+                _ => println!("  gateway     http://{addr}/   (entrypoint {name})"),
+            }
         }
         println!("  admin API   http://{}/api/v1/services", shoal.admin_addr());
         println!("  dashboard   http://{}/dashboard/", shoal.admin_addr());
@@ -717,6 +774,13 @@ async fn sample_app(args: SampleAppArgs) -> anyhow::Result<ExitCode> {
         opts.startup_delay = d;
     }
     opts.capacity = args.capacity.map(|n| n as usize);
+    match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => opts.tls = Some(shoal_sample_app::TlsFiles { cert, key }),
+        _ if opts.tls.is_none() => {
+            opts.tls = shoal_sample_app::TlsFiles::from_env(|k| std::env::var(k).ok())?;
+        }
+        _ => {}
+    }
     shoal_sample_app::run_until_signal(opts).await?;
     Ok(ExitCode::SUCCESS)
 }

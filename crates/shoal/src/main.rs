@@ -1,6 +1,7 @@
 //! `shoal`: the command-line entry point. Parses arguments and maps errors to exit codes;
 //! everything else lives in the library crates (see ARCHITECTURE.md).
 mod admin_client;
+mod certs;
 mod cli;
 mod commands;
 mod k8s;

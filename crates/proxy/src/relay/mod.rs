@@ -10,7 +10,8 @@
 //!
 //! What the relay does not handle — HTTP/2 (h2c prior knowledge), HTTP/1.0, upgrades
 //! (WebSocket), `Expect: 100-continue`, chunked or large (over `max_replay_body`) request
-//! bodies, services reached over h2c — is recognised before anything is sent, and the
+//! bodies, services reached over h2c or TLS, requests whose response the `compress` middleware
+//! will compress ([`crate::compress`]) — is recognised before anything is sent, and the
 //! connection, with the bytes already read, is handed to the full HTTP stack (hyper) for the
 //! rest of its life. So every request is served; the relay only decides how fast.
 use std::io;
@@ -21,14 +22,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use shoal_balance::Backend;
-use shoal_config::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::compress;
 use crate::error::{ProxyError, SLOW_BODY, SLOW_HEAD};
 use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
+use crate::middleware;
 use crate::server::ServeSettings;
 use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
 use crate::upstream::Upstreams;
@@ -134,6 +136,13 @@ pub(crate) async fn serve(
             }
         };
         first = false;
+        // A body over a route's `buffering` limit is not read: the full stack answers 413.
+        if request.body_len > 0 && gateway.over_body_limit(request.body_len as u64) {
+            let mut whole = BytesMut::with_capacity(request.raw.len() + buf.len());
+            whole.extend_from_slice(&request.raw);
+            whole.extend_from_slice(&buf);
+            return End::HandOff(whole.freeze(), stream);
+        }
         while buf.len() < request.body_len {
             buf.reserve(request.body_len - buf.len());
             let deadline = Instant::now() + settings.body_idle;
@@ -270,14 +279,42 @@ async fn exchange(
         return write_error(client, out, &e, close).await;
     };
     let service = &route.service;
-    if service.protocol() == Protocol::H2c {
-        // The full stack speaks HTTP/2 to the replica: give it the request as received.
+    // The full stack speaks to replicas the relay cannot (h2c, TLS), and compresses
+    // responses (the relay copies them as they are): give it the request as received.
+    if !service.relayable()
+        || compress::choose(&route.middlewares, &parts.method, &parts.headers).is_some()
+    {
         let mut whole = BytesMut::with_capacity(raw.len() + body.len());
         whole.extend_from_slice(&raw);
         whole.extend_from_slice(&body);
         return Next::HandOff(whole.freeze());
     }
     drop(raw);
+    // The route's checks: an early answer (401, 403, 429, a redirect, a preflight) goes back
+    // at once and never reaches a replica. `admitted` holds in-flight places until the
+    // exchange ends.
+    let client_info = middleware::Client {
+        peer: begun.client_ip,
+        tls: info.tls,
+        host: begun.host_header.as_ref(),
+    };
+    let checked = if route.edge.is_empty() {
+        Ok(middleware::Admitted::default())
+    } else {
+        route.edge.admit(&mut parts, client_info).await
+    };
+    let middleware::Admitted {
+        guards: _in_flight,
+        response_headers: edge_headers,
+        ..
+    } = match checked {
+        Ok(admitted) => admitted,
+        Err(early) => {
+            gateway.finish(begun, info, early.status, early.size(), None);
+            let head_request = parts.method == Method::HEAD;
+            return write_early(client, out, &early, close, head_request).await;
+        }
+    };
     let host = begun.host_header.clone();
     let sent = async {
         let path_and_query = prepare(route, &mut parts, host, begun.client_ip, false, false)?;
@@ -343,6 +380,7 @@ async fn exchange(
     response_extras(&table, service, &pick, |name, value| {
         extras.push((name.clone(), value));
     });
+    extras.extend(edge_headers);
     let close = close || head.framing == Framing::UntilClose;
     out.clear();
     wire::write_response_head(out, &up_buf, &head, &route.middlewares, &extras, close);
@@ -507,6 +545,22 @@ async fn refuse(client: &mut TcpStream, out: &mut BytesMut, e: &ProxyError) {
             }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+/// Answer with a middleware's early answer.
+async fn write_early(
+    client: &mut TcpStream,
+    out: &mut BytesMut,
+    early: &middleware::Early,
+    close: bool,
+    head_request: bool,
+) -> Next {
+    out.clear();
+    early.write_http1(out, close, head_request);
+    match client.write_all(out).await {
+        Ok(()) if !close && !early.close => Next::KeepAlive,
+        _ => Next::Close,
     }
 }
 

@@ -334,6 +334,13 @@ const HOP_BY_HOP: [&[u8]; 8] = [
     b"proxy-authenticate",
 ];
 
+/// Extra response headers added next to the replica's rather than replacing them:
+/// `Set-Cookie` (the sticky cookie) and `Vary` (`cors` adds `Origin`; a list field may be
+/// split over several lines, RFC 9110 §5.3).
+fn appended(name: &HeaderName) -> bool {
+    name == header::SET_COOKIE || name == header::VARY
+}
+
 /// Write the client's response head from the replica's (`head`, parsed from `buf`):
 /// hop-by-hop headers and those the route's middlewares remove or set are left out, the
 /// middlewares' values and `extras` are added, then the framing of the body as it will be
@@ -369,7 +376,7 @@ pub(crate) fn write_response_head(
             || named.iter().any(|h| name.eq_ignore_ascii_case(h))
             || extras
                 .iter()
-                .any(|(n, _)| *n != header::SET_COOKIE && name.eq_ignore_ascii_case(n.as_ref()))
+                .any(|(n, _)| !appended(n) && name.eq_ignore_ascii_case(n.as_ref()))
             || middlewares.iter().any(|m| match m {
                 Middleware::Headers(rules) => {
                     rules

@@ -12,6 +12,8 @@
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
 //! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
 //! - `prometheus`: a real Prometheus scraping `shoal up`, dashboard queries over known traffic;
+//! - `tls`: `shoal check` on certificates, `shoal certs dev`, and `examples/tls` served over
+//!   HTTPS (h1, h2), its redirect and rate limit, certificates replaced on disk and by reload;
 //! - `top`: `shoal top` under tmux: the live screen, `+` to scale, `q` to quit, a bad address;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
 mod autoscale;
@@ -25,6 +27,7 @@ mod output;
 mod prometheus;
 mod supervise;
 mod support;
+mod tls;
 mod top;
 
 /// A service of the built-in sample app with short test intervals.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -118,6 +118,11 @@ impl Gateway {
     /// The open-connections gauge of entrypoint `name`.
     pub(crate) fn connections_gauge(&self, name: &Arc<str>) -> Arc<AtomicI64> {
         self.metrics.connections(name)
+    }
+
+    /// The failed-TLS-handshakes counter of entrypoint `name`.
+    pub(crate) fn tls_handshake_failures(&self, name: &Arc<str>) -> Arc<AtomicU64> {
+        self.metrics.tls_handshake_failures(name)
     }
 
     /// Write the gateway's metrics in Prometheus' text format: Traefik's request families

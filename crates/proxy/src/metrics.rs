@@ -14,7 +14,7 @@ use std::cell::Cell as StdCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, Method};
@@ -198,6 +198,8 @@ pub(crate) struct RequestMetrics {
     shards: Box<[Shard]>,
     names: Mutex<Names>,
     connections: Mutex<Vec<(Arc<str>, Arc<AtomicI64>)>>,
+    /// Failed TLS handshakes, by TLS entrypoint.
+    tls_handshake_failures: Mutex<Vec<(Arc<str>, Arc<AtomicU64>)>>,
 }
 
 /// How to name the Traefik-compatible families.
@@ -217,6 +219,7 @@ impl RequestMetrics {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             names: Mutex::default(),
             connections: Mutex::default(),
+            tls_handshake_failures: Mutex::default(),
         }
     }
 
@@ -266,6 +269,20 @@ impl RequestMetrics {
         let g = Arc::new(AtomicI64::new(0));
         all.push((entrypoint.clone(), g.clone()));
         g
+    }
+
+    /// The failed-TLS-handshakes counter of an entrypoint (listed from its first call).
+    pub(crate) fn tls_handshake_failures(&self, entrypoint: &Arc<str>) -> Arc<AtomicU64> {
+        let mut all = self
+            .tls_handshake_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = all.iter().find(|(n, _)| n == entrypoint) {
+            return c.clone();
+        }
+        let c = Arc::new(AtomicU64::new(0));
+        all.push((entrypoint.clone(), c.clone()));
+        c
     }
 
     /// Write the request families and `open_connections`.
@@ -546,6 +563,25 @@ pub(crate) fn render_gateway(
         "Access log lines dropped because the writer fell behind.",
     );
     sample(out, name, &[], access_log_dropped as f64);
+    let name = "shoal_tls_handshake_failures_total";
+    header(
+        out,
+        name,
+        "counter",
+        "TLS handshakes that failed or timed out, by entrypoint (TLS entrypoints only).",
+    );
+    let failures = metrics
+        .tls_handshake_failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for (ep, c) in failures.iter() {
+        sample(
+            out,
+            name,
+            &[("entrypoint", ep)],
+            c.load(Ordering::Relaxed) as f64,
+        );
+    }
 }
 
 /// Series of one family, summed by label set.

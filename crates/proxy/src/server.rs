@@ -5,19 +5,23 @@
 //! connection over. TLS ([`crate::tls`]): the handshake (bounded by `header_read`, with the
 //! certificates current when it starts), then hyper — HTTP/2 when ALPN chose `h2`, else
 //! HTTP/1.1 with upgrades (the relay is TCP-only). Redirect (`redirect_to`): hyper answering
-//! every request with a 308 to HTTPS ([`crate::https_redirect`]), nothing routed. All three
+//! every request with a 308 to HTTPS ([`crate::https_redirect`]), nothing routed, but counted
+//! in the request metrics and the access log as any request. A TLS handshake that fails or
+//! times out is counted per entrypoint (`shoal_tls_handshake_failures_total`). All three
 //! share `max_connections`, shutdown and draining.
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::body::ProxyBody;
 use crate::forward::Https;
 use crate::gateway::{ConnInfo, Gateway};
 use crate::https_redirect::RedirectTarget;
@@ -271,6 +276,8 @@ async fn accept_loop(
     });
     let entrypoint_id = gateway.entrypoint_id(&entrypoint);
     let open = gateway.connections_gauge(&entrypoint);
+    let handshake_failures =
+        matches!(kind, Kind::Tls(_)).then(|| gateway.tls_handshake_failures(&entrypoint));
     // Every connection task holds a sender; once they are all gone, so are the connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     // At most `max_connections` open: past it, new connections wait in the listen backlog
@@ -302,6 +309,7 @@ async fn accept_loop(
             builders: builders.clone(),
             settings,
             stopped: stopped.clone(),
+            handshake_failures: handshake_failures.clone(),
             _slot: slot,
             _open: OpenConnection::new(&open),
             _alive: alive.clone(),
@@ -335,6 +343,8 @@ struct Connection {
     builders: Arc<Builders>,
     settings: ServeSettings,
     stopped: watch::Receiver<bool>,
+    /// The entrypoint's count of failed TLS handshakes (TLS entrypoints only).
+    handshake_failures: Option<Arc<AtomicU64>>,
     /// Its place among `max_connections`.
     _slot: OwnedSemaphorePermit,
     _open: OpenConnection,
@@ -380,10 +390,12 @@ impl Connection {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
+                    self.handshake_failed();
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(client = %self.info.client, "TLS handshake timed out");
+                    self.handshake_failed();
                     return;
                 }
             },
@@ -391,6 +403,13 @@ impl Connection {
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Box::pin(self.serve_full(stream, h2)).await;
+    }
+
+    /// Count a handshake that failed or timed out on this entrypoint.
+    fn handshake_failed(&self) {
+        if let Some(failures) = &self.handshake_failures {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// hyper's HTTP/1.1 and HTTP/2 server (HTTP/2 only with `h2_only`), shut down gracefully
@@ -411,7 +430,7 @@ impl Connection {
             let redirect = redirect.clone();
             async move {
                 Ok::<_, Infallible>(match redirect {
-                    Some(target) => target.answer(&req),
+                    Some(target) => answer_redirect(&gateway, &target, req, &info),
                     None if info.tls => {
                         let mut req = req;
                         req.extensions_mut().insert(Https);
@@ -454,6 +473,26 @@ impl Connection {
             tracing::trace!(error = %e, "client connection ended with an error");
         }
     }
+}
+
+/// The answer of a `redirect_to` entrypoint (a 308, or a 400 without a valid host), counted
+/// and logged as every request is: on its entrypoint, with no router or service, since
+/// nothing is routed.
+fn answer_redirect<B>(
+    gateway: &Gateway,
+    target: &RedirectTarget,
+    req: Request<B>,
+    info: &ConnInfo,
+) -> Response<ProxyBody> {
+    let table = gateway.table();
+    let (parts, _body) = req.into_parts();
+    let mut begun = gateway.begin(&table, &parts, info);
+    // `begin` matched a route as for any request; this one goes to none.
+    begun.route = None;
+    let resp = target.answer(&Request::from_parts(parts, ()));
+    let size = resp.body().size_hint().exact();
+    gateway.finish(begun, info, resp.status(), size, None);
+    resp
 }
 
 pin_project_lite::pin_project! {

@@ -11,7 +11,8 @@
 //! - certificates swapped under load (files rewritten, then the reload API) with 0 failures,
 //!   and open connections untouched; a bad certificate on reload keeps the old one;
 //! - the check: expired, not yet valid, mismatched key, no key, unreadable, expiring soon;
-//! - the 308 redirect;
+//! - the 308 redirect, counted in the metrics and logged on its entrypoint without a route;
+//! - failed handshakes counted per entrypoint (`shoal_tls_handshake_failures_total`);
 //! - a gRPC-style call (HTTP/2 over TLS to the gateway, h2c to the replica) with its trailers.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -136,6 +137,7 @@ struct Edge {
     tls: Arc<TlsEntrypoints>,
     entrypoints: Vec<Entrypoint>,
     events: Arc<EventLog>,
+    gateway: Arc<Gateway>,
     serving: Option<Serving>,
     _replica: SampleApp,
 }
@@ -187,7 +189,7 @@ routes:
         let addrs = listeners.local_addrs();
         let addr = |name: &str| addrs.iter().find(|(n, _)| n == name).unwrap().1;
         let serving = Serving::start(
-            gateway,
+            gateway.clone(),
             listeners,
             ServeSettings::of(&stack.gateway),
             &certs,
@@ -198,9 +200,17 @@ routes:
             tls: certs,
             entrypoints: stack.gateway.entrypoints.clone(),
             events,
+            gateway,
             serving: Some(serving),
             _replica: replica,
         }
+    }
+
+    /// The gateway's metrics, as `/metrics` serves them.
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        self.gateway.render_metrics(&mut out);
+        out
     }
 
     /// The stack's entrypoints with `websecure`'s TLS replaced (what a reloaded file says).
@@ -1189,6 +1199,112 @@ async fn plain_http_is_redirected_to_https_with_308() {
         got.contains(&format!("https://h.test:{tls_port}/b")),
         "{got}"
     );
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_counted_and_logged_on_their_entrypoint_with_no_route() {
+    let pki = Pki::new();
+    let edge = Edge::start(tls_of(vec![pki.issue("localhost", &["localhost"])])).await;
+    let log = pki.path("access.log");
+    edge.gateway.set_access_log(Some(
+        shoal_proxy::AccessLogger::start(&shoal_config::AccessLog {
+            format: shoal_config::AccessLogFormat::Json,
+            path: Some(log.clone()),
+            buffer: 100,
+        })
+        .unwrap(),
+    ));
+    let mut tcp = TcpStream::connect(edge.http).await.unwrap();
+    tcp.write_all(
+        b"GET /a HTTP/1.1\r\nHost: h.test\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test/x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = String::from_utf8(got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 308 "), "{got}");
+    assert!(got.contains("\r\n\r\nHTTP/1.1 400 "), "{got}");
+
+    // Counted on `web`, with no router or service (a route matches every path there).
+    let metrics = edge.metrics();
+    for line in [
+        r#"shoal_entrypoint_requests_total{code="308",method="GET",protocol="http",entrypoint="web"} 1"#,
+        r#"shoal_entrypoint_requests_total{code="400",method="GET",protocol="http",entrypoint="web"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("shoal_service_requests_total") && l.contains("code=\"308\"")),
+        "{metrics}"
+    );
+
+    // And logged: one line each, no router or service.
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two access log lines", Duration::from_secs(5), || async {
+        lines().lines().count() == 2
+    })
+    .await;
+    let text = lines();
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{text}");
+    for (entry, (path, status)) in entries.iter().zip([("/a", 308), ("/", 400)]) {
+        assert_eq!(entry["RequestPath"], path, "{entry}");
+        assert_eq!(entry["DownstreamStatus"], status, "{entry}");
+        assert_eq!(entry["EntryPointName"], "web", "{entry}");
+        for field in ["RouterName", "ServiceName", "Replica"] {
+            assert_eq!(entry[field], serde_json::Value::Null, "{field}: {entry}");
+        }
+    }
+    assert_eq!(entries[0]["DownstreamContentSize"], 0, "{text}");
+    edge.stop().await;
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted_per_entrypoint() {
+    let pki = Pki::new();
+    let edge = Edge::start(tls_of(vec![pki.issue("localhost", &["localhost"])])).await;
+    let line =
+        |n: u64| format!(r#"shoal_tls_handshake_failures_total{{entrypoint="websecure"}} {n}"#);
+    // A good handshake is not a failure.
+    let config = Arc::new(client(&pki.ca, &[&rustls::version::TLS13], &[b"http/1.1"]));
+    let s = connect(edge.https, &config, "localhost").await.unwrap();
+    assert_eq!(get_h1(s, "/").await.unwrap().status, 200);
+    let metrics = edge.metrics();
+    assert!(metrics.lines().any(|l| l == line(0)), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE shoal_tls_handshake_failures_total counter\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"shoal_tls_handshake_failures_total{entrypoint="web"}"#));
+
+    // Plain HTTP to the TLS port: not a TLS record, the handshake fails and the connection
+    // is closed without an answer.
+    let mut tcp = TcpStream::connect(edge.https).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1"),
+        "{got:?}"
+    );
+    eventually("the failure counted", Duration::from_secs(5), || async {
+        edge.metrics().lines().any(|l| l == line(1))
+    })
+    .await;
     edge.stop().await;
 }
 

@@ -111,6 +111,7 @@ fn check(path: &Path) -> ExitCode {
                 }
                 problems += found.errors.len();
             }
+            problems += check_service_tls(path, &stack);
             if problems > 0 {
                 eprintln!(
                     "{}: {problems} certificate problem{} found",
@@ -148,6 +149,43 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// The services' `tls:` settings, built as the gateway builds them: a `ca` bundle that
+/// cannot be read or holds no usable certificate is an error naming the service and the
+/// file (the gateway would answer the service's requests with 502s);
+/// `insecure_skip_verify: true` is a warning. Returns the number of errors.
+fn check_service_tls(path: &Path, stack: &Stack) -> usize {
+    let mut errors = 0;
+    for service in &stack.services {
+        let Some(tls) = &service.tls else {
+            continue;
+        };
+        if tls.insecure_skip_verify {
+            eprintln!(
+                "{}: warning: service `{}`: tls.insecure_skip_verify is on: the replicas' \
+                 certificates are NOT verified (encrypted, but anyone on the path can pose as \
+                 a replica)",
+                path.display(),
+                service.name
+            );
+        }
+        // Without `ca` the system's roots are used: nothing in the stack file to check.
+        if tls.ca.is_none() {
+            continue;
+        }
+        let settings = shoal_health::tls::TlsSettings {
+            ca: tls.ca.clone(),
+            server_name: tls.server_name.clone(),
+            insecure_skip_verify: tls.insecure_skip_verify,
+            alpn: Vec::new(),
+        };
+        if let Err(e) = shoal_health::ClientTls::new(settings) {
+            eprintln!("{}: service `{}`: tls: {e}", path.display(), service.name);
+            errors += 1;
+        }
+    }
+    errors
 }
 
 fn up(args: UpArgs) -> anyhow::Result<ExitCode> {

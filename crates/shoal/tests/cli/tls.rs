@@ -1,7 +1,8 @@
-//! HTTPS with the real binary: `shoal check` on certificates, `shoal certs dev`, and the
-//! `examples/tls` stack run by `shoal up` (HTTPS over HTTP/1.1 and HTTP/2 with a rustls client
-//! trusting the development CA, the 308 redirect, the rate-limited route, certificates
-//! replaced on disk and by `shoal reload`).
+//! HTTPS with the real binary: `shoal check` on certificates (an entrypoint's, and a
+//! service's `tls.ca` bundle), `shoal certs dev`, and the `examples/tls` stack run by `shoal
+//! up` (HTTPS over HTTP/1.1 and HTTP/2 with a rustls client trusting the development CA, the
+//! 308 redirect, the rate-limited route, certificates replaced on disk and by `shoal
+//! reload`).
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,90 @@ fn check_refuses_an_expired_certificate_naming_the_file_and_the_date() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(stdout(&out).contains("(https)"), "{}", stdout(&out));
+}
+
+/// A stack whose service `ledger` speaks TLS to its server with `tls` (YAML flow map).
+fn service_tls_stack(dir: &Path, tls: &str) {
+    std::fs::write(
+        dir.join("shoal.yaml"),
+        format!(
+            "gateway:
+  entrypoints:
+    web: {{ listen: 127.0.0.1:{} }}
+admin:
+  listen: 127.0.0.1:{}
+services:
+  ledger:
+    servers: [https://127.0.0.1:9]
+    tls: {tls}
+routes:
+  - match: PathPrefix(`/`)
+    service: ledger
+",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn check_reads_a_services_ca_bundle_and_warns_about_insecure_skip_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+
+    // A PEM block whose contents are no certificate (3 zero bytes): the file exists, so
+    // loading the stack accepts it; building the client config does not.
+    std::fs::write(
+        certs.join("broken-ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    service_tls_stack(dir.path(), "{ ca: certs/broken-ca.pem }");
+    let out = run_in(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(
+            |l| l.starts_with("shoal.yaml: service `ledger`: tls: CA bundle ")
+                && l.contains("certs/broken-ca.pem: certificate 1: ")
+        ),
+        "{err}"
+    );
+    assert!(err.contains("1 certificate problem found"), "{err}");
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+
+    // A file with no PEM certificate in it.
+    std::fs::write(certs.join("empty-ca.pem"), "not a certificate\n").unwrap();
+    service_tls_stack(dir.path(), "{ ca: certs/empty-ca.pem }");
+    let out = run_in(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("certs/empty-ca.pem: no certificate in it (expected PEM"),
+        "{err}"
+    );
+
+    // A real CA: ok, no warning.
+    self_signed(&certs, "ca", (2024, 1, 1), (2999, 1, 1));
+    service_tls_stack(dir.path(), "{ ca: certs/ca.pem }");
+    let out = run_in(dir.path(), &["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    // insecure_skip_verify: a warning naming the service, and `check` passes.
+    service_tls_stack(dir.path(), "{ insecure_skip_verify: true }");
+    let out = run_in(dir.path(), &["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "shoal.yaml: warning: service `ledger`: tls.insecure_skip_verify is on: the replicas' certificates are NOT verified"
+        ),
+        "{err}"
+    );
+    assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
 }
 
 /// The date `days` from now, as (year, month, day).

@@ -29,7 +29,12 @@
 //! period: 2:1:1 gives `a b a c`, 5:1:1 gives `a a a b a a c`. The same nginx step is used, so
 //! each period still has exactly `weight` picks per backend; when the staggered start would
 //! not close into a period of length `S`, or would give a longer run of one backend read
-//! cyclically, the all-zero start is used.
+//! cyclically, the all-zero start is used. Which backend gets which phase matters as well
+//! (1:16:1 wants its two light backends half a period apart), so with up to 8 backends every
+//! rotation of the phases is tried, and so is the heaviest backend at phase 0 with the
+//! others staggered around it; the smoothest period wins. Over every weight vector of up to
+//! four backends with weights 1–20, the heaviest backend's longest run is then at most one
+//! more than `⌈max/others⌉`.
 //!
 //! # Limits
 //!
@@ -167,14 +172,45 @@ fn reduce_by_gcd(w: &mut [u64]) {
 /// nginx's smooth weighted round robin for one period, from the staggered start when that
 /// is a true period and no burstier than the all-zero start, else from the all-zero start.
 fn smooth_nginx(w: &[u64], total: u64) -> Box<[u32]> {
-    let n = w.len() as i64;
-    let s = total as i64;
-    let staggered: Vec<i64> = (0..n).map(|i| s * (n - 1 - 2 * i) / (2 * n)).collect();
-    let zero = run_nginx(w, total, vec![0; w.len()]).expect("zero start is always a period");
-    match run_nginx(w, total, staggered) {
-        Some(phased) if longest_cyclic_run(&phased) <= longest_cyclic_run(&zero) => phased,
-        _ => zero,
+    let staggered = stagger(total, w.len());
+    let mut starts = vec![staggered.clone(), vec![0; w.len()]];
+    // Which backend gets which phase matters too (1:16:1 wants its two light backends half
+    // a period apart): with few backends, every rotation of the phases is tried, and the
+    // heaviest backend at phase 0 with the others spread around it.
+    if w.len() <= MAX_ROTATED {
+        for r in 1..w.len() {
+            starts.push(staggered[r..].iter().chain(&staggered[..r]).copied().collect());
+        }
     }
+    let heaviest = (0..w.len()).max_by_key(|&i| (w[i], std::cmp::Reverse(i))).unwrap_or(0);
+    let mut around = stagger(total, w.len() - 1).into_iter();
+    starts.push(
+        (0..w.len())
+            .map(|i| if i == heaviest { 0 } else { around.next().unwrap_or(0) })
+            .collect(),
+    );
+    // The smoothest period (fewest repeats of one backend in a row, read cyclically); the
+    // first such in the order above.
+    let mut best: Option<(usize, Box<[u32]>)> = None;
+    for start in starts {
+        if let Some(slots) = run_nginx(w, total, start) {
+            let run = longest_cyclic_run(&slots);
+            if best.as_ref().is_none_or(|(b, _)| run < *b) {
+                best = Some((run, slots));
+            }
+        }
+    }
+    best.map(|(_, slots)| slots)
+        .expect("the zero start is always a period")
+}
+
+/// Most backends for which every rotation of the staggered phases is tried.
+const MAX_ROTATED: usize = 8;
+
+/// Staggered starting scores for `n` backends: backend `i` at `S·(n-1-2i)/(2n)`.
+fn stagger(total: u64, n: usize) -> Vec<i64> {
+    let (s, n) = (total as i64, n as i64);
+    (0..n).map(|i| s * (n - 1 - 2 * i) / (2 * n)).collect()
 }
 
 /// Runs `total` nginx steps from `current`; `Some` only if the scores come back to where they

@@ -3,12 +3,16 @@
 //! clients and servers would smooth over — framing, keep-alive, pipelining, interim
 //! responses, replicas that close idle connections, and the hand-over of unusual requests to
 //! the full HTTP stack — is checked here byte for byte.
+//!
+//! Every story runs twice: over plain TCP (`::tcp`) and over TLS (`::tls`, an HTTPS
+//! entrypoint and a client offering no ALPN, so HTTP/1.1), since the relay serves both and
+//! only its reads and writes differ (TLS records that must be flushed, a `close_notify`).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shoal_test_support::{DEADLINE, StackBuilder, TestGateway};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shoal_test_support::{DEADLINE, StackBuilder, TestCerts, TestGateway};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
@@ -77,6 +81,19 @@ async fn replica_connection(
                 return;
             }
             "/no-content" => vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+            // More than a TLS record (16 KiB) and than one read: many writes to the client.
+            "/large" => vec![
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {LARGE}\r\n\r\n").into_bytes(),
+                vec![b'L'; LARGE / 2],
+                vec![b'L'; LARGE - LARGE / 2],
+            ],
+            "/echo-head" => vec![
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+                    head.len()
+                )
+                .into_bytes(),
+            ],
             "/hang" => {
                 // Never answer; note when the gateway gives up the connection.
                 let mut rest = [0u8; 64];
@@ -192,22 +209,23 @@ impl Raw {
     }
 }
 
+/// Length of the replica's `/large` body.
+const LARGE: usize = 1024 * 1024 + 7;
+
+/// A client's connection: TCP, or TLS over it.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// A raw client connection to the gateway.
 struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn ClientIo>,
     buf: Vec<u8>,
 }
 
 impl RawClient {
-    async fn connect(gw: &TestGateway) -> RawClient {
-        RawClient {
-            stream: TcpStream::connect(gw.addr()).await.unwrap(),
-            buf: Vec::new(),
-        }
-    }
-
     async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
     }
 
     async fn fill(&mut self) -> bool {
@@ -285,29 +303,104 @@ fn dechunk(mut wire: &[u8]) -> String {
     }
 }
 
-async fn gateway_to(replica: &RawReplica) -> TestGateway {
-    gateway_with(&[], replica).await
+/// How the client reaches the gateway.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Over {
+    Tcp,
+    Tls,
 }
 
-/// A gateway routing everything to `replica`, with `settings` in its `gateway:` section.
-async fn gateway_with(settings: &[&str], replica: &RawReplica) -> TestGateway {
-    settings
-        .iter()
-        .fold(StackBuilder::new(), |stack, s| stack.gateway(s))
-        .service("raw", replica.url.as_str())
-        .route("PathPrefix(`/`)", "raw")
-        .start()
-        .await
+/// A gateway, and how its clients connect.
+struct Front {
+    gw: TestGateway,
+    /// The test CA and certificate (TLS only).
+    certs: Option<TestCerts>,
+}
+
+impl Front {
+    /// A gateway routing everything to `replica`, with `settings` in its `gateway:` section.
+    async fn start(over: Over, settings: &[&str], replica: &RawReplica) -> Front {
+        let stack = settings
+            .iter()
+            .fold(StackBuilder::new(), |stack, s| stack.gateway(s))
+            .service("raw", replica.url.as_str())
+            .route("PathPrefix(`/`)", "raw");
+        Front::with_stack(over, stack).await
+    }
+
+    /// A gateway on `stack`, with HTTPS on its entrypoint when `over` is TLS.
+    async fn with_stack(over: Over, stack: StackBuilder) -> Front {
+        let certs = (over == Over::Tls).then(TestCerts::new);
+        let stack = match &certs {
+            Some(certs) => stack.https(certs),
+            None => stack,
+        };
+        Front {
+            gw: stack.start().await,
+            certs,
+        }
+    }
+
+    /// A new client connection.
+    async fn client(&self) -> RawClient {
+        let stream: Box<dyn ClientIo> = match &self.certs {
+            None => Box::new(TcpStream::connect(self.gw.addr()).await.unwrap()),
+            Some(certs) => Box::new(certs.connect(self.gw.addr()).await.unwrap()),
+        };
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for Front {
+    type Target = TestGateway;
+    fn deref(&self) -> &TestGateway {
+        &self.gw
+    }
+}
+
+/// Each story as two tests, `NAME::tcp` and `NAME::tls`.
+macro_rules! over_tcp_and_tls {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn tcp() {
+                super::$name(super::Over::Tcp).await
+            }
+            #[tokio::test]
+            async fn tls() {
+                super::$name(super::Over::Tls).await
+            }
+        }
+    )*};
 }
 
 const GET: fn(&str) -> Vec<u8> =
     |path| format!("GET {path} HTTP/1.1\r\nHost: relay.test\r\n\r\n").into_bytes();
 
-#[tokio::test]
-async fn chunked_bodies_pass_through_with_trailers_on_reused_connections() {
+over_tcp_and_tls!(
+    chunked_bodies_pass_through_with_trailers_on_reused_connections,
+    a_body_delimited_by_close_closes_the_client_connection_after_it,
+    head_no_content_and_interim_responses_keep_the_connection_in_step,
+    pipelined_requests_are_answered_in_order,
+    a_replica_that_closes_idle_connections_costs_no_request,
+    connection_close_from_the_client_is_honoured,
+    requests_the_relay_does_not_carry_are_served_by_the_full_stack,
+    gateway_errors_are_short_complete_responses,
+    idle_client_connections_are_closed_after_client_idle,
+    shutdown_closes_idle_relay_connections_and_finishes_busy_ones,
+    a_client_that_goes_away_abandons_its_request,
+    one_connection_times_out_and_recovers_again_and_again,
+    large_bodies_arrive_whole_and_the_scheme_is_forwarded,
+    a_refused_head_is_answered_before_the_connection_closes,
+);
+
+async fn chunked_bodies_pass_through_with_trailers_on_reused_connections(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     for _ in 0..3 {
         client.send(&GET("/chunked")).await;
         let r = client.response("GET").await;
@@ -340,11 +433,10 @@ async fn chunked_bodies_pass_through_with_trailers_on_reused_connections() {
     );
 }
 
-#[tokio::test]
-async fn a_body_delimited_by_close_closes_the_client_connection_after_it() {
+async fn a_body_delimited_by_close_closes_the_client_connection_after_it(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     client.send(&GET("/until-close")).await;
     let r = client.response("GET").await;
     assert_eq!(r.status(), 200);
@@ -352,11 +444,10 @@ async fn a_body_delimited_by_close_closes_the_client_connection_after_it() {
     assert_eq!(r.header("connection"), Some("close"), "{}", r.head);
 }
 
-#[tokio::test]
-async fn head_no_content_and_interim_responses_keep_the_connection_in_step() {
+async fn head_no_content_and_interim_responses_keep_the_connection_in_step(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     client
         .send(b"HEAD /head HTTP/1.1\r\nHost: relay.test\r\n\r\n")
         .await;
@@ -374,11 +465,10 @@ async fn head_no_content_and_interim_responses_keep_the_connection_in_step() {
     assert_eq!(client.response("GET").await.body, "GET /after body=0");
 }
 
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order() {
+async fn pipelined_requests_are_answered_in_order(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     let mut both = GET("/first");
     both.extend_from_slice(
         b"POST /second HTTP/1.1\r\nHost: relay.test\r\nContent-Length: 5\r\n\r\nabcde",
@@ -388,11 +478,10 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(client.response("POST").await.body, "POST /second body=5");
 }
 
-#[tokio::test]
-async fn a_replica_that_closes_idle_connections_costs_no_request() {
+async fn a_replica_that_closes_idle_connections_costs_no_request(over: Over) {
     let replica = RawReplica::start(AfterAnswer::Close).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     for i in 0..30 {
         client.send(&GET(&format!("/n{i}"))).await;
         let r = client.response("GET").await;
@@ -404,11 +493,10 @@ async fn a_replica_that_closes_idle_connections_costs_no_request() {
     );
 }
 
-#[tokio::test]
-async fn connection_close_from_the_client_is_honoured() {
+async fn connection_close_from_the_client_is_honoured(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     client
         .send(b"GET /bye HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\r\n")
         .await;
@@ -418,13 +506,12 @@ async fn connection_close_from_the_client_is_honoured() {
     assert!(client.closed().await, "the gateway closed the connection");
 }
 
-#[tokio::test]
-async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack() {
+async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
+    let gw = Front::start(over, &[], &replica).await;
 
     // A chunked request body: handed over, then the same connection goes on serving.
-    let mut client = RawClient::connect(&gw).await;
+    let mut client = gw.client().await;
     client.send(&GET("/before")).await;
     assert_eq!(client.response("GET").await.body, "GET /before body=0");
     client
@@ -438,7 +525,7 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack() {
     assert_eq!(client.response("GET").await.body, "GET /after body=0");
 
     // HTTP/1.0.
-    let mut client = RawClient::connect(&gw).await;
+    let mut client = gw.client().await;
     client
         .send(b"GET /old HTTP/1.0\r\nHost: relay.test\r\n\r\n")
         .await;
@@ -446,7 +533,7 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack() {
     assert_eq!((r.status(), r.body.as_str()), (200, "GET /old body=0"));
 
     // Expect: 100-continue gets its interim response from the full stack.
-    let mut client = RawClient::connect(&gw).await;
+    let mut client = gw.client().await;
     client
         .send(b"POST /expect HTTP/1.1\r\nHost: relay.test\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
         .await;
@@ -455,7 +542,7 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack() {
     assert_eq!(client.response("POST").await.body, "POST /expect body=3");
 
     // A body over the relay's 64 KiB is streamed by the full stack.
-    let mut client = RawClient::connect(&gw).await;
+    let mut client = gw.client().await;
     let big = vec![b'x'; 200 * 1024];
     client
         .send(
@@ -473,19 +560,17 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_stack() {
     );
 
     // Garbage gets the full stack's 400.
-    let mut client = RawClient::connect(&gw).await;
+    let mut client = gw.client().await;
     client.send(b"NOT HTTP AT ALL\r\n\r\n").await;
     assert_eq!(client.response("GET").await.status(), 400);
 }
 
-#[tokio::test]
-async fn gateway_errors_are_short_complete_responses() {
-    let gw = StackBuilder::new()
+async fn gateway_errors_are_short_complete_responses(over: Over) {
+    let stack = StackBuilder::new()
         .service("dead", shoal_test_support::dead_url().as_str())
-        .route("PathPrefix(`/dead`)", "dead")
-        .start()
-        .await;
-    let mut client = RawClient::connect(&gw).await;
+        .route("PathPrefix(`/dead`)", "dead");
+    let gw = Front::with_stack(over, stack).await;
+    let mut client = gw.client().await;
     client.send(&GET("/nowhere")).await;
     let r = client.response("GET").await;
     assert_eq!(r.status(), 404);
@@ -502,11 +587,10 @@ async fn gateway_errors_are_short_complete_responses() {
     );
 }
 
-#[tokio::test]
-async fn idle_client_connections_are_closed_after_client_idle() {
+async fn idle_client_connections_are_closed_after_client_idle(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_with(&["timeouts: { client_idle: 300ms }"], &replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &["timeouts: { client_idle: 300ms }"], &replica).await;
+    let mut client = gw.client().await;
     // Busy for longer than the idle timeout, one request every 100 ms: never cut off.
     let started = tokio::time::Instant::now();
     for i in 0..8 {
@@ -530,18 +614,17 @@ async fn idle_client_connections_are_closed_after_client_idle() {
     );
 }
 
-#[tokio::test]
-async fn shutdown_closes_idle_relay_connections_and_finishes_busy_ones() {
+async fn shutdown_closes_idle_relay_connections_and_finishes_busy_ones(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut idle = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut idle = gw.client().await;
     idle.send(&GET("/warm")).await;
     assert_eq!(idle.response("GET").await.status(), 200);
-    let mut busy = RawClient::connect(&gw).await;
+    let mut busy = gw.client().await;
     // Half a request: the gateway is waiting for its end when the shutdown starts.
     busy.send(b"GET /late HTTP/1.1\r\nHost: relay.test\r\n")
         .await;
-    let shutdown = tokio::spawn(gw.shutdown());
+    let shutdown = tokio::spawn(gw.gw.shutdown());
     assert!(idle.closed().await, "idle connection closed on shutdown");
     busy.send(b"\r\n").await;
     let r = busy.response("GET").await;
@@ -553,11 +636,10 @@ async fn shutdown_closes_idle_relay_connections_and_finishes_busy_ones() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_client_that_goes_away_abandons_its_request() {
+async fn a_client_that_goes_away_abandons_its_request(over: Over) {
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_to(&replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
     client.send(&GET("/hang")).await;
     shoal_test_support::eventually(DEADLINE, || async {
         match replica.connections.load(Ordering::SeqCst) {
@@ -578,14 +660,13 @@ async fn a_client_that_goes_away_abandons_its_request() {
     .await;
 }
 
-#[tokio::test]
-async fn one_connection_times_out_and_recovers_again_and_again() {
+async fn one_connection_times_out_and_recovers_again_and_again(over: Over) {
     // The relay keeps one response-header timer per client connection, moved by each
     // request: after a request that timed out (the timer fired) and after quick ones (the
     // timer left armed), every request must get its own full deadline and no early wake.
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = gateway_with(&["timeouts: { response_header: 300ms }"], &replica).await;
-    let mut client = RawClient::connect(&gw).await;
+    let gw = Front::start(over, &["timeouts: { response_header: 300ms }"], &replica).await;
+    let mut client = gw.client().await;
     for round in 0..3 {
         client.send(&GET(&format!("/quick{round}"))).await;
         let r = client.response("GET").await;
@@ -607,5 +688,53 @@ async fn one_connection_times_out_and_recovers_again_and_again() {
     assert_eq!(
         counters.hedges_total, 0,
         "a timer left from an earlier request must not fire a hedge"
+    );
+}
+
+async fn large_bodies_arrive_whole_and_the_scheme_is_forwarded(over: Over) {
+    let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
+    let gw = Front::start(over, &[], &replica).await;
+    let mut client = gw.client().await;
+    for _ in 0..2 {
+        client.send(&GET("/large")).await;
+        let r = client.response("GET").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.body.len(), LARGE);
+        assert!(
+            r.body.bytes().all(|b| b == b'L'),
+            "the body is what was sent"
+        );
+    }
+    // The same connection carries on, and the replica hears how the client came.
+    client.send(&GET("/echo-head")).await;
+    let r = client.response("GET").await;
+    let scheme = if over == Over::Tls { "https" } else { "http" };
+    assert_eq!(
+        header_of(&r.body, "x-forwarded-proto"),
+        Some(scheme),
+        "{}",
+        r.body
+    );
+}
+
+async fn a_refused_head_is_answered_before_the_connection_closes(over: Over) {
+    let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
+    let gw = Front::start(over, &["limits: { max_head_size: 8192 }"], &replica).await;
+    let mut client = gw.client().await;
+    client.send(&GET("/fine")).await;
+    assert_eq!(client.response("GET").await.status(), 200);
+    let long = format!(
+        "GET /long HTTP/1.1\r\nHost: relay.test\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    client.send(long.as_bytes()).await;
+    let r = client.response("GET").await;
+    assert_eq!(r.status(), 431, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(client.closed().await, "the gateway closed the connection");
+    assert_eq!(
+        replica.connections.load(Ordering::SeqCst),
+        1,
+        "only the first request reached the replica"
     );
 }

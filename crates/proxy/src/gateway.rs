@@ -451,7 +451,16 @@ impl Gateway {
         let h2c = service.speaks_h2();
         // Whether to compress the response, from the request as the client sent it.
         let compress = compress::choose(&route.middlewares, &parts.method, &parts.headers);
-        let path_and_query = prepare(route, &mut parts, host_header, client_ip, upgrade, h2c)?;
+        let https = parts.extensions.get::<forward::Https>().is_some();
+        let path_and_query = prepare(
+            route,
+            &mut parts,
+            host_header,
+            client_ip,
+            upgrade,
+            h2c,
+            https,
+        )?;
         // Framing is hyper's to write from the body it sends, never copied from the client's
         // headers (crate::framing).
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -601,7 +610,7 @@ struct Logged {
 
 /// Turn the client's request head into the one sent upstream: hop-by-hop headers out,
 /// forwarded headers in, the route's middlewares, and `Host` for HTTP/1 upstreams. Returns
-/// the upstream path and query.
+/// the upstream path and query. `https`: the client came over TLS (`X-Forwarded-Proto`).
 pub(crate) fn prepare(
     route: &CompiledRoute,
     parts: &mut http::request::Parts,
@@ -609,11 +618,11 @@ pub(crate) fn prepare(
     client_ip: IpAddr,
     upgrade: bool,
     h2c: bool,
+    https: bool,
 ) -> Result<PathAndQuery, ProxyError> {
     // Before the middlewares: `set_forwarded` drops a client-sent `X-Forwarded-Prefix`, and
     // `strip_prefix` then sets ours.
     forward::strip_hop_by_hop(&mut parts.headers, upgrade, h2c);
-    let https = parts.extensions.get::<forward::Https>().is_some();
     forward::set_forwarded(&mut parts.headers, client_ip, host_header.clone(), https);
 
     // Path rewriting and header edits. Without path middlewares the original

@@ -3,8 +3,8 @@
 //!
 //! An entrypoint is one of three kinds. Plain: the relay first, hyper when the relay hands the
 //! connection over. TLS ([`crate::tls`]): the handshake (bounded by `header_read`, with the
-//! certificates current when it starts), then hyper — HTTP/2 when ALPN chose `h2`, else
-//! HTTP/1.1 with upgrades (the relay is TCP-only). Redirect (`redirect_to`): hyper answering
+//! certificates current when it starts), then hyper's HTTP/2 when ALPN chose `h2`, else the
+//! relay over TLS, handing over to hyper as on a plain entrypoint. Redirect (`redirect_to`): hyper answering
 //! every request with a 308 to HTTPS ([`crate::https_redirect`]), nothing routed, but counted
 //! in the request metrics and the access log as any request. A TLS handshake that fails or
 //! times out is counted per entrypoint (`shoal_tls_handshake_failures_total`). All three
@@ -35,7 +35,7 @@ use crate::body::ProxyBody;
 use crate::forward::Https;
 use crate::gateway::{ConnInfo, Gateway};
 use crate::https_redirect::RedirectTarget;
-use crate::relay;
+use crate::relay::{self, ClientStream};
 use crate::tls::{TlsEntrypoint, TlsEntrypoints};
 
 /// Why an entrypoint could not be bound.
@@ -354,7 +354,7 @@ struct Connection {
 impl Connection {
     async fn serve(self, stream: TcpStream) {
         match &self.kind {
-            Kind::Plain => self.serve_plain(stream).await,
+            Kind::Plain => self.serve_relayed(stream).await,
             Kind::Tls(ep) => {
                 let ep = ep.clone();
                 self.serve_tls(stream, &ep).await;
@@ -364,7 +364,7 @@ impl Connection {
     }
 
     /// The relay first; the full HTTP stack if the relay hands the connection over.
-    async fn serve_plain(mut self, stream: TcpStream) {
+    async fn serve_relayed<S: ClientStream>(mut self, stream: S) {
         let relayed = relay::serve(
             &self.gateway,
             &self.info,
@@ -380,29 +380,32 @@ impl Connection {
     }
 
     /// The TLS handshake with the entrypoint's current certificates, then HTTP/2 if ALPN
-    /// chose `h2`, else HTTP/1.1. A handshake that fails, takes longer than `header_read`,
-    /// or is still under way at shutdown closes the connection.
-    async fn serve_tls(mut self, stream: TcpStream, ep: &TlsEntrypoint) {
+    /// chose `h2`, else HTTP/1.1 by the relay. A handshake that fails or takes longer than
+    /// `header_read` closes the connection.
+    async fn serve_tls(self, stream: TcpStream, ep: &TlsEntrypoint) {
         let acceptor = tokio_rustls::TlsAcceptor::from(ep.config());
+        // A handshake under way at shutdown is finished (it is bounded, and the client may
+        // have sent its first request with its last handshake message); the connection is
+        // then served or closed by the same shutdown rules as any other.
         let handshake = tokio::time::timeout(self.settings.header_read, acceptor.accept(stream));
-        let stream = tokio::select! {
-            done = handshake => match done {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
-                    self.handshake_failed();
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(client = %self.info.client, "TLS handshake timed out");
-                    self.handshake_failed();
-                    return;
-                }
-            },
-            _ = self.stopped.changed() => return,
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
+                self.handshake_failed();
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %self.info.client, "TLS handshake timed out");
+                self.handshake_failed();
+                return;
+            }
         };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        Box::pin(self.serve_full(stream, h2)).await;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            Box::pin(self.serve_full(stream, true)).await;
+        } else {
+            self.serve_relayed(stream).await;
+        }
     }
 
     /// Count a handshake that failed or timed out on this entrypoint.
@@ -497,20 +500,20 @@ fn answer_redirect<B>(
 
 pin_project_lite::pin_project! {
     /// A client connection with bytes already read in front of it (by the relay).
-    struct Rewind {
+    struct Rewind<S> {
         read: Bytes,
         #[pin]
-        stream: TcpStream,
+        stream: S,
     }
 }
 
-impl Rewind {
-    fn new(read: Bytes, stream: TcpStream) -> Rewind {
+impl<S> Rewind<S> {
+    fn new(read: Bytes, stream: S) -> Rewind<S> {
         Rewind { read, stream }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -526,7 +529,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -23,6 +23,7 @@
 //! [`kube_api`]); [`StackBuilder`] (a stack file written as YAML, so tests go through the parser
 //! and validator users meet); [`TestGateway`] (a whole shoal started through
 //! [`shoal_app::Shoal::start`], its stack file in a temp dir so reloads work as for users);
+//! [`TestCerts`] (a test CA and a `localhost` certificate, for stacks with HTTPS);
 //! [`Client`] (pooled, HTTP/1.1 or h2c) and [`Conn`] (one raw HTTP/1.1 keep-alive
 //! connection); and [`eventually`] (poll a condition until a deadline: tests never sleep to
 //! synchronise). For workers: [`brokers`] (Redis, RabbitMQ and a Kafka-compatible broker,
@@ -39,6 +40,7 @@ pub mod kube_api;
 mod poll;
 mod recorder;
 mod stack;
+mod tls;
 pub mod worker;
 
 pub use backends::{Backend, Backends, ServerList, dead_url};
@@ -48,3 +50,4 @@ pub use kube_api::{FakeEndpoint, FakeKube};
 pub use poll::{DEADLINE, eventually};
 pub use recorder::Recorder;
 pub use stack::{Route, Service, StackBuilder};
+pub use tls::TestCerts;

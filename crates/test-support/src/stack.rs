@@ -9,6 +9,8 @@ use crate::gateway::TestGateway;
 /// A stack file under construction.
 #[derive(Debug, Clone, Default)]
 pub struct StackBuilder {
+    /// `tls:` for the one entrypoint (certificate and key files).
+    https: Option<(String, String)>,
     gateway: Vec<String>,
     services: Vec<(String, Service)>,
     middlewares: Vec<(String, String)>,
@@ -20,6 +22,13 @@ impl StackBuilder {
     /// An empty stack: gateway and admin on `127.0.0.1:0`, replica header on.
     pub fn new() -> StackBuilder {
         StackBuilder::default()
+    }
+
+    /// Serve HTTPS on the one entrypoint (named `websecure`) with `certs`' certificate.
+    pub fn https(mut self, certs: &crate::TestCerts) -> Self {
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        self.https = Some((path(certs.cert()), path(certs.key())));
+        self
     }
 
     /// Add raw YAML under `gateway:`, e.g. `"timeouts: { response_header: 300ms }"`.
@@ -64,7 +73,15 @@ impl StackBuilder {
 
     /// The stack file's text.
     pub fn yaml(&self) -> String {
-        let mut y = String::from("gateway:\n  listen: 127.0.0.1:0\n  replica_header: true\n");
+        let mut y = match &self.https {
+            None => String::from("gateway:\n  listen: 127.0.0.1:0\n"),
+            Some((cert, key)) => format!(
+                "gateway:\n  entrypoints:\n    websecure:\n      listen: 127.0.0.1:0\n      tls: {{ cert: {}, key: {} }}\n",
+                quote(cert),
+                quote(key)
+            ),
+        };
+        y.push_str("  replica_header: true\n");
         for extra in &self.gateway {
             push_indented(&mut y, extra, 2);
         }

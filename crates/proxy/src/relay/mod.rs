@@ -8,6 +8,9 @@
 //! No per-request task, channel or body object, and one read and one write per direction for
 //! a small exchange.
 //!
+//! The client's connection is plain TCP or TLS over it ([`ClientStream`]): an HTTPS client
+//! that chose HTTP/1.1 by ALPN is relayed too, only its bytes pass through rustls.
+//!
 //! What the relay does not handle — HTTP/2 (h2c prior knowledge), HTTP/1.0, upgrades
 //! (WebSocket), `Expect: 100-continue`, chunked or large (over `max_replay_body`) request
 //! bodies, services reached over h2c or TLS, requests whose response the `compress` middleware
@@ -22,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use shoal_balance::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -49,12 +52,66 @@ const HEAD_CHUNK: usize = 4 * 1024;
 /// Room reserved before each read of a longer body.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A client connection the relay serves: plain TCP, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Returns when the client closes its connection (or it fails). Bytes it sends meanwhile
+    /// (pipelined requests) are kept in `pending`, up to `max_pending`; then it stops looking.
+    /// Cancel-safe: dropped before it returns, nothing read is lost.
+    fn gone<'a>(
+        &'a mut self,
+        pending: &'a mut BytesMut,
+        max_pending: usize,
+    ) -> impl Future<Output = ()> + Send + 'a;
+}
+
+impl ClientStream for TcpStream {
+    async fn gone(&mut self, pending: &mut BytesMut, max_pending: usize) {
+        loop {
+            // `poll_read_ready` keeps one waker in the socket's reader slot: cheaper than a
+            // `readable()` future, which joins and leaves a list of waiters every request.
+            let ready = std::future::poll_fn(|cx| self.poll_read_ready(cx));
+            if pending.len() >= max_pending || ready.await.is_err() {
+                return std::future::pending().await;
+            }
+            make_room(pending, REQUEST_CHUNK);
+            match self.try_read_buf(pending) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn gone(&mut self, pending: &mut BytesMut, max_pending: usize) {
+        // Records read but not yet whole stay inside rustls, so dropping this read loses
+        // nothing; a `close_notify` or a closed socket reads as 0.
+        while pending.len() < max_pending {
+            make_room(pending, REQUEST_CHUNK);
+            match self.read_buf(pending).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Write all of `bytes` to the client and push them out: TLS keeps encrypted records that did
+/// not fit the socket until flushed (for TCP the flush is free).
+async fn send<S: AsyncWrite + Unpin>(client: &mut S, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
 /// How a client connection left the relay.
-pub(crate) enum End {
+pub(crate) enum End<S> {
     /// Closed (by either side, by an error, or for shutdown).
     Closed,
     /// To be served by the full HTTP stack from here on; `Bytes` were read already.
-    HandOff(Bytes, TcpStream),
+    HandOff(Bytes, S),
 }
 
 /// Why the current exchange stopped the connection.
@@ -65,13 +122,13 @@ enum Next {
 }
 
 /// Serve one client connection until it closes or needs the full HTTP stack.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S: ClientStream>(
     gateway: &Gateway,
     info: &ConnInfo,
-    mut stream: TcpStream,
+    mut stream: S,
     settings: &ServeSettings,
     stopped: &mut watch::Receiver<bool>,
-) -> End {
+) -> End<S> {
     let limits = HeadLimits {
         max_size: settings.max_head_size,
         max_headers: settings.max_headers,
@@ -191,8 +248,8 @@ pub(crate) async fn serve(
 }
 
 /// The client's side of an exchange.
-struct Client<'c> {
-    stream: &'c mut TcpStream,
+struct Client<'c, S> {
+    stream: &'c mut S,
     /// Where the response head is written.
     out: &'c mut BytesMut,
     /// What the client sent after this request (pipelined requests), read while the
@@ -215,8 +272,8 @@ enum Read {
 /// Read more of the client's bytes into `buf`, until `deadline` or `stop` (shutdown).
 /// `timer` is the connection's read timer, reset only when it fires early or `deadline` is
 /// nearer than it.
-async fn read_more<'s>(
-    stream: &mut TcpStream,
+async fn read_more<'s, S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     mut timer: Pin<&mut Sleep>,
     deadline: Instant,
@@ -248,10 +305,10 @@ async fn read_more<'s>(
 }
 
 /// One request: route, send, relay the response.
-async fn exchange(
+async fn exchange<S: ClientStream>(
     gateway: &Gateway,
     info: &ConnInfo,
-    client: Client<'_>,
+    client: Client<'_, S>,
     request: ClientRequest,
     body: Bytes,
     shutting_down: bool,
@@ -317,7 +374,15 @@ async fn exchange(
     };
     let host = begun.host_header.clone();
     let sent = async {
-        let path_and_query = prepare(route, &mut parts, host, begun.client_ip, false, false)?;
+        let path_and_query = prepare(
+            route,
+            &mut parts,
+            host,
+            begun.client_ip,
+            false,
+            false,
+            info.tls,
+        )?;
         let (since, trial) = admit(service, begun.started()).await?;
         let idempotent = is_idempotent(&route.retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, begun.client_ip);
@@ -358,7 +423,7 @@ async fn exchange(
     let sent = tokio::select! {
         biased;
         sent = sent => sent,
-        () = client_gone(client, pending, max_pending) => {
+        () = client.gone(pending, max_pending) => {
             gateway.finish(begun, info, CLIENT_CLOSED, None, None);
             return Next::Close;
         }
@@ -414,30 +479,10 @@ const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
     Err(_) => StatusCode::BAD_REQUEST,
 };
 
-/// Returns when the client closes its connection (or it fails). Bytes it sends meanwhile
-/// (pipelined requests) are kept in `pending`, up to a head's worth; then it stops looking.
-async fn client_gone(client: &TcpStream, pending: &mut BytesMut, max_pending: usize) {
-    loop {
-        // `poll_read_ready` keeps one waker in the socket's reader slot: cheaper than a
-        // `readable()` future, which joins and leaves a list of waiters every request.
-        let ready = std::future::poll_fn(|cx| client.poll_read_ready(cx));
-        if pending.len() >= max_pending || ready.await.is_err() {
-            return std::future::pending().await;
-        }
-        make_room(pending, REQUEST_CHUNK);
-        match client.try_read_buf(pending) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// Send the response head in `out` and the body after it, as framed. Returns the upstream
 /// connection when it can carry another request.
-async fn relay_body(
-    client: &mut TcpStream,
+async fn relay_body<S: AsyncWrite + Unpin>(
+    client: &mut S,
     out: &mut BytesMut,
     mut upstream: TcpStream,
     mut buf: BytesMut,
@@ -447,7 +492,7 @@ async fn relay_body(
     let premature = || io::Error::new(io::ErrorKind::UnexpectedEof, "replica closed mid-body");
     match framing {
         Framing::Empty => {
-            client.write_all(out).await?;
+            send(client, out).await?;
             Ok((reusable && buf.is_empty()).then_some(upstream))
         }
         Framing::Length(n) => {
@@ -457,7 +502,7 @@ async fn relay_body(
             out.extend_from_slice(&buf[..now]);
             let extra = buf.len() > now;
             left -= now as u64;
-            client.write_all(out).await?;
+            send(client, out).await?;
             while left > 0 {
                 buf.clear();
                 buf.reserve(READ_CHUNK);
@@ -465,7 +510,7 @@ async fn relay_body(
                     return Err(premature());
                 }
                 let take = (buf.len() as u64).min(left) as usize;
-                client.write_all(&buf[..take]).await?;
+                send(client, &buf[..take]).await?;
                 left -= take as u64;
                 if buf.len() > take {
                     return Ok(None);
@@ -483,10 +528,10 @@ async fn relay_body(
                 let take = found.unwrap_or(buf.len());
                 if first {
                     out.extend_from_slice(&buf[..take]);
-                    client.write_all(out).await?;
+                    send(client, out).await?;
                     first = false;
                 } else {
-                    client.write_all(&buf[..take]).await?;
+                    send(client, &buf[..take]).await?;
                 }
                 if found.is_some() {
                     return Ok((reusable && take == buf.len()).then_some(upstream));
@@ -500,14 +545,14 @@ async fn relay_body(
         }
         Framing::UntilClose => {
             out.extend_from_slice(&buf);
-            client.write_all(out).await?;
+            send(client, out).await?;
             loop {
                 buf.clear();
                 buf.reserve(READ_CHUNK);
                 if upstream.read_buf(&mut buf).await? == 0 {
                     return Ok(None);
                 }
-                client.write_all(&buf).await?;
+                send(client, &buf).await?;
             }
         }
     }
@@ -530,7 +575,11 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// head over the limit) would otherwise get a reset, which can destroy the answer before
 /// it reads it. So: the answer, our end shut, and what the client still sends read and
 /// dropped until it closes too, up to `LINGER_BYTES` or `LINGER`.
-async fn refuse(client: &mut TcpStream, out: &mut BytesMut, e: &ProxyError) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    out: &mut BytesMut,
+    e: &ProxyError,
+) {
     if let Next::Close = write_error(client, out, e, true).await
         && client.shutdown().await.is_ok()
     {
@@ -549,8 +598,8 @@ async fn refuse(client: &mut TcpStream, out: &mut BytesMut, e: &ProxyError) {
 }
 
 /// Answer with a middleware's early answer.
-async fn write_early(
-    client: &mut TcpStream,
+async fn write_early<S: AsyncWrite + Unpin>(
+    client: &mut S,
     out: &mut BytesMut,
     early: &middleware::Early,
     close: bool,
@@ -558,15 +607,15 @@ async fn write_early(
 ) -> Next {
     out.clear();
     early.write_http1(out, close, head_request);
-    match client.write_all(out).await {
+    match send(client, out).await {
         Ok(()) if !close && !early.close => Next::KeepAlive,
         _ => Next::Close,
     }
 }
 
 /// Answer with the failure's status and short body.
-async fn write_error(
-    client: &mut TcpStream,
+async fn write_error<S: AsyncWrite + Unpin>(
+    client: &mut S,
     out: &mut BytesMut,
     e: &ProxyError,
     close: bool,
@@ -591,7 +640,7 @@ async fn write_error(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
-    match client.write_all(out).await {
+    match send(client, out).await {
         Ok(()) if !close => Next::KeepAlive,
         _ => Next::Close,
     }
@@ -695,5 +744,70 @@ async fn relay_try(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+
+    /// A TLS server and client over an in-memory pipe that holds only `pipe` bytes: a write
+    /// that does not fit waits for the reader, as a full socket does.
+    async fn tls_pair(
+        pipe: usize,
+    ) -> (
+        tokio_rustls::server::TlsStream<DuplexStream>,
+        tokio_rustls::client::TlsStream<DuplexStream>,
+    ) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (server_io, client_io) = tokio::io::duplex(pipe);
+        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(server_io);
+        let connect = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("localhost").unwrap(), client_io);
+        let (server, client) = tokio::join!(accept, connect);
+        (server.unwrap(), client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn what_is_sent_over_tls_arrives_without_another_write() {
+        // tokio-rustls accepts plaintext and keeps the records the transport had no room for
+        // until a flush: a response whose tail stayed there would never reach a client that
+        // waits for it before sending its next request.
+        let (mut server, mut client) = tls_pair(4 * 1024).await;
+        let body = vec![b'x'; 256 * 1024];
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 256 * 1024];
+            let read = client.read_exact(&mut got).await.map(|_| got);
+            (read, client)
+        });
+        send(&mut server, &body).await.unwrap();
+        // The server sends nothing more (it waits for the next request, as the relay does).
+        let (read, _client) = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+            .await
+            .expect("the whole body arrived after `send` returned")
+            .unwrap();
+        assert_eq!(read.unwrap(), body);
+        drop(server);
     }
 }

@@ -6,6 +6,7 @@
 //! - `autoscale`: a load step up and down, scale to zero and back, manual scale clamped;
 //! - `black_friday`: the `examples/black-friday` pipeline, a crash and a kill losing no sale;
 //! - `commands`: `check`, `init`, `logs`, a taken port, an exposed admin API;
+//! - `examples`: the examples of `examples/` as their READMEs run them (static-failover);
 //! - `output`: what `shoal up` prints: each event once, `--quiet`, one line per event;
 //! - `k8s`: `shoal k8s render`: the golden stream, `-o DIR`, errors, `--explain`, and the
 //!   gateway's derived stack file run by `shoal up`;
@@ -19,6 +20,7 @@
 mod autoscale;
 mod black_friday;
 mod commands;
+mod examples;
 mod failover;
 mod figures;
 mod k8s;

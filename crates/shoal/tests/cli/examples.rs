@@ -1,0 +1,158 @@
+//! The examples of `examples/`, run as their READMEs say, with the outcomes the READMEs
+//! promise asserted.
+//!
+//! - `static-failover`: three replicas of a Python file server; 100 concurrent users
+//!   (`shoal load -c 100`) while one replica is SIGKILLed → 0 failed, the killed replica
+//!   restarted; `shoal scale site 4` → the fourth serves.
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::support::{SHOAL, Stack, free_port, http, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+
+fn example_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+/// `text` with `from` replaced by `to`, which must occur `times` times.
+fn replace(text: &str, from: &str, to: &str, times: usize, file: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        times,
+        "{file}: expected `{from}` {times} times"
+    );
+    text.replace(from, to)
+}
+
+/// An example's stack file in a temp folder, on free ports, its `workdir: .` pointing at the
+/// example's own folder.
+fn example_stack(name: &str) -> Stack {
+    let dir = example_dir(name);
+    let file = format!("examples/{name}/shoal.yaml");
+    let yaml = std::fs::read_to_string(dir.join("shoal.yaml")).unwrap();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let yaml = replace(
+        &yaml,
+        "listen: 127.0.0.1:8000",
+        &format!("listen: {gateway}"),
+        1,
+        &file,
+    );
+    let yaml = replace(
+        &yaml,
+        "listen: 127.0.0.1:8080",
+        &format!("listen: {admin}"),
+        1,
+        &file,
+    );
+    let workdir = format!("workdir: {}", dir.display());
+    let yaml = replace(
+        &yaml,
+        "workdir: .",
+        &workdir,
+        yaml.matches("workdir: .").count(),
+        &file,
+    );
+    let stack = Stack {
+        dir: tempfile::tempdir().unwrap(),
+        gateway: gateway.parse().unwrap(),
+        admin: admin.parse().unwrap(),
+    };
+    std::fs::write(stack.path().join("shoal.yaml"), yaml).unwrap();
+    stack
+}
+
+/// The service's replicas that are ready, as (index, pid).
+fn ready(stack: &Stack, service: &str) -> Vec<(u64, i32)> {
+    let Some(s) = stack.service(service) else {
+        return Vec::new();
+    };
+    s["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] == "ready")
+        .filter_map(|r| Some((r["index"].as_u64()?, r["pid"].as_u64()? as i32)))
+        .collect()
+}
+
+/// The requests the gateway has answered for `service` so far (from /metrics).
+fn answered(stack: &Stack, service: &str) -> u64 {
+    let Ok(r) = http(stack.admin, "GET", "/metrics", None) else {
+        return 0;
+    };
+    let label = format!("service=\"{service}\"");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("shoal_service_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn static_failover_loses_no_request_when_a_replica_is_killed() {
+    let stack = example_stack("static-failover");
+    let _up = stack.up();
+    wait_for("3 ready replicas of site", T, || {
+        (ready(&stack, "site").len() == 3).then_some(())
+    });
+
+    // 100 concurrent users for 6 s, as the README's drill.
+    let url = format!("http://{}/", stack.gateway);
+    let load = Command::new(SHOAL)
+        .args(["load", "-c", "100", "-d", "6s", "--json", &url])
+        .current_dir(stack.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Under load (a few thousand answers in), kill replica 1.
+    wait_for("the load under way", T, || {
+        (answered(&stack, "site") >= 2000).then_some(())
+    });
+    let (_, victim) = *ready(&stack, "site")
+        .iter()
+        .find(|(i, _)| *i == 1)
+        .expect("replica 1 is ready");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (sent, ok) = (&r["requests"]["sent"], &r["requests"]["ok"]);
+    assert_eq!(r["requests"]["failed"], 0, "{r:#}");
+    assert!(ok.as_u64().unwrap() > 2000 && sent == ok, "{r:#}");
+
+    // The killed replica was started again, with a new process.
+    wait_for("site/1 back with a new pid", T, || {
+        ready(&stack, "site")
+            .iter()
+            .any(|&(i, pid)| i == 1 && pid != victim)
+            .then_some(())
+    });
+
+    // A fourth by hand: it is ready and takes its share.
+    let scaled = stack.run(&["scale", "site", "4"]);
+    assert!(scaled.status.success(), "{scaled:?}");
+    wait_for("4 ready replicas of site", T, || {
+        (ready(&stack, "site").len() == 4).then_some(())
+    });
+    wait_for("site/3 answering", T, || {
+        let r = stack.get("/").ok()?;
+        (r.status == 200 && r.header("x-shoal-replica") == Some("site/3")).then_some(())
+    });
+}

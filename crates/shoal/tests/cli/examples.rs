@@ -4,6 +4,9 @@
 //! - `static-failover`: three replicas of a Python file server; 100 concurrent users
 //!   (`shoal load -c 100`) while one replica is SIGKILLed → 0 failed, the killed replica
 //!   restarted; `shoal scale site 4` → the fourth serves.
+//! - `autoscaling-demo`: the page's "50 concurrent requests" button as `shoal load` → the
+//!   CPU-scaled backend goes above its 2 replicas within seconds, 0 failed, and back to 2
+//!   after the scale-down window (3 s here instead of the example's 30 s).
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,6 +40,11 @@ fn replace(text: &str, from: &str, to: &str, times: usize, file: &str) -> String
 /// An example's stack file in a temp folder, on free ports, its `workdir: .` pointing at the
 /// example's own folder.
 fn example_stack(name: &str) -> Stack {
+    example_stack_with(name, &[])
+}
+
+/// As [`example_stack`], with each `(from, to)` of `edits` replaced once in the file.
+fn example_stack_with(name: &str, edits: &[(&str, &str)]) -> Stack {
     let dir = example_dir(name);
     let file = format!("examples/{name}/shoal.yaml");
     let yaml = std::fs::read_to_string(dir.join("shoal.yaml")).unwrap();
@@ -64,6 +72,9 @@ fn example_stack(name: &str) -> Stack {
         yaml.matches("workdir: .").count(),
         &file,
     );
+    let yaml = edits
+        .iter()
+        .fold(yaml, |yaml, (from, to)| replace(&yaml, from, to, 1, &file));
     let stack = Stack {
         dir: tempfile::tempdir().unwrap(),
         gateway: gateway.parse().unwrap(),
@@ -154,5 +165,61 @@ fn static_failover_loses_no_request_when_a_replica_is_killed() {
     wait_for("site/3 answering", T, || {
         let r = stack.get("/").ok()?;
         (r.status == 200 && r.header("x-shoal-replica") == Some("site/3")).then_some(())
+    });
+}
+
+fn desired(stack: &Stack, service: &str) -> Option<u64> {
+    stack.service(service)?["desired"].as_u64()
+}
+
+#[test]
+fn autoscaling_demo_scales_the_backend_out_under_load_and_back_after() {
+    let stack = example_stack_with(
+        "autoscaling-demo",
+        &[("stabilization: 30s", "stabilization: 3s")],
+    );
+    let _up = stack.up();
+    wait_for("2 ready backend replicas and the frontend", T, || {
+        (ready(&stack, "backend").len() == 2 && ready(&stack, "frontend").len() == 1).then_some(())
+    });
+    // The page is served, and calls reach the backend through /api.
+    let page = stack.get("/").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("50 concurrent requests"));
+    let call = stack.get("/api/burn?ms=10").unwrap();
+    assert_eq!(call.status, 200);
+    let body: Value = serde_json::from_slice(&call.body).unwrap();
+    assert_eq!(body["burned_ms"], 10);
+    assert!(body["replica"].as_str().unwrap().starts_with("backend/"));
+
+    // The "50 concurrent requests" button: 50 callers asking for 100 ms of CPU each.
+    let url = format!("http://{}/api/burn?ms=100", stack.gateway);
+    let load = Command::new(SHOAL)
+        .args(["load", "-c", "50", "-d", "8s", "--json", &url])
+        .current_dir(stack.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scaled_out = wait_for("the backend scaled above 2 replicas", T, || {
+        desired(&stack, "backend").filter(|&n| n > 2)
+    });
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["requests"]["failed"], 0, "{r:#}");
+    let served_by = r["spread"]["replicas"].as_array().unwrap().len();
+    assert!(
+        served_by > 2,
+        "the new replicas took traffic ({scaled_out} desired): {r:#}"
+    );
+
+    // Load gone: back to the minimum once the scale-down window has passed.
+    wait_for("the backend back at 2 replicas", T, || {
+        (desired(&stack, "backend") == Some(2) && ready(&stack, "backend").len() == 2).then_some(())
     });
 }

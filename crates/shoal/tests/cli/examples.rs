@@ -7,6 +7,10 @@
 //! - `autoscaling-demo`: the page's "50 concurrent requests" button as `shoal load` → the
 //!   CPU-scaled backend goes above its 2 replicas within seconds, 0 failed, and back to 2
 //!   after the scale-down window (3 s here instead of the example's 30 s).
+//! - `music-share`: four services: 30 requests over 3 replicas → 10 each (±2); a sticky
+//!   client stays on its replica; one replica killed under load → 0 failed, it comes back;
+//!   CPU load → the autoscaler takes `users` from 3 to 5 or more, the new replicas serve,
+//!   0 failed; a real Prometheus evaluates the four Traefik-named dashboard panels.
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,7 +19,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{SHOAL, Stack, free_port, http, wait_for};
+use crate::prometheus::{Prometheus, prometheus_binary};
+use crate::support::{Load, Req, SHOAL, Stack, free_port, http, http_with, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -222,4 +227,165 @@ fn autoscaling_demo_scales_the_backend_out_under_load_and_back_after() {
     wait_for("the backend back at 2 replicas", T, || {
         (desired(&stack, "backend") == Some(2) && ready(&stack, "backend").len() == 2).then_some(())
     });
+}
+
+/// A Prometheus series: its labels and value.
+type Series = (Value, f64);
+
+fn replica_of(r: &crate::support::Response) -> String {
+    r.header("x-shoal-replica").unwrap_or("-").to_owned()
+}
+
+#[test]
+fn music_share_balances_stays_sticky_fails_over_and_scales_under_load() {
+    let stack = example_stack("music-share");
+    let _up = stack.up();
+    for (service, n) in [
+        ("users", 3),
+        ("music", 2),
+        ("social", 2),
+        ("notifications", 2),
+    ] {
+        stack.wait_ready(service, n, T);
+    }
+
+    // (1) Balance: 30 requests over 3 replicas, 10 each (±2).
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..30 {
+        let r = stack.get("/api/users/whoami").unwrap();
+        assert_eq!(r.status, 200);
+        *seen.entry(replica_of(&r)).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| (8..=12).contains(&n)), "{seen:?}");
+
+    // Sticky sessions on social: the cookie keeps a client on its replica.
+    let first = stack.get("/api/social/whoami").unwrap();
+    let cookie = first
+        .header("set-cookie")
+        .expect("the sticky cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("music_share_social="), "{cookie}");
+    for _ in 0..10 {
+        let r = http_with(
+            stack.gateway,
+            "GET",
+            "/api/social/whoami",
+            &[("cookie", &cookie)],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(replica_of(&r), replica_of(&first));
+    }
+
+    // (2) Failover: load on users, replica 1 killed, nothing failed, and it comes back.
+    let load = Load::start(&stack, 4, |_, _| Req::get("/api/users/whoami"));
+    load.wait_requests(200);
+    let (_, victim) = *ready(&stack, "users")
+        .iter()
+        .find(|(i, _)| *i == 1)
+        .expect("users/1 ready");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    load.wait_requests(300);
+    wait_for("users/1 back with a new pid", T, || {
+        ready(&stack, "users")
+            .iter()
+            .any(|&(i, pid)| i == 1 && pid != victim)
+            .then_some(())
+    });
+    load.wait_requests(100);
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    assert!(tally.by_replica.get("users/1").is_some_and(|&n| n > 0));
+
+    // (3) Scale under load: CPU work on users takes it from 3 to 5 or more replicas; the
+    // new ones serve and nothing fails.
+    let load = Load::start(&stack, 6, |_, _| Req::get("/api/users/work?cpu_ms=5"));
+    wait_for("users scaled to 5 or more", T, || {
+        stack.service("users")?["desired"]
+            .as_u64()
+            .filter(|&n| n >= 5)
+    });
+    wait_for("users/3 and users/4 serving", T, || {
+        (load.ok_from("users/3") > 0 && load.ok_from("users/4") > 0).then_some(())
+    });
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+
+    // The Grafana panels, evaluated by a real Prometheus over Traefik's metric names.
+    let Some(binary) = prometheus_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: prometheus could not be installed"
+        );
+        eprintln!("SKIPPED the music-share dashboard queries: prometheus is not installed");
+        return;
+    };
+    let prom_dir = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::start(&binary, prom_dir.path(), stack.admin);
+    prometheus.wait_scraping();
+    let errors = |n| {
+        for _ in 0..n {
+            let r = stack.get("/api/social/status?code=500").unwrap();
+            assert_eq!(r.status, 500);
+        }
+    };
+    errors(1);
+    wait_for("the 5xx series scraped", T, || {
+        let q = r#"traefik_service_requests_total{service="social@shoal",code="500"}"#;
+        (!prometheus.query(q).is_empty()).then_some(())
+    });
+    errors(3);
+    // Steady traffic on every route while the panels are read (a rate needs two scrapes
+    // that saw the counter move).
+    let load = Load::start(&stack, 4, |t, _| {
+        Req::get(
+            [
+                "/api/users/",
+                "/api/music/",
+                "/api/social/",
+                "/api/notifications/whoami",
+            ][t],
+        )
+    });
+    let panel = |promql: &str, check: &dyn Fn(&[Series]) -> bool| {
+        wait_for(&format!("the panel `{promql}`"), T, || {
+            let series = prometheus.query(promql);
+            check(&series).then_some(series)
+        })
+    };
+    panel(
+        "sum by(router) (rate(traefik_router_requests_total[1m]))",
+        &|s| {
+            [
+                "users@shoal",
+                "music@shoal",
+                "social@shoal",
+                "notifications@shoal",
+            ]
+            .iter()
+            .all(|r| s.iter().any(|(m, v)| m["router"] == *r && *v > 0.0))
+        },
+    );
+    panel(
+        "histogram_quantile(0.95, sum(rate(traefik_service_request_duration_seconds_bucket[5m])) by (le))",
+        &|s| matches!(s, [(_, v)] if *v > 0.0 && *v < 5.0),
+    );
+    panel(
+        r#"sum by(service) (increase(traefik_service_requests_total{code=~"5.."}[5m]))"#,
+        &|s| {
+            s.iter()
+                .any(|(m, v)| m["service"] == "social@shoal" && *v >= 1.0)
+        },
+    );
+    panel(
+        "sum(rate(traefik_entrypoint_requests_total[1m]))",
+        &|s| matches!(s, [(_, v)] if *v > 0.0),
+    );
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    drop(prometheus);
 }

@@ -18,7 +18,7 @@ use crate::sample_service;
 use crate::support::*;
 
 /// The `prometheus` binary, installed with apt-get if it is missing; None if it cannot be.
-fn prometheus_binary() -> Option<PathBuf> {
+pub(crate) fn prometheus_binary() -> Option<PathBuf> {
     let find = || {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
@@ -41,14 +41,14 @@ fn prometheus_binary() -> Option<PathBuf> {
 }
 
 /// A Prometheus server we started; killed (by its PID) when dropped.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: SocketAddr,
     dir: PathBuf,
 }
 
 impl Prometheus {
-    fn start(binary: &Path, dir: &Path, scrape: SocketAddr) -> Prometheus {
+    pub(crate) fn start(binary: &Path, dir: &Path, scrape: SocketAddr) -> Prometheus {
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -78,12 +78,24 @@ impl Prometheus {
         }
     }
 
-    fn log(&self) -> String {
+    /// Wait until Prometheus is ready and has scraped shoal once.
+    pub(crate) fn wait_scraping(&self) {
+        wait_for(
+            "prometheus to scrape shoal",
+            Duration::from_secs(30),
+            || {
+                let ready = http(self.addr, "GET", "/-/ready", None).is_ok_and(|r| r.status == 200);
+                (ready && self.scalar("up{job=\"shoal\"}") == Some(1.0)).then_some(())
+            },
+        );
+    }
+
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
 
     /// An instant query's result: (labels, value) per series.
-    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<(Value, f64)> {
         let path = format!("/api/v1/query?query={}", encode(promql));
         let r = http(self.addr, "GET", &path, None).expect("prometheus answers");
         assert_eq!(r.status, 200, "{promql}: {}", r.text());
@@ -159,14 +171,7 @@ fn prometheus_evaluates_dashboard_queries_over_known_traffic() {
 
     let prom_dir = tempfile::tempdir().unwrap();
     let prom = Prometheus::start(&binary, prom_dir.path(), stack.admin);
-    wait_for(
-        "prometheus to scrape shoal",
-        Duration::from_secs(30),
-        || {
-            let ready = http(prom.addr, "GET", "/-/ready", None).is_ok_and(|r| r.status == 200);
-            (ready && prom.scalar("up{job=\"shoal\"}") == Some(1.0)).then_some(())
-        },
-    );
+    prom.wait_scraping();
 
     let get = |path: &str, status: u16| {
         let r = stack.get(path).expect("gateway answers");

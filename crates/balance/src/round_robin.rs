@@ -179,14 +179,28 @@ fn smooth_nginx(w: &[u64], total: u64) -> Box<[u32]> {
     // heaviest backend at phase 0 with the others spread around it.
     if w.len() <= MAX_ROTATED {
         for r in 1..w.len() {
-            starts.push(staggered[r..].iter().chain(&staggered[..r]).copied().collect());
+            starts.push(
+                staggered[r..]
+                    .iter()
+                    .chain(&staggered[..r])
+                    .copied()
+                    .collect(),
+            );
         }
     }
-    let heaviest = (0..w.len()).max_by_key(|&i| (w[i], std::cmp::Reverse(i))).unwrap_or(0);
+    let heaviest = (0..w.len())
+        .max_by_key(|&i| (w[i], std::cmp::Reverse(i)))
+        .unwrap_or(0);
     let mut around = stagger(total, w.len() - 1).into_iter();
     starts.push(
         (0..w.len())
-            .map(|i| if i == heaviest { 0 } else { around.next().unwrap_or(0) })
+            .map(|i| {
+                if i == heaviest {
+                    0
+                } else {
+                    around.next().unwrap_or(0)
+                }
+            })
             .collect(),
     );
     // The smoothest period (fewest repeats of one backend in a row, read cyclically); the

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use shoal_admin::{Control, RouteInfo, ScaleError, Scaled};
-use shoal_config::{Health, Middleware, Source, Stack};
+use shoal_config::{Entrypoint, Health, Middleware, Source, Stack};
 use shoal_core::{
     DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic,
     ServiceState, ServiceStatus,
 };
-use shoal_proxy::{Gateway, TlsEntrypoints};
+use shoal_proxy::{Gateway, LiveSettings, ServeSettings, TlsEntrypoints};
 
 use crate::autoscale::Autoscaling;
 use crate::replicas::Replicas;
@@ -74,6 +74,10 @@ pub(crate) struct AppControl {
     pub(crate) gateway: Arc<Gateway>,
     /// The TLS entrypoints' certificates, reloaded with the stack file.
     pub(crate) tls: Arc<TlsEntrypoints>,
+    /// The listeners' client-side settings (timeouts, limits), applied with each stack.
+    pub(crate) serve: LiveSettings,
+    /// The settings only a restart applies, as this shoal started with them.
+    pub(crate) started: StartedWith,
     pub(crate) replicas: Replicas,
     /// What the stack file is read for (local processes or Kubernetes), on every reload.
     pub(crate) target: shoal_config::Runtime,
@@ -160,6 +164,7 @@ impl AppControl {
     /// Apply a new stack: gateway first (new services become routable), then the driver.
     pub(crate) fn apply(&self, stack: Stack) {
         self.gateway.reload(&stack);
+        self.serve.apply(ServeSettings::of(&stack.gateway));
         if let Err(e) = crate::metrics::apply_access_log(&self.gateway, &stack, &self.runtime) {
             tracing::error!(error = %e, "cannot open the access log; access logging is off");
         }
@@ -434,13 +439,6 @@ impl Control for AppControl {
             });
         match loaded {
             Ok((stack, tls_reloaded)) => {
-                let old = self
-                    .stack
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .gateway
-                    .entrypoints
-                    .clone();
                 let mut message = format!("reloaded {}", path.display());
                 if adopting {
                     *self.stack_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
@@ -456,13 +454,14 @@ impl Control for AppControl {
                             .join(", ")
                     ));
                 }
-                if listeners_changed(&old, &stack.gateway.entrypoints) {
-                    message.push_str(
-                        "; gateway listen addresses changed: restart shoal to apply them",
-                    );
-                }
-                if stack.metrics.buckets != self.gateway.metric_buckets() {
-                    message.push_str("; metrics.buckets changed: restart shoal to apply them");
+                let restart = self
+                    .started
+                    .needs_restart(&stack, self.gateway.metric_buckets());
+                if !restart.is_empty() {
+                    message.push_str(&format!(
+                        "; not applied, restart shoal to apply: {} (the running values stay)",
+                        restart.join(", ")
+                    ));
                 }
                 self.apply(stack);
                 self.reloads.applied(true);
@@ -502,19 +501,115 @@ impl Control for AppControl {
     }
 }
 
-/// Whether the listeners a reload asks for differ from the running ones: names, addresses,
+/// The settings a reload cannot apply, as shoal started with them: the listeners (bound
+/// once), the runtime's worker threads, the admin API's address and token. Everything else
+/// in a stack file applies on reload — routes, services, middlewares, `gateway.timeouts`
+/// and `gateway.limits` (the client-side ones through [`LiveSettings`]), certificates, the
+/// access log, `metrics.enabled` and `prefix` — except `metrics.buckets` (the histograms
+/// are made once), which [`StartedWith::needs_restart`] also names.
+#[derive(Debug, Clone)]
+pub(crate) struct StartedWith {
+    entrypoints: Vec<Entrypoint>,
+    workers: usize,
+    admin: shoal_config::Admin,
+}
+
+impl StartedWith {
+    pub(crate) fn of(stack: &Stack) -> StartedWith {
+        StartedWith {
+            entrypoints: stack.gateway.entrypoints.clone(),
+            workers: stack.gateway.workers,
+            admin: stack.admin.clone(),
+        }
+    }
+
+    /// The settings `new` changes that only a restart applies, each named as in the stack
+    /// file with its running and its new value (`gateway.listen (127.0.0.1:8000 →
+    /// 127.0.0.1:9000)`; a token is never shown). Compared with what runs, not with the
+    /// last reload: a second reload still names what the first could not apply.
+    /// `buckets`: the running histogram bounds.
+    pub(crate) fn needs_restart(&self, new: &Stack, buckets: &[f64]) -> Vec<String> {
+        let mut changed = listener_changes(&self.entrypoints, &new.gateway.entrypoints);
+        let g = &new.gateway;
+        if g.workers != self.workers {
+            changed.push(format!(
+                "gateway.workers ({} → {})",
+                self.workers, g.workers
+            ));
+        }
+        if new.admin.listen != self.admin.listen {
+            changed.push(format!(
+                "admin.listen ({} → {})",
+                self.admin.listen, new.admin.listen
+            ));
+        }
+        if new.admin.token != self.admin.token {
+            changed.push("admin.token (the old token is still the one required)".to_owned());
+        }
+        if new.metrics.buckets != buckets {
+            changed.push(format!(
+                "metrics.buckets ({:?} → {:?})",
+                buckets, new.metrics.buckets
+            ));
+        }
+        changed
+    }
+}
+
+/// How the listeners `new` asks for differ from the running ones, `old`: names, addresses,
 /// TLS on or off, redirects. Certificates and TLS versions are not listeners: a reload
-/// applies them.
-fn listeners_changed(old: &[shoal_config::Entrypoint], new: &[shoal_config::Entrypoint]) -> bool {
-    let key = |e: &shoal_config::Entrypoint| {
-        (
-            e.name.clone(),
-            e.listen,
-            e.tls.is_some(),
-            e.redirect_to.clone(),
-        )
-    };
-    !old.iter().map(key).eq(new.iter().map(key))
+/// applies them. The single plain entrypoint `web` is what `gateway.listen` makes, and is
+/// named so.
+fn listener_changes(old: &[Entrypoint], new: &[Entrypoint]) -> Vec<String> {
+    let shorthand = |eps: &[Entrypoint]| matches!(eps, [e] if e.name == "web" && e.tls.is_none() && e.redirect_to.is_none());
+    if shorthand(old) && shorthand(new) {
+        return if old[0].listen == new[0].listen {
+            Vec::new()
+        } else {
+            vec![format!(
+                "gateway.listen ({} → {})",
+                old[0].listen, new[0].listen
+            )]
+        };
+    }
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let mut changed = Vec::new();
+    for n in new {
+        let path = format!("gateway.entrypoints.{}", n.name);
+        let Some(o) = old.iter().find(|o| o.name == n.name) else {
+            changed.push(format!("{path} (new, on {})", n.listen));
+            continue;
+        };
+        if o.listen != n.listen {
+            changed.push(format!("{path}.listen ({} → {})", o.listen, n.listen));
+        }
+        if o.tls.is_some() != n.tls.is_some() {
+            changed.push(format!(
+                "{path}.tls ({} → {})",
+                on_off(o.tls.is_some()),
+                on_off(n.tls.is_some())
+            ));
+        }
+        if o.redirect_to != n.redirect_to {
+            let target = |e: &Entrypoint| {
+                e.redirect_to
+                    .as_ref()
+                    .map_or_else(|| "off".to_owned(), |r| r.entrypoint.clone())
+            };
+            changed.push(format!(
+                "{path}.redirect_to ({} → {})",
+                target(o),
+                target(n)
+            ));
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        changed.push(format!(
+            "gateway.entrypoints.{} (removed; still listening on {})",
+            o.name, o.listen
+        ));
+    }
+    changed
 }
 
 /// A middleware in a few words, for the admin API's routes.
@@ -555,5 +650,48 @@ mod tests {
         assert_eq!(loaded.replicas("users", 3), 3, "file changed: file wins");
         assert_eq!(loaded.replicas("music", 2), 2);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn stack(gateway: &str) -> Stack {
+        let yaml = format!(
+            "gateway:\n{gateway}admin:\n  listen: 127.0.0.1:0\n\
+             services:\n  web:\n    servers: [http://127.0.0.1:1]\n\
+             routes:\n  - match: PathPrefix(`/`)\n    service: web\n"
+        );
+        shoal_config::parse(&yaml, "shoal.yaml").expect("a valid stack")
+    }
+
+    #[test]
+    fn a_reload_names_each_listener_change() {
+        // Only read at start and on reload: any regular file passes the stack's checks.
+        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let running = stack(&format!(
+            "  entrypoints:\n    web: {{ listen: 127.0.0.1:8000, redirect_to: secure }}\n\
+             \x20   secure: {{ listen: 127.0.0.1:8443, tls: {{ cert: {pem}, key: {pem} }} }}\n\
+             \x20   old: {{ listen: 127.0.0.1:8001 }}\n",
+        ));
+        let started = StartedWith::of(&running);
+        let buckets = &running.metrics.buckets;
+        assert_eq!(
+            started.needs_restart(&running, buckets),
+            Vec::<String>::new()
+        );
+        let new = stack(
+            "  entrypoints:\n    web: { listen: 127.0.0.1:8080 }\n\
+             \x20   secure: { listen: 127.0.0.1:8443 }\n\
+             \x20   extra: { listen: 127.0.0.1:8002 }\n  workers: 1\n",
+        );
+        assert_eq!(
+            started.needs_restart(&new, buckets),
+            [
+                "gateway.entrypoints.web.listen (127.0.0.1:8000 → 127.0.0.1:8080)",
+                "gateway.entrypoints.web.redirect_to (secure → off)",
+                "gateway.entrypoints.secure.tls (on → off)",
+                "gateway.entrypoints.extra (new, on 127.0.0.1:8002)",
+                "gateway.entrypoints.old (removed; still listening on 127.0.0.1:8001)",
+                "gateway.workers (0 → 1)",
+            ]
+            .map(String::from)
+        );
     }
 }

@@ -14,7 +14,7 @@ use shoal_proxy::{
 use shoal_supervise::{LogPolicy, Supervisor};
 
 use crate::autoscale::Autoscaling;
-use crate::control::{AppControl, DRIVER_SHUTDOWN_SLACK, ScaleState};
+use crate::control::{AppControl, DRIVER_SHUTDOWN_SLACK, ScaleState, StartedWith};
 use crate::replicas::Replicas;
 
 /// Where the replicas come from.
@@ -158,9 +158,17 @@ impl Shoal {
         let state_path = opts.state_dir.join("state");
         // Certificate files that change on disk are reloaded; the task ends with `tls`.
         tls.watch(events.clone());
+        let serving = Serving::start(
+            gateway.clone(),
+            listeners,
+            ServeSettings::of(&stack.gateway),
+            &tls,
+        );
         let control = Arc::new(AppControl {
             gateway: gateway.clone(),
             tls: tls.clone(),
+            serve: serving.settings(),
+            started: StartedWith::of(&stack),
             replicas,
             target,
             events,
@@ -177,7 +185,6 @@ impl Shoal {
         });
         let _ = control.me.set(Arc::downgrade(&control));
         tokio::spawn(control.autoscaling.clone().run(Arc::downgrade(&control)));
-        let serving = Serving::start(gateway, listeners, ServeSettings::of(&stack.gateway), &tls);
         let admin = AdminServer::start(
             admin_listener,
             control.clone(),

@@ -171,6 +171,10 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// Longest pause while a client sends a request body; then 408 and close. Default 30s.
     pub body_idle: Duration,
+    /// How far a gRPC client's `grpc-timeout` may raise the response-header timeout of its
+    /// route (it may always lower it): the wait is `min(grpc-timeout, max(route's
+    /// response_header, grpc_max))`. Default 5m (docs/grpc.md).
+    pub grpc_max: Duration,
 }
 
 impl Default for Timeouts {
@@ -182,6 +186,25 @@ impl Default for Timeouts {
             client_idle: Duration::from_secs(60),
             header_read: Duration::from_secs(10),
             body_idle: Duration::from_secs(30),
+            grpc_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `timeouts:` of a service or a route. Unset fields fall back: a route's to its service's,
+/// a service's to the gateway's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTimeouts {
+    /// From request sent to upstream response headers received; then 504 (gRPC: 4
+    /// DEADLINE_EXCEEDED). None: the next level's.
+    pub response_header: Option<Duration>,
+}
+
+impl RequestTimeouts {
+    /// These timeouts over `base`'s: each field set here wins.
+    pub fn over(self, base: RequestTimeouts) -> RequestTimeouts {
+        RequestTimeouts {
+            response_header: self.response_header.or(base.response_header),
         }
     }
 }
@@ -219,6 +242,8 @@ pub struct Service {
     pub container: Option<Container>,
     /// TLS to the replicas (`https://` servers or `tls:`), if on.
     pub tls: Option<UpstreamTls>,
+    /// The service's request timeouts (over the gateway's; a route's win over these).
+    pub timeouts: RequestTimeouts,
 }
 
 /// Which runtime a stack file is checked for: a service may have `command:` (local
@@ -843,6 +868,8 @@ pub struct Route {
     /// The route's retry settings: its `retry:` fields over the service's. None = the
     /// service's.
     pub retry: Option<Retry>,
+    /// The route's own request timeouts (unset fields: its service's, then the gateway's).
+    pub timeouts: RequestTimeouts,
 }
 
 /// A request/response transformation.

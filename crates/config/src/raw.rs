@@ -123,6 +123,15 @@ pub(crate) struct RawTimeouts {
     pub(crate) client_idle: Option<String>,
     pub(crate) header_read: Option<String>,
     pub(crate) body_idle: Option<String>,
+    pub(crate) grpc_max: Option<String>,
+}
+
+/// `timeouts:` of a service or a route: the request timeouts that can differ per service
+/// and per route (a route's over its service's over the gateway's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequestTimeouts {
+    pub(crate) response_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +167,7 @@ pub(crate) struct RawService {
     pub(crate) protocol: Option<String>,
     pub(crate) balance: Option<StringOr<RawBalance>>,
     pub(crate) tls: Option<BoolOr<RawUpstreamTls>>,
+    pub(crate) timeouts: Option<RawRequestTimeouts>,
 }
 
 /// `tls:` of a service: TLS to its replicas.
@@ -755,6 +765,7 @@ pub(crate) struct RawRoute {
     pub(crate) strip_prefix: Option<StringOrList>,
     pub(crate) entrypoints: Option<Vec<String>>,
     pub(crate) retry: Option<BoolOr<RawRetry>>,
+    pub(crate) timeouts: Option<RawRequestTimeouts>,
 }
 
 /// `true`/`false` or a string (e.g. `replica_header: X-Served-By`).

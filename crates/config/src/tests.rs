@@ -237,6 +237,93 @@ fn zero_timeouts_are_refused() {
 }
 
 #[test]
+fn timeouts_per_service_and_per_route() {
+    let src = "gateway:
+  timeouts: { response_header: 20s, grpc_max: 2m }
+services:
+  api:
+    servers: [http://127.0.0.1:9001]
+    timeouts: { response_header: 90s }
+  web:
+    servers: [http://127.0.0.1:9002]
+routes:
+  - match: PathPrefix(`/reports`)
+    service: api
+    timeouts: { response_header: 10m }
+  - match: PathPrefix(`/api`)
+    service: api
+  - match: PathPrefix(`/`)
+    service: web
+";
+    let s = parse(src, "shoal.yaml").unwrap();
+    assert_eq!(s.gateway.timeouts.response_header, Duration::from_secs(20));
+    assert_eq!(s.gateway.timeouts.grpc_max, Duration::from_secs(120));
+    let api = s.service("api").unwrap().timeouts;
+    assert_eq!(api.response_header, Some(Duration::from_secs(90)));
+    assert_eq!(
+        s.service("web").unwrap().timeouts,
+        RequestTimeouts::default()
+    );
+    let route = |name: &str| s.routes.iter().find(|r| r.name == name).unwrap().timeouts;
+    // A route's own over its service's; unset: its service's (None when neither sets it,
+    // and the gateway's applies).
+    assert_eq!(
+        route("route-0").over(api).response_header,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        route("route-1").over(api).response_header,
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(route("route-2").response_header, None);
+}
+
+#[test]
+fn grpc_max_defaults_to_five_minutes() {
+    let s = parse(MINIMAL, "shoal.yaml").unwrap();
+    assert_eq!(s.gateway.timeouts.grpc_max, Duration::from_secs(300));
+    assert_eq!(s.routes[0].timeouts, RequestTimeouts::default());
+}
+
+#[test]
+fn bad_request_timeouts_name_their_place() {
+    let src = "gateway:
+  timeouts: { grpc_max: 0s }
+services:
+  api:
+    servers: [http://127.0.0.1:9001]
+    timeouts: { response_header: 0ms }
+routes:
+  - match: PathPrefix(`/`)
+    service: api
+    timeouts: { response_header: 5 }
+";
+    assert_eq!(
+        errors(src),
+        [
+            "shoal.yaml:2:25: gateway.timeouts.grpc_max: must be greater than 0 (there are no unbounded timeouts)",
+            "shoal.yaml:6:34: services.api.timeouts.response_header: must be greater than 0 (there are no unbounded timeouts)",
+            "shoal.yaml:10:34: routes[0].timeouts.response_header: `5` has no unit; write e.g. `5s` or `5ms`",
+        ]
+    );
+    // Only `response_header` can differ per service and per route.
+    let e = one_error(
+        "services:\n  api:\n    servers: [http://127.0.0.1:9001]\n    timeouts: { connect: 1s }\n",
+    );
+    assert!(
+        e.starts_with("shoal.yaml:4:17: services.api.timeouts: unknown field `connect`, expected `response_header`"),
+        "{e}"
+    );
+    let e = one_error(
+        "services:\n  w:\n    kind: worker\n    command: [x]\n    timeouts: { response_header: 1s }\n",
+    );
+    assert_eq!(
+        e,
+        "shoal.yaml:5:5: services.w.timeouts: `timeouts` is about requests, and a worker (`kind: worker`) serves none"
+    );
+}
+
+#[test]
 fn service_needs_a_source() {
     let e = one_error("services:\n  web:\n    protocol: http\n");
     assert!(

@@ -398,6 +398,10 @@ impl Cx<'_> {
                     .unwrap_or_default();
                 self.retry(&format!("{path}.retry"), Some(raw), &base)
             });
+            let timeouts = match &r.timeouts {
+                Some(t) => self.request_timeouts(&format!("{path}.timeouts"), t),
+                None => RequestTimeouts::default(),
+            };
             if let Some(rule) = rule {
                 let priority = r.priority.unwrap_or_else(|| rule.default_priority());
                 routes.push(Route {
@@ -408,6 +412,7 @@ impl Cx<'_> {
                     middlewares: chain,
                     entrypoints: r.entrypoints,
                     retry,
+                    timeouts,
                 });
             }
         }
@@ -527,6 +532,11 @@ impl Cx<'_> {
                 "gateway.timeouts.body_idle",
                 t.body_idle.as_ref(),
                 d.body_idle,
+            ),
+            grpc_max: self.nonzero_duration(
+                "gateway.timeouts.grpc_max",
+                t.grpc_max.as_ref(),
+                d.grpc_max,
             ),
         };
         let limits = self.limits(raw.limits);
@@ -736,6 +746,10 @@ impl Cx<'_> {
                 self.circuit_breaker(&format!("{path}.circuit_breaker"), raw.circuit_breaker),
             )
         };
+        let timeouts = match &raw.timeouts {
+            Some(t) if !worker => self.request_timeouts(&format!("{path}.timeouts"), t),
+            _ => RequestTimeouts::default(),
+        };
         let command = match (raw.command, &container, self.target) {
             (Some(command), _, _) => Some(command.0),
             // On Kubernetes the image's own entrypoint runs; locally there is nothing to run.
@@ -909,7 +923,20 @@ impl Cx<'_> {
             circuit_breaker,
             container,
             tls,
+            timeouts,
         })
+    }
+
+    /// `timeouts:` of a service or a route (`path`). Each is greater than 0, like the
+    /// gateway's: there are no unbounded waits.
+    fn request_timeouts(&mut self, path: &str, raw: &RawRequestTimeouts) -> RequestTimeouts {
+        let response_header = raw.response_header.as_ref().map(|text| {
+            let field = format!("{path}.response_header");
+            // The default is never used: an invalid value is reported, and a report fails
+            // the whole file.
+            self.nonzero_duration(&field, Some(text), Timeouts::default().response_header)
+        });
+        RequestTimeouts { response_header }
     }
 
     /// `kind:` `web` (the default) or `worker`.
@@ -961,6 +988,7 @@ impl Cx<'_> {
                     .to_owned(),
             ),
             ("retry", raw.retry.is_some(), requests("retry")),
+            ("timeouts", raw.timeouts.is_some(), requests("timeouts")),
             ("passive", raw.passive.is_some(), requests("passive")),
             (
                 "circuit_breaker",

@@ -22,6 +22,16 @@ pub trait EndpointSink: Send + Sync + 'static {
     fn set_endpoints(&self, service: &str, endpoints: Vec<Endpoint>);
     /// Requests currently in flight to the endpoint with this key (used to drain before a stop).
     fn in_flight(&self, service: &str, key: &str) -> usize;
+    /// What still uses exactly `endpoint` (its key *and* address): requests in flight,
+    /// response bodies still streaming, upgraded connections (WebSockets), counted also
+    /// once the endpoint has left the set. A drain waits for it to reach 0; a replacement
+    /// that took over the key at another address is not counted. Default: [`in_flight`]
+    /// by key.
+    ///
+    /// [`in_flight`]: EndpointSink::in_flight
+    fn in_use(&self, service: &str, endpoint: &Endpoint) -> usize {
+        self.in_flight(service, &endpoint.key)
+    }
 }
 
 /// A boxed future, for object-safe async trait methods.

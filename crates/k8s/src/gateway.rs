@@ -352,6 +352,7 @@ pub(crate) fn stack_file(
                     .with("balance", stackfile::balance(&s.balance))
                     .with("health", stackfile::health(&s.health, true))
                     .with("retry", stackfile::retry(&s.retry))
+                    .with_opt("timeouts", stackfile::request_timeouts(&s.timeouts))
                     .with("passive", stackfile::passive(&s.passive));
                 match (&owner, &command.autoscale) {
                     (Owner::Shoal, Some(a)) => {
@@ -379,6 +380,7 @@ pub(crate) fn stack_file(
                     .with("balance", stackfile::balance(&s.balance))
                     .with("health", stackfile::health(&s.health, false))
                     .with("retry", stackfile::retry(&s.retry))
+                    .with_opt("timeouts", stackfile::request_timeouts(&s.timeouts))
                     .with("passive", stackfile::passive(&s.passive));
                 section.row(
                     format!("service `{}` (servers)", s.name),
@@ -492,7 +494,8 @@ pub(crate) fn stack_file(
         route = route
             .with_nonempty("middlewares", list(names))
             .with("entrypoints", list(eps))
-            .with_opt("retry", r.retry.as_ref().map(stackfile::retry));
+            .with_opt("retry", r.retry.as_ref().map(stackfile::retry))
+            .with_opt("timeouts", stackfile::request_timeouts(&r.timeouts));
         routes.push(Value::from(route));
     }
     routes.push(

@@ -7,8 +7,8 @@ use serde_yaml::Value;
 use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{
     AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, ClientKey, EntrypointTls,
-    Gateway, HashOn, Health, Metrics, Middleware, Passive, PerTryTimeout, Protocol, Retry, Server,
-    UpstreamTls,
+    Gateway, HashOn, Health, Metrics, Middleware, Passive, PerTryTimeout, Protocol,
+    RequestTimeouts, Retry, Server, UpstreamTls,
 };
 
 use crate::yaml::{Obj, duration, list};
@@ -26,7 +26,8 @@ pub(crate) fn gateway_settings(g: &Gateway, entrypoints: Value) -> Value {
                 .with("upstream_idle", duration(t.upstream_idle))
                 .with("client_idle", duration(t.client_idle))
                 .with("header_read", duration(t.header_read))
-                .with("body_idle", duration(t.body_idle)),
+                .with("body_idle", duration(t.body_idle))
+                .with("grpc_max", duration(t.grpc_max)),
         )
         .with("shutdown_grace", duration(g.shutdown_grace))
         .with_opt(
@@ -42,6 +43,12 @@ pub(crate) fn gateway_settings(g: &Gateway, entrypoints: Value) -> Value {
                 .with("max_connections", g.limits.max_connections as u64),
         )
         .into()
+}
+
+/// `timeouts:` of a service or a route, if it sets any.
+pub(crate) fn request_timeouts(t: &RequestTimeouts) -> Option<Value> {
+    t.response_header
+        .map(|d| Obj::new().with("response_header", duration(d)).into())
 }
 
 pub(crate) fn metrics(m: &Metrics) -> Value {

@@ -251,6 +251,27 @@ fn cpu_and_memory_targets_make_an_hpa_that_owns_the_count() {
 }
 
 #[test]
+fn the_gateway_stack_file_keeps_timeouts_per_service_and_route() {
+    let original = stack(
+        "gateway:\n  timeouts: { grpc_max: 90s }\nservices:\n  web:\n    image: ghcr.io/acme/web:1\n    timeouts: { response_header: 2m }\nroutes:\n  - match: PathPrefix(`/reports`)\n    service: web\n    timeouts: { response_header: 10m }\n  - match: PathPrefix(`/`)\n    service: web\n",
+    );
+    let derived = derived(&render_default(&original));
+    assert_eq!(derived.gateway.timeouts, original.gateway.timeouts);
+    assert_eq!(
+        derived.service("web").unwrap().timeouts,
+        original.service("web").unwrap().timeouts
+    );
+    for r in &original.routes {
+        let d = derived.routes.iter().find(|d| d.name == r.name).unwrap();
+        assert_eq!(d.timeouts, r.timeouts, "route {}", r.name);
+    }
+    assert_eq!(
+        derived.routes[0].timeouts.response_header,
+        Some(std::time::Duration::from_secs(600))
+    );
+}
+
+#[test]
 fn the_gateway_stack_file_is_valid_and_equivalent() {
     let original = stack(FULL);
     let r = render_default(&original);
@@ -296,6 +317,7 @@ fn the_gateway_stack_file_is_valid_and_equivalent() {
         assert_eq!(a.service, b.service);
         assert_eq!(a.middlewares, b.middlewares, "route {}", a.name);
         assert_eq!(a.retry, b.retry, "route {}", a.name);
+        assert_eq!(a.timeouts, b.timeouts, "route {}", a.name);
         let eps = b.entrypoints.clone().unwrap();
         assert!(!eps.contains(&"shoal-metrics".to_owned()), "{eps:?}");
         if a.entrypoints.is_some() {
@@ -311,6 +333,7 @@ fn the_gateway_stack_file_is_valid_and_equivalent() {
     for a in &original.services {
         let b = derived.service(&a.name).unwrap();
         assert_eq!(a.retry, b.retry, "{}", a.name);
+        assert_eq!(a.timeouts, b.timeouts, "{}", a.name);
         assert_eq!(a.circuit_breaker, b.circuit_breaker, "{}", a.name);
         assert_eq!(a.balance, b.balance, "{}", a.name);
         assert_eq!(a.protocol, b.protocol, "{}", a.name);

@@ -710,6 +710,12 @@ pub(crate) fn render(
         if r.retry.is_some() {
             section.row("retry", "not carried (see below)");
         }
+        if r.timeouts.response_header.is_some() {
+            section.row(
+                "timeouts",
+                "not carried: a serversTransport's forwardingTimeouts.responseHeaderTimeout does it, by hand",
+            );
+        }
         sections.push(section);
     }
     // Each redirecting entrypoint: one catch-all route whose only job is the redirect.

@@ -4,6 +4,8 @@
 //! The client never sees a hang or a dropped connection for a failure we can describe: no
 //! route → 404, no ready replica → 503, the replica failed → 502, the replica was too slow →
 //! 504. Bodies are short and say which service was involved, never internal addresses.
+//! gRPC calls get the same failures as gRPC statuses instead (`crate::grpc`: a trailers-only
+//! answer, HTTP 200 with `grpc-status`).
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{ProxyBody, full};
@@ -73,6 +75,10 @@ pub enum ProxyError {
     /// The replica did not send response headers within the configured timeout.
     #[error("a replica of service `{0}` did not respond in time")]
     Timeout(String),
+    /// A gRPC call's own deadline (`grpc-timeout`) passed before a replica answered: the
+    /// client's limit, not the replica's failure.
+    #[error("the call's deadline passed before a replica of service `{0}` answered")]
+    DeadlineExceeded(String),
     /// The request itself is malformed for proxying (e.g. an invalid path after rewriting).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -100,7 +106,7 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Rejected { status, .. } => *status,
         }
@@ -118,6 +124,7 @@ impl ProxyError {
             ProxyError::UpstreamTls { .. } => "upstream-tls-failed",
             ProxyError::Upstream { .. } => "upstream-failed",
             ProxyError::Timeout(_) => "upstream-timeout",
+            ProxyError::DeadlineExceeded(_) => "deadline-exceeded",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::Rejected { status, .. } => match status.as_u16() {
                 408 => "request-timeout",
@@ -150,7 +157,7 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets.
+    /// The response an HTTP client gets (gRPC calls get theirs from `crate::grpc`).
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut resp = Response::new(full(self.body_text()));
         *resp.status_mut() = self.status();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -29,6 +29,7 @@ use crate::compress;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::framing;
+use crate::grpc;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
@@ -65,6 +66,10 @@ pub struct Gateway {
     metrics: RequestMetrics,
     /// Where access log lines go, if anywhere.
     access_log: ArcSwapOption<AccessLogger>,
+    /// Every backend that has been in a service's set, held weakly, by service: a replica
+    /// that left the set (draining) is still found by [`EndpointSink::in_use`] while
+    /// requests, streams or tunnels hold it (see [`Gateway::remember`]).
+    seen: Mutex<HashMap<String, Vec<Weak<Backend>>>>,
 }
 
 impl Gateway {
@@ -91,6 +96,7 @@ impl Gateway {
             activators: Mutex::new(HashMap::new()),
             metrics,
             access_log: ArcSwapOption::empty(),
+            seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -209,7 +215,29 @@ impl Gateway {
             &activators,
             &self.metrics,
         );
+        for (name, handle) in &table.services {
+            self.remember(name, &handle.balancer.backends());
+        }
         self.table.store(Arc::new(table));
+    }
+
+    /// Note `backends` as (having been) in `service`'s set, and forget the backends
+    /// nothing holds any more. A `Pick` — a request in flight, a response body still
+    /// streaming, an upgraded connection's tunnel — holds its backend, so a draining
+    /// replica stays findable exactly as long as something uses it. Control-plane only
+    /// (endpoint changes and reloads): the request path never takes this lock.
+    fn remember(&self, service: &str, backends: &[Arc<Backend>]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let known = seen.entry(service.to_owned()).or_default();
+        known.retain(|w| w.strong_count() > 0);
+        for b in backends {
+            if !known
+                .iter()
+                .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(b)))
+            {
+                known.push(Arc::downgrade(b));
+            }
+        }
     }
 
     /// The current routing table.
@@ -233,13 +261,29 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let table = self.table.load_full();
-        match self.forward(&table, req.map(boxed), conn).await {
+        let version = req.version();
+        // gRPC calls get the gateway's failures as gRPC statuses (crate::grpc).
+        let grpc = grpc::is_grpc(version, req.headers());
+        let mut resp = match self.forward(&table, req.map(boxed), conn, grpc).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
-                e.into_response()
+                if grpc {
+                    e.into_grpc_response()
+                } else {
+                    e.into_response()
+                }
             }
+        };
+        // hyper's HTTP/2 server adds no `Date` (crate::server): in a trailers-only gRPC
+        // answer it would be trailing metadata. Every other HTTP/2 response gets one here
+        // if the replica sent none (RFC 9110 §6.6.1).
+        if version == Version::HTTP_2 && !(grpc && grpc::is_trailers_only(resp.headers())) {
+            resp.headers_mut()
+                .entry(header::DATE)
+                .or_insert_with(http_date);
         }
+        resp
     }
 
     async fn forward(
@@ -247,9 +291,12 @@ impl Gateway {
         table: &RoutingTable,
         req: Request<ProxyBody>,
         conn: &ConnInfo,
+        grpc: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let begun = self.begin(table, &parts, conn);
+        // A gRPC call's deadline counts from here (crate::grpc).
+        let grpc_since = grpc.then(|| begun.started());
         let mut replica = None;
         // The relay has checked the requests it parsed; these come from hyper's parser
         // (HTTP/1.0, and whatever followed on a connection handed over): the same rules.
@@ -283,6 +330,7 @@ impl Gateway {
                     route.edge.admit(&mut parts, client).await
                 };
                 match admitted {
+                    Err(early) if grpc => Ok(grpc::from_early(early, version)),
                     Err(early) => Ok(early.into_response(version)),
                     Ok(admitted) => {
                         let slot = begun.logged.is_some().then_some(&mut replica);
@@ -296,16 +344,29 @@ impl Gateway {
                                 begun.host_header.clone(),
                                 begun.client_ip,
                                 slot,
+                                grpc_since,
                             )
                             .await;
-                        admitted.finish(result, crossed.as_deref(), version)
+                        // Over the route's `buffering` limit, `finish` answers 413: a gRPC
+                        // call gets it as a gRPC status.
+                        let over_limit = grpc
+                            && result.is_err()
+                            && crossed
+                                .as_deref()
+                                .is_some_and(|c| c.load(Ordering::Acquire));
+                        let answer = admitted.finish(result, crossed.as_deref(), version);
+                        if over_limit {
+                            answer.map(grpc::from_refusal)
+                        } else {
+                            answer
+                        }
                     }
                 }
             }
         };
         let (status, size) = match &result {
             Ok(resp) => (
-                resp.status(),
+                grpc::counted_status(resp),
                 resp.headers()
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
@@ -445,6 +506,7 @@ impl Gateway {
         host_header: Option<HeaderValue>,
         client_ip: IpAddr,
         replica: Option<&mut Option<Arc<Backend>>>,
+        grpc_since: Option<Instant>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let service = &route.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
@@ -466,7 +528,24 @@ impl Gateway {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+        let deadline = grpc_since.and_then(|since| call_deadline(table, route, &mut parts, since));
+        if let Some((at, true)) = deadline
+            && at <= Instant::now()
+        {
+            // Already past the client's deadline: not worth a replica's time.
+            return Err(ProxyError::DeadlineExceeded(service.name.to_string()));
+        }
         let (now, trial) = admit(service, Instant::now()).await?;
+        let mut outbound = Outbound::new(table, route, now);
+        if let Some((at, client)) = deadline {
+            // The time left, from now on: the replica is told as much (`grpc-timeout`).
+            let left = at.saturating_duration_since(now);
+            parts
+                .headers
+                .insert(grpc::GRPC_TIMEOUT, grpc::format_timeout(left));
+            outbound.response_header_timeout = left;
+            outbound.client_deadline = client;
+        }
         let retry = &route.retry;
         let idempotent = !upgrade && is_idempotent(retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, client_ip);
@@ -476,19 +555,22 @@ impl Gateway {
             path_and_query,
             body,
             h2c,
-            (idempotent && retry.attempts > 1).then_some(retry.max_replay_body),
+            // An HTTP/2 try the replica provably did not process goes again whatever the
+            // method (`crate::tries`): its body is kept too.
+            ((idempotent || (h2c && !upgrade)) && retry.attempts > 1)
+                .then_some(retry.max_replay_body),
             table.settings.body_idle,
         )
         .await?;
-        let sent = Outbound::new(table, route, now)
-            .run(exchange, idempotent, &key)
-            .await;
-        record_breaker(
-            service,
-            trial,
-            now,
-            sent.as_ref().ok().map(|a| a.response.0.status()),
-        );
+        let sent = outbound.run(exchange, idempotent, &key).await;
+        let answered = match &sent {
+            Ok(a) => Some(a.response.0.status()),
+            // The client's own deadline ran out: no verdict on the service, so no failure
+            // (a slow call still counts as slow).
+            Err(ProxyError::DeadlineExceeded(_)) => Some(StatusCode::OK),
+            Err(_) => None,
+        };
+        record_breaker(service, trial, now, answered);
         let Answer {
             pick,
             response: (mut resp, h1),
@@ -506,14 +588,19 @@ impl Gateway {
         }
         forward::strip_hop_by_hop(resp.headers_mut(), switching, false);
         middleware::apply_response(&route.middlewares, resp.headers_mut());
+        // In a trailers-only gRPC answer every header is trailing metadata: the replica's
+        // name and a sticky cookie are not the call's (crate::grpc).
+        let trailers_only = grpc_since.is_some() && grpc::is_trailers_only(resp.headers());
         let headers = resp.headers_mut();
-        response_extras(table, service, &pick, |name, value| {
-            if name == header::SET_COOKIE {
-                headers.append(name, value);
-            } else {
-                headers.insert(name, value);
-            }
-        });
+        if !trailers_only {
+            response_extras(table, service, &pick, |name, value| {
+                if name == header::SET_COOKIE {
+                    headers.append(name, value);
+                } else {
+                    headers.insert(name, value);
+                }
+            });
+        }
 
         if switching {
             let upstream_upgrade = resp.extensions_mut().remove::<OnUpgrade>();
@@ -551,8 +638,28 @@ impl EndpointSink for Gateway {
         let mut all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(handle) = self.table.load().services.get(service) {
             handle.set_endpoints(&endpoints);
+            self.remember(service, &handle.balancer.backends());
         }
         all.insert(service.to_owned(), endpoints);
+    }
+
+    /// Summed over every backend of `service` at that key and address that something still
+    /// holds (in the set or not, from this table or an older one): each `Pick` counts one
+    /// request in flight until its response body has ended or its upgraded connection has
+    /// closed.
+    fn in_use(&self, service: &str, endpoint: &Endpoint) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(service).map_or(0, |known| {
+            known
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|b| {
+                    b.key() == endpoint.key
+                        && b.addr().parse::<SocketAddr>().ok() == Some(endpoint.addr)
+                })
+                .map(|b| b.in_flight())
+                .sum()
+        })
     }
 
     fn in_flight(&self, service: &str, key: &str) -> usize {
@@ -666,6 +773,31 @@ pub(crate) fn prepare(
     Ok(path_and_query)
 }
 
+/// A gRPC call's deadline, from its `grpc-timeout` and its route's timeouts
+/// ([`grpc::call_wait`]), if it sent one: when the gateway stops waiting for response
+/// headers, and whether that is the client's own deadline (else the route's bound, counted
+/// from the call's arrival `since`). A malformed `grpc-timeout` is removed and ignored, as
+/// Envoy does.
+fn call_deadline(
+    table: &RoutingTable,
+    route: &CompiledRoute,
+    parts: &mut http::request::Parts,
+    since: Instant,
+) -> Option<(Instant, bool)> {
+    match grpc::client_timeout(&parts.headers)? {
+        Ok(timeout) => {
+            let route_wait = route.response_header_timeout;
+            let (wait, client) = grpc::call_wait(route_wait, table.settings.grpc_max, timeout);
+            Some((since + wait, client))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed grpc-timeout ignored");
+            parts.headers.remove(grpc::GRPC_TIMEOUT);
+            None
+        }
+    }
+}
+
 /// Let a request through to `service`: hold it while a service at zero wakes, ask the
 /// circuit breaker, count it for the retry budget. Returns when it was let through and
 /// whether it is a breaker trial (for [`record_breaker`]). `now`: the request's start.
@@ -762,6 +894,26 @@ fn find_route<'t>(
     })
 }
 
+/// `Date`'s value for now (RFC 9110 §5.6.7), formatted at most once a second per thread.
+fn http_date() -> HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, HeaderValue)> =
+            const { std::cell::RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with_borrow_mut(|(at, value)| {
+        if *at != secs {
+            *value = HeaderValue::try_from(httpdate::fmt_http_date(now))
+                .expect("an IMF-fixdate is visible ASCII");
+            *at = secs;
+        }
+        value.clone()
+    })
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
@@ -772,7 +924,10 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Copy bytes both ways between the upgraded client and upstream connections. The pick is
-/// held until the tunnel closes, so the replica counts it as in flight.
+/// held until the tunnel closes, so the replica counts it as in flight: a draining replica
+/// is stopped only once its tunnels have closed, or at its drain timeout (then the replica
+/// closes them itself, a WebSocket server with 1001 "going away", and each direction's end
+/// is passed on as it comes).
 async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pick: Pick) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
@@ -785,8 +940,29 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, pick: Pick) {
     let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(replica = pick.backend().key(), error = %e, "tunnel closed with an error");
+        drop(upstream);
+        drop(pick);
+        linger(&mut client).await;
     }
-    drop(pick);
+}
+
+/// How long a tunnel whose replica side failed waits for the client to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Close the client's side of a tunnel whose replica side failed (reset, killed) without
+/// resetting it: send our FIN, then read and drop what the client still sends until it
+/// closes too, for at most [`LINGER`]. Closing a socket with data left unread sends a reset
+/// instead of a FIN (RFC 1122 §4.2.2.13), which would discard what we wrote last.
+async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(client: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        if client.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// An HTTP/1.1 connection to give back to its pool once the body has been read.
@@ -851,5 +1027,44 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("127.0.0.1"), "127.0.0.1");
+    }
+
+    /// What a drain waits for: the picks still held on this incarnation's address, after
+    /// it left the set and after a replacement took over its key; not the replacement's.
+    #[tokio::test]
+    async fn in_use_counts_the_draining_incarnation_only() {
+        let yaml = "services:\n  web:\n    command: [x]\nroutes:\n  - match: PathPrefix(`/`)\n    service: web\n";
+        let stack = shoal_config::parse(yaml, "t.yaml").expect("a valid stack");
+        let gw = Gateway::new(&stack);
+        let endpoint = |port: u16| Endpoint {
+            key: "web/0".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let (old, new) = (endpoint(9001), endpoint(9002));
+        gw.set_endpoints("web", vec![old.clone()]);
+        let pick = || {
+            let table = gw.table();
+            let handle = Arc::clone(&table.services["web"]);
+            handle
+                .balancer
+                .pick(&Default::default())
+                .expect("a backend")
+        };
+        // A WebSocket tunnel or a streaming body holds its pick.
+        let held = [pick(), pick()];
+        assert_eq!(gw.in_use("web", &old), 2);
+        // The replacement takes over the key; the old incarnation drains.
+        gw.set_endpoints("web", vec![new.clone()]);
+        let on_new = pick();
+        assert_eq!(on_new.backend().addr(), "127.0.0.1:9002");
+        assert_eq!((gw.in_use("web", &old), gw.in_use("web", &new)), (2, 1));
+        // A reload that rebuilds the service keeps finding both.
+        gw.reload(&shoal_config::parse(&yaml.replace("[x]", "[y]"), "t.yaml").expect("valid"));
+        assert_eq!((gw.in_use("web", &old), gw.in_use("web", &new)), (2, 1));
+        drop(held);
+        assert_eq!(gw.in_use("web", &old), 0, "drained");
+        drop(on_new);
+        assert_eq!(gw.in_use("web", &new), 0);
+        assert_eq!(gw.in_use("other", &new), 0);
     }
 }

@@ -10,11 +10,29 @@
 //! * `consecutive_failures` gateway failures in a row (a reset after sending, no response
 //!   headers in time) eject it;
 //! * `consecutive_5xx` 5xx responses in a row eject it;
-//! * a backend that *stalls* — a try waited its per-try timeout, the backend has other
-//!   requests in flight, and it has not sent a single response since that try started — is
-//!   ejected at once. This tells a hung process (SIGSTOPped, deadlocked) from a slow or
-//!   overloaded one, which keeps answering, so a hang leaves rotation within one per-try
-//!   timeout (~100 ms for a fast service) instead of several health-check intervals.
+//! * a backend that *stalls* is ejected at once (below).
+//!
+//! # Stalls
+//!
+//! A backend stalls when a try waited its per-try timeout, the backend has other requests
+//! in flight, it has not sent a single response since that try started, and it has been
+//! silent for at least as long as any route of the service may legitimately wait (capped
+//! at [`STALL_CAP`], 2 s). This tells a hung process (SIGSTOPped, deadlocked) from a slow
+//! or overloaded one, which keeps answering, so a hang leaves rotation within one per-try
+//! timeout (~100 ms for a fast service) instead of several health-check intervals.
+//!
+//! The last condition is for services that serve fast and slow-by-design requests alike.
+//! Each route keeps its own latency (`crate::latency::RouteLatency`), so a 500 ms route's
+//! tries are not timed by a 1 ms route's p99; and a route whose latest request was sent
+//! less than its per-try timeout ago may still be waiting for an answer, so its replicas
+//! may be busy that long: a replica working through fifty 500 ms requests, whose fast
+//! requests are held up behind them for 150 ms, is busy, not hung. The routes register
+//! with their service ([`ServiceHealth::add_route`]); the question is asked only when a
+//! try has timed out on a silent backend, so the common path pays nothing for it. It is
+//! asked of the service, not of the backend (a replica does not know which routes its
+//! requests came from): a slow route in use anywhere in the service delays stall
+//! ejections of every replica of it, to at most 2 s — the hedges still rescue requests
+//! stuck on a hung replica after their own per-try timeout.
 //!
 //! An ejection lasts `base_ejection × 2^(n-1)` for the n-th ejection without a success in
 //! between, capped at `max_ejection`; then the backend is back in rotation (and a failure
@@ -32,7 +50,7 @@
 //! `tls:` are HTTPS, verified as its requests are (`crate::upstream_tls`).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use shoal_balance::{Backend, Balancer, Down};
@@ -42,7 +60,13 @@ use shoal_health::{CheckSettings, Checker, Probe, ProbeTls, Transition};
 use tokio::task::JoinHandle;
 
 use crate::breaker::BreakerState;
+use crate::latency::{AUTO_CAP, RouteLatency};
 use tokio::time::Instant;
+
+/// The longest silence that requests of slow routes in flight excuse: the `Auto` per-try
+/// timeout's cap, so that a hung replica leaves rotation within ~2 s whatever else its
+/// service serves.
+pub(crate) const STALL_CAP: Duration = AUTO_CAP;
 
 /// What one try told us about its backend.
 #[derive(Debug)]
@@ -53,8 +77,9 @@ pub(crate) enum Outcome {
     Refused(String),
     /// The request was sent and then the connection failed, or no headers came in time.
     Failed(String),
-    /// The try waited its per-try timeout; `started_ms` is when it was sent.
-    Slow { started_ms: u64, waited: Duration },
+    /// The try sent at `started` had no response headers at `now`: it waited its per-try
+    /// timeout.
+    Slow { started: Instant, now: Instant },
 }
 
 /// Counters of one service (ready for the metrics endpoint).
@@ -111,6 +136,9 @@ pub(crate) struct ServiceHealth {
     checks: Mutex<Vec<AbortOnDrop>>,
     /// The TLS of HTTPS checks of static servers (`Err`: why it cannot be set up).
     probe_tls: Option<Result<ProbeTls, String>>,
+    /// The latency of each route that sends to the service, for the stall rule; routes of
+    /// older routing tables drop out as they go.
+    routes: Mutex<Vec<Weak<RouteLatency>>>,
 }
 
 impl ServiceHealth {
@@ -131,7 +159,33 @@ impl ServiceHealth {
                 Source::Servers(_) => crate::upstream_tls::probe_tls(def),
                 Source::Command(_) => None,
             },
+            routes: Mutex::new(Vec::new()),
         })
+    }
+
+    /// `route` sends requests to this service: what it waits for counts in the stall rule.
+    /// Adding a route again does nothing.
+    pub(crate) fn add_route(&self, route: &Arc<RouteLatency>) {
+        let mut routes = lock(&self.routes);
+        routes.retain(|r| r.strong_count() > 0);
+        if !routes
+            .iter()
+            .any(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(route)))
+        {
+            routes.push(Arc::downgrade(route));
+        }
+    }
+
+    /// How long a replica of the service may be silent at `now` without being hung: the
+    /// largest expectation of the routes that may still be waiting, at most [`STALL_CAP`].
+    fn excused_silence(&self, now: Instant) -> Duration {
+        lock(&self.routes)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|route| route.awaited(now))
+            .max()
+            .unwrap_or_default()
+            .min(STALL_CAP)
     }
 
     /// Start active checks of `backends` (a static service's servers), if `health` is on
@@ -234,13 +288,19 @@ impl ServiceHealth {
                 (n >= self.passive.consecutive_failures)
                     .then(|| format!("{n} failures in a row (last: {e})"))
             }
-            Outcome::Slow { started_ms, waited } => {
+            Outcome::Slow { started, now } => {
                 let in_flight = backend.in_flight();
-                let silent = o.last_response_ms.load(Ordering::Relaxed) < started_ms;
-                (silent && in_flight >= 2).then(|| {
+                let last = o.last_response_ms.load(Ordering::Relaxed);
+                let silent = last < ms_at(started);
+                // Silent since the try was sent at least; since its last answer if any.
+                let silent_for = now.saturating_duration_since(started).max(match last {
+                    0 => Duration::ZERO,
+                    last => Duration::from_millis(ms_at(now).saturating_sub(last)),
+                });
+                (silent && in_flight >= 2 && silent_for >= self.excused_silence(now)).then(|| {
                     format!(
                         "stalled: no response for {}ms with {in_flight} requests in flight",
-                        waited.as_millis()
+                        silent_for.as_millis()
                     )
                 })
             }
@@ -392,4 +452,207 @@ fn reset_counts(backend: &Backend) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_balance::{Pick, PickContext, Policy};
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A service of three static servers, with passive health on, and its balancer.
+    fn service() -> (Arc<ServiceHealth>, Balancer) {
+        let stack = shoal_config::parse(
+            "services:\n  api:\n    servers: [http://127.0.0.1:9001, http://127.0.0.1:9002, http://127.0.0.1:9003]\n    health: false\n",
+            "shoal.yaml",
+        )
+        .unwrap();
+        let def = &stack.services[0];
+        let health = ServiceHealth::new(def, Arc::new(EventLog::new(100)));
+        let backends = ["a", "b", "c"]
+            .iter()
+            .map(|k| Backend::new(*k, "127.0.0.1:1", 1))
+            .collect();
+        (
+            health,
+            Balancer::with_backends(Policy::RoundRobin, backends),
+        )
+    }
+
+    /// `n` requests in flight on backend `a`.
+    fn in_flight_on_a(balancer: &Balancer, n: usize) -> (Arc<Backend>, Vec<Pick>) {
+        let picks: Vec<Pick> = (0..n)
+            .map(|_| {
+                balancer
+                    .pick(&PickContext {
+                        hash_key: None,
+                        sticky: None,
+                        exclude: &["b", "c"],
+                    })
+                    .unwrap()
+            })
+            .collect();
+        (Arc::clone(picks[0].backend()), picks)
+    }
+
+    /// Test time starts after the gateway's millisecond clock does.
+    fn t0() -> Instant {
+        ms_at(Instant::now());
+        Instant::now()
+    }
+
+    fn answered(health: &ServiceHealth, balancer: &Balancer, backend: &Arc<Backend>, at: Instant) {
+        let at_ms = ms_at(at);
+        health.observe(balancer, backend, Outcome::Answered { status: 200, at_ms });
+    }
+
+    fn slow(
+        health: &ServiceHealth,
+        balancer: &Balancer,
+        backend: &Arc<Backend>,
+        started: Instant,
+        now: Instant,
+    ) -> bool {
+        health.observe(balancer, backend, Outcome::Slow { started, now });
+        backend.is_down_for(Down::Ejected)
+    }
+
+    fn route(sent: Instant, expected: Duration) -> Arc<RouteLatency> {
+        let route = Arc::new(RouteLatency::default());
+        route.sent(sent, expected);
+        route
+    }
+
+    #[test]
+    fn a_silent_backend_with_requests_in_flight_stalls_after_one_per_try_timeout() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        let fast = route(t0 + ms(10), ms(100));
+        health.add_route(&fast);
+        assert!(slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+        let reason = health.traffic(&a).reason.unwrap();
+        assert!(
+            reason.contains("stalled: no response for 110ms with 3 requests in flight"),
+            "{reason}"
+        );
+        assert_eq!(health.counters.ejections.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_backend_that_answered_since_the_try_was_sent_is_not_stalled() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0 + ms(50));
+        assert!(!slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+    }
+
+    #[test]
+    fn one_request_in_flight_is_slow_not_stalled() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 1);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        assert!(!slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+    }
+
+    /// The report of issue 24: a replica working through fifty 500 ms requests is silent
+    /// while a fast request waits 100 ms; it is busy, not hung.
+    #[test]
+    fn a_slow_route_in_flight_excuses_silence_up_to_its_expectation() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 51);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        // The slow route's latest request expects up to 2 s; the fast one 100 ms.
+        let slow_route = route(t0 + ms(5), ms(2_000));
+        let fast_route = route(t0 + ms(10), ms(100));
+        health.add_route(&slow_route);
+        health.add_route(&fast_route);
+        assert!(!slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+        assert!(!slow(
+            &health,
+            &balancer,
+            &a,
+            t0 + ms(1_000),
+            t0 + ms(1_100)
+        ));
+        assert_eq!(health.counters.ejections.load(Ordering::Relaxed), 0);
+        // Slow requests keep coming; silent for the slow route's whole expectation, the
+        // replica is hung after all.
+        slow_route.sent(t0 + ms(1_900), ms(2_000));
+        assert!(!slow(
+            &health,
+            &balancer,
+            &a,
+            t0 + ms(1_895),
+            t0 + ms(1_995)
+        ));
+        assert!(slow(&health, &balancer, &a, t0 + ms(1_905), t0 + ms(2_005)));
+    }
+
+    #[test]
+    fn a_slow_route_no_longer_excuses_once_its_requests_are_overdue() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        // The slow route sent its latest request 600 ms ago expecting 500 ms.
+        let slow_route = route(t0, ms(500));
+        health.add_route(&slow_route);
+        assert!(slow(&health, &balancer, &a, t0 + ms(500), t0 + ms(600)));
+    }
+
+    #[test]
+    fn slow_routes_excuse_at_most_two_seconds() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        let report = route(t0 + ms(1_950), Duration::from_secs(30));
+        health.add_route(&report);
+        assert!(!slow(
+            &health,
+            &balancer,
+            &a,
+            t0 + ms(1_800),
+            t0 + ms(1_900)
+        ));
+        assert!(slow(&health, &balancer, &a, t0 + ms(1_900), t0 + ms(2_000)));
+    }
+
+    #[test]
+    fn routes_of_a_dropped_table_no_longer_count() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        answered(&health, &balancer, &a, t0);
+        let old = route(t0 + ms(10), ms(2_000));
+        health.add_route(&old);
+        health.add_route(&old);
+        assert_eq!(lock(&health.routes).len(), 1, "added once");
+        drop(old);
+        let new = route(t0 + ms(10), ms(100));
+        health.add_route(&new);
+        assert_eq!(lock(&health.routes).len(), 1, "the dropped route is gone");
+        assert!(slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+    }
+
+    #[test]
+    fn a_backend_that_never_answered_stalls_after_the_try_s_own_wait() {
+        let (health, balancer) = service();
+        let (a, _picks) = in_flight_on_a(&balancer, 3);
+        let t0 = t0();
+        let slow_route = route(t0, ms(1_000));
+        health.add_route(&slow_route);
+        assert!(!slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+        slow_route.sent(t0 + ms(900), ms(1_000));
+        assert!(slow(&health, &balancer, &a, t0, t0 + ms(1_000)));
+    }
 }

@@ -22,9 +22,37 @@
 //! Recording is one relaxed load (the slot's window number), a binary search over a
 //! constant table and one relaxed `fetch_add`: no lock, no allocation, no floating point.
 //!
-//! The `Auto` per-try timeout is `clamp(4 × p99, 100 ms, 2 s)`, or 1 s with fewer than 50
-//! samples. Scanning the histogram costs ~160 loads, so the value is cached in atomics and
+//! # Per route
+//!
+//! Each route has its own tracker ([`RouteLatency`]), besides its service's: a service that
+//! serves `/search` in 1 ms and `/report` in 500 ms has two latencies, and one timeout
+//! derived from both would hedge every report (a p99 of 1 ms) or let a hung replica hold
+//! searches for seconds (a p99 of 500 ms). The service's tracker feeds what `shoal status`
+//! and the API show; the route's drives its tries.
+//!
+//! # The `Auto` per-try timeout
+//!
+//! `clamp(max(4 × p99, 2 × p99.9), 100 ms, max(2 s, 2 × p99))`, or 1 s with fewer than 50
+//! samples:
+//!
+//! * 4 × p99: a try that slow is an outlier, not the route's tail;
+//! * 2 × p99.9: a route whose slow requests are rarer than 1 in 100 (a p99 that does not
+//!   see them) still does not hedge them; what is slower than twice its p99.9 is at most
+//!   ~1 in 1000 requests;
+//! * 100 ms at least, so that scheduling noise is not hedged;
+//! * 2 s at most, so that a hung replica costs a client at most 2 s — unless the route is
+//!   slow by design (a p99 above 1 s), then twice its p99.
+//!
+//! Scanning the histogram costs ~160 loads, so the value is cached in atomics and
 //! recomputed at most every [`AUTO_REFRESH`].
+//!
+//! # What a route is waiting for
+//!
+//! [`RouteLatency`] also keeps when its latest request was sent and what it expected (its
+//! per-try timeout): passive health asks each route of a service whether it may still
+//! legitimately be waiting ([`RouteLatency::awaited`]) before it calls a silent replica
+//! stalled (`crate::health`). That is two relaxed loads per request, and a store when the
+//! millisecond or the expectation changed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,10 +77,14 @@ const AUTO_DEFAULT: Duration = Duration::from_secs(1);
 const AUTO_MIN_SAMPLES: u64 = 50;
 /// The `Auto` timeout is this many times the p99...
 const AUTO_P99_FACTOR: u32 = 4;
+/// ...and at least this many times the p99.9...
+const AUTO_P999_FACTOR: u32 = 2;
 /// ...but at least this...
 const AUTO_FLOOR: Duration = Duration::from_millis(100);
-/// ...and at most this.
-const AUTO_CAP: Duration = Duration::from_secs(2);
+/// ...and at most this, or [`AUTO_SLOW_FACTOR`] × the p99 if that is longer.
+pub(crate) const AUTO_CAP: Duration = Duration::from_secs(2);
+/// A route slow by design (a p99 above half the cap) waits this many times its p99.
+const AUTO_SLOW_FACTOR: u32 = 2;
 /// How long a computed `Auto` timeout is reused.
 const AUTO_REFRESH: Duration = Duration::from_millis(100);
 
@@ -164,22 +196,40 @@ impl LatencyTracker {
     /// The answer is the upper bound of the bucket holding the quantile, so at most ~19%
     /// above the true value. `q` is clamped to 0..=1.
     pub(crate) fn quantile(&self, now: Instant, q: f64, min_samples: u64) -> Option<Duration> {
+        let [value] = self.quantiles(now, [q], min_samples)?;
+        Some(value)
+    }
+
+    /// Several quantiles from one scan of the histogram; see [`quantile`](Self::quantile).
+    fn quantiles<const N: usize>(
+        &self,
+        now: Instant,
+        qs: [f64; N],
+        min_samples: u64,
+    ) -> Option<[Duration; N]> {
         let counts = self.recent_counts(now);
         let total: u64 = counts.iter().sum();
         if total == 0 || total < min_samples {
             return None;
         }
-        let rank = rank_of(q, total);
-        let mut seen = 0;
-        let bucket = counts.iter().position(|&count| {
-            seen += count;
-            seen >= rank
-        })?;
-        Some(Duration::from_nanos(BOUNDS[bucket]))
+        let quantile = |q: f64| {
+            let rank = rank_of(q, total);
+            let mut seen = 0;
+            let bucket = counts
+                .iter()
+                .position(|&count| {
+                    seen += count;
+                    seen >= rank
+                })
+                .unwrap_or(BUCKETS - 1);
+            Duration::from_nanos(BOUNDS[bucket])
+        };
+        Some(qs.map(quantile))
     }
 
-    /// The per-try timeout for `Auto`: clamp(4 × p99, 100 ms, 2 s); 1 s when fewer than 50 samples.
-    /// Cached: recomputed at most every 100 ms (store the value and the time in atomics).
+    /// The per-try timeout for `Auto` (see the module documentation); 1 s when fewer than
+    /// 50 samples. Cached: recomputed at most every 100 ms (the value and the time are
+    /// kept in atomics).
     pub(crate) fn auto_per_try_timeout(&self, now: Instant) -> Duration {
         let at = saturating_nanos(now.saturating_duration_since(self.origin));
         if let Some(cached) = self.cached_auto(at) {
@@ -206,10 +256,21 @@ impl LatencyTracker {
     }
 
     fn compute_auto(&self, now: Instant) -> Duration {
-        match self.quantile(now, 0.99, AUTO_MIN_SAMPLES) {
-            Some(p99) => (p99 * AUTO_P99_FACTOR).clamp(AUTO_FLOOR, AUTO_CAP),
+        match self.quantiles(now, [0.99, 0.999], AUTO_MIN_SAMPLES) {
+            Some([p99, p999]) => {
+                let cap = AUTO_CAP.max(p99.saturating_mul(AUTO_SLOW_FACTOR));
+                p99.saturating_mul(AUTO_P99_FACTOR)
+                    .max(p999.saturating_mul(AUTO_P999_FACTOR))
+                    .clamp(AUTO_FLOOR, cap)
+            }
             None => AUTO_DEFAULT,
         }
+    }
+
+    /// Milliseconds from `origin` to `at`, plus one (so that 0 can mean "never").
+    fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
     }
 
     /// Number of the window `now` falls in; a reading from before `origin` is in window 0.
@@ -228,6 +289,51 @@ impl LatencyTracker {
             }
         }
         counts
+    }
+}
+
+/// The latency of one route (see the module documentation), and what its latest request
+/// expected.
+#[derive(Debug, Default)]
+pub(crate) struct RouteLatency {
+    /// The route's own time to response headers: its `Auto` per-try timeout.
+    pub(crate) tracker: LatencyTracker,
+    /// When the route last sent a request ([`LatencyTracker::ms_at`]; 0: never).
+    sent_ms: AtomicU64,
+    /// How long that request could take without anything being wrong (its per-try
+    /// timeout, or the `Auto` value when it has none), in milliseconds.
+    expected_ms: AtomicU64,
+}
+
+impl RouteLatency {
+    /// A request of the route was sent at `at`, expected to be answered within `expected`.
+    /// Loads first: the stores happen at most once per millisecond (and when the
+    /// expectation changes), so the cache line stays shared between cores.
+    pub(crate) fn sent(&self, at: Instant, expected: Duration) {
+        let at_ms = self.tracker.ms_at(at);
+        // Rounded down: a try that waited exactly its expectation has waited long enough.
+        let expected_ms = u64::try_from(expected.as_millis()).unwrap_or(u64::MAX);
+        if self.expected_ms.load(Ordering::Relaxed) != expected_ms {
+            self.expected_ms.store(expected_ms, Ordering::Relaxed);
+        }
+        // Racing senders may leave an earlier millisecond: a request of that millisecond
+        // was sent too, and the difference is below the rule's resolution.
+        if self.sent_ms.load(Ordering::Relaxed) < at_ms {
+            self.sent_ms.store(at_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// What the route's latest request expected, if it was sent less than that long before
+    /// `now`: then the route may legitimately still be waiting for a replica, for up to
+    /// that long. `None`: nothing of the route is expected to be outstanding.
+    pub(crate) fn awaited(&self, now: Instant) -> Option<Duration> {
+        let sent = self.sent_ms.load(Ordering::Relaxed);
+        if sent == 0 {
+            return None;
+        }
+        let expected = self.expected_ms.load(Ordering::Relaxed);
+        let age = self.tracker.ms_at(now).saturating_sub(sent);
+        (age < expected).then(|| Duration::from_millis(expected))
     }
 }
 
@@ -376,8 +482,71 @@ mod tests {
     fn auto_timeout_is_capped() {
         let tracker = LatencyTracker::new();
         let t0 = tracker.origin;
-        record_n(&tracker, t0, Duration::from_secs(30), 100);
+        // 4 × 600 ms would be 2.4 s.
+        record_n(&tracker, t0, ms(600), 100);
         assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn auto_timeout_of_a_route_slow_by_design_is_twice_its_p99() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, Duration::from_secs(3), 100);
+        let timeout = tracker.auto_per_try_timeout(t0);
+        // 2 × 3 s, plus at most one bucket width: never below what the route takes.
+        assert!(
+            timeout >= Duration::from_secs(6) && timeout <= ms(7_140),
+            "{timeout:?}"
+        );
+    }
+
+    #[test]
+    fn auto_timeout_does_not_hedge_a_slow_path_rarer_than_one_in_a_hundred() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        // 0.5% of the requests take 500 ms by design: the p99 does not see them.
+        record_n(&tracker, t0, ms(1), 995);
+        record_n(&tracker, t0, ms(500), 5);
+        assert!(tracker.quantile(t0, 0.99, 1).unwrap() < ms(2));
+        let timeout = tracker.auto_per_try_timeout(t0);
+        // 2 × the p99.9 (500 ms, plus at most a bucket).
+        assert!(timeout >= ms(1_000) && timeout <= ms(1_190), "{timeout:?}");
+    }
+
+    #[test]
+    fn auto_timeout_still_hedges_a_one_in_ten_thousand_outlier() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        record_n(&tracker, t0, ms(1), 9_999);
+        tracker.record(t0, ms(500));
+        assert_eq!(tracker.auto_per_try_timeout(t0), ms(100));
+    }
+
+    #[test]
+    fn a_route_awaits_its_latest_request_for_as_long_as_it_expected() {
+        let route = RouteLatency::default();
+        let t0 = route.tracker.origin;
+        assert_eq!(route.awaited(t0), None, "nothing sent yet");
+        route.sent(t0 + ms(10), ms(500));
+        assert_eq!(route.awaited(t0 + ms(10)), Some(ms(500)));
+        assert_eq!(route.awaited(t0 + ms(509)), Some(ms(500)));
+        assert_eq!(route.awaited(t0 + ms(510)), None, "past what it expected");
+        // A later request moves the wait on; its expectation replaces the older one.
+        route.sent(t0 + ms(400), ms(100));
+        assert_eq!(route.awaited(t0 + ms(450)), Some(ms(100)));
+        assert_eq!(route.awaited(t0 + ms(500)), None);
+        // An earlier reading (a racing sender) does not move it back.
+        route.sent(t0 + ms(300), ms(100));
+        assert_eq!(route.awaited(t0 + ms(450)), Some(ms(100)));
+        assert_eq!(route.awaited(t0 + ms(500)), None);
+    }
+
+    #[test]
+    fn a_route_expectation_is_counted_in_whole_milliseconds() {
+        let route = RouteLatency::default();
+        let t0 = route.tracker.origin;
+        route.sent(t0, Duration::from_micros(141_420));
+        assert_eq!(route.awaited(t0), Some(ms(141)));
     }
 
     #[test]

@@ -9,16 +9,26 @@
 //! in the request metrics and the access log as any request. A TLS handshake that fails or
 //! times out is counted per entrypoint (`shoal_tls_handshake_failures_total`). All three
 //! share `max_connections`, shutdown and draining.
+//!
+//! The client-side settings ([`ServeSettings`]) change on reload ([`LiveSettings::apply`]):
+//! they are swapped whole with the hyper builders made from them; a connection takes the
+//! current ones when it is accepted, and the relay looks again before each request (one
+//! pointer comparison while nothing changed), so a new `client_idle`, `header_read`,
+//! `body_idle`, `max_head_size` or `max_headers` applies to new connections and to the next
+//! request on relayed ones (a connection already handed to hyper keeps its builder's).
+//! `max_connections` resizes each entrypoint's semaphore: a larger limit at once, a smaller
+//! one as connections close (none is closed for it).
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body as _;
@@ -132,7 +142,7 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Client-side connection settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeSettings {
     /// Idle keep-alive connections are closed after this.
     pub client_idle: Duration,
@@ -164,11 +174,108 @@ impl ServeSettings {
     }
 }
 
+/// The client-side settings in force and the hyper builders made from them.
+pub(crate) struct Live {
+    pub(crate) settings: ServeSettings,
+    builders: Builders,
+}
+
+impl Live {
+    fn new(settings: ServeSettings) -> Live {
+        Live {
+            settings,
+            builders: Builders::new(&settings),
+        }
+    }
+}
+
+/// What a connection reads its settings from: the [`Live`] ones now, re-read (and the
+/// `Arc` swapped) only when a reload changed them.
+pub(crate) type SettingsCache<'a> = arc_swap::Cache<&'a ArcSwap<Live>, Arc<Live>>;
+
+/// The serving listeners' client-side settings, changed on reload. Cheap to clone.
+#[derive(Clone)]
+pub struct LiveSettings {
+    live: Arc<ArcSwap<Live>>,
+    /// Each entrypoint's `max_connections`.
+    slots: Arc<[Arc<Slots>]>,
+}
+
+impl std::fmt::Debug for LiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSettings")
+            .field("settings", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveSettings {
+    /// The settings in force.
+    pub fn current(&self) -> ServeSettings {
+        self.live.load().settings
+    }
+
+    /// Serve with `settings` from now on: new connections, and the next request of each
+    /// relayed one; `max_connections` resizes every entrypoint's limit (see the
+    /// [module documentation](self)). Nothing happens if they are the same.
+    pub fn apply(&self, settings: ServeSettings) {
+        if self.current() == settings {
+            return;
+        }
+        self.live.store(Arc::new(Live::new(settings)));
+        for slots in self.slots.iter() {
+            slots.resize(settings.max_connections);
+        }
+    }
+}
+
+/// An entrypoint's `max_connections`: a semaphore with one permit per connection.
+struct Slots {
+    semaphore: Arc<Semaphore>,
+    /// The limit the semaphore is being brought to.
+    size: Mutex<usize>,
+}
+
+impl Slots {
+    fn new(size: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size: Mutex::new(size),
+        })
+    }
+
+    /// A larger limit adds permits at once. A smaller one takes away free permits now and
+    /// the rest as connections close (a task waits for them, ahead of the accept loop in
+    /// the semaphore's queue): open connections are never closed for it.
+    fn resize(&self, new: usize) {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if new > *size {
+            self.semaphore.add_permits(new - *size);
+        } else if new < *size {
+            let excess = *size - new;
+            let missing = excess - self.semaphore.forget_permits(excess);
+            if missing > 0
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let semaphore = Arc::clone(&self.semaphore);
+                let n = u32::try_from(missing).unwrap_or(u32::MAX);
+                runtime.spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many_owned(n).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        *size = new;
+    }
+}
+
 /// Serving listeners. Dropping it does not stop them; call [`Serving::shutdown`].
 #[derive(Debug)]
 pub struct Serving {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    settings: LiveSettings,
 }
 
 impl Serving {
@@ -186,10 +293,17 @@ impl Serving {
     ) -> Serving {
         let (stop, stopped) = watch::channel(false);
         let addrs = listeners.local_addrs();
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(settings)));
+        let slots: Arc<[Arc<Slots>]> = listeners
+            .bound
+            .iter()
+            .map(|_| Slots::new(settings.max_connections))
+            .collect();
         let tasks = listeners
             .bound
             .into_iter()
-            .map(|bound| {
+            .zip(slots.iter().cloned())
+            .map(|(bound, slots)| {
                 let kind = if let Some((target, port)) = &bound.redirect {
                     // The port the target really listens on (tests bind port 0).
                     let port = addrs
@@ -213,12 +327,21 @@ impl Serving {
                     bound.name,
                     bound.listener,
                     kind,
-                    settings,
+                    (Arc::clone(&live), slots),
                     stopped.clone(),
                 ))
             })
             .collect();
-        Serving { stop, tasks }
+        Serving {
+            stop,
+            tasks,
+            settings: LiveSettings { live, slots },
+        }
+    }
+
+    /// The client-side settings, to change them on reload.
+    pub fn settings(&self) -> LiveSettings {
+        self.settings.clone()
     }
 
     /// Stop accepting, let in-flight requests finish for at most `grace`, then return.
@@ -242,7 +365,7 @@ enum Kind {
     Redirect(RedirectTarget),
 }
 
-/// The connection builders of an entrypoint.
+/// The connection builders of hyper, made from the settings.
 struct Builders {
     /// HTTP/1.1 (with upgrades) or HTTP/2, by the connection preface.
     auto: auto::Builder<TokioExecutor>,
@@ -250,30 +373,38 @@ struct Builders {
     h2: auto::Builder<TokioExecutor>,
 }
 
+impl Builders {
+    fn new(settings: &ServeSettings) -> Builders {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read)
+            .max_headers(settings.max_headers)
+            // hyper answers 431 to a head that does not fit its buffer (8 KiB at least).
+            .max_buf_size(settings.max_head_size.max(8 * 1024))
+            .http2()
+            .timer(TokioTimer::new())
+            // `Date` is the gateway's to add (`Gateway::handle`): never in a trailers-only
+            // gRPC answer, where it would be trailing metadata.
+            .auto_date_header(false)
+            .max_concurrent_streams(1024);
+        Builders {
+            h2: builder.clone().http2_only(),
+            auto: builder,
+        }
+    }
+}
+
 async fn accept_loop(
     gateway: Arc<Gateway>,
     entrypoint: Arc<str>,
     listener: TcpListener,
     kind: Kind,
-    settings: ServeSettings,
+    (live, slots): (Arc<ArcSwap<Live>>, Arc<Slots>),
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read)
-        .max_headers(settings.max_headers)
-        // hyper answers 431 to a head that does not fit its buffer (8 KiB at least).
-        .max_buf_size(settings.max_head_size.max(8 * 1024))
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024);
-    let builders = Arc::new(Builders {
-        h2: builder.clone().http2_only(),
-        auto: builder,
-    });
     let entrypoint_id = gateway.entrypoint_id(&entrypoint);
     let open = gateway.connections_gauge(&entrypoint);
     let handshake_failures =
@@ -282,7 +413,7 @@ async fn accept_loop(
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     // At most `max_connections` open: past it, new connections wait in the listen backlog
     // (as HAProxy's maxconn) rather than being accepted and starved.
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let slots = Arc::clone(&slots.semaphore);
     loop {
         let (stream, client, slot) = tokio::select! {
             biased;
@@ -306,8 +437,7 @@ async fn accept_loop(
                 tls: matches!(kind, Kind::Tls(_)),
             },
             kind: kind.clone(),
-            builders: builders.clone(),
-            settings,
+            live: Arc::clone(&live),
             stopped: stopped.clone(),
             handshake_failures: handshake_failures.clone(),
             _slot: slot,
@@ -340,8 +470,8 @@ struct Connection {
     gateway: Arc<Gateway>,
     info: ConnInfo,
     kind: Kind,
-    builders: Arc<Builders>,
-    settings: ServeSettings,
+    /// The entrypoints' settings, read as the connection needs them.
+    live: Arc<ArcSwap<Live>>,
     stopped: watch::Receiver<bool>,
     /// The entrypoint's count of failed TLS handshakes (TLS entrypoints only).
     handshake_failures: Option<Arc<AtomicU64>>,
@@ -365,11 +495,12 @@ impl Connection {
 
     /// The relay first; the full HTTP stack if the relay hands the connection over.
     async fn serve_relayed<S: ClientStream>(mut self, stream: S) {
+        let live = Arc::clone(&self.live);
         let relayed = relay::serve(
             &self.gateway,
             &self.info,
             stream,
-            &self.settings,
+            &mut SettingsCache::new(&*live),
             &mut self.stopped,
         )
         .await;
@@ -387,7 +518,8 @@ impl Connection {
         // A handshake under way at shutdown is finished (it is bounded, and the client may
         // have sent its first request with its last handshake message); the connection is
         // then served or closed by the same shutdown rules as any other.
-        let handshake = tokio::time::timeout(self.settings.header_read, acceptor.accept(stream));
+        let header_read = self.live.load().settings.header_read;
+        let handshake = tokio::time::timeout(header_read, acceptor.accept(stream));
         let stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -444,6 +576,8 @@ impl Connection {
             }
         });
         let io = TokioIo::new(io);
+        // The builders in force now (a reload may have changed them since the accept).
+        let live = self.live.load_full();
         // The two connection types share no trait; the same steps for each.
         macro_rules! drive {
             ($conn:expr) => {{
@@ -464,10 +598,10 @@ impl Connection {
             }};
         }
         let ended = if h2_only {
-            drive!(self.builders.h2.serve_connection(io, service))
+            drive!(live.builders.h2.serve_connection(io, service))
         } else {
             drive!(
-                self.builders
+                live.builders
                     .auto
                     .serve_connection_with_upgrades(io, service)
             )
@@ -572,5 +706,43 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The permits the semaphore could hand out if every connection closed.
+    fn capacity(slots: &Slots, held: usize) -> usize {
+        slots.semaphore.available_permits() + held
+    }
+
+    #[tokio::test]
+    async fn max_connections_grows_at_once_and_shrinks_as_connections_close() {
+        let slots = Slots::new(4);
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                Arc::clone(&slots.semaphore)
+                    .try_acquire_owned()
+                    .expect("a slot")
+            })
+            .collect();
+        slots.resize(1);
+        // One free permit forgotten now; two more to take as connections close.
+        assert_eq!(slots.semaphore.available_permits(), 0);
+        drop(held);
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            if slots.semaphore.available_permits() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(capacity(&slots, 0), 1);
+        slots.resize(6);
+        assert_eq!(capacity(&slots, 0), 6);
+        slots.resize(6);
+        assert_eq!(capacity(&slots, 0), 6);
     }
 }

@@ -21,7 +21,7 @@ use crate::breaker::Breaker;
 use crate::budget::RetryBudget;
 use crate::health::ServiceHealth;
 use crate::hold::Activator;
-use crate::latency::LatencyTracker;
+use crate::latency::{LatencyTracker, RouteLatency};
 use crate::metrics::RequestMetrics;
 use crate::middleware::{self, Edge};
 use crate::upstream::{PoolSettings, Upstreams};
@@ -172,6 +172,13 @@ pub(crate) struct CompiledRoute {
     pub(crate) rewrites_path: bool,
     /// The route's retry settings, or its service's.
     pub(crate) retry: Retry,
+    /// The route's own recent latency: its `Auto` per-try timeout, and what its replicas
+    /// may be busy with (`crate::health`'s stall rule). Kept across reloads while the
+    /// route keeps its name and service.
+    pub(crate) latency: Arc<RouteLatency>,
+    /// How long a request waits for response headers: the route's `timeouts`, else its
+    /// service's, else the gateway's (a gRPC deadline may change it, `crate::grpc`).
+    pub(crate) response_header_timeout: Duration,
     pub(crate) service: Arc<ServiceHandle>,
     /// The route's name (`route-N` unless named), for metrics and the access log.
     pub(crate) name: Arc<str>,
@@ -183,7 +190,9 @@ pub(crate) struct CompiledRoute {
 /// Settings of the forwarding path that can change on reload.
 #[derive(Debug, Clone)]
 pub(crate) struct ForwardSettings {
-    pub(crate) response_header_timeout: Duration,
+    /// How far a `grpc-timeout` may raise a route's response-header timeout
+    /// (`gateway.timeouts.grpc_max`).
+    pub(crate) grpc_max: Duration,
     /// Longest pause in a streamed request body (`gateway.timeouts.body_idle`).
     pub(crate) body_idle: Duration,
     pub(crate) replica_header: Option<HeaderName>,
@@ -253,6 +262,11 @@ impl RoutingTable {
                     Some(old) if old.middlewares == r.middlewares => Arc::clone(&old.edge),
                     _ => Arc::new(Edge::new(&r.middlewares)),
                 };
+                let latency = match previous_edges.get(r.name.as_str()) {
+                    Some(old) if *old.service.name == *r.service => Arc::clone(&old.latency),
+                    _ => Arc::new(RouteLatency::default()),
+                };
+                service.health.add_route(&latency);
                 Some(CompiledRoute {
                     rule: r.rule.clone(),
                     entrypoints: r.entrypoints.clone(),
@@ -260,6 +274,12 @@ impl RoutingTable {
                     edge,
                     rewrites_path: middleware::rewrites_path(&r.middlewares),
                     retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
+                    latency,
+                    response_header_timeout: r
+                        .timeouts
+                        .over(service.def.timeouts)
+                        .response_header
+                        .unwrap_or(stack.gateway.timeouts.response_header),
                     name: r.name.as_str().into(),
                     router_id: metrics.intern(&r.name),
                     service_id: metrics.intern(&r.service),
@@ -291,7 +311,7 @@ impl RoutingTable {
             upstreams,
             smallest_body_limit,
             settings: ForwardSettings {
-                response_header_timeout: g.timeouts.response_header,
+                grpc_max: g.timeouts.grpc_max,
                 body_idle: g.timeouts.body_idle,
                 replica_header: g.replica_header.clone(),
                 metrics: stack.metrics.enabled,

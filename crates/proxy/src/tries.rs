@@ -11,15 +11,25 @@
 //!   replica answered one of `on_status` (502, 503, 504 by default): an *idempotent* request
 //!   (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any request with an `Idempotency-Key`
 //!   header) whose body we still have is sent to a replica not tried yet.
+//! * **Provably not processed** (HTTP/2) — the replica reset the stream with
+//!   `REFUSED_STREAM`, or its GOAWAY's last stream id is below the stream (RFC 9113 §8.7:
+//!   both say it was not processed), or the connection failed before a byte of the
+//!   request was written to it: the request is sent again on another replica (the same one,
+//!   on a new connection, when no other is in rotation), for *any* method, gRPC calls
+//!   (POSTs) included. This is a retry: it draws on the retry budget, counts in `attempts`
+//!   and in the service's retries. To be able to, requests to HTTP/2 services keep their
+//!   body (up to `max_replay_body`) whatever their method; a longer or streamed body is
+//!   sent once, and retried only if it comes back unsent.
 //! * **Slow** — no response headers after the per-try timeout: an idempotent request is also
 //!   sent to another replica (a *hedge*); the first try keeps running and the first
-//!   answer wins. With the automatic per-try timeout (4 × the service's recent p99, 100 ms
-//!   to 2 s) a hung replica costs a client about 100 ms instead of a timeout.
+//!   answer wins. With the automatic per-try timeout (4 × the route's recent p99, 100 ms
+//!   to 2 s: `crate::latency`) a hung replica costs a client about 100 ms instead of a
+//!   timeout, and a route slow by design is not hedged for it.
 //!
 //! Retries and hedges after sending draw on the service's retry budget (a share of its
 //! requests), so they cannot multiply the load on a service that is failing as a whole.
-//! At most `attempts` tries are made per request (connect failures aside, which try each
-//! replica at most once). Request bodies are kept for replay when their `Content-Length`
+//! At most `attempts` tries are made per request (connect failures and unsent requests
+//! aside, which try each replica at most once). Request bodies are kept for replay when their `Content-Length`
 //! is at most `max_replay_body`; a streamed (chunked) body can only be sent once.
 //!
 //! # The client's part
@@ -32,8 +42,8 @@
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -54,6 +64,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::{BoxError, ProxyBody};
 use crate::error::{ProxyError, SLOW_BODY};
 use crate::health::{Outcome, ms_at};
+use crate::latency::RouteLatency;
 use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
 use crate::upstream::{Conn, ConnectError, Upstreams};
 
@@ -85,6 +96,15 @@ pub(crate) enum TryError<R> {
     Unsent(R),
     /// The request was (perhaps partly) sent, then the connection failed.
     Sent(BoxError),
+    /// The replica provably did not process the request (RFC 9113 §8.7: `REFUSED_STREAM`,
+    /// a stream above GOAWAY's last stream id, or a connection that failed before the
+    /// request was written), but it is not in hand any more: a copy is sent again.
+    Unprocessed {
+        error: BoxError,
+        /// The replica failed us (refused the stream, or its connection broke) rather than
+        /// going away in order (GOAWAY): passive health hears of it.
+        replica_failed: bool,
+    },
 }
 
 /// One way of carrying a request to a replica: hyper's client ([`HyperExchange`]: any
@@ -97,8 +117,13 @@ pub(crate) trait Exchange {
     /// The request for the next try; `None` when the only copy has been sent. Without
     /// `keep_copy` no later try will need the request, so it may be moved out.
     fn next_request(&mut self, keep_copy: bool) -> Option<Self::Request>;
-    /// Whether every try can have a copy (the body is held, not streamed).
+    /// Whether a later try can have a copy (the body is held, or kept as it streams).
     fn replayable(&self) -> bool;
+    /// Whether a hedge can run beside the first try: only a body held in full can go to
+    /// two replicas at once (a kept stream belongs to one try at a time).
+    fn hedgeable(&self) -> bool {
+        self.replayable()
+    }
     /// How the client's streamed body is going, if it is streamed.
     fn upload(&self) -> Option<&Arc<Upload>> {
         None
@@ -274,6 +299,129 @@ enum Replay {
     Full(Bytes),
     /// Streamed: sent by one try only. It is here until a try takes it.
     Once(Option<ProxyBody>),
+    /// Streamed, and kept as it goes while it fits the limit: a later try replays what was
+    /// kept, then reads on (see [`Tee`]).
+    Tee(Arc<Mutex<Kept>>),
+}
+
+/// A streamed request body, and what of it has been read so far.
+pub(crate) struct Kept {
+    /// The client's body; `None` until set, and once it has ended.
+    source: Option<ProxyBody>,
+    /// Its frames read so far, while they fit `limit`.
+    frames: Vec<KeptFrame>,
+    len: u64,
+    limit: u64,
+    /// Longer than `limit`: nothing is kept, no other try can have it.
+    overflowed: bool,
+    /// The try whose body reads it; bodies of earlier tries read nothing more.
+    current: u64,
+}
+
+enum KeptFrame {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+impl Kept {
+    fn new(limit: u64) -> Kept {
+        Kept {
+            source: None,
+            frames: Vec::new(),
+            len: 0,
+            limit,
+            overflowed: false,
+            current: 0,
+        }
+    }
+}
+
+fn lock(kept: &Mutex<Kept>) -> std::sync::MutexGuard<'_, Kept> {
+    kept.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One try's copy of a [`Kept`] body: the frames kept so far, then the client's body as it
+/// comes (kept in turn). Only the latest try's copy reads; a new one is made only once the
+/// try before it has settled, so no two read at a time.
+struct Tee {
+    kept: Arc<Mutex<Kept>>,
+    try_no: u64,
+    /// Frames of `kept` already sent by this copy.
+    at: usize,
+}
+
+impl Tee {
+    /// A copy for the next try; `None` if the body was too long to keep.
+    fn next(kept: &Arc<Mutex<Kept>>) -> Option<Tee> {
+        let mut k = lock(kept);
+        if k.overflowed {
+            return None;
+        }
+        k.current += 1;
+        Some(Tee {
+            kept: Arc::clone(kept),
+            try_no: k.current,
+            at: 0,
+        })
+    }
+}
+
+impl Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut k = lock(&this.kept);
+        if k.current != this.try_no {
+            return Poll::Ready(Some(Err("the request went to another try".into())));
+        }
+        if let Some(frame) = k.frames.get(this.at) {
+            this.at += 1;
+            return Poll::Ready(Some(Ok(match frame {
+                KeptFrame::Data(data) => http_body::Frame::data(data.clone()),
+                KeptFrame::Trailers(t) => http_body::Frame::trailers(t.clone()),
+            })));
+        }
+        let Some(source) = k.source.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(source).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(None) => {
+                k.source = None;
+                return Poll::Ready(None);
+            }
+            other => return other,
+        };
+        if !k.overflowed {
+            let copy = match frame.data_ref() {
+                Some(data) => KeptFrame::Data(data.clone()),
+                None => KeptFrame::Trailers(frame.trailers_ref().cloned().unwrap_or_default()),
+            };
+            k.len += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if k.len > k.limit {
+                k.overflowed = true;
+                k.frames = Vec::new();
+            } else {
+                k.frames.push(copy);
+                this.at = k.frames.len();
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // As the client's body says: hyper then ends the stream with its last DATA frame
+        // rather than an empty one (which servers count, and limit).
+        let k = lock(&self.kept);
+        k.current == self.try_no
+            && self.at >= k.frames.len()
+            && k.source.as_ref().is_none_or(|s| s.is_end_stream())
+    }
 }
 
 /// A request carried by hyper's client: everything of it but its body and URI, to build
@@ -286,6 +434,9 @@ pub(crate) struct HyperExchange {
     path_and_query: PathAndQuery,
     /// HTTP/2 to the replica (h2c, or h2 over TLS).
     h2: bool,
+    /// Every try gets a copy, even of a request not sent again after a replica saw it: an
+    /// HTTP/2 try the replica did not process is sent again whatever the method.
+    keep_copies: bool,
     replay: Replay,
     /// How a streamed body is going (`None`: the body is in hand).
     upload: Option<Arc<Upload>>,
@@ -299,10 +450,11 @@ pub(crate) type HyperResponse = (
 );
 
 impl HyperExchange {
-    /// Hold the request for sending. With a `replay_limit` (the request may be sent again),
-    /// a body announced as at most that many bytes is read ahead, so that every try can
-    /// have a copy; others are streamed, with pauses of at most `body_idle`. HTTP/2 if
-    /// `h2` (`h2c` and `h2` services), HTTP/1.1 otherwise.
+    /// Hold the request for sending. With a `replay_limit` (the request may be sent again:
+    /// an idempotent one, or any to an HTTP/2 service, see the module docs), a body
+    /// announced as at most that many bytes is read ahead, so that every try can have a
+    /// copy; others are streamed, with pauses of at most `body_idle`. HTTP/2 if `h2` (`h2c`
+    /// and `h2` services), HTTP/1.1 otherwise.
     pub(crate) async fn new(
         method: Method,
         headers: HeaderMap,
@@ -313,29 +465,51 @@ impl HyperExchange {
         body_idle: Duration,
     ) -> Result<HyperExchange, ProxyError> {
         let mut upload = None;
-        let replay = match replay_limit {
-            _ if body.is_end_stream() => Replay::Full(Bytes::new()),
+        // The replay, and the body to stream if it is not all in hand.
+        let (replay, streamed) = match replay_limit {
+            _ if body.is_end_stream() => (Replay::Full(Bytes::new()), None),
             Some(limit) if body.size_hint().exact().is_some_and(|n| n <= limit) => {
-                Replay::Full(read_small_body(body, limit, body_idle).await?)
+                let bytes = read_small_body(body, limit, body_idle).await?;
+                (Replay::Full(bytes), None)
             }
-            _ => {
+            // HTTP/2 without a length (gRPC's way): streamed as it comes, and kept up to
+            // the limit. Reading it all first could stall a stream whose client waits for
+            // an answer before it sends more.
+            Some(limit) if h2 && body.size_hint().lower() <= limit => (
+                Replay::Tee(Arc::new(Mutex::new(Kept::new(limit)))),
+                Some(body),
+            ),
+            _ => (Replay::Once(None), Some(body)),
+        };
+        let replay = match streamed {
+            Some(body) => {
                 let tracked = Arc::new(Upload::default());
                 let body = ClientBody::new(body, Arc::clone(&tracked), body_idle);
                 upload = Some(tracked);
-                Replay::Once(Some(BodyExt::boxed_unsync(body)))
+                let body = BodyExt::boxed_unsync(body);
+                match replay {
+                    Replay::Tee(kept) => {
+                        lock(&kept).source = Some(body);
+                        Replay::Tee(kept)
+                    }
+                    _ => Replay::Once(Some(body)),
+                }
             }
+            None => replay,
         };
         let version = if h2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
+        let keep_copies = h2 && replay_limit.is_some() && !matches!(replay, Replay::Once(_));
         Ok(HyperExchange {
             method,
             version,
             headers: Some(headers),
             path_and_query,
             h2,
+            keep_copies,
             replay,
             upload,
         })
@@ -350,8 +524,9 @@ impl Exchange for HyperExchange {
         let body = match &mut self.replay {
             Replay::Full(bytes) => boxed_bytes(bytes.clone()),
             Replay::Once(body) => body.take()?,
+            Replay::Tee(kept) => Tee::next(kept)?.boxed_unsync(),
         };
-        let headers = if keep_copy {
+        let headers = if keep_copy || self.keep_copies {
             self.headers.clone()?
         } else {
             self.headers.take()?
@@ -365,6 +540,15 @@ impl Exchange for HyperExchange {
     }
 
     fn replayable(&self) -> bool {
+        match &self.replay {
+            Replay::Full(_) => true,
+            // Kept so far; whether it all fits is known when a retry asks (`Tee::next`).
+            Replay::Tee(kept) => !lock(kept).overflowed,
+            Replay::Once(_) => false,
+        }
+    }
+
+    fn hedgeable(&self) -> bool {
         matches!(self.replay, Replay::Full(_))
     }
 
@@ -422,14 +606,73 @@ async fn hyper_try(
                 None => TryError::Sent(Box::new(e.into_error())),
             }),
         },
-        Conn::H2(mut sender) => match sender.try_send_request(req).await {
-            Ok(resp) => Ok((resp, None)),
-            Err(mut e) => Err(match e.take_message() {
-                Some(req) => TryError::Unsent(req),
-                None => TryError::Sent(Box::new(e.into_error())),
-            }),
-        },
+        Conn::H2(mut sender, wire) => {
+            // Bytes written before the request is handed over: if the connection fails with
+            // none written since, no part of the request reached the replica.
+            let written = wire.written();
+            match sender.try_send_request(req).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(mut e) => {
+                    if let Some(req) = e.take_message() {
+                        // hyper's side of the connection was gone before it took the request.
+                        upstreams.evict_h2(backend.addr(), &wire);
+                        return Err(TryError::Unsent(req));
+                    }
+                    let e = e.into_error();
+                    let unwritten = wire.is_closing() && wire.written() == written;
+                    let unprocessed = h2_unprocessed(&e, unwritten);
+                    if wire.is_closing() || unprocessed == Some(H2Unprocessed::GoneAway) {
+                        upstreams.evict_h2(backend.addr(), &wire);
+                    }
+                    Err(match unprocessed {
+                        None => TryError::Sent(Box::new(e)),
+                        Some(why) => TryError::Unprocessed {
+                            error: Box::new(e),
+                            replica_failed: why != H2Unprocessed::GoneAway,
+                        },
+                    })
+                }
+            }
+        }
     }
+}
+
+/// Why an HTTP/2 stream was not processed by the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum H2Unprocessed {
+    /// Reset with `REFUSED_STREAM` (RFC 9113 §8.7).
+    Refused,
+    /// Its id is above the last stream id of the replica's GOAWAY, or the connection was
+    /// going away when the stream was to be opened (RFC 9113 §6.8, §8.7).
+    GoneAway,
+    /// The connection failed before any byte of the request was written to it.
+    Unwritten,
+}
+
+/// Whether the failure `e` of an HTTP/2 try proves that the replica did not process the
+/// request; `unwritten`: the connection failed, having written nothing after the request
+/// was handed over.
+///
+/// hyper carries h2's error as its source. h2 (0.4) reports a `GoAway` error initiated by
+/// the remote to exactly the streams above the GOAWAY's last stream id, and to streams
+/// opened after it arrived; a reset initiated by the remote carries the replica's reason.
+/// Any other error of a stream whose request was written — a reset for another reason, a
+/// broken connection — leaves open whether the replica acted on it.
+fn h2_unprocessed(e: &hyper::Error, unwritten: bool) -> Option<H2Unprocessed> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.is_remote() && h2.is_go_away() {
+                return Some(H2Unprocessed::GoneAway);
+            }
+            if h2.is_remote() && h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(H2Unprocessed::Refused);
+            }
+            break;
+        }
+        source = err.source();
+    }
+    unwritten.then_some(H2Unprocessed::Unwritten)
 }
 
 /// How far a try's timer is set while the client is still sending: a wake-up that never
@@ -443,8 +686,14 @@ pub(crate) struct Outbound<'a> {
     pub(crate) tls_pool: Option<Arc<Upstreams>>,
     pub(crate) service: &'a ServiceHandle,
     pub(crate) retry: &'a Retry,
-    /// Overall bound on waiting for response headers.
+    /// The route's latency: its `Auto` per-try timeout (`crate::latency::RouteLatency`).
+    pub(crate) route_latency: &'a RouteLatency,
+    /// Overall bound on waiting for response headers: the route's (`crate::table`), or a
+    /// gRPC call's deadline (`crate::grpc::call_wait`).
     pub(crate) response_header_timeout: Duration,
+    /// The bound is the client's own deadline: running out of it is not the replica's
+    /// failure ([`ProxyError::DeadlineExceeded`]).
+    pub(crate) client_deadline: bool,
     /// When the request was let through (from [`crate::gateway::admit`]): the first try's
     /// start, without another clock read.
     pub(crate) start: Instant,
@@ -462,7 +711,9 @@ impl<'a> Outbound<'a> {
             },
             service,
             retry: &route.retry,
-            response_header_timeout: table.settings.response_header_timeout,
+            route_latency: &route.latency,
+            response_header_timeout: route.response_header_timeout,
+            client_deadline: false,
             start,
         }
     }
@@ -496,10 +747,20 @@ impl<'a> Outbound<'a> {
         let retry = self.retry;
         let start = self.start;
         let resend_after_send = idempotent && retry.attempts > 1 && exchange.replayable();
+        // How long the route's answers may take: the per-try timeout, from the route's own
+        // latency (a slow route is not timed by its service's fast ones). Every request
+        // reports it, hedged or not: passive health tells a busy replica from a hung one by
+        // it (`crate::health`, stalls).
+        let expected = match retry.per_try_timeout {
+            PerTryTimeout::Fixed(d) => d,
+            PerTryTimeout::Auto | PerTryTimeout::Off => {
+                self.route_latency.tracker.auto_per_try_timeout(start)
+            }
+        };
+        self.route_latency.sent(start, expected);
         let per_try = match retry.per_try_timeout {
-            _ if !resend_after_send => None,
-            PerTryTimeout::Auto => Some(service.latency.auto_per_try_timeout(start)),
-            PerTryTimeout::Fixed(d) => Some(d),
+            _ if !resend_after_send || !exchange.hedgeable() => None,
+            PerTryTimeout::Auto | PerTryTimeout::Fixed(_) => Some(expected),
             PerTryTimeout::Off => None,
         };
         let mut state = Tries {
@@ -561,8 +822,11 @@ impl<'a> Outbound<'a> {
                 }
                 () = &mut timer => {
                     if uploading || Instant::now() < deadline {
-                        state.hedge(per_try.unwrap_or_default());
+                        state.hedge();
                     } else {
+                        if self.client_deadline {
+                            return Err(ProxyError::DeadlineExceeded(service.name.to_string()));
+                        }
                         // The try still waiting counts as a failure of its replica.
                         if let Some((backend, _)) = state.latest.take() {
                             let reason = format!("no response headers within {}ms", self.response_header_timeout.as_millis());
@@ -688,9 +952,9 @@ impl<X: Exchange> Tries<'_, '_, X> {
             Ok(response) => {
                 let status = X::status(&response);
                 let now = Instant::now();
-                service
-                    .latency
-                    .record(now, now.saturating_duration_since(sent));
+                let latency = now.saturating_duration_since(sent);
+                service.latency.record(now, latency);
+                self.send.route_latency.tracker.record(now, latency);
                 let at_ms = ms_at(now);
                 service.health.observe(
                     &service.balancer,
@@ -743,11 +1007,18 @@ impl<X: Exchange> Tries<'_, '_, X> {
             }
             Err(TryError::Unsent(req)) => {
                 // A pooled connection the replica had closed: send again on a fresh one,
-                // to the same replica (it did not fail us).
-                self.launch_on(pick, req);
-                Ok(None)
+                // to the same replica (it did not fail us) if it is still in rotation, else
+                // to another.
+                if self.in_rotation(&backend) {
+                    self.launch_on(pick, req);
+                    return Ok(None);
+                }
+                drop(pick);
+                self.launch(req).map(|()| None)
             }
-            Err(TryError::Sent(_)) if let Some(e) = self.client_error() => {
+            Err(TryError::Sent(_) | TryError::Unprocessed { .. })
+                if let Some(e) = self.client_error() =>
+            {
                 // The client's body failed (malformed, or it stopped sending): its answer,
                 // and no replica is blamed or tried again.
                 drop(pick);
@@ -779,22 +1050,80 @@ impl<X: Exchange> Tries<'_, '_, X> {
                 }
                 Ok(None)
             }
+            Err(TryError::Unprocessed {
+                error,
+                replica_failed,
+            }) => {
+                tracing::debug!(service = %service.name, replica = backend.key(), error = %error, "the replica did not process the request");
+                if replica_failed {
+                    let why = error.to_string();
+                    service
+                        .health
+                        .observe(&service.balancer, &backend, Outcome::Failed(why));
+                }
+                self.last_error = Some(ProxyError::Upstream {
+                    service: service.name.to_string(),
+                    source: error,
+                });
+                // Any method may go again (RFC 9113 §8.7), as a retry: within `attempts`
+                // and the budget, and only with a copy of the request in hand.
+                if !self.in_flight.is_empty() || self.started >= retry.attempts {
+                    return Ok(None);
+                }
+                let Some(req) = self.next_request() else {
+                    return Ok(None);
+                };
+                if !self.spend_budget() {
+                    return Ok(None);
+                }
+                service
+                    .health
+                    .counters
+                    .retries
+                    .fetch_add(1, Ordering::Relaxed);
+                let other = {
+                    let exclude: Vec<&str> = self.tried.iter().map(|k| &**k).collect();
+                    self.key.pick(service, &exclude)
+                };
+                match other {
+                    Some(other) => {
+                        drop(pick);
+                        self.launch_on(other, req);
+                    }
+                    // The only replica in rotation: again, on a new connection if its
+                    // last one went away.
+                    None if self.in_rotation(&backend) => self.launch_on(pick, req),
+                    None => {}
+                }
+                Ok(None)
+            }
         }
+    }
+
+    /// Whether `backend` may still take new requests: in the service's set (not removed or
+    /// draining) and not out of rotation (failing its checks, ejected).
+    fn in_rotation(&self, backend: &Backend) -> bool {
+        backend.is_available()
+            && self
+                .send
+                .service
+                .balancer
+                .backends()
+                .iter()
+                .any(|b| b.key() == backend.key())
     }
 
     /// The latest try waited its per-try timeout: tell passive health, and send the
     /// request to another replica too if the budget allows.
-    fn hedge(&mut self, waited: Duration) {
+    fn hedge(&mut self) {
         let service = self.send.service;
-        let Some((backend, at)) = self.latest.take() else {
+        let Some((backend, started)) = self.latest.take() else {
             return;
         };
-        let started_ms = ms_at(at);
-        service.health.observe(
-            &service.balancer,
-            &backend,
-            Outcome::Slow { started_ms, waited },
-        );
+        let now = Instant::now();
+        service
+            .health
+            .observe(&service.balancer, &backend, Outcome::Slow { started, now });
         if !self.spend_budget() {
             return;
         }

@@ -15,20 +15,34 @@
 //! replica closed before our request was written gives the request back (hyper's
 //! `try_send_request`), and the gateway sends it again on a fresh connection.
 //!
+//! HTTP/2: one connection per endpoint, shared by all requests to it. It leaves the pool
+//! the moment it can take no new stream: when the replica's GOAWAY frame arrives (RFC 9113
+//! §6.8; spotted by [`Wire`] as the bytes are read, before hyper's client would notice it at
+//! the next request), when its side of the connection ends or fails, and when the
+//! connection's task ends. A try that finds its connection gone evicts it too, so the next
+//! checkout makes a new one. Each connection's [`Wire`] also counts the bytes written to it:
+//! a try whose connection failed without a byte written after the request was handed over
+//! provably never reached the replica (`crate::tries` sends it again, whatever its method).
+//!
 //! TLS: the TCP connect, then the TLS handshake (ALPN `h2` or `http/1.1`), then the HTTP
 //! handshake; `connect_timeout` bounds the TCP connect and the TLS handshake together. A
 //! handshake that fails (a certificate that does not verify, a replica that does not speak
 //! TLS or does not agree to `h2`) is a connect failure: nothing was sent, the request goes
 //! to another replica, and the error says why.
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use shoal_health::ClientTls;
 use shoal_health::tls::{ALPN_H2, TlsError, host_of};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -56,6 +70,17 @@ pub(crate) enum ConnectError {
     Tls(String),
 }
 
+impl ConnectError {
+    /// The same failure again, for requests that waited on the connect that had it.
+    fn again(&self) -> ConnectError {
+        match self {
+            ConnectError::Timeout(d) => ConnectError::Timeout(*d),
+            ConnectError::Failed(e) => ConnectError::Failed(e.to_string().into()),
+            ConnectError::Tls(why) => ConnectError::Tls(why.clone()),
+        }
+    }
+}
+
 /// How a TLS service's pool connects: its client config (or why there is none), and the
 /// host its replicas are verified as when the setting names none.
 #[derive(Debug)]
@@ -74,9 +99,53 @@ pub(crate) struct TlsPool {
 pub(crate) enum Conn {
     /// HTTP/1.1, exclusively ours until returned.
     H1(http1::SendRequest<ProxyBody>),
-    /// HTTP/2, shared.
-    H2(http2::SendRequest<ProxyBody>),
+    /// HTTP/2, shared; with what is known of its connection.
+    H2(http2::SendRequest<ProxyBody>, Arc<Wire>),
 }
+
+/// What the gateway sees of one HTTP/2 connection's bytes, shared by the connection (which
+/// updates it as it reads and writes), the pool and the tries using it.
+#[derive(Debug, Default)]
+pub(crate) struct Wire {
+    /// Bytes the connection has taken for sending (into the socket, or into TLS).
+    written: AtomicU64,
+    /// The replica sent GOAWAY, or the connection ended or failed: no new stream may use it.
+    closing: AtomicBool,
+}
+
+impl Wire {
+    /// Bytes written so far: a try reads it before handing its request over; if the
+    /// connection then fails with the count unchanged, not a byte of the request was sent.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection takes no new stream (GOAWAY received, or it ended).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+}
+
+/// A pooled HTTP/2 connection.
+#[derive(Debug)]
+struct H2Entry {
+    sender: http2::SendRequest<ProxyBody>,
+    wire: Arc<Wire>,
+}
+
+/// The HTTP/2 connections of a pool, by endpoint; shared with their connection tasks, which
+/// remove their own entry when they end.
+type H2Map = Mutex<HashMap<Box<str>, H2Entry>>;
+
+/// One HTTP/2 connect at a time per endpoint: requests that find no connection wait for the
+/// one being made rather than each opening their own (a burst of new streams would
+/// otherwise open a connection apiece). Holds the last connect's failure and when it came,
+/// so that those waiting get it at once instead of trying again one after the other.
+type H2Dial = tokio::sync::Mutex<Option<(Instant, ConnectError)>>;
 
 #[derive(Debug)]
 struct Idle {
@@ -100,7 +169,8 @@ pub(crate) struct Upstreams {
     tls: Option<TlsPool>,
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
     sockets: Mutex<HashMap<Box<str>, Vec<IdleSocket>>>,
-    h2: Mutex<HashMap<Box<str>, http2::SendRequest<ProxyBody>>>,
+    h2: Arc<H2Map>,
+    h2_dial: Mutex<HashMap<Box<str>, Arc<H2Dial>>>,
 }
 
 impl Upstreams {
@@ -119,7 +189,8 @@ impl Upstreams {
             tls,
             idle: Mutex::default(),
             sockets: Mutex::default(),
-            h2: Mutex::default(),
+            h2: Arc::default(),
+            h2_dial: Mutex::default(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(sweep(Arc::downgrade(&pool)));
@@ -135,7 +206,10 @@ impl Upstreams {
     /// A connection to `addr` (HTTP/2 if `h2`): a pooled one if available, else a new one.
     pub(crate) async fn checkout(&self, addr: &str, h2: bool) -> Result<Conn, ConnectError> {
         if h2 {
-            return self.checkout_h2(addr).await.map(Conn::H2);
+            return self
+                .checkout_h2(addr)
+                .await
+                .map(|(sender, wire)| Conn::H2(sender, wire));
         }
         while let Some(mut sender) = self.pop_idle(addr) {
             // Usually ready at once; waits only if the last response is still being wound up.
@@ -223,22 +297,84 @@ impl Upstreams {
         }
     }
 
-    async fn checkout_h2(&self, addr: &str) -> Result<http2::SendRequest<ProxyBody>, ConnectError> {
-        {
-            let h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = h2.get(addr).filter(|s| !s.is_closed()) {
-                return Ok(s.clone());
-            }
+    async fn checkout_h2(
+        &self,
+        addr: &str,
+    ) -> Result<(http2::SendRequest<ProxyBody>, Arc<Wire>), ConnectError> {
+        if let Some(pooled) = self.pooled_h2(addr) {
+            return Ok(pooled);
         }
-        let sender = match &self.tls {
-            None => handshake_h2(self.connect(addr).await?).await?,
-            Some(tls) => handshake_h2(self.connect_tls(addr, tls).await?).await?,
+        let gate = {
+            let mut dial = self.h2_dial.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(dial.entry(addr.into()).or_default())
         };
-        self.h2
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr.into(), sender.clone());
-        Ok(sender)
+        let waited_from = Instant::now();
+        let mut last_failure = gate.lock().await;
+        // Made, or failed, by the request this one waited for.
+        if let Some(pooled) = self.pooled_h2(addr) {
+            return Ok(pooled);
+        }
+        if let Some((at, e)) = last_failure.as_ref()
+            && *at >= waited_from
+        {
+            return Err(e.again());
+        }
+        let wire = Arc::new(Wire::default());
+        let connected = match &self.tls {
+            None => match self.connect(addr).await {
+                Ok(io) => {
+                    let io = Watched::new(io.into_inner(), &wire);
+                    handshake_h2(TokioIo::new(io), addr, &wire, &self.h2).await
+                }
+                Err(e) => Err(e),
+            },
+            Some(tls) => match self.connect_tls(addr, tls).await {
+                Ok(io) => {
+                    let io = Watched::new(io.into_inner(), &wire);
+                    handshake_h2(TokioIo::new(io), addr, &wire, &self.h2).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let sender = match connected {
+            Ok(sender) => sender,
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.again()));
+                return Err(e);
+            }
+        };
+        *last_failure = None;
+        self.h2.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            addr.into(),
+            H2Entry {
+                sender: sender.clone(),
+                wire: Arc::clone(&wire),
+            },
+        );
+        Ok((sender, wire))
+    }
+
+    /// The pooled HTTP/2 connection to `addr` if it can carry new streams (one that cannot
+    /// is dropped from the pool).
+    fn pooled_h2(&self, addr: &str) -> Option<(http2::SendRequest<ProxyBody>, Arc<Wire>)> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        match h2.get(addr) {
+            Some(e) if !e.wire.is_closing() && !e.sender.is_closed() => {
+                Some((e.sender.clone(), Arc::clone(&e.wire)))
+            }
+            Some(_) => {
+                drop(h2.remove(addr));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Take the HTTP/2 connection whose [`Wire`] is `wire` out of the pool (if still there):
+    /// a try found it unable to carry new streams.
+    pub(crate) fn evict_h2(&self, addr: &str, wire: &Arc<Wire>) {
+        wire.close();
+        evict(&self.h2, addr, wire);
     }
 
     async fn connect(&self, addr: &str) -> Result<TokioIo<TcpStream>, ConnectError> {
@@ -311,8 +447,14 @@ where
     Ok(sender)
 }
 
-/// The HTTP/2 handshake on a new connection; its driver runs in a task.
-async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<ProxyBody>, ConnectError>
+/// The HTTP/2 handshake on a new connection to `addr`; its driver runs in a task, which
+/// takes the connection out of `pool` when it ends.
+async fn handshake_h2<I>(
+    io: I,
+    addr: &str,
+    wire: &Arc<Wire>,
+    pool: &Arc<H2Map>,
+) -> Result<http2::SendRequest<ProxyBody>, ConnectError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -322,12 +464,167 @@ where
         .handshake(io)
         .await
         .map_err(|e| ConnectError::Failed(Box::new(e)))?;
+    let (addr, wire_of_task, pool) = (
+        Box::<str>::from(addr),
+        Arc::clone(wire),
+        Arc::downgrade(pool),
+    );
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::trace!(error = %e, "upstream h2 connection ended with an error");
         }
+        wire_of_task.close();
+        if let Some(pool) = pool.upgrade() {
+            evict(&pool, &addr, &wire_of_task);
+        }
     });
     Ok(sender)
+}
+
+/// Remove `addr`'s HTTP/2 connection from `pool` if it is the one of `wire` (a newer one may
+/// have replaced it).
+fn evict(pool: &H2Map, addr: &str, wire: &Arc<Wire>) {
+    let mut h2 = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if h2.get(addr).is_some_and(|e| Arc::ptr_eq(&e.wire, wire)) {
+        h2.remove(addr);
+    }
+}
+
+/// Frame type of GOAWAY (RFC 9113 §6.8).
+const GOAWAY: u8 = 0x7;
+
+/// Finds GOAWAY frames in the bytes an HTTP/2 server sends, following only the frame layout
+/// (RFC 9113 §4.1: a 9-byte header — 24-bit payload length, type, flags, stream id — then
+/// the payload). The server's bytes are frames from the first one (its connection preface
+/// is a SETTINGS frame, §3.4). Nothing is judged here: hyper's h2 checks every frame, and
+/// a connection it finds malformed ends anyway. This only tells, as soon as a GOAWAY's
+/// header has arrived, that the connection takes no new stream.
+#[derive(Debug, Default)]
+struct FrameScan {
+    /// Payload bytes of the current frame not yet seen.
+    skip: usize,
+    /// The frame header being read, and how much of it has arrived.
+    head: [u8; 9],
+    got: usize,
+}
+
+impl FrameScan {
+    /// Read `bytes`, the next the server sent; true if a GOAWAY frame header was in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        loop {
+            let n = self.skip.min(bytes.len());
+            self.skip -= n;
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                return false;
+            }
+            let n = (self.head.len() - self.got).min(bytes.len());
+            self.head[self.got..self.got + n].copy_from_slice(&bytes[..n]);
+            self.got += n;
+            bytes = &bytes[n..];
+            if self.got == self.head.len() {
+                self.got = 0;
+                if self.head[3] == GOAWAY {
+                    return true;
+                }
+                let [a, b, c, ..] = self.head;
+                self.skip = u32::from_be_bytes([0, a, b, c]) as usize;
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 connection's byte stream, reporting to its [`Wire`]: bytes written, and
+    /// the first sign that it takes no new stream (a GOAWAY, its end, an error).
+    struct Watched<S> {
+        #[pin]
+        inner: S,
+        wire: Arc<Wire>,
+        scan: FrameScan,
+    }
+}
+
+impl<S> Watched<S> {
+    fn new(inner: S, wire: &Arc<Wire>) -> Watched<S> {
+        Watched {
+            inner,
+            wire: Arc::clone(wire),
+            scan: FrameScan::default(),
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        // Nothing read into room for something is the end of the stream.
+        let room = buf.remaining() > 0;
+        let polled = this.inner.poll_read(cx, buf);
+        match &polled {
+            Poll::Ready(Ok(())) if this.wire.is_closing() => {}
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if (new.is_empty() && room) || this.scan.feed(new) {
+                    this.wire.close();
+                }
+            }
+            Poll::Ready(Err(_)) => this.wire.close(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        note_write(this.wire, &polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        note_write(this.wire, &polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+fn note_write(wire: &Wire, polled: &Poll<io::Result<usize>>) {
+    match polled {
+        Poll::Ready(Ok(n)) => {
+            wire.written.fetch_add(*n as u64, Ordering::AcqRel);
+        }
+        Poll::Ready(Err(_)) => wire.close(),
+        Poll::Pending => {}
+    }
 }
 
 /// Close idle connections older than the idle timeout; stops when the pool is dropped.
@@ -356,7 +653,7 @@ async fn sweep(pool: Weak<Upstreams>) {
         pool.h2
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, s| !s.is_closed());
+            .retain(|_, e| !e.sender.is_closed() && !e.wire.is_closing());
     }
 }
 
@@ -370,6 +667,52 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_idle_per_endpoint: 2,
         }
+    }
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, 0, 0, 0, 0, 0]);
+        f.extend(payload);
+        f
+    }
+
+    #[test]
+    fn frame_scan_finds_goaway_after_other_frames() {
+        // RFC 9113 §4.1: SETTINGS, DATA whose payload holds GOAWAY's type byte, then GOAWAY.
+        let mut bytes = frame(0x4, &[]);
+        bytes.extend(frame(0x0, &[0x7; 40]));
+        let before_goaway = bytes.len();
+        bytes.extend(frame(GOAWAY, &[0; 8]));
+        assert!(!FrameScan::default().feed(&bytes[..before_goaway]));
+        assert!(FrameScan::default().feed(&bytes));
+        // The same bytes one at a time: a header split across reads is still one header.
+        let mut scan = FrameScan::default();
+        let found: Vec<usize> = (0..bytes.len())
+            .filter(|&i| scan.feed(&bytes[i..=i]))
+            .collect();
+        assert_eq!(
+            found,
+            vec![before_goaway + 8],
+            "found at the header's last byte"
+        );
+    }
+
+    #[test]
+    fn frame_scan_skips_long_payloads_across_reads() {
+        // A payload of the largest length a 24-bit field allows, read in pieces.
+        let len = (1usize << 24) - 1;
+        let mut head = (len as u32).to_be_bytes()[1..].to_vec();
+        head.extend([0x0, 0, 0, 0, 0, 1]);
+        let mut scan = FrameScan::default();
+        assert!(!scan.feed(&head));
+        let chunk = vec![0x7u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            assert!(!scan.feed(&chunk[..n]), "payload bytes are not headers");
+            left -= n;
+        }
+        assert!(scan.feed(&frame(GOAWAY, &[0; 8])));
     }
 
     #[tokio::test]
@@ -406,7 +749,7 @@ mod tests {
         for _ in 0..3 {
             match pool.checkout(&addr, false).await.unwrap() {
                 Conn::H1(s) => conns.push(s),
-                Conn::H2(_) => unreachable!(),
+                Conn::H2(..) => unreachable!(),
             }
         }
         for s in conns {

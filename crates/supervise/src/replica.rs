@@ -524,7 +524,7 @@ impl Runner {
             tokio::select! {
                 biased;
                 () = Self::stop_requested(&mut stop_rx) => {
-                    self.stop_process(child, pgid).await;
+                    self.stop_process(child, pgid, Some(&endpoint)).await;
                     return Outcome::Stopped;
                 }
                 status = child.wait() => return self.exited(status, pgid, started),
@@ -614,7 +614,7 @@ impl Runner {
         tokio::select! {
             biased;
             () = Self::stop_requested(&mut stop_rx) => {
-                self.stop_process(child, pgid).await;
+                self.stop_process(child, pgid, None).await;
                 Outcome::Stopped
             }
             status = child.wait() => self.exited(status, pgid, started),
@@ -622,8 +622,9 @@ impl Runner {
     }
 
     /// Leave the balancer, drain, then terminate the process group and reap it. A worker
-    /// has neither balancer nor requests: SIGTERM at once.
-    async fn stop_process(&mut self, child: &mut Child, pgid: u32) {
+    /// has neither balancer nor requests: SIGTERM at once. `endpoint`: where the replica
+    /// listens (None for a worker).
+    async fn stop_process(&mut self, child: &mut Child, pgid: u32, endpoint: Option<&Endpoint>) {
         let mut note = String::new();
         let mut exited = None;
         if self.spec.is_worker() {
@@ -635,8 +636,8 @@ impl Runner {
                     human(self.spec.stop.grace)
                 ),
             );
-        } else {
-            self.drain(child, &mut note, &mut exited).await;
+        } else if let Some(endpoint) = endpoint {
+            self.drain(child, endpoint, &mut note, &mut exited).await;
         }
         let status = match exited {
             Some(status) => {
@@ -655,11 +656,17 @@ impl Runner {
         self.emit(EventKind::Stopped, format!("{how}{note}"));
     }
 
-    /// Leave the balancer and wait for the in-flight requests, up to the drain timeout;
-    /// `exited` is set if the process ended meanwhile.
+    /// Leave the balancer and wait, up to the drain timeout, until nothing uses the
+    /// replica's endpoint any more: requests in flight, response bodies still streaming,
+    /// upgraded connections (WebSockets) — [`EndpointSink::in_use`], which counts this
+    /// incarnation's address only, not a replacement that took over its key. Past the
+    /// timeout the replica is stopped all the same (SIGTERM: a WebSocket server closes its
+    /// sessions then, e.g. with 1001 "going away"). `exited` is set if the process ended
+    /// meanwhile.
     async fn drain(
         &mut self,
         child: &mut Child,
+        endpoint: &Endpoint,
         note: &mut String,
         exited: &mut Option<Option<ExitStatus>>,
     ) {
@@ -672,12 +679,15 @@ impl Runner {
         );
         let deadline = Instant::now() + drain;
         loop {
-            let in_flight = self.shared.sink.in_flight(&self.spec.name, &self.key);
-            if in_flight == 0 {
+            let in_use = self.shared.sink.in_use(&self.spec.name, endpoint);
+            if in_use == 0 {
                 break;
             }
             if Instant::now() >= deadline {
-                *note = format!(" (drain timeout with {in_flight} in flight)");
+                *note = format!(
+                    " (drain timeout with {in_use} in flight: requests, response streams or \
+                     upgraded connections)"
+                );
                 break;
             }
             tokio::select! {

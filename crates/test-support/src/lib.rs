@@ -28,14 +28,16 @@
 //! connection); and [`eventually`] (poll a condition until a deadline: tests never sleep to
 //! synchronise). For workers: [`brokers`] (Redis, RabbitMQ and a Kafka-compatible broker,
 //! started by the test on free ports, and a small Kafka client) and [`worker`] (the queue
-//! consumer a test stack's worker replicas run). It asserts nothing about shoal: the proofs
-//! live in `crates/app/tests/`.
+//! consumer a test stack's worker replicas run). For gRPC: [`grpc`] (a real tonic greeter
+//! service and client, in-process or as a stack's `h2c` replicas). It asserts nothing about
+//! shoal: the proofs live in `crates/app/tests/`.
 #![warn(missing_docs)]
 
 mod backends;
 pub mod brokers;
 mod client;
 mod gateway;
+pub mod grpc;
 pub mod kube_api;
 mod poll;
 mod recorder;

@@ -173,6 +173,14 @@ impl Service {
         }
     }
 
+    /// A local-process service running `argv`, a YAML flow sequence such as
+    /// `"[python3, -m, app]"`, with default settings.
+    pub fn command(argv: &str) -> Service {
+        Service {
+            lines: vec![format!("command: {argv}")],
+        }
+    }
+
     /// A worker service (`kind: worker`) whose replicas run `worker` as test `test` of the
     /// current test binary (see [`crate::worker`]).
     pub fn worker(worker: &crate::worker::Worker, test: &str) -> Service {

@@ -34,7 +34,7 @@ use crate::compress;
 use crate::error::{ProxyError, SLOW_BODY, SLOW_HEAD};
 use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
 use crate::middleware;
-use crate::server::ServeSettings;
+use crate::server::{ServeSettings, SettingsCache};
 use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
 use crate::upstream::Upstreams;
 
@@ -121,19 +121,17 @@ enum Next {
     HandOff(Bytes),
 }
 
-/// Serve one client connection until it closes or needs the full HTTP stack.
+/// Serve one client connection until it closes or needs the full HTTP stack. `live`: the
+/// entrypoint's settings, looked at again before each request (a reload's apply from the
+/// next request on).
 pub(crate) async fn serve<S: ClientStream>(
     gateway: &Gateway,
     info: &ConnInfo,
     mut stream: S,
-    settings: &ServeSettings,
+    live: &mut SettingsCache<'_>,
     stopped: &mut watch::Receiver<bool>,
 ) -> End<S> {
-    let limits = HeadLimits {
-        max_size: settings.max_head_size,
-        max_headers: settings.max_headers,
-        max_body: MAX_BODY,
-    };
+    let mut settings = live.load().settings;
     let mut buf = BytesMut::with_capacity(REQUEST_CHUNK);
     let mut out = BytesMut::with_capacity(512);
     // The connection's one read timer, armed once and moved only when it fires early or a
@@ -156,6 +154,7 @@ pub(crate) async fn serve<S: ClientStream>(
     let replica_timer = tokio::time::sleep_until(last_active + settings.client_idle);
     tokio::pin!(replica_timer);
     let mut first = true;
+    let mut limits: HeadLimits;
     loop {
         // A whole request head (and body), reading as needed. A new connection has
         // `header_read` for its first head; between requests a client may be quiet for
@@ -163,6 +162,10 @@ pub(crate) async fn serve<S: ClientStream>(
         // (slowloris). An idle connection is let go at once on shutdown.
         let mut head_started = (!buf.is_empty()).then(Instant::now);
         let request = loop {
+            // A reload's settings apply from the next request on, also to one whose head
+            // was awaited when they changed (one pointer comparison while nothing did).
+            settings = live.load().settings;
+            limits = head_limits(&settings);
             match wire::parse_request(&mut buf, &limits) {
                 Parsed::Request(r) => break r,
                 Parsed::Other => return End::HandOff(buf.freeze(), stream),
@@ -244,6 +247,15 @@ pub(crate) async fn serve<S: ClientStream>(
                 return End::HandOff(prefix, stream);
             }
         }
+    }
+}
+
+/// What the relay's parser allows of a request head.
+fn head_limits(settings: &ServeSettings) -> HeadLimits {
+    HeadLimits {
+        max_size: settings.max_head_size,
+        max_headers: settings.max_headers,
+        max_body: MAX_BODY,
     }
 }
 

@@ -11,6 +11,10 @@
 //!   client stays on its replica; one replica killed under load → 0 failed, it comes back;
 //!   CPU load → the autoscaler takes `users` from 3 to 5 or more, the new replicas serve,
 //!   0 failed; a real Prometheus evaluates the four Traefik-named dashboard panels.
+//! - `bookstore`: orders reach the fulfilment worker over RabbitMQ; payment split 80/20
+//!   between Python and Rust; payment failing → the breaker opens and the gateway answers
+//!   503 in under 100 ms; payment back → it closes; the alert rules' metric names exist and
+//!   `promtool test rules` passes.
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -197,31 +201,17 @@ fn autoscaling_demo_scales_the_backend_out_under_load_and_back_after() {
     assert_eq!(body["burned_ms"], 10);
     assert!(body["replica"].as_str().unwrap().starts_with("backend/"));
 
-    // The "50 concurrent requests" button: 50 callers asking for 100 ms of CPU each.
-    let url = format!("http://{}/api/burn?ms=100", stack.gateway);
-    let load = Command::new(SHOAL)
-        .args(["load", "-c", "50", "-d", "8s", "--json", &url])
-        .current_dir(stack.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let scaled_out = wait_for("the backend scaled above 2 replicas", T, || {
+    // The "50 concurrent requests" button: 50 callers asking for 100 ms of CPU each, until
+    // the backend has scaled out and a new replica has served some of them.
+    let load = Load::start(&stack, 50, |_, _| Req::get("/api/burn?ms=100"));
+    wait_for("the backend scaled above 2 replicas", T, || {
         desired(&stack, "backend").filter(|&n| n > 2)
     });
-    let out = load.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["requests"]["failed"], 0, "{r:#}");
-    let served_by = r["spread"]["replicas"].as_array().unwrap().len();
-    assert!(
-        served_by > 2,
-        "the new replicas took traffic ({scaled_out} desired): {r:#}"
-    );
+    wait_for("backend/2 serving", T, || {
+        (load.ok_from("backend/2") > 0).then_some(())
+    });
+    let tally = load.finish();
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
 
     // Load gone: back to the minimum once the scale-down window has passed.
     wait_for("the backend back at 2 replicas", T, || {
@@ -388,4 +378,306 @@ fn music_share_balances_stays_sticky_fails_over_and_scales_under_load() {
     let tally = load.finish();
     assert!(tally.failures.is_empty(), "{:?}", tally.failures);
     drop(prometheus);
+}
+
+/// Whether the bookstore's programs are here: RabbitMQ (`rabbitmq-server` and `epmd`, from
+/// Debian's `rabbitmq-server`) and `rustc` (payment.rs is compiled by the stack). A missing
+/// one skips the test with a message, or fails it with `SHOAL_REQUIRE_BROKERS` set (as
+/// `scripts/test.sh` does).
+fn bookstore_prerequisites() -> bool {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+    };
+    let mut missing = Vec::new();
+    if !std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").is_file()
+        && !on_path("rabbitmq-server")
+    {
+        missing.push("rabbitmq-server (apt-get install rabbitmq-server)");
+    }
+    if !on_path("epmd") {
+        missing.push("epmd (apt-get install erlang-base)");
+    }
+    if !on_path("rustc") {
+        missing.push("rustc");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let missing = missing.join(", ");
+    assert!(
+        std::env::var_os("SHOAL_REQUIRE_BROKERS").is_none(),
+        "missing {missing} and SHOAL_REQUIRE_BROKERS is set"
+    );
+    eprintln!("SKIPPED: missing {missing}; set SHOAL_REQUIRE_BROKERS=1 to make this a failure");
+    false
+}
+
+/// The bookstore's stack file in a temp folder with every fixed port on a free one (the
+/// gateway, the admin API, RabbitMQ's AMQP, epmd and distribution ports, the two payment
+/// servers) and its data (SQLite, RabbitMQ's files, the compiled payment.rs) in that folder.
+/// Returns the stack and the two payment servers' addresses (Python, Rust).
+fn bookstore_stack() -> (Stack, [std::net::SocketAddr; 2]) {
+    let dir = example_dir("bookstore");
+    let file = "examples/bookstore/shoal.yaml";
+    let mut yaml = std::fs::read_to_string(dir.join("shoal.yaml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let [gateway, admin, amqp, epmd, dist, py, rs] = [(); 7].map(|()| free_port());
+    for (from, to, times) in [
+        ("127.0.0.1:8000", format!("127.0.0.1:{gateway}"), 3),
+        (
+            "listen: 127.0.0.1:8080",
+            format!("listen: 127.0.0.1:{admin}"),
+            1,
+        ),
+        ("5673", amqp.to_string(), 3),
+        ("\"4370\"", format!("\"{epmd}\""), 1),
+        ("\"25700\"", format!("\"{dist}\""), 1),
+        ("9101", py.to_string(), 2),
+        ("9102", rs.to_string(), 2),
+        (
+            "DATA_DIR: .state",
+            format!("DATA_DIR: {}", data.display()),
+            5,
+        ),
+        ("workdir: .", format!("workdir: {}", dir.display()), 6),
+    ] {
+        yaml = replace(&yaml, from, &to, times, file);
+    }
+    let stack = Stack {
+        dir: tmp,
+        gateway: format!("127.0.0.1:{gateway}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+    };
+    std::fs::write(stack.path().join("shoal.yaml"), yaml).unwrap();
+    let server = |port: u16| format!("127.0.0.1:{port}").parse().unwrap();
+    (stack, [server(py), server(rs)])
+}
+
+/// A value of the admin API's /metrics: the sum of the series of `name` whose labels
+/// contain `labels` (e.g. `service="payment"`); None before the first such series.
+fn metric(stack: &Stack, name: &str, labels: &str) -> Option<f64> {
+    let r = http(stack.admin, "GET", "/metrics", None).ok()?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Places an order through the gateway (users → payment → RabbitMQ); the answer, timed.
+fn place_order(stack: &Stack, user: u32, book: u32) -> (crate::support::Response, Value, Duration) {
+    let started = std::time::SystemTime::now();
+    let body = serde_json::json!({ "book": book });
+    let r = http(
+        stack.gateway,
+        "POST",
+        &format!("/api/users/{user}/orders"),
+        Some(&body),
+    )
+    .unwrap();
+    let took = crate::support::elapsed(started);
+    let answer = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r, answer, took)
+}
+
+/// One charge through the gateway's `/api/payment` route, with an Idempotency-Key (so the
+/// gateway may retry it on the other server), timed.
+fn charge(stack: &Stack, key: &str) -> (crate::support::Response, Duration) {
+    let started = std::time::SystemTime::now();
+    let r = http_with(
+        stack.gateway,
+        "POST",
+        "/api/payment/charge",
+        &[("idempotency-key", key)],
+        b"{}",
+    )
+    .unwrap();
+    (r, crate::support::elapsed(started))
+}
+
+/// Switches both payment servers' failure mode on or off (`POST /admin/fail?on=…`).
+fn payment_failing(servers: &[std::net::SocketAddr; 2], on: bool) {
+    for server in servers {
+        let path = format!("/admin/fail?on={}", u8::from(on));
+        let r = http(*server, "POST", &path, None).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// The counts of `GET /api/users/orders`: placed, paid, failed, shipped.
+fn order_counts(stack: &Stack) -> Option<Value> {
+    let r = stack.get("/api/users/orders").ok()?;
+    (r.status == 200).then(|| serde_json::from_slice(&r.body).ok())?
+}
+
+#[test]
+fn bookstore_orders_reach_the_worker_payment_splits_by_weight_and_the_breaker_opens_and_recovers() {
+    if !bookstore_prerequisites() {
+        return;
+    }
+    let (stack, payment_servers) = bookstore_stack();
+    let _up = stack.up();
+    stack.wait_ready("users", 2, T);
+    stack.wait_ready("reviews", 2, T);
+    // Both payment servers answering (payment-rs once rustc has built it).
+    wait_for("payment-rs built and answering charges", T, || {
+        let (r, _) = charge(&stack, "warm-up");
+        let answer: Value = serde_json::from_slice(&r.body).ok()?;
+        (r.status == 200 && answer["by"] == "payment-rs").then_some(())
+    });
+    let reviews = stack.get("/api/reviews/books/1").unwrap();
+    assert_eq!(reviews.status, 200, "{}", reviews.text());
+
+    // (1) Orders through the gateway: paid, then shipped by the worker over RabbitMQ (which
+    // may still be starting: the users service's outbox publishes once it is up).
+    const ORDERS: u64 = 20;
+    for i in 0..ORDERS {
+        let (r, answer, _) = place_order(&stack, 1 + (i % 3) as u32, 1 + (i % 5) as u32);
+        assert_eq!(r.status, 201, "order {i}: {answer}");
+        assert_eq!(answer["status"], "paid", "{answer}");
+    }
+    let counts = wait_for("every order shipped by the worker", T, || {
+        order_counts(&stack).filter(|c| c["shipped"] == ORDERS)
+    });
+    assert_eq!(counts["paid"], ORDERS, "{counts}");
+    let first = stack.get("/api/users/orders/1").unwrap();
+    let first: Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(first["shipped_by"], "fulfilment/0", "{first}");
+
+    // (2) The weighted split: 100 charges, 80 to Python and 20 to Rust (±5).
+    let mut by = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..100 {
+        let (r, _) = charge(&stack, &format!("split-{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer: Value = serde_json::from_slice(&r.body).unwrap();
+        *by.entry(answer["by"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let (py, rs) = (by["payment-py"], by["payment-rs"]);
+    assert!((75..=85).contains(&py) && (15..=25).contains(&rs), "{by:?}");
+
+    // (3) Payment fails: the breaker opens under the failing charges, then the gateway
+    // answers 503 at once, and an order fails fast without knocking.
+    payment_failing(&payment_servers, true);
+    let breaker = |state: f64| {
+        metric(&stack, "shoal_service_breaker_state", "service=\"payment\"") == Some(state)
+    };
+    let failing = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (stack, failing) = (&stack, &failing);
+            s.spawn(move || {
+                let mut i = 0;
+                while failing.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (r, _) = charge(stack, &format!("fail-{t}-{i}"));
+                    assert_eq!(r.status, 503, "{}", r.text());
+                    i += 1;
+                }
+            });
+        }
+        wait_for("the payment breaker open", T, || breaker(2.0).then_some(()));
+        failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let (r, took) = charge(&stack, &format!("open-{i}"));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("x-shoal-error"), Some("circuit-open"), "{r:?}");
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+        slowest = slowest.max(took);
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "the open breaker's 503s took up to {slowest:?}"
+    );
+    let (r, answer, took) = place_order(&stack, 2, 2);
+    assert_eq!(r.status, 503, "{answer}");
+    assert_eq!(answer["status"], "failed", "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("circuit open") && answer["attempts"] == 1,
+        "the users service stops retrying on an open circuit: {answer}"
+    );
+    assert!(took < Duration::from_millis(500), "{took:?}: {answer}");
+    assert!(
+        metric(
+            &stack,
+            "shoal_service_breaker_opened_total",
+            "service=\"payment\""
+        ) >= Some(1.0)
+    );
+    assert!(
+        stack.events().iter().any(|e| e["kind"] == "circuitopen"),
+        "{:?}",
+        stack.events()
+    );
+
+    // (4) Payment back: after `open_for` the trial charges succeed, the breaker closes and
+    // orders are paid and shipped again.
+    // (The breaker needs traffic to close: its 3 trial charges must succeed.)
+    payment_failing(&payment_servers, false);
+    wait_for("an order paid and the payment breaker closed", T, || {
+        let (r, _, _) = place_order(&stack, 3, 4);
+        (r.status == 201 && breaker(0.0)).then_some(())
+    });
+    for i in 0..5 {
+        let (r, answer, _) = place_order(&stack, 1, 1 + i);
+        assert_eq!(r.status, 201, "{answer}");
+    }
+    assert!(
+        stack.events().iter().any(|e| e["kind"] == "circuitclosed"),
+        "{:?}",
+        stack.events()
+    );
+    let counts = order_counts(&stack).unwrap();
+    let paid = counts["paid"].as_u64().unwrap();
+    assert!(paid >= ORDERS + 6, "{counts}");
+    wait_for("the new orders shipped", T, || {
+        order_counts(&stack).filter(|c| c["shipped"] == paid)
+    });
+
+    // The alert rules use shoal's real metric names: each `shoal_…` name in alerts.yml is
+    // on this shoal's /metrics.
+    let observability = example_dir("bookstore").join("deploy/observability");
+    let rules = std::fs::read_to_string(observability.join("alerts.yml")).unwrap();
+    let scraped = http(stack.admin, "GET", "/metrics", None).unwrap().text();
+    let names: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("shoal_"))
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        assert!(
+            scraped.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+            "alerts.yml uses `{name}`, which shoal's /metrics does not have"
+        );
+    }
+
+    // And they fire as alerts.test.yml says (error rate, p95, service down, memory, CPU,
+    // the circuit open), on synthetic series, with Prometheus' own rule tester.
+    let promtool = prometheus_binary()
+        .map(|p| p.with_file_name("promtool"))
+        .filter(|p| p.is_file());
+    let Some(promtool) = promtool else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: promtool (Debian's prometheus) could not be installed"
+        );
+        eprintln!("SKIPPED the bookstore's alert rule tests: promtool is not installed");
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&observability)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::support::{Stack, Up, elapsed, free_port, http, poll, stdout, tree, wait_for};
+use crate::support::{Stack, Up, elapsed, free_port, http, poll, replace, stdout, tree, wait_for};
 
 /// Sales posted, by this many client threads.
 const SALES: u64 = 600;
@@ -56,15 +56,8 @@ fn prerequisites() -> bool {
     false
 }
 
-/// `text` with `from` replaced by `to`, which must occur `times` times.
-fn replace(text: &str, from: &str, to: &str, times: usize) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        times,
-        "examples/black-friday/shoal.yaml: expected `{from}` {times} times"
-    );
-    text.replace(from, to)
-}
+/// The example's stack file, for error messages.
+const FILE: &str = "examples/black-friday/shoal.yaml";
 
 /// The example's stack file on free ports, with faster test settings: 10 ms per sale,
 /// abandoned messages claimed after 2 s, and one replica crashing after counting its 40th
@@ -80,25 +73,29 @@ fn example_stack() -> Stack {
         "listen: 127.0.0.1:8000",
         &format!("listen: {gateway}"),
         1,
+        FILE,
     );
     let yaml = replace(
         &yaml,
         "listen: 127.0.0.1:8080",
         &format!("listen: {admin}"),
         1,
+        FILE,
     );
-    let yaml = replace(&yaml, "6391", &redis, 4);
+    let yaml = replace(&yaml, "6391", &redis, 4, FILE);
     let yaml = replace(
         &yaml,
         "workdir: .",
         &format!("workdir: {}", dir.display()),
         2,
+        FILE,
     );
     let yaml = replace(
         &yaml,
         r#"WORK_MS: "20""#,
         r#"WORK_MS: "10", CLAIM_IDLE_MS: "2000", CRASH_ONCE_AFTER: "40""#,
         1,
+        FILE,
     );
     let stack = Stack {
         dir: tempfile::tempdir().unwrap(),

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::prometheus::{Prometheus, prometheus_binary};
-use crate::support::{Load, Req, SHOAL, Stack, free_port, http, http_with, wait_for};
+use crate::support::{Load, Req, SHOAL, Stack, free_port, http, http_with, replace, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -34,16 +34,6 @@ fn example_dir(name: &str) -> PathBuf {
         .join(name)
         .canonicalize()
         .unwrap()
-}
-
-/// `text` with `from` replaced by `to`, which must occur `times` times.
-fn replace(text: &str, from: &str, to: &str, times: usize, file: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        times,
-        "{file}: expected `{from}` {times} times"
-    );
-    text.replace(from, to)
 }
 
 /// An example's stack file in a temp folder, on free ports, its `workdir: .` pointing at the

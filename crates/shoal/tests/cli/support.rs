@@ -62,6 +62,17 @@ pub(crate) fn poll<T>(
 /// kernel's ephemeral range, once released, is soon reused for some outgoing connection (the
 /// gateway's, a health probe's), and `shoal up` would then fail with "address in use".
 /// Replicas draw from 20000–32767, so neither collides with the other.
+/// `text` with `from` replaced by `to`, which must occur `times` times in `file` (named in
+/// the failure): a test's edit of an example's stack file that no longer applies fails loudly.
+pub(crate) fn replace(text: &str, from: &str, to: &str, times: usize, file: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        times,
+        "{file}: expected `{from}` {times} times"
+    );
+    text.replace(from, to)
+}
+
 pub(crate) fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..256 {

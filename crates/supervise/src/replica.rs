@@ -547,15 +547,17 @@ impl Runner {
                             passes = passes.saturating_add(1);
                             if !in_balancer && passes >= readiness.success_threshold.max(1) {
                                 in_balancer = true;
-                                self.ready.join(self.index, self.id, endpoint.clone());
-                                self.set_state(ReplicaState::Ready, None);
                                 let msg = if ever_ready {
                                     "readiness passes again: back in the balancer".to_owned()
                                 } else {
                                     format!("ready after {}", human_secs(started.elapsed()))
                                 };
                                 ever_ready = true;
+                                // The event first: whoever sees the replica in the
+                                // balancer or in the status also finds why in the log.
                                 self.emit(EventKind::Ready, msg);
+                                self.ready.join(self.index, self.id, endpoint.clone());
+                                self.set_state(ReplicaState::Ready, None);
                             }
                         }
                         Err(reason) => {
@@ -566,10 +568,10 @@ impl Runner {
                             failures = failures.saturating_add(1);
                             if in_balancer && failures >= readiness.failure_threshold.max(1) {
                                 in_balancer = false;
-                                self.ready.leave(self.index, self.id);
                                 let msg = format!("readiness failed {failures} times: {reason}");
-                                self.set_state(ReplicaState::Starting, Some(msg.clone()));
-                                self.emit(EventKind::Unready, msg);
+                                self.emit(EventKind::Unready, msg.clone());
+                                self.ready.leave(self.index, self.id);
+                                self.set_state(ReplicaState::Starting, Some(msg));
                             } else if !ever_ready {
                                 lock(&self.view).message = Some(format!("not ready yet: {reason}"));
                             }
@@ -608,8 +610,8 @@ impl Runner {
 
     /// A worker: ready while it runs, until it exits or is stopped.
     async fn follow_worker(&mut self, child: &mut Child, pgid: u32, started: Instant) -> Outcome {
-        self.set_state(ReplicaState::Ready, None);
         self.emit(EventKind::Ready, "running (a worker is ready once started)");
+        self.set_state(ReplicaState::Ready, None);
         let mut stop_rx = self.stop_rx.clone();
         tokio::select! {
             biased;

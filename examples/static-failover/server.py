@@ -1,10 +1,12 @@
 """A plain static file server for `site/`: Python's standard library and nothing else.
 
-The same server as `python3 -m http.server`, with three settings changed for 100 users:
+The same server as `python3 -m http.server`, with four settings changed for 100 users:
 HTTP/1.1 keep-alive (so the gateway reuses its connections instead of opening one per
-request), no Nagle delay (the head and the body are two writes; with keep-alive, the second
-would wait 40 ms for the client's delayed acknowledgement of the first) and a listen backlog
-of 1024 (the standard library's default of 5 drops new connections when many arrive at
+request), each response written whole in one write (the standard library writes the head
+and the body apart: a replica killed between the two leaves a response half sent, which no
+proxy can take back, and with keep-alive the second write would wait 40 ms for the
+client's delayed acknowledgement of the first), no Nagle delay, and a listen backlog of
+1024 (the standard library's default of 5 drops new connections when many arrive at
 once). It listens on 127.0.0.1:$PORT, the port shoal gives
 each replica.
 """
@@ -16,6 +18,7 @@ import os
 class Handler(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    wbufsize = 64 * 1024  # head and body leave together, on the flush after each request
 
     def log_message(self, format, *args):
         pass  # quiet: shoal keeps each replica's output, and 100 users make a lot of it

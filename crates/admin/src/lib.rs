@@ -11,6 +11,9 @@
 //! | `GET /api/v1/services` | every service with its replicas (`ServiceStatus`) |
 //! | `GET /api/v1/services/{name}` | one service, 404 if unknown |
 //! | `POST /api/v1/services/{name}/scale` `{"replicas":N}` | sets the desired count |
+//! | `GET /api/v1/services/{name}/rollout` | the service's latest rollout (`RolloutStatus`), `null` if none |
+//! | `POST /api/v1/services/{name}/rollout` `{"action":"undo"\|"restart"}` | starts a rollout back to the previous version, or of fresh replicas |
+//! | `POST /api/v1/routes/{name}/weights` `{"weights":{"api":50}}` | sets a split route's weights live; answers them all |
 //! | `GET /api/v1/events?since=SEQ` | events after `SEQ` (default 0), oldest first |
 //! | `GET /api/v1/events/follow?since=SEQ` | the same, then new events as they happen (NDJSON) |
 //! | `POST /api/v1/reload` | re-reads the stack file; 422 with the errors if it is invalid |
@@ -77,17 +80,50 @@ pub trait Control: Send + Sync + 'static {
     fn metrics(&self) -> String {
         String::new()
     }
+    /// `shoal rollout undo|restart SERVICE`: start it and say what was started.
+    fn rollout(&self, service: &str, action: RolloutAction) -> Result<String, ScaleError> {
+        let _ = (service, action);
+        Err(ScaleError::Invalid(
+            "rollouts are not supported here".into(),
+        ))
+    }
+    /// `shoal weight ROUTE SERVICE=W...`: set a split route's weights live (services not
+    /// named keep theirs); returns every target's weight now.
+    fn set_weights(
+        &self,
+        route: &str,
+        weights: &[(String, u32)],
+    ) -> Result<Vec<(String, u32)>, ScaleError> {
+        let _ = (route, weights);
+        Err(ScaleError::Invalid("weights are not supported here".into()))
+    }
+}
+
+/// What `POST /api/v1/services/{name}/rollout` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    /// Back to the previous spec.
+    Undo,
+    /// Fresh replicas of the same spec.
+    Restart,
 }
 
 /// A route as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
     /// Name (`route-N` unless the file names it).
     pub name: String,
     /// The rule as written, e.g. ``PathPrefix(`/api`)``.
     pub rule: String,
-    /// Target service.
+    /// Target service (of a split, the first).
     pub service: String,
+    /// A split route's services and their weights now (empty: one service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<(String, u32)>,
+    /// Where a share of the requests is copied (`mirror:`): the service and the percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<(String, f64)>,
     /// Higher is tried first.
     pub priority: i64,
     /// Entrypoints it listens on; None = all.
@@ -111,6 +147,9 @@ pub enum ScaleError {
     /// No such service.
     #[error("no service named `{0}`")]
     UnknownService(String),
+    /// No such route.
+    #[error("no route named `{0}`")]
+    UnknownRoute(String),
     /// The service cannot be scaled this way (e.g. it has static servers).
     #[error("{0}")]
     Invalid(String),
@@ -200,6 +239,11 @@ fn router_until(
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/scale", post(scale))
+        .route(
+            "/api/v1/services/{name}/rollout",
+            get(rollout_status).post(rollout),
+        )
+        .route("/api/v1/routes/{name}/weights", post(weights))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/follow", get(follow))
         .route("/api/v1/reload", post(reload))
@@ -271,8 +315,88 @@ async fn scale(
             "note": done.note,
         }))
         .into_response(),
-        Err(e @ ScaleError::UnknownService(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ ScaleError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => refused(e),
+    }
+}
+
+/// A refusal as an answer: 404 for what does not exist, 400 for the rest.
+fn refused(e: ScaleError) -> Response {
+    let status = match e {
+        ScaleError::UnknownService(_) | ScaleError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ScaleError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
+}
+
+/// `GET /api/v1/services/{name}/rollout`: the service's `rollout` (`null` before its first).
+async fn rollout_status(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match s.control.services().into_iter().find(|x| x.name == name) {
+        Some(svc) => Json(svc.rollout).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no service named `{name}`")),
+    }
+}
+
+/// Body of a rollout request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    /// `undo` or `restart`.
+    pub action: RolloutAction,
+}
+
+async fn rollout(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<RolloutRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(req)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON body like {\"action\": \"undo\"} (or \"restart\")",
+        );
+    };
+    match s.control.rollout(&name, req.action) {
+        Ok(message) => Json(serde_json::json!({
+            "service": name,
+            "action": req.action,
+            "message": message,
+        }))
+        .into_response(),
+        Err(e) => refused(e),
+    }
+}
+
+/// Body of a weights request: service → weight (0..=1000); services not named keep theirs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WeightsRequest {
+    /// The weights to set.
+    pub weights: std::collections::BTreeMap<String, u32>,
+}
+
+async fn weights(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<WeightsRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(req)) if !req.weights.is_empty() => req,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected a JSON body like {\"weights\": {\"api\": 90, \"api-v2\": 10}} \
+                 (whole numbers 0..=1000)",
+            );
+        }
+    };
+    let asked: Vec<(String, u32)> = req.weights.into_iter().collect();
+    match s.control.set_weights(&name, &asked) {
+        Ok(now) => Json(serde_json::json!({
+            "route": name,
+            "weights": now.into_iter().map(|(service, weight)| {
+                serde_json::json!({ "service": service, "weight": weight })
+            }).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => refused(e),
     }
 }
 

@@ -10,7 +10,9 @@ use shoal_core::{EventLog, ServiceStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
-use crate::{AdminConfig, AdminServer, Control, RouteInfo, ScaleError, Scaled, router};
+use crate::{
+    AdminConfig, AdminServer, Control, RolloutAction, RouteInfo, ScaleError, Scaled, router,
+};
 
 /// Counts the calls that change state.
 struct Counting {
@@ -352,4 +354,197 @@ async fn the_server_checks_host_over_tcp() {
         raw("GET /api/v1/health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
     server.shutdown().await;
+}
+
+/// A control with one service (`api`, mid-rollout) and one split route (`web`: api, api-v2),
+/// recording the rollouts and weights asked for.
+struct Rolling {
+    events: EventLog,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl Control for Rolling {
+    fn services(&self) -> Vec<ServiceStatus> {
+        let service = |name: &str, rollout| {
+            serde_json::from_value::<ServiceStatus>(serde_json::json!({
+                "name": name, "state": "progressing", "ready": 3, "desired": 3,
+                "replicas": [], "rollout": rollout,
+            }))
+            .expect("a service")
+        };
+        vec![
+            service(
+                "api",
+                serde_json::json!({
+                    "version": "v2", "previous": "v1", "state": "progressing",
+                    "updated": 1, "updated_ready": 0, "desired": 3, "message": null,
+                    "started_ms": 1,
+                }),
+            ),
+            service("db", serde_json::Value::Null),
+        ]
+    }
+    fn scale(&self, _: &str, _: u32) -> Result<Scaled, ScaleError> {
+        Err(ScaleError::Invalid("no".into()))
+    }
+    fn reload(&self) -> Result<String, String> {
+        Err("no".into())
+    }
+    fn events(&self) -> &EventLog {
+        &self.events
+    }
+    fn routes(&self) -> Vec<RouteInfo> {
+        Vec::new()
+    }
+    fn rollout(&self, service: &str, action: RolloutAction) -> Result<String, ScaleError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("{service} {action:?}"));
+        match service {
+            "api" => Ok(format!("{action:?} of api started")),
+            "static" => Err(ScaleError::Invalid("static servers".into())),
+            _ => Err(ScaleError::UnknownService(service.into())),
+        }
+    }
+    fn set_weights(
+        &self,
+        route: &str,
+        weights: &[(String, u32)],
+    ) -> Result<Vec<(String, u32)>, ScaleError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(format!("{route} {weights:?}"));
+        if route != "web" {
+            return Err(ScaleError::UnknownRoute(route.into()));
+        }
+        let mut now = vec![("api".to_owned(), 90), ("api-v2".to_owned(), 10)];
+        for (service, weight) in weights {
+            let Some(slot) = now.iter_mut().find(|(s, _)| s == service) else {
+                return Err(ScaleError::Invalid(format!(
+                    "service `{service}` is not in route `web`'s split"
+                )));
+            };
+            slot.1 = *weight;
+        }
+        Ok(now)
+    }
+}
+
+async fn send_rolling(
+    control: &Arc<Rolling>,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let app = router(control.clone(), AdminConfig { token: None });
+    let resp = app
+        .oneshot(request(method, path, &[JSON], body))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&body).expect("JSON"))
+}
+
+fn rolling() -> Arc<Rolling> {
+    Arc::new(Rolling {
+        events: EventLog::new(10),
+        asked: std::sync::Mutex::new(Vec::new()),
+    })
+}
+
+#[tokio::test]
+async fn rollout_status_is_the_services_rollout_or_null() {
+    let c = rolling();
+    let path = "/api/v1/services/api/rollout";
+    let (status, body) = send_rolling(&c, Method::GET, path, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], "v2");
+    assert_eq!(body["state"], "progressing");
+    assert_eq!(body["updated"], 1);
+    let path = "/api/v1/services/db/rollout";
+    let (status, body) = send_rolling(&c, Method::GET, path, "").await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::Value::Null));
+    let path = "/api/v1/services/nope/rollout";
+    let (status, body) = send_rolling(&c, Method::GET, path, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no service named `nope`");
+}
+
+#[tokio::test]
+async fn rollout_undo_and_restart_reach_the_control() {
+    let c = rolling();
+    let path = "/api/v1/services/api/rollout";
+    let (status, body) = send_rolling(&c, Method::POST, path, r#"{"action":"undo"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Undo of api started");
+    assert_eq!(body["action"], "undo");
+    let (status, _) = send_rolling(&c, Method::POST, path, r#"{"action":"restart"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    // Unknown service: 404; refused: 400 with the reason; a bad action: 400, not sent on.
+    let path = "/api/v1/services/nope/rollout";
+    let (status, body) = send_rolling(&c, Method::POST, path, r#"{"action":"undo"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let path = "/api/v1/services/static/rollout";
+    let (status, body) = send_rolling(&c, Method::POST, path, r#"{"action":"undo"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "static servers");
+    let path = "/api/v1/services/api/rollout";
+    let (status, body) = send_rolling(&c, Method::POST, path, r#"{"action":"redo"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("restart"),
+        "{body}"
+    );
+    assert_eq!(
+        *c.asked.lock().unwrap(),
+        ["api Undo", "api Restart", "nope Undo", "static Undo"]
+    );
+}
+
+#[tokio::test]
+async fn weights_are_set_and_every_target_answered() {
+    let c = rolling();
+    let path = "/api/v1/routes/web/weights";
+    let (status, body) = send_rolling(
+        &c,
+        Method::POST,
+        path,
+        r#"{"weights":{"api":50,"api-v2":50}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"route": "web", "weights": [
+            {"service": "api", "weight": 50}, {"service": "api-v2", "weight": 50}
+        ]})
+    );
+    let (status, body) = send_rolling(&c, Method::POST, path, r#"{"weights":{"api-v3":5}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"],
+        "service `api-v3` is not in route `web`'s split"
+    );
+    let (status, body) = send_rolling(
+        &c,
+        Method::POST,
+        "/api/v1/routes/nope/weights",
+        r#"{"weights":{"api":1}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no route named `nope`");
+    // Not weights: refused before the control sees them.
+    for bad in [
+        r#"{"weights":{}}"#,
+        r#"{"weights":{"api":-1}}"#,
+        r#"{"api":5}"#,
+    ] {
+        let (status, body) = send_rolling(&c, Method::POST, path, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    assert_eq!(c.asked.lock().unwrap().len(), 3);
 }

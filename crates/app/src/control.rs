@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use shoal_admin::{Control, RouteInfo, ScaleError, Scaled};
+use shoal_admin::{Control, RolloutAction, RouteInfo, ScaleError, Scaled};
 use shoal_config::{Entrypoint, Health, Middleware, Source, Stack};
 use shoal_core::{
     DriverError, EventKind, EventLog, HealthState, ReplicaState, ReplicaStatus, ReplicaTraffic,
@@ -95,6 +95,8 @@ pub(crate) struct AppControl {
     pub(crate) autoscaling: Arc<Autoscaling>,
     /// Configuration reloads, for the metrics.
     pub(crate) reloads: crate::metrics::Reloads,
+    /// The automated canaries, one loop per route with `canary:`.
+    pub(crate) canaries: crate::canary::Canaries,
     /// This control itself, for callbacks that must not keep it alive.
     pub(crate) me: OnceLock<Weak<AppControl>>,
 }
@@ -164,6 +166,8 @@ impl AppControl {
     /// Apply a new stack: gateway first (new services become routable), then the driver.
     pub(crate) fn apply(&self, stack: Stack) {
         self.gateway.reload(&stack);
+        self.canaries
+            .apply(&stack, self.gateway.clone(), &self.events, &self.runtime);
         self.serve.apply(ServeSettings::of(&stack.gateway));
         if let Err(e) = crate::metrics::apply_access_log(&self.gateway, &stack, &self.runtime) {
             tracing::error!(error = %e, "cannot open the access log; access logging is off");
@@ -236,11 +240,13 @@ impl AppControl {
                             message: Some(format!("static server {}", srv.url)),
                             traffic: None,
                             pod: None,
+                            version: None,
                         })
                         .collect(),
                     traffic: None,
                     autoscale: None,
                     worker: false,
+                    rollout: None,
                 }),
                 Source::Command(_) => None,
             })
@@ -305,6 +311,16 @@ pub(crate) fn spec_for(
         max_bytes: c.logs.max_size,
         keep: c.logs.keep,
     });
+    spec.version = c.version.clone();
+    let amount = |a: shoal_config::Amount| match a {
+        shoal_config::Amount::Count(n) => shoal_supervise::Amount::Count(n),
+        shoal_config::Amount::Percent(p) => shoal_supervise::Amount::Percent(p),
+    };
+    spec.rollout = shoal_supervise::RolloutPolicy {
+        max_surge: amount(c.rollout.max_surge),
+        max_unavailable: amount(c.rollout.max_unavailable),
+        progress_deadline: c.rollout.progress_deadline,
+    };
     spec
 }
 
@@ -484,6 +500,58 @@ impl Control for AppControl {
         crate::metrics::render(self)
     }
 
+    fn rollout(&self, service: &str, action: RolloutAction) -> Result<String, ScaleError> {
+        {
+            let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            match stack.service(service).map(|s| &s.source) {
+                None => return Err(ScaleError::UnknownService(service.to_owned())),
+                Some(Source::Servers(_)) => {
+                    return Err(ScaleError::Invalid(format!(
+                        "service `{service}` has static `servers`: shoal does not run them, so it \
+                         has no rollout to undo or restart"
+                    )));
+                }
+                Some(Source::Command(_)) => {}
+            }
+        }
+        let version = self
+            .replicas
+            .rollout(service, action)
+            .map_err(scale_error)?;
+        Ok(match action {
+            RolloutAction::Undo => format!("rolling back to version {version}"),
+            RolloutAction::Restart => {
+                format!("restarting every replica (version {version})")
+            }
+        })
+    }
+
+    fn set_weights(
+        &self,
+        route: &str,
+        weights: &[(String, u32)],
+    ) -> Result<Vec<(String, u32)>, ScaleError> {
+        let known = {
+            let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            stack.routes.iter().any(|r| r.name == route)
+        };
+        if !known {
+            return Err(ScaleError::UnknownRoute(route.to_owned()));
+        }
+        let now = self
+            .gateway
+            .set_weights(route, weights)
+            .map_err(ScaleError::Invalid)?;
+        let shares: Vec<String> = now.iter().map(|(s, w)| format!("{s}={w}")).collect();
+        self.events.emit(
+            "",
+            None,
+            EventKind::Weighted,
+            format!("route {route}: {} (shoal weight)", shares.join(" ")),
+        );
+        Ok(now)
+    }
+
     fn routes(&self) -> Vec<RouteInfo> {
         let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
         stack
@@ -493,6 +561,16 @@ impl Control for AppControl {
                 name: r.name.clone(),
                 rule: r.rule.source().to_owned(),
                 service: r.service.clone(),
+                // The weights in force (after `shoal weight` or a canary step), else the
+                // file's.
+                weights: self.gateway.weights(&r.name).unwrap_or_else(|| {
+                    r.split
+                        .iter()
+                        .flat_map(|s| &s.targets)
+                        .map(|t| (t.service.clone(), t.weight))
+                        .collect()
+                }),
+                mirror: r.mirror.as_ref().map(|m| (m.service.clone(), m.percent)),
                 priority: r.priority,
                 entrypoints: r.entrypoints.clone(),
                 middlewares: r.middlewares.iter().map(describe).collect(),

@@ -9,6 +9,7 @@
 
 mod autoscale;
 mod backlog;
+mod canary;
 mod control;
 mod metrics;
 mod replicas;

@@ -174,6 +174,48 @@ pub(crate) fn render(control: &AppControl) -> String {
         }
     }
 
+    // The version each replica runs, as labels (`info` style): old and new side by side
+    // during a rollout.
+    let name = "shoal_replica_info";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "1 per replica, labelled with the version it runs (the service's `version:` label, else a hash of its spec).",
+    );
+    for (service, replica, r) in &replicas {
+        if let Some(version) = &r.version {
+            sample(
+                &mut out,
+                name,
+                &[
+                    ("service", service),
+                    ("replica", replica),
+                    ("version", version),
+                ],
+                1.0,
+            );
+        }
+    }
+    // Split routes' weights in force (`shoal weight`, a canary's steps, else the file's).
+    let name = "shoal_route_weight";
+    header(
+        &mut out,
+        name,
+        "gauge",
+        "The weight of a service in a split route (`services:`), as in force now.",
+    );
+    for route in control.routes() {
+        for (service, weight) in &route.weights {
+            sample(
+                &mut out,
+                name,
+                &[("route", &route.name), ("service", service)],
+                f64::from(*weight),
+            );
+        }
+    }
+
     // The autoscaler: per target, the measured value per replica and the target.
     let scaled: Vec<_> = services
         .iter()

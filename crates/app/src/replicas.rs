@@ -50,6 +50,29 @@ impl Replicas {
         self.driver().scale(service, replicas)
     }
 
+    /// `shoal rollout undo|restart`: locally, the supervisor rolls the replicas; in a cluster
+    /// the Deployment owns its rollouts.
+    pub(crate) fn rollout(
+        &self,
+        service: &str,
+        action: shoal_admin::RolloutAction,
+    ) -> Result<String, DriverError> {
+        match (self, action) {
+            (Replicas::Local(s), shoal_admin::RolloutAction::Undo) => s.rollout_undo(service),
+            (Replicas::Local(s), shoal_admin::RolloutAction::Restart) => s.rollout_restart(service),
+            (Replicas::Kubernetes(_), action) => {
+                let verb = match action {
+                    shoal_admin::RolloutAction::Undo => "undo",
+                    shoal_admin::RolloutAction::Restart => "restart",
+                };
+                Err(DriverError::Invalid(format!(
+                    "in Kubernetes mode the Deployment rolls the pods: run `kubectl rollout \
+                     {verb} deployment/{service}`"
+                )))
+            }
+        }
+    }
+
     /// Stop managing replicas: locally drain and stop every process; on Kubernetes stop
     /// watching and give up the Lease (the pods are the cluster's).
     pub(crate) fn shutdown(&self) -> shoal_core::BoxFuture<'_, ()> {
@@ -75,11 +98,9 @@ impl Replicas {
     pub(crate) fn apply(&self, control: &AppControl, stack: &Stack) {
         match self {
             Replicas::Local(supervisor) => {
-                let specs = control.specs(stack);
-                let supervisor = supervisor.clone();
-                control
-                    .runtime
-                    .spawn(async move { supervisor.apply(specs).await });
+                // At once, not on a task: when a reload answers, its rollouts have started
+                // (a `shoal rollout status` right after sees them).
+                supervisor.apply_now(control.specs(stack));
             }
             Replicas::Kubernetes(driver) => driver.set_services(kube_services(stack)),
         }

@@ -181,6 +181,7 @@ impl Shoal {
             runtime: tokio::runtime::Handle::current(),
             autoscaling: Autoscaling::new(),
             reloads: Default::default(),
+            canaries: Default::default(),
             me: OnceLock::new(),
         });
         let _ = control.me.set(Arc::downgrade(&control));

@@ -242,6 +242,7 @@ impl Control for Quiet {
             traffic: None,
             autoscale: None,
             worker: false,
+            rollout: None,
         }]
     }
     fn scale(&self, service: &str, _: u32) -> Result<Scaled, ScaleError> {

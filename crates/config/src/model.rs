@@ -486,6 +486,63 @@ pub struct Command {
     /// settings: per replica, activation, drain, fallback). The wiring reads it every
     /// `poll` and passes each read to the autoscaler.
     pub backlog: Option<BacklogTrigger>,
+    /// The version label shown for each replica (`version:`); None: a short hash of how
+    /// the replicas run (command, environment, policies), so a new spec is a new version.
+    pub version: Option<String>,
+    /// How a changed spec replaces the replicas (`rollout:`).
+    pub rollout: Rollout,
+}
+
+/// How a changed spec replaces a service's replicas (`rollout:`), in a Deployment's
+/// RollingUpdate vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// Replicas that may run above the desired count while rolling. Default 1.
+    pub max_surge: Amount,
+    /// Replicas that may be out of the balancer below the desired count while rolling.
+    /// Default 0 (a new replica is ready before an old one stops). Not both 0.
+    pub max_unavailable: Amount,
+    /// A rollout with no new replica becoming ready for this long is rolled back to the
+    /// previous spec. Default 60s.
+    pub progress_deadline: Duration,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            max_surge: Amount::Count(1),
+            max_unavailable: Amount::Count(0),
+            progress_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A number of replicas, as a count (`2`) or a share of the desired count (`25%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    /// So many replicas.
+    Count(u32),
+    /// This percentage of the desired count (0..=100).
+    Percent(u32),
+}
+
+impl Amount {
+    /// The count for `desired` replicas; a percentage rounds up for a surge (`round_up`)
+    /// and down for unavailability, as Kubernetes does.
+    pub fn of(self, desired: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = u64::from(desired) * u64::from(p);
+                let n = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
 }
 
 /// Where a backlog target reads its queue (`autoscale.backlog`), and how often.
@@ -859,8 +916,13 @@ pub struct Route {
     pub rule: Rule,
     /// Higher wins. Default: the rule's length.
     pub priority: i64,
-    /// Target service.
+    /// Target service (with `services:`, the first of them).
     pub service: String,
+    /// A traffic split between services (`services:`: canary, blue-green), if the route has
+    /// one; then `service` is its first target.
+    pub split: Option<Split>,
+    /// A copy of some requests sent to another service (`mirror:`), if set.
+    pub mirror: Option<Mirror>,
     /// Middlewares in order (the inline `strip_prefix` comes first).
     pub middlewares: Vec<Middleware>,
     /// Entrypoints the route listens on; None = all.
@@ -870,6 +932,70 @@ pub struct Route {
     pub retry: Option<Retry>,
     /// The route's own request timeouts (unset fields: its service's, then the gateway's).
     pub timeouts: RequestTimeouts,
+}
+
+/// A route's traffic split between services by weight (Traefik's weighted services).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Two or more services, each with a relative weight (0..=1000, not all 0).
+    pub targets: Vec<WeightedTarget>,
+    /// Keep each client on the service it first got (`sticky:`), if set.
+    pub sticky: Option<Sticky>,
+    /// Automated canary (`canary:`): promote step by step, roll back on bad numbers.
+    pub canary: Option<Canary>,
+}
+
+/// One service of a [`Split`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedTarget {
+    /// The service.
+    pub service: String,
+    /// Relative weight, 0..=1000.
+    pub weight: u32,
+}
+
+/// Sticky split: the gateway sets a cookie naming the service a client got, and sends
+/// the client's next requests there while that service is in the split with a weight > 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// Cookie name. Default `shoal_ROUTE` (the route's name).
+    pub cookie: String,
+}
+
+/// An automated canary on a split (Flagger's semantics, measured by the gateway): every
+/// `interval`, if the canary answered at least `min_requests` and its error ratio and p95
+/// stayed within bounds of the other services', its share grows by `step` percent;
+/// otherwise it is rolled back to 0 (after `failures` bad intervals in a row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// The canary service (one of the split's targets); the others are the stable version.
+    pub service: String,
+    /// Percentage points added per good interval. Default 10.
+    pub step: u32,
+    /// Share at which the canary is promoted to all traffic (100). Default 100.
+    pub max_weight: u32,
+    /// Time between checks. Default 30s.
+    pub interval: Duration,
+    /// Requests the canary must have answered in an interval for it to count. Default 20.
+    pub min_requests: u32,
+    /// The canary's 5xx ratio may exceed the stable one's by this much. Default 0.01.
+    pub max_error_increase: f64,
+    /// The canary's p95 may be this many times the stable one's. Default 1.5.
+    pub max_p95_ratio: f64,
+    /// Bad intervals in a row before a rollback. Default 1.
+    pub failures: u32,
+}
+
+/// Mirroring: a share of a route's requests is also sent to another service; its answers
+/// are discarded, and it never slows or fails the real request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    /// Where copies go.
+    pub service: String,
+    /// Share of requests copied, 0..=100. Default 100.
+    pub percent: f64,
+    /// Requests with a larger body are not mirrored. Default 1 MiB.
+    pub max_body: u64,
 }
 
 /// A request/response transformation.

@@ -168,6 +168,50 @@ pub(crate) struct RawService {
     pub(crate) balance: Option<StringOr<RawBalance>>,
     pub(crate) tls: Option<BoolOr<RawUpstreamTls>>,
     pub(crate) timeouts: Option<RawRequestTimeouts>,
+    pub(crate) version: Option<RawLabel>,
+    pub(crate) rollout: Option<RawRollout>,
+}
+
+/// `rollout:` of a command service: how a changed spec replaces its replicas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRollout {
+    pub(crate) max_surge: Option<RawNumber>,
+    pub(crate) max_unavailable: Option<RawNumber>,
+    pub(crate) progress_deadline: Option<String>,
+}
+
+/// A label users write bare or quoted: `version: v2`, `version: 3` (validated later). A
+/// number with a fraction is refused here: YAML would have read `1.10` as `1.1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawLabel(pub(crate) String);
+
+impl<'de> Deserialize<'de> for RawLabel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawLabel;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a label like `v2` or `2024-06-01.1`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawLabel, E> {
+                Ok(RawLabel(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawLabel, E> {
+                Ok(RawLabel(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawLabel, E> {
+                Err(E::custom(format!(
+                    "read as the number `{v}`; quote the label to keep it as written (YAML reads \
+                     `1.10` as `1.1`)"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLabel, E> {
+                Ok(RawLabel(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `tls:` of a service: TLS to its replicas.
@@ -758,7 +802,11 @@ pub(crate) struct RawRoute {
     pub(crate) name: Option<String>,
     #[serde(rename = "match")]
     pub(crate) rule: String,
-    pub(crate) service: String,
+    pub(crate) service: Option<String>,
+    pub(crate) services: Option<Vec<RawTarget>>,
+    pub(crate) sticky: Option<BoolOr<RawSticky>>,
+    pub(crate) canary: Option<RawCanary>,
+    pub(crate) mirror: Option<RawMirror>,
     pub(crate) priority: Option<i64>,
     #[serde(default)]
     pub(crate) middlewares: Vec<String>,
@@ -766,6 +814,44 @@ pub(crate) struct RawRoute {
     pub(crate) entrypoints: Option<Vec<String>>,
     pub(crate) retry: Option<BoolOr<RawRetry>>,
     pub(crate) timeouts: Option<RawRequestTimeouts>,
+}
+
+/// One entry of a route's `services:` (a weighted split).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub(crate) name: String,
+    pub(crate) weight: Option<u32>,
+}
+
+/// `sticky:` of a split, in its mapping form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub(crate) cookie: Option<String>,
+}
+
+/// `canary:` of a split: the automated canary.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub(crate) service: Option<String>,
+    pub(crate) step: Option<u32>,
+    pub(crate) max_weight: Option<u32>,
+    pub(crate) interval: Option<String>,
+    pub(crate) min_requests: Option<u32>,
+    pub(crate) max_error_increase: Option<RawNumber>,
+    pub(crate) max_p95_ratio: Option<RawNumber>,
+    pub(crate) failures: Option<u32>,
+}
+
+/// `mirror:` of a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirror {
+    pub(crate) service: Option<String>,
+    pub(crate) percent: Option<RawNumber>,
+    pub(crate) max_body: Option<RawSize>,
 }
 
 /// `true`/`false` or a string (e.g. `replica_header: X-Served-By`).

@@ -8,6 +8,10 @@ use crate::*;
 #[path = "tests_edge.rs"]
 mod edge;
 
+/// Shipping new versions (issue 21): rollouts, weighted splits, canaries, mirroring.
+#[path = "tests_rollout.rs"]
+mod rollout;
+
 fn errors(src: &str) -> Vec<String> {
     parse(src, "shoal.yaml")
         .unwrap_err()

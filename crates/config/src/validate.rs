@@ -16,6 +16,8 @@ use crate::raw::*;
 
 #[path = "validate_edge.rs"]
 mod edge;
+#[path = "validate_rollout.rs"]
+mod rollout;
 
 /// Default gateway address.
 pub const DEFAULT_GATEWAY_LISTEN: SocketAddr =
@@ -278,7 +280,6 @@ impl Cx<'_> {
             .into_iter()
             .filter_map(|(name, s)| self.service(name, s, base))
             .collect();
-        let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let middlewares = self.middlewares(raw.middlewares, base);
         let middleware_names = &middlewares.names;
         let entrypoint_names: Vec<&str> = gateway
@@ -315,31 +316,9 @@ impl Cx<'_> {
                     None
                 }
             };
-            if !service_names.contains(&r.service.as_str()) {
-                let hint = did_you_mean(&r.service, service_names.iter().copied()).or_else(|| {
-                    Some(format!(
-                        "defined services: {}",
-                        list_or_none(&service_names)
-                    ))
-                });
-                self.error_hint(
-                    &format!("{path}.service"),
-                    format!("unknown service `{}`", r.service),
-                    hint,
-                );
-            } else if services
-                .iter()
-                .any(|s| s.name == r.service && s.is_worker())
-            {
-                self.error(
-                    &format!("{path}.service"),
-                    format!(
-                        "`{}` is a worker (`kind: worker`): it has no port and serves no \
-                         requests, so no route can send it any",
-                        r.service
-                    ),
-                );
-            }
+            let targets = self.targets(
+                &path, &name, r.service, r.services, r.sticky, r.canary, r.mirror, &services,
+            );
             let mut chain = Vec::new();
             if let Some(prefixes) = r.strip_prefix
                 && let Some(m) = self.strip_prefix(&format!("{path}.strip_prefix"), prefixes)
@@ -393,7 +372,7 @@ impl Cx<'_> {
             let retry = r.retry.map(|raw| {
                 let base = services
                     .iter()
-                    .find(|s| s.name == r.service)
+                    .find(|s| s.name == targets.service)
                     .map(|s| s.retry.clone())
                     .unwrap_or_default();
                 self.retry(&format!("{path}.retry"), Some(raw), &base)
@@ -408,7 +387,9 @@ impl Cx<'_> {
                     name,
                     rule,
                     priority,
-                    service: r.service,
+                    service: targets.service,
+                    split: targets.split,
+                    mirror: targets.mirror,
                     middlewares: chain,
                     entrypoints: r.entrypoints,
                     retry,
@@ -802,6 +783,8 @@ impl Cx<'_> {
                     ("stop", raw.stop.is_some()),
                     ("logs", raw.logs.is_some()),
                     ("autoscale", raw.autoscale.is_some()),
+                    ("version", raw.version.is_some()),
+                    ("rollout", raw.rollout.is_some()),
                     ("image", container.is_some()),
                 ] {
                     if present {
@@ -902,6 +885,8 @@ impl Cx<'_> {
                     logs,
                     autoscale,
                     backlog,
+                    version: self.version(&path, raw.version),
+                    rollout: self.rollout(&path, raw.rollout),
                 }))
             }
         };

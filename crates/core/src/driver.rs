@@ -46,4 +46,20 @@ pub trait Driver: Send + Sync + 'static {
     fn status(&self) -> Vec<ServiceStatus>;
     /// Stop every replica (drain, then terminate) and return when all are gone.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Go back to the service's previous spec (`shoal rollout undo`), rolling its replicas
+    /// as any change does; says which version it goes back to.
+    fn rollout_undo(&self, service: &str) -> Result<String, DriverError> {
+        let _ = service;
+        Err(DriverError::Invalid(
+            "this runtime does not roll replicas back".into(),
+        ))
+    }
+    /// Replace every replica of the service with a fresh one of the same spec (`shoal
+    /// rollout restart`: e.g. a new binary on disk), as a rollout.
+    fn rollout_restart(&self, service: &str) -> Result<String, DriverError> {
+        let _ = service;
+        Err(DriverError::Invalid(
+            "this runtime does not restart replicas".into(),
+        ))
+    }
 }

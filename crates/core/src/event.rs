@@ -54,11 +54,19 @@ pub enum EventKind {
     BrokerError,
     /// The broker of a queue's backlog can be read again after failed reads.
     BrokerOk,
+    /// A service's rollout started (a new version), moved on, or completed.
+    Rollout,
+    /// A rollout was undone: past its progress deadline (the message says why: exit code,
+    /// failed check, last log line), by `shoal rollout undo`, or a canary that failed its
+    /// bounds.
+    RolledBack,
+    /// A route's split weights changed (`shoal weight`, a reload, an automated canary step).
+    Weighted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::Started,
         EventKind::Ready,
         EventKind::Unready,
@@ -80,6 +88,9 @@ impl EventKind {
         EventKind::Leader,
         EventKind::BrokerError,
         EventKind::BrokerOk,
+        EventKind::Rollout,
+        EventKind::RolledBack,
+        EventKind::Weighted,
     ];
 
     /// The name the API and the CLI use, e.g. `"circuitopen"` (the serde name).
@@ -106,6 +117,9 @@ impl EventKind {
             EventKind::Leader => "leader",
             EventKind::BrokerError => "brokererror",
             EventKind::BrokerOk => "brokerok",
+            EventKind::Rollout => "rollout",
+            EventKind::RolledBack => "rolledback",
+            EventKind::Weighted => "weighted",
         }
     }
 
@@ -124,6 +138,7 @@ impl EventKind {
                 | EventKind::CircuitOpen
                 | EventKind::ApiError
                 | EventKind::BrokerError
+                | EventKind::RolledBack
         )
     }
 }

@@ -16,7 +16,8 @@ pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};
 pub use event::{Event, EventKind, EventLog};
 pub use replica::{
     AutoscaleBacklog, AutoscaleReading, AutoscaleStatus, Endpoint, ExitStatus, HealthState, Pod,
-    ReplicaState, ReplicaStatus, ReplicaTraffic, ServiceState, ServiceStatus, ServiceTraffic,
+    ReplicaState, ReplicaStatus, ReplicaTraffic, RolloutState, RolloutStatus, ServiceState,
+    ServiceStatus, ServiceTraffic,
 };
 
 /// Milliseconds since the Unix epoch, for timestamps that leave the process (events, API).

@@ -90,6 +90,9 @@ pub struct ReplicaStatus {
     /// The Kubernetes pod behind it (Kubernetes mode); `None` for local processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Pod>,
+    /// The version it runs: the service's `version:` label, else a short hash of its spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A Kubernetes pod serving as a replica, as its EndpointSlice (and, where the gateway may
@@ -214,6 +217,54 @@ pub struct ServiceStatus {
     /// requests (no `traffic`). Absent from the JSON for web services.
     #[serde(default, skip_serializing_if = "is_false")]
     pub worker: bool,
+    /// The service's latest rollout, once its spec has changed (or was restarted) since it
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A service's rollout, like `kubectl rollout status` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// The version being rolled out (or, once complete, running).
+    pub version: String,
+    /// The version it replaces (what `shoal rollout undo` goes back to).
+    pub previous: Option<String>,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// Replicas (of the desired count) already on the new version.
+    pub updated: u32,
+    /// Of those, the ones ready.
+    pub updated_ready: u32,
+    /// Desired replica count.
+    pub desired: u32,
+    /// Why it was rolled back or failed, or what it waits for.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Milliseconds since the Unix epoch when it started.
+    pub started_ms: u64,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutState {
+    /// Replacing replicas.
+    Progressing,
+    /// Every replica runs the new version.
+    Complete,
+    /// Undone: the previous version runs again (past the progress deadline, or `undo`).
+    RolledBack,
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutState::Progressing => "progressing",
+            RolloutState::Complete => "complete",
+            RolloutState::RolledBack => "rolledback",
+        })
+    }
 }
 
 fn is_false(b: &bool) -> bool {

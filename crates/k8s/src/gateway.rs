@@ -475,8 +475,14 @@ pub(crate) fn stack_file(
         let mut route = Obj::new()
             .with("name", r.name.as_str())
             .with("match", r.rule.source())
-            .with("priority", r.priority)
-            .with("service", r.service.as_str());
+            .with("priority", r.priority);
+        // A split's targets, stickiness and canary, and the mirror, as written: the
+        // gateway in the cluster splits and mirrors as `shoal up` does.
+        route = match &r.split {
+            Some(split) => stackfile::split(route, split),
+            None => route.with("service", r.service.as_str()),
+        };
+        route = route.with_opt("mirror", r.mirror.as_ref().map(stackfile::mirror));
         if let Some((shoal_config::Middleware::StripPrefix(p), rest)) = chain.split_first() {
             route = route.with("strip_prefix", list(p.iter().map(String::as_str)));
             chain = rest;

@@ -230,6 +230,17 @@ pub enum RenderError {
         "a ServiceMonitor scrapes shoal's gateway, which `--ingress traefik` does not run; Traefik's own metrics are configured in Traefik"
     )]
     ServiceMonitorWithoutGateway,
+    /// A route that splits (`services:`) or mirrors (`mirror:`) traffic, which the Traefik
+    /// render does not write (shoal's gateway, the default ingress, does it).
+    #[error(
+        "route `{route}`: `{what}` is not rendered for `--ingress traefik` (it would need a TraefikService); render without `--ingress traefik` (shoal's gateway in the cluster splits and mirrors as `shoal up` does), or drop `{what}` and write the TraefikService by hand"
+    )]
+    TraefikSplit {
+        /// The route.
+        route: String,
+        /// `services` or `mirror`.
+        what: &'static str,
+    },
 }
 
 /// The kinds of object a render produces, in the order a file per kind is listed.
@@ -487,6 +498,20 @@ pub fn render(stack: &Stack, opts: &Options) -> Result<Rendered, RenderError> {
     }
     if !shoal && opts.service_monitor {
         return Err(RenderError::ServiceMonitorWithoutGateway);
+    }
+    if !shoal {
+        // An IngressRoute to the first target only would send every request there.
+        for r in &stack.routes {
+            let what = match (&r.split, &r.mirror) {
+                (Some(_), _) => "services",
+                (None, Some(_)) => "mirror",
+                (None, None) => continue,
+            };
+            return Err(RenderError::TraefikSplit {
+                route: r.name.clone(),
+                what,
+            });
+        }
     }
     let mut reserved = Vec::new();
     if shoal {

@@ -7,8 +7,8 @@ use serde_yaml::Value;
 use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{
     AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, ClientKey, EntrypointTls,
-    Gateway, HashOn, Health, Metrics, Middleware, Passive, PerTryTimeout, Protocol,
-    RequestTimeouts, Retry, Server, UpstreamTls,
+    Gateway, HashOn, Health, Metrics, Middleware, Mirror, Passive, PerTryTimeout, Protocol,
+    RequestTimeouts, Retry, Server, Split, UpstreamTls,
 };
 
 use crate::yaml::{Obj, duration, list};
@@ -265,6 +265,44 @@ pub(crate) fn retry(r: &Retry) -> Value {
                 .with("min_per_sec", r.budget_min_per_sec),
         )
         .with("non_idempotent", r.non_idempotent)
+        .into()
+}
+
+/// A route's target keys for a split: `services:`, and `sticky:` and `canary:` when set.
+pub(crate) fn split(route: Obj, s: &Split) -> Obj {
+    let targets = s.targets.iter().map(|t| {
+        Obj::new()
+            .with("name", t.service.as_str())
+            .with("weight", t.weight)
+    });
+    let canary = s.canary.as_ref().map(|c| {
+        Obj::new()
+            .with("service", c.service.as_str())
+            .with("step", c.step)
+            .with("max_weight", c.max_weight)
+            .with("interval", duration(c.interval))
+            .with("min_requests", c.min_requests)
+            .with("max_error_increase", c.max_error_increase)
+            .with("max_p95_ratio", c.max_p95_ratio)
+            .with("failures", c.failures)
+    });
+    route
+        .with("services", list(targets))
+        .with_opt(
+            "sticky",
+            s.sticky
+                .as_ref()
+                .map(|st| Obj::new().with("cookie", st.cookie.as_str())),
+        )
+        .with_opt("canary", canary)
+}
+
+/// A route's `mirror:`.
+pub(crate) fn mirror(m: &Mirror) -> Value {
+    Obj::new()
+        .with("service", m.service.as_str())
+        .with("percent", m.percent)
+        .with("max_body", m.max_body)
         .into()
 }
 

@@ -1336,3 +1336,114 @@ routes:
     assert_eq!(secure["spec"]["tls"]["secretName"], "shoal-tls-websecure");
     assert_eq!(secure["spec"]["routes"], plain["spec"]["routes"]);
 }
+
+#[test]
+fn rollout_becomes_the_deployment_strategy_and_progress_deadline() {
+    let deployment = |fields: &str| {
+        let r = render_default(&one_service(fields));
+        let d = find(&r, Kind::Deployment, "web").unwrap()["spec"].clone();
+        (d, r.explain.to_text(""))
+    };
+    // shoal's defaults, not Kubernetes' (25% / 25%): a new pod is ready before an old one
+    // stops.
+    let (spec, _) = deployment("");
+    assert_eq!(
+        spec["strategy"],
+        yaml("type: RollingUpdate\nrollingUpdate: { maxSurge: 1, maxUnavailable: 0 }\n")
+    );
+    assert_eq!(spec["progressDeadlineSeconds"], 60);
+    let (spec, explain) = deployment(
+        "    version: v2\n    rollout: { max_surge: 25%, max_unavailable: 1, progress_deadline: 1500ms }\n",
+    );
+    assert_eq!(
+        spec["strategy"],
+        yaml("type: RollingUpdate\nrollingUpdate: { maxSurge: 25%, maxUnavailable: 1 }\n")
+    );
+    assert_eq!(
+        spec["progressDeadlineSeconds"], 2,
+        "rounded up to whole seconds"
+    );
+    assert!(
+        explain.contains(
+            "Deployment web: strategy RollingUpdate (maxSurge 25%, maxUnavailable 1), progressDeadlineSeconds 2"
+        ),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("`kubectl rollout undo` goes back"),
+        "{explain}"
+    );
+}
+
+const SPLIT_STACK: &str = "services:
+  api:
+    image: ghcr.io/acme/api:1
+  api-v2:
+    image: ghcr.io/acme/api:2
+  shadow:
+    image: ghcr.io/acme/api:3
+routes:
+  - name: shop
+    match: PathPrefix(`/`)
+    services: [{ name: api, weight: 90 }, { name: api-v2, weight: 10 }]
+    sticky: true
+    canary: { service: api-v2, interval: 250ms, max_error_increase: 2%, max_p95_ratio: 1.25 }
+    mirror: { service: shadow, percent: 12.5, max_body: 64KiB }
+  - name: mirrored
+    match: PathPrefix(`/b`)
+    service: api
+    mirror: { service: shadow }
+";
+
+#[test]
+fn the_gateway_stack_file_carries_splits_canaries_and_mirrors() {
+    let original = stack(SPLIT_STACK);
+    let derived = derived(&render_default(&original));
+    for r in &original.routes {
+        let d = route(&derived, &r.name);
+        assert_eq!(d.service, r.service, "route {}", r.name);
+        assert_eq!(d.split, r.split, "route {}", r.name);
+        assert_eq!(d.mirror, r.mirror, "route {}", r.name);
+    }
+    let shop = route(&original, "shop");
+    assert_eq!(shop.split.as_ref().unwrap().targets.len(), 2);
+    assert!(shop.split.as_ref().unwrap().canary.is_some());
+    assert!(route(&original, "mirrored").mirror.is_some());
+}
+
+#[test]
+fn traefik_refuses_splits_and_mirrors_naming_the_route() {
+    let traefik = Options {
+        ingress: Ingress::Traefik,
+        ..Options::default()
+    };
+    let split_only = SPLIT_STACK.replace("    mirror: { service: shadow }\n", "");
+    let err = render(&stack(&split_only), &traefik).unwrap_err();
+    assert_eq!(
+        err,
+        RenderError::TraefikSplit {
+            route: "shop".into(),
+            what: "services"
+        }
+    );
+    assert!(
+        err.to_string().starts_with(
+            "route `shop`: `services` is not rendered for `--ingress traefik` (it would need a TraefikService)"
+        ),
+        "{err}"
+    );
+    let mirror_only = SPLIT_STACK.replace(
+        "    services: [{ name: api, weight: 90 }, { name: api-v2, weight: 10 }]\n    sticky: true\n    canary: { service: api-v2, interval: 250ms, max_error_increase: 2%, max_p95_ratio: 1.25 }\n    mirror: { service: shadow, percent: 12.5, max_body: 64KiB }\n",
+        "    service: api\n",
+    );
+    assert_eq!(
+        render(&stack(&mirror_only), &traefik).unwrap_err(),
+        RenderError::TraefikSplit {
+            route: "mirrored".into(),
+            what: "mirror"
+        }
+    );
+    // Without either, the same stack renders for Traefik.
+    let plain = mirror_only.replace("    mirror: { service: shadow }\n", "");
+    assert!(render(&stack(&plain), &traefik).is_ok());
+}

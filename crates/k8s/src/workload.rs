@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use serde_yaml::Value;
-use shoal_config::{Command, Container, Health, Protocol, Service};
+use shoal_config::{Amount, Command, Container, Health, Protocol, Rollout, Service};
 
 use crate::explain::{Explain, Section};
 use crate::hpa;
@@ -303,9 +303,33 @@ pub(crate) fn render(
             Obj::new().with("labels", labels(name, "service")),
         )
         .with("spec", pod_spec);
+    let (strategy, deadline) = rollout(&command.rollout);
+    section.row(
+        format!(
+            "rollout: max_surge {}, max_unavailable {}, progress_deadline {}",
+            amount_text(command.rollout.max_surge),
+            amount_text(command.rollout.max_unavailable),
+            crate::yaml::duration(command.rollout.progress_deadline)
+        ),
+        format!(
+            "Deployment {name}: strategy RollingUpdate (maxSurge {}, maxUnavailable {}), progressDeadlineSeconds {deadline}",
+            amount_text(command.rollout.max_surge),
+            amount_text(command.rollout.max_unavailable),
+        ),
+    );
+    explain.not_carried(
+        "rollout.progress_deadline's automatic rollback: past progressDeadlineSeconds Kubernetes marks the rollout failed (`kubectl rollout status` exits non-zero) but keeps it; `kubectl rollout undo` goes back",
+    );
+    if command.version.is_some() {
+        explain.not_carried(
+            "version: a label of `shoal up`'s replicas; on Kubernetes a new image or spec makes a new ReplicaSet (`kubectl rollout history`)",
+        );
+    }
     let spec = Obj::new()
         .with_opt("replicas", replicas)
         .with("selector", selector(name))
+        .with("strategy", strategy)
+        .with("progressDeadlineSeconds", deadline)
         .with("template", template);
 
     let mut svc_port = Obj::new()
@@ -395,6 +419,32 @@ pub(crate) fn render(
         objects.push(hpa);
     }
     Ok((objects, section))
+}
+
+/// `rollout:` as a Deployment's `strategy` (RollingUpdate: the same vocabulary) and its
+/// `progressDeadlineSeconds` (whole seconds, rounded up).
+fn rollout(r: &Rollout) -> (Value, u64) {
+    let amount = |a: Amount| -> Value {
+        match a {
+            Amount::Count(n) => n.into(),
+            Amount::Percent(p) => format!("{p}%").into(),
+        }
+    };
+    let strategy = Obj::new().with("type", "RollingUpdate").with(
+        "rollingUpdate",
+        Obj::new()
+            .with("maxSurge", amount(r.max_surge))
+            .with("maxUnavailable", amount(r.max_unavailable)),
+    );
+    (strategy.into(), seconds_up(r.progress_deadline, 1))
+}
+
+/// `2` or `25%`, as written in the stack file.
+fn amount_text(a: Amount) -> String {
+    match a {
+        Amount::Count(n) => n.to_string(),
+        Amount::Percent(p) => format!("{p}%"),
+    }
 }
 
 fn env_var(name: &str, value: &str) -> Value {

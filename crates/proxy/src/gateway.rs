@@ -1,5 +1,8 @@
-//! The life of a request: match a route, run its middlewares, pick a replica, forward, and
-//! turn any failure into a response at one boundary ([`ProxyError::into_response`]).
+//! The life of a request: match a route and choose its target service (one of a split's,
+//! `crate::split`), run its middlewares, copy it to the route's mirror if selected
+//! (`crate::mirror`), pick a replica, forward, and turn any failure into a response at one
+//! boundary ([`ProxyError::into_response`]). The target is chosen once, in
+//! [`Gateway::begin`]; every later step — sending, counting, logging — uses that one.
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -33,8 +36,10 @@ use crate::grpc;
 use crate::hold::{Activator, HoldError, HoldSettings, WakeFn};
 use crate::metrics::{Key, NONE, Proto, RequestMetrics, method_index};
 use crate::middleware;
-use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
-use crate::tries::{Answer, BalanceKey, HyperExchange, Outbound, is_idempotent};
+use crate::table::{CompiledRoute, RoutingTable, ServiceHandle, Target};
+use crate::tries::{
+    Answer, BalanceKey, HyperExchange, Outbound, boxed_bytes, is_idempotent, read_small_body,
+};
 use crate::upstream::Upstreams;
 
 /// Connection facts the gateway needs per request.
@@ -221,6 +226,41 @@ impl Gateway {
         self.table.store(Arc::new(table));
     }
 
+    /// Change the weights of `route`'s split from the next request on (`crate::split`):
+    /// the services named in `weights` get theirs, the others keep theirs. Returns the
+    /// route's weights now in force, in the file's order. An error, naming what is wrong,
+    /// changes nothing: no route of that name, a route without `services:`, a service not
+    /// in its split, a weight over 1000, or every weight 0. The weights outlast a reload
+    /// whose file leaves the route's `services:` weights as they were; a reload that
+    /// changes them applies the file's.
+    pub fn set_weights(
+        &self,
+        route: &str,
+        weights: &[(String, u32)],
+    ) -> Result<Vec<(String, u32)>, String> {
+        // Reloads hold this lock while they build the next table from the current one:
+        // a change made meanwhile is not lost to a table built before it.
+        let _writers = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.table.load();
+        let found = table
+            .routes
+            .iter()
+            .find(|r| *r.name == *route)
+            .ok_or_else(|| format!("no route named `{route}`"))?;
+        let split = found.split.as_ref().ok_or_else(|| {
+            format!("route `{route}` has one service, not a split (`services:`) to weigh")
+        })?;
+        split.weights.set(route, weights)
+    }
+
+    /// The weights in force on `route`'s split, in the file's order; `None` if there is no
+    /// such route or it has one service (no `services:`).
+    pub fn weights(&self, route: &str) -> Option<Vec<(String, u32)>> {
+        let table = self.table.load();
+        let found = table.routes.iter().find(|r| *r.name == *route)?;
+        Some(found.split.as_ref()?.weights.get())
+    }
+
     /// Note `backends` as (having been) in `service`'s set, and forget the backends
     /// nothing holds any more. A `Pick` — a request in flight, a response body still
     /// streaming, an upgraded connection's tunnel — holds its backend, so a draining
@@ -312,10 +352,10 @@ impl Gateway {
                 .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
             framing::request_facts(minor, fields).err()
         });
-        let result = match (refused, begun.route) {
+        let result = match (refused, begun.route.zip(begun.target)) {
             (Some(reject), _) => Err(reject.into()),
             (None, None) => Err(ProxyError::NoRoute),
-            (None, Some(route)) => {
+            (None, Some((route, target))) => {
                 // The route's checks: an early answer (401, 403, 413, 429, a redirect, a
                 // preflight) never reaches a replica.
                 let version = parts.version;
@@ -338,7 +378,7 @@ impl Gateway {
                         let result = self
                             .forward_to(
                                 table,
-                                route,
+                                (route, target, begun.set_cookie.clone()),
                                 parts,
                                 body,
                                 begun.host_header.clone(),
@@ -379,12 +419,33 @@ impl Gateway {
     }
 
     /// The first step of every request, whichever path carries it: note what metrics and
-    /// the access log need, and match a route.
+    /// the access log need, match a route and choose its target.
     pub(crate) fn begin<'t>(
         &self,
         table: &'t RoutingTable,
         parts: &http::request::Parts,
         conn: &ConnInfo,
+    ) -> Begun<'t> {
+        self.begin_routed(table, parts, conn, true)
+    }
+
+    /// As [`begin`](Self::begin) for a request no route will carry (a `redirect_to`
+    /// entrypoint's): nothing matched, so no split's turn is taken.
+    pub(crate) fn begin_unrouted<'t>(
+        &self,
+        table: &'t RoutingTable,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+    ) -> Begun<'t> {
+        self.begin_routed(table, parts, conn, false)
+    }
+
+    fn begin_routed<'t>(
+        &self,
+        table: &'t RoutingTable,
+        parts: &http::request::Parts,
+        conn: &ConnInfo,
+        routed: bool,
     ) -> Begun<'t> {
         let start = Instant::now();
         let proto = if table.settings.metrics {
@@ -415,19 +476,28 @@ impl Gateway {
             None => parts.headers.get(header::HOST).cloned(),
         };
         let client_ip = forward::canonical_ip(conn.client.ip());
-        let route = {
-            let info = RequestInfo {
-                method: &parts.method,
-                host: host_header
-                    .as_ref()
-                    .and_then(|h| h.to_str().ok())
-                    .map(strip_port),
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                headers: &parts.headers,
-                client_ip,
-            };
-            find_route(table, &info, &conn.entrypoint)
+        let route = routed
+            .then(|| {
+                let info = RequestInfo {
+                    method: &parts.method,
+                    host: host_header
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .map(strip_port),
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    headers: &parts.headers,
+                    client_ip,
+                };
+                find_route(table, &info, &conn.entrypoint)
+            })
+            .flatten();
+        let (target, set_cookie) = match route {
+            Some(r) => {
+                let (target, cookie) = r.choose(&parts.headers);
+                (Some(target), cookie)
+            }
+            None => (None, None),
         };
         Begun {
             start,
@@ -437,6 +507,8 @@ impl Gateway {
             host_header,
             client_ip,
             route,
+            target,
+            set_cookie,
             counting: table.settings.metrics,
         }
     }
@@ -451,14 +523,16 @@ impl Gateway {
         size: Option<u64>,
         replica: Option<Arc<Backend>>,
     ) {
-        if let Some(route) = begun.route {
-            route.service.health.counters.answered(status);
+        let target = begun.target;
+        if let Some(target) = target {
+            target.service.health.counters.answered(status);
         }
         let elapsed = begun.start.elapsed();
         if begun.counting {
             let (router, service) = begun
                 .route
-                .map_or((NONE, NONE), |r| (r.router_id, r.service_id));
+                .zip(target)
+                .map_or((NONE, NONE), |(r, t)| (r.router_id, t.service_id));
             self.metrics.record(
                 Key {
                     code: status.as_u16(),
@@ -484,7 +558,7 @@ impl Gateway {
                 duration: elapsed,
                 entrypoint: conn.entrypoint.clone(),
                 router: route.map(|r| r.name.clone()),
-                service: route.map(|r| r.service.name.clone()),
+                service: target.map(|t| t.service.name.clone()),
                 replica,
                 user_agent: logged.user_agent,
                 referer: logged.referer,
@@ -500,7 +574,7 @@ impl Gateway {
     async fn forward_to(
         &self,
         table: &RoutingTable,
-        route: &CompiledRoute,
+        (route, target, set_cookie): (&CompiledRoute, &Target, Option<HeaderValue>),
         mut parts: http::request::Parts,
         body: ProxyBody,
         host_header: Option<HeaderValue>,
@@ -508,7 +582,7 @@ impl Gateway {
         replica: Option<&mut Option<Arc<Backend>>>,
         grpc_since: Option<Instant>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let service = &route.service;
+        let service = &target.service;
         let upgrade = parts.version == Version::HTTP_11 && forward::is_upgrade(&parts.headers);
         let h2c = service.speaks_h2();
         // Whether to compress the response, from the request as the client sent it.
@@ -517,7 +591,7 @@ impl Gateway {
         let path_and_query = prepare(
             route,
             &mut parts,
-            host_header,
+            host_header.clone(),
             client_ip,
             upgrade,
             h2c,
@@ -527,8 +601,36 @@ impl Gateway {
         // headers (crate::framing).
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
+        // A copy to the route's mirror, if this request is selected: its body (known, and
+        // small) is read first, to go to both (crate::mirror).
+        let body = match &route.mirror {
+            Some(mirror) if !upgrade => {
+                let len = if body.is_end_stream() {
+                    Some(0)
+                } else {
+                    body.size_hint().exact()
+                };
+                match (mirror.select(len), len) {
+                    (Some(slot), Some(len)) => {
+                        let bytes = read_small_body(body, len, table.settings.body_idle).await?;
+                        mirror.send(
+                            slot,
+                            &table.upstreams,
+                            &parts.method,
+                            &path_and_query,
+                            &parts.headers,
+                            host_header.as_ref(),
+                            bytes.clone(),
+                        );
+                        boxed_bytes(bytes)
+                    }
+                    _ => body,
+                }
+            }
+            _ => body,
+        };
         let client_upgrade = parts.extensions.remove::<OnUpgrade>();
-        let deadline = grpc_since.and_then(|since| call_deadline(table, route, &mut parts, since));
+        let deadline = grpc_since.and_then(|since| call_deadline(table, target, &mut parts, since));
         if let Some((at, true)) = deadline
             && at <= Instant::now()
         {
@@ -536,7 +638,7 @@ impl Gateway {
             return Err(ProxyError::DeadlineExceeded(service.name.to_string()));
         }
         let (now, trial) = admit(service, Instant::now()).await?;
-        let mut outbound = Outbound::new(table, route, now);
+        let mut outbound = Outbound::new(table, target, now);
         if let Some((at, client)) = deadline {
             // The time left, from now on: the replica is told as much (`grpc-timeout`).
             let left = at.saturating_duration_since(now);
@@ -546,7 +648,7 @@ impl Gateway {
             outbound.response_header_timeout = left;
             outbound.client_deadline = client;
         }
-        let retry = &route.retry;
+        let retry = &target.retry;
         let idempotent = !upgrade && is_idempotent(retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, client_ip);
         let exchange = HyperExchange::new(
@@ -600,6 +702,9 @@ impl Gateway {
                     headers.insert(name, value);
                 }
             });
+            if let Some(cookie) = set_cookie {
+                headers.append(header::SET_COOKIE, cookie);
+            }
         }
 
         if switching {
@@ -630,6 +735,13 @@ impl Gateway {
             Some(chosen) => compress::compress(chosen, resp),
             None => resp,
         })
+    }
+
+    /// Every service's request figures since the gateway started (requests, 5xx, fine
+    /// latency buckets), by service name: the automated canary takes the difference of two
+    /// to judge an interval. See [`crate::metrics::ServiceFigures`].
+    pub fn service_figures(&self) -> HashMap<String, crate::metrics::ServiceFigures> {
+        self.metrics.service_figures()
     }
 }
 
@@ -691,6 +803,11 @@ pub(crate) struct Begun<'t> {
     pub(crate) client_ip: IpAddr,
     /// The route that matched, if any.
     pub(crate) route: Option<&'t CompiledRoute>,
+    /// The route's target chosen for this request (its one service, or one of its split,
+    /// `crate::split`): every later step sends to, counts and logs this one.
+    pub(crate) target: Option<&'t Target>,
+    /// A sticky split's cookie for the response, when the request did not carry a valid one.
+    pub(crate) set_cookie: Option<HeaderValue>,
 }
 
 impl Begun<'_> {
@@ -780,13 +897,13 @@ pub(crate) fn prepare(
 /// Envoy does.
 fn call_deadline(
     table: &RoutingTable,
-    route: &CompiledRoute,
+    target: &Target,
     parts: &mut http::request::Parts,
     since: Instant,
 ) -> Option<(Instant, bool)> {
     match grpc::client_timeout(&parts.headers)? {
         Ok(timeout) => {
-            let route_wait = route.response_header_timeout;
+            let route_wait = target.response_header_timeout;
             let (wait, client) = grpc::call_wait(route_wait, table.settings.grpc_max, timeout);
             Some((since + wait, client))
         }

@@ -28,6 +28,7 @@ mod https_redirect;
 mod latency;
 mod metrics;
 mod middleware;
+mod mirror;
 mod relay;
 
 mod differential;
@@ -43,6 +44,7 @@ pub mod benching {
     pub use crate::middleware::bench::EdgeProbe;
 }
 mod server;
+mod split;
 mod table;
 pub mod tls;
 mod tries;
@@ -53,7 +55,7 @@ pub use access_log::AccessLogger;
 pub use error::ProxyError;
 pub use gateway::{ConnInfo, Gateway};
 pub use hold::{Activator, HoldSettings, WakeFn};
-pub use metrics::{format_value, header as metric_header, sample as metric_sample};
+pub use metrics::{ServiceFigures, format_value, header as metric_header, sample as metric_sample};
 pub use server::{BindError, Listeners, LiveSettings, ServeSettings, Serving};
 pub use tls::{EntrypointTlsError, TlsEntrypoints};
 pub use upstream_tls::probe_tls;

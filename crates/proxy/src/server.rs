@@ -623,9 +623,7 @@ fn answer_redirect<B>(
 ) -> Response<ProxyBody> {
     let table = gateway.table();
     let (parts, _body) = req.into_parts();
-    let mut begun = gateway.begin(&table, &parts, info);
-    // `begin` matched a route as for any request; this one goes to none.
-    begun.route = None;
+    let begun = gateway.begin_unrouted(&table, &parts, info);
     let resp = target.answer(&Request::from_parts(parts, ()));
     let size = resp.body().size_hint().exact();
     gateway.finish(begun, info, resp.status(), size, None);

@@ -5,11 +5,19 @@
 //! [`ServiceHandle`] (balancer, in-flight counters, endpoints); one whose static servers changed
 //! keeps its balancer and gets the new set; one whose algorithm changed gets a new balancer
 //! seeded with the current endpoints.
+//!
+//! A route sends to one or more [`Target`]s: its one service, or each service of its split
+//! (`crate::split`), each with the retry settings, timeouts and recent latency the route has
+//! on it; [`CompiledRoute::choose`] picks one per request. What must outlive a reload is
+//! kept by route name: the middlewares' state while the middlewares are unchanged, each
+//! target's latency while the route keeps that service, a split's live weights while the
+//! file's weights are unchanged, and a mirror's counter and copies under way
+//! (`crate::mirror`) while its `mirror:` is unchanged.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use shoal_balance::{Backend, Balancer, Policy};
 use shoal_config::{
     Balance, MetricsPrefix, Middleware, PerTryTimeout, Protocol, Retry, Service, Source, Stack,
@@ -24,6 +32,8 @@ use crate::hold::Activator;
 use crate::latency::{LatencyTracker, RouteLatency};
 use crate::metrics::RequestMetrics;
 use crate::middleware::{self, Edge};
+use crate::mirror::RouteMirror;
+use crate::split::LiveWeights;
 use crate::upstream::{PoolSettings, Upstreams};
 
 /// One service as the data plane sees it.
@@ -170,21 +180,65 @@ pub(crate) struct CompiledRoute {
     pub(crate) edge: Arc<Edge>,
     /// Whether a middleware rewrites the path (else the original path is forwarded as is).
     pub(crate) rewrites_path: bool,
-    /// The route's retry settings, or its service's.
-    pub(crate) retry: Retry,
-    /// The route's own recent latency: its `Auto` per-try timeout, and what its replicas
-    /// may be busy with (`crate::health`'s stall rule). Kept across reloads while the
-    /// route keeps its name and service.
-    pub(crate) latency: Arc<RouteLatency>,
-    /// How long a request waits for response headers: the route's `timeouts`, else its
-    /// service's, else the gateway's (a gRPC deadline may change it, `crate::grpc`).
-    pub(crate) response_header_timeout: Duration,
-    pub(crate) service: Arc<ServiceHandle>,
+    /// Where its requests go: the route's one service, or the services of its split, in
+    /// the file's order (never empty).
+    pub(crate) targets: Box<[Target]>,
+    /// How requests are spread over `targets`, if the route splits its traffic.
+    pub(crate) split: Option<RouteSplit>,
+    /// Where copies of some requests go, if the route mirrors (`crate::mirror`).
+    pub(crate) mirror: Option<RouteMirror>,
     /// The route's name (`route-N` unless named), for metrics and the access log.
     pub(crate) name: Arc<str>,
-    /// Interned ids of the route's and its service's names in the request metrics.
+    /// Interned id of the route's name in the request metrics.
     pub(crate) router_id: u32,
+}
+
+/// One service a route sends requests to, with what the route needs to send them there.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) service: Arc<ServiceHandle>,
+    /// Interned id of the service's name in the request metrics.
     pub(crate) service_id: u32,
+    /// The route's retry settings, or this service's.
+    pub(crate) retry: Retry,
+    /// The route's own recent latency on this service: its `Auto` per-try timeout, and
+    /// what the service's replicas may be busy with (`crate::health`'s stall rule). Kept
+    /// across reloads while the route keeps its name and this service.
+    pub(crate) latency: Arc<RouteLatency>,
+    /// How long a request waits for response headers: the route's `timeouts`, else this
+    /// service's, else the gateway's (a gRPC deadline may change it, `crate::grpc`).
+    pub(crate) response_header_timeout: Duration,
+}
+
+/// A route's traffic split (`crate::split`).
+#[derive(Debug)]
+pub(crate) struct RouteSplit {
+    /// The weights in force; kept across reloads that leave the file's weights as they were.
+    pub(crate) weights: Arc<LiveWeights>,
+    /// With `sticky`: the cookie's name and, by target, the `Set-Cookie` that keeps a
+    /// client there.
+    pub(crate) sticky: Option<(String, Box<[Option<HeaderValue>]>)>,
+}
+
+impl CompiledRoute {
+    /// The target of one request with `headers`, and the sticky cookie to set in its
+    /// response, if any (see `crate::split`).
+    pub(crate) fn choose(&self, headers: &http::HeaderMap) -> (&Target, Option<HeaderValue>) {
+        let Some(split) = &self.split else {
+            return (&self.targets[0], None);
+        };
+        let Some((cookie, set)) = &split.sticky else {
+            return (&self.targets[split.weights.next()], None);
+        };
+        if let Some(named) = crate::split::cookie(headers, cookie)
+            && let Some(i) = self.targets.iter().position(|t| *t.service.name == *named)
+            && split.weights.carries(i)
+        {
+            return (&self.targets[i], None);
+        }
+        let i = split.weights.next();
+        (&self.targets[i], set[i].clone())
+    }
 }
 
 /// Settings of the forwarding path that can change on reload.
@@ -250,40 +304,94 @@ impl RoutingTable {
         }
         // A route keeps its checks' state (rate-limit counters, credentials cache) when its
         // middlewares are unchanged.
-        let previous_edges: HashMap<&str, &CompiledRoute> = previous
+        let previous_routes: HashMap<&str, &CompiledRoute> = previous
             .map(|p| p.routes.iter().map(|r| (&*r.name, r)).collect())
             .unwrap_or_default();
         let routes: Vec<CompiledRoute> = stack
             .routes
             .iter()
             .filter_map(|r| {
-                let service = services.get(&r.service)?.clone();
-                let edge = match previous_edges.get(r.name.as_str()) {
+                let old = previous_routes.get(r.name.as_str()).copied();
+                let edge = match old {
                     Some(old) if old.middlewares == r.middlewares => Arc::clone(&old.edge),
                     _ => Arc::new(Edge::new(&r.middlewares)),
                 };
-                let latency = match previous_edges.get(r.name.as_str()) {
-                    Some(old) if *old.service.name == *r.service => Arc::clone(&old.latency),
-                    _ => Arc::new(RouteLatency::default()),
+                let names: Vec<&str> = match &r.split {
+                    Some(split) => split.targets.iter().map(|t| t.service.as_str()).collect(),
+                    None => vec![r.service.as_str()],
                 };
-                service.health.add_route(&latency);
+                let targets = names
+                    .iter()
+                    .map(|name| {
+                        let service = services.get(*name)?.clone();
+                        let latency = old
+                            .and_then(|o| o.targets.iter().find(|t| *t.service.name == **name))
+                            .map_or_else(Default::default, |t| Arc::clone(&t.latency));
+                        service.health.add_route(&latency);
+                        Some(Target {
+                            retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
+                            latency,
+                            response_header_timeout: r
+                                .timeouts
+                                .over(service.def.timeouts)
+                                .response_header
+                                .unwrap_or(stack.gateway.timeouts.response_header),
+                            service_id: metrics.intern(name),
+                            service,
+                        })
+                    })
+                    .collect::<Option<Box<[Target]>>>()?;
+                let split = r.split.as_ref().map(|split| {
+                    let file: Vec<(String, u32)> = split
+                        .targets
+                        .iter()
+                        .map(|t| (t.service.clone(), t.weight))
+                        .collect();
+                    // Live weights (`shoal weight`, a canary) outlast a reload that leaves
+                    // the file's weights as they were.
+                    let weights = match old.and_then(|o| o.split.as_ref()) {
+                        Some(old) if old.weights.matches_file(&file) => Arc::clone(&old.weights),
+                        _ => Arc::new(LiveWeights::new(file)),
+                    };
+                    let sticky = split.sticky.as_ref().map(|s| {
+                        let set = names
+                            .iter()
+                            .map(|service| crate::split::set_cookie(&s.cookie, service))
+                            .collect();
+                        (s.cookie.clone(), set)
+                    });
+                    RouteSplit { weights, sticky }
+                });
+                let mirror = r.mirror.as_ref().and_then(|m| {
+                    let service = services.get(&m.service)?.clone();
+                    let state = match old.and_then(|o| o.mirror.as_ref()) {
+                        Some(old) if old.def == *m => Arc::clone(&old.state),
+                        _ => Arc::default(),
+                    };
+                    let time = service
+                        .def
+                        .timeouts
+                        .response_header
+                        .unwrap_or(stack.gateway.timeouts.response_header)
+                        .min(crate::mirror::MAX_TIME);
+                    Some(RouteMirror {
+                        service,
+                        def: m.clone(),
+                        time,
+                        state,
+                    })
+                });
                 Some(CompiledRoute {
                     rule: r.rule.clone(),
                     entrypoints: r.entrypoints.clone(),
                     middlewares: r.middlewares.clone(),
                     edge,
                     rewrites_path: middleware::rewrites_path(&r.middlewares),
-                    retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
-                    latency,
-                    response_header_timeout: r
-                        .timeouts
-                        .over(service.def.timeouts)
-                        .response_header
-                        .unwrap_or(stack.gateway.timeouts.response_header),
+                    targets,
+                    split,
+                    mirror,
                     name: r.name.as_str().into(),
                     router_id: metrics.intern(&r.name),
-                    service_id: metrics.intern(&r.service),
-                    service,
                 })
             })
             .collect();

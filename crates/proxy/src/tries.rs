@@ -65,7 +65,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::error::{ProxyError, SLOW_BODY};
 use crate::health::{Outcome, ms_at};
 use crate::latency::RouteLatency;
-use crate::table::{CompiledRoute, RoutingTable, ServiceHandle};
+use crate::table::{RoutingTable, ServiceHandle, Target};
 use crate::upstream::{Conn, ConnectError, Upstreams};
 
 /// A response with the pick that served it.
@@ -572,7 +572,7 @@ impl Exchange for HyperExchange {
 }
 
 /// One try with hyper's client on one backend.
-async fn hyper_try(
+pub(crate) async fn hyper_try(
     upstreams: Arc<Upstreams>,
     backend: Arc<Backend>,
     h2: bool,
@@ -700,9 +700,9 @@ pub(crate) struct Outbound<'a> {
 }
 
 impl<'a> Outbound<'a> {
-    /// Sending on `route` of `table`, for a request let through at `start`.
-    pub(crate) fn new(table: &'a RoutingTable, route: &'a CompiledRoute, start: Instant) -> Self {
-        let service = &route.service;
+    /// Sending to a route's `target` in `table`, for a request let through at `start`.
+    pub(crate) fn new(table: &'a RoutingTable, target: &'a Target, start: Instant) -> Self {
+        let service = &target.service;
         Outbound {
             upstreams: &table.upstreams,
             tls_pool: match service.def.tls {
@@ -710,9 +710,9 @@ impl<'a> Outbound<'a> {
                 None => None,
             },
             service,
-            retry: &route.retry,
-            route_latency: &route.latency,
-            response_header_timeout: route.response_header_timeout,
+            retry: &target.retry,
+            route_latency: &target.latency,
+            response_header_timeout: target.response_header_timeout,
             client_deadline: false,
             start,
         }
@@ -1153,7 +1153,7 @@ impl<X: Exchange> Tries<'_, '_, X> {
     }
 }
 
-fn boxed_bytes(bytes: Bytes) -> ProxyBody {
+pub(crate) fn boxed_bytes(bytes: Bytes) -> ProxyBody {
     Full::new(bytes)
         .map_err(|never| -> BoxError { match never {} })
         .boxed_unsync()
@@ -1161,7 +1161,7 @@ fn boxed_bytes(bytes: Bytes) -> ProxyBody {
 
 /// Read a body announced as at most `limit` bytes, to send it again if need be; a pause
 /// longer than `idle` is the client's timeout (408).
-async fn read_small_body(
+pub(crate) async fn read_small_body(
     mut body: ProxyBody,
     limit: u64,
     idle: Duration,

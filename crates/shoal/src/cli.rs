@@ -32,6 +32,15 @@ pub(crate) enum Command {
     Top(TopArgs),
     /// Set a service's replica count.
     Scale(ScaleArgs),
+    /// A service's rollouts: wait for one to finish (`status`, exit code 1 if it was rolled
+    /// back or times out), go back to the previous version (`undo`), or replace every replica
+    /// with a fresh one of the same spec, e.g. a new binary on disk (`restart`). See
+    /// docs/rollouts.md.
+    Rollout(RolloutArgs),
+    /// Set a split route's weights live, e.g. `shoal weight route-0 api=95 api-v2=5`;
+    /// services not named keep theirs. A reload that changes the route's weights in the file
+    /// applies the file's.
+    Weight(WeightArgs),
     /// Show what happened: replicas started, ready, exited, restarted; scaling; reloads.
     Events(EventsArgs),
     /// Show a service's replica output (from the log files next to the stack file).
@@ -139,6 +148,57 @@ pub(crate) struct ScaleArgs {
     pub(crate) service: String,
     /// Desired replica count.
     pub(crate) replicas: u32,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RolloutArgs {
+    #[command(subcommand)]
+    pub(crate) command: RolloutCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Follow the service's rollout until it finishes, like `kubectl rollout status`: prints
+    /// its progress; exit code 0 once every replica runs the new version and is ready, 1 if
+    /// it was rolled back (with the reason) or --timeout passed. A service with no rollout
+    /// yet: prints the version it runs.
+    Status(RolloutStatusArgs),
+    /// Go back to the previous version, rolling the replicas as any change does.
+    Undo(RolloutServiceArgs),
+    /// Replace every replica with a fresh one of the same spec (a new binary or image on
+    /// disk, same config), one step at a time, without a failed request.
+    Restart(RolloutServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RolloutStatusArgs {
+    /// Service name.
+    pub(crate) service: String,
+    /// Give up (exit code 1) after this long, e.g. 2m [default: wait until it finishes].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RolloutServiceArgs {
+    /// Service name.
+    pub(crate) service: String,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WeightArgs {
+    /// The route's name (`name:` in the stack file, else `route-N`; `shoal status --json`
+    /// and `GET /api/v1/routes` list them).
+    pub(crate) route: String,
+    /// Weights to set, as SERVICE=WEIGHT (a whole number 0..=1000).
+    #[arg(required = true, value_name = "SERVICE=WEIGHT", value_parser = parse_weight)]
+    pub(crate) weights: Vec<(String, u32)>,
     #[command(flatten)]
     pub(crate) admin: AdminArgs,
 }
@@ -327,6 +387,23 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     shoal_config::parse_duration(s)
 }
 
+/// `api=90`: a service and its weight.
+fn parse_weight(s: &str) -> Result<(String, u32), String> {
+    let Some((service, weight)) = s.split_once('=') else {
+        return Err("expected SERVICE=WEIGHT, e.g. api=90".into());
+    };
+    let service = service.trim();
+    if service.is_empty() {
+        return Err("no service name before `=`".into());
+    }
+    match weight.trim().parse::<u32>() {
+        Ok(w) if w <= 1000 => Ok((service.to_owned(), w)),
+        _ => Err(format!(
+            "the weight of `{service}` must be a whole number 0..=1000, not `{weight}`"
+        )),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let d = parse_duration(s)?;
     if d < std::time::Duration::from_millis(100) {
@@ -343,5 +420,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn weights_are_service_equals_a_whole_number() {
+        assert_eq!(parse_weight("api-v2=5"), Ok(("api-v2".to_owned(), 5)));
+        assert_eq!(parse_weight(" api = 0"), Ok(("api".to_owned(), 0)));
+        for bad in ["api", "=5", "api=x", "api=-1", "api=1001", "api=5.5"] {
+            assert!(parse_weight(bad).is_err(), "{bad}");
+        }
+        let err = Cli::try_parse_from(["shoal", "weight", "r", "api=90", "v2=ten"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("v2=ten") && text.contains("SERVICE=WEIGHT"),
+            "{text}"
+        );
     }
 }

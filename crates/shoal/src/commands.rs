@@ -26,6 +26,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => block_on(status(args)),
         Command::Top(args) => crate::top::run(&args),
         Command::Scale(args) => block_on(scale(args)),
+        Command::Rollout(args) => match args.command {
+            RolloutCommand::Status(args) => block_on(rollout_status(args)),
+            RolloutCommand::Undo(args) => block_on(rollout(args, "undo")),
+            RolloutCommand::Restart(args) => block_on(rollout(args, "restart")),
+        },
+        Command::Weight(args) => block_on(weight(args)),
         Command::Events(args) => block_on(events(args)),
         Command::Logs(args) => logs(&args),
         Command::Init(args) => init(&args),
@@ -334,7 +340,16 @@ fn route_lines(routes: &[shoal_config::Route]) -> Vec<String> {
     routes
         .iter()
         .map(|r| {
-            let mut line = format!("{} → {}", r.rule.source(), r.service);
+            let to = match &r.split {
+                Some(split) => split
+                    .targets
+                    .iter()
+                    .map(|t| format!("{}={}", t.service, t.weight))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => r.service.clone(),
+            };
+            let mut line = format!("{} → {to}", r.rule.source());
             if let Some(eps) = &r.entrypoints {
                 line.push_str(&format!("   (entrypoints {})", eps.join(", ")));
             }
@@ -412,12 +427,36 @@ fn failover_line(t: &serde_json::Value) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// A rollout in progress or rolled back, in one line ("rollout to v2: 1 of 3 replicas
+/// updated, 0 ready"); None for none, or a complete one (the VERSION column tells).
+fn rollout_line(r: &serde_json::Value) -> Option<String> {
+    let version = r["version"].as_str()?;
+    let why = r["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    match r["state"].as_str()? {
+        "progressing" => Some(format!(
+            "rollout to {version} progressing: {} of {} replicas updated, {} ready{why}",
+            r["updated"], r["desired"], r["updated_ready"]
+        )),
+        "rolledback" => Some(format!(
+            "rollout to {version} rolled back{}{why}",
+            r["previous"]
+                .as_str()
+                .map(|p| format!(" to {p}"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
 /// A `kubectl get pods`-like table.
 pub(crate) fn status_table(services: &serde_json::Value) -> String {
-    let mut rows: Vec<[String; 10]> = vec![
+    let mut rows: Vec<[String; 11]> = vec![
         [
             "NAME", "STATE", "HEALTH", "READY", "PID", "PORT", "RESTARTS", "UPTIME", "CPU",
-            "MEMORY",
+            "MEMORY", "VERSION",
         ]
         .map(String::from),
     ];
@@ -429,6 +468,7 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
             s["state"].as_str().unwrap_or("?").to_owned(),
             String::new(),
             format!("{}/{}", s["ready"], s["desired"]),
+            String::new(),
             String::new(),
             String::new(),
             String::new(),
@@ -475,6 +515,7 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
                 up,
                 cpu,
                 mem,
+                r["version"].as_str().unwrap_or("-").to_owned(),
             ]);
             if let Some(m) = r["message"].as_str()
                 && r["state"] != "ready"
@@ -486,6 +527,9 @@ pub(crate) fn status_table(services: &serde_json::Value) -> String {
             }
         }
         if let Some(line) = failover_line(&s["traffic"]) {
+            notes.push(format!("{name}: {line}"));
+        }
+        if let Some(line) = rollout_line(&s["rollout"]) {
             notes.push(format!("{name}: {line}"));
         }
     }
@@ -653,6 +697,175 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     if let Some(note) = done["note"].as_str() {
         println!("{note}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shoal rollout undo|restart SERVICE`.
+async fn rollout(args: RolloutServiceArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let path = format!("/api/v1/services/{}/rollout", args.service);
+    let done = client
+        .json(
+            Method::POST,
+            &path,
+            Some(serde_json::json!({ "action": action })),
+        )
+        .await?;
+    match done["message"].as_str() {
+        Some(m) => println!("{}: {m}", args.service),
+        None => println!("{}: rollout {action} started", args.service),
+    }
+    println!("follow it with `shoal rollout status {}`", args.service);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `shoal rollout status` makes of a service now: a line to print when it changes,
+/// and whether (and how) it is over.
+#[derive(Debug, PartialEq)]
+pub(crate) enum RolloutView {
+    /// Still rolling: this progress line.
+    Waiting(String),
+    /// Finished well (exit 0): this line.
+    Done(String),
+    /// Rolled back (exit 1): this line.
+    Failed(String),
+}
+
+/// `service` as `GET /api/v1/services/{name}` answers it, as `shoal rollout status` sees it.
+pub(crate) fn rollout_view(service: &serde_json::Value) -> RolloutView {
+    let name = service["name"].as_str().unwrap_or("?");
+    let r = &service["rollout"];
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let Some(version) = r["version"].as_str() else {
+        let mut versions: Vec<&str> = service["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["version"].as_str())
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        return RolloutView::Done(match versions.as_slice() {
+            [] => format!("{name} has had no rollout"),
+            [one] => format!("{name} has had no rollout; it runs version {one}"),
+            many => format!(
+                "{name} has had no rollout; its replicas run versions {}",
+                many.join(", ")
+            ),
+        });
+    };
+    let why = r["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    match r["state"].as_str().unwrap_or("") {
+        "complete" => RolloutView::Done(format!(
+            "rollout of {name} to version {version} complete: {} of {} replicas updated and ready",
+            n("updated_ready"),
+            n("desired")
+        )),
+        "rolledback" => {
+            let to = r["previous"]
+                .as_str()
+                .map(|p| format!(" to {p}"))
+                .unwrap_or_default();
+            // The supervisor's message says it again ("v2 rolled back to v1: why").
+            let said = format!(": {version} rolled back{to}: ");
+            let why = why
+                .strip_prefix(&said)
+                .map_or(why.clone(), |w| format!(": {w}"));
+            RolloutView::Failed(format!(
+                "rollout of {name} to version {version} was rolled back{to}{why}"
+            ))
+        }
+        _ if n("updated") < n("desired") => RolloutView::Waiting(format!(
+            "Waiting for rollout of {name} to finish: {} of {} replicas updated to {version}...",
+            n("updated"),
+            n("desired")
+        )),
+        _ => RolloutView::Waiting(format!(
+            "Waiting for rollout of {name} to finish: {} of {} updated replicas are ready...",
+            n("updated_ready"),
+            n("desired")
+        )),
+    }
+}
+
+/// `shoal rollout status SERVICE`: follow until it finishes, is rolled back, or times out.
+async fn rollout_status(args: RolloutStatusArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let path = format!("/api/v1/services/{}", args.service);
+    let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut last = String::new();
+    loop {
+        let service = client.json(Method::GET, &path, None).await?;
+        if args.admin.json {
+            // The rollout as the API has it, once it is over.
+            if !matches!(rollout_view(&service), RolloutView::Waiting(_)) {
+                println!("{}", serde_json::to_string_pretty(&service["rollout"])?);
+            }
+        }
+        match rollout_view(&service) {
+            RolloutView::Done(line) => {
+                if !args.admin.json {
+                    println!("{line}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            RolloutView::Failed(line) => {
+                eprintln!("error: {line}");
+                return Ok(ExitCode::from(1));
+            }
+            RolloutView::Waiting(line) => {
+                if line != last && !args.admin.json {
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
+                }
+                last = line;
+            }
+        }
+        if let (Some(deadline), Some(timeout)) = (deadline, args.timeout)
+            && tokio::time::Instant::now() >= deadline
+        {
+            eprintln!(
+                "error: timed out after {} waiting for the rollout of {} ({})",
+                shoal_config::format_duration(timeout),
+                args.service,
+                last.trim_end_matches("...")
+            );
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `shoal weight ROUTE SERVICE=W...`.
+async fn weight(args: WeightArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let path = format!("/api/v1/routes/{}/weights", args.route);
+    let weights: serde_json::Map<String, serde_json::Value> = args
+        .weights
+        .iter()
+        .map(|(s, w)| (s.clone(), serde_json::Value::from(*w)))
+        .collect();
+    let done = client
+        .json(
+            Method::POST,
+            &path,
+            Some(serde_json::json!({ "weights": weights })),
+        )
+        .await?;
+    if args.admin.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now: Vec<String> = done["weights"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| format!("{}={}", w["service"].as_str().unwrap_or("?"), w["weight"]))
+        .collect();
+    println!("route {}: {}", args.route, now.join(" "));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -888,6 +1101,7 @@ gateway:
   entrypoints: { web: { listen: 127.0.0.1:0 }, internal: { listen: 127.0.0.2:0 } }
 routes:
   - { match: PathPrefix(`/api/users`), service: users }
+  - { match: PathPrefix(`/canary`), services: [{ name: users, weight: 90 }, { name: web, weight: 10 }] }
   - { match: PathPrefix(`/`), service: web, entrypoints: [internal] }
 ",
             "f",
@@ -897,6 +1111,7 @@ routes:
             route_lines(&stack.routes),
             [
                 "PathPrefix(`/api/users`) → users",
+                "PathPrefix(`/canary`) → users=90 web=10",
                 "PathPrefix(`/`) → web   (entrypoints internal)",
             ]
         );
@@ -996,6 +1211,88 @@ routes:
                 "jobs: backlog unknown: 3 failed reads in a row: redis 127.0.0.1:6379 stream \
                  jobs group workers: cannot reach the broker: connection refused"
             ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn rollout_status_reads_progress_completion_and_rollback() {
+        let service = |rollout: serde_json::Value| {
+            serde_json::json!({
+                "name": "api", "state": "progressing", "ready": 3, "desired": 3,
+                "replicas": [
+                    { "index": 0, "state": "ready", "version": "v1" },
+                    { "index": 3, "state": "ready", "version": "v2" }
+                ],
+                "rollout": rollout
+            })
+        };
+        let rollout = |state: &str, updated: u32, ready: u32, message: serde_json::Value| {
+            serde_json::json!({
+                "version": "v2", "previous": "v1", "state": state, "updated": updated,
+                "updated_ready": ready, "desired": 3, "message": message, "started_ms": 1
+            })
+        };
+        let none = serde_json::Value::Null;
+        assert_eq!(
+            rollout_view(&service(rollout("progressing", 1, 0, none.clone()))),
+            RolloutView::Waiting(
+                "Waiting for rollout of api to finish: 1 of 3 replicas updated to v2...".into()
+            )
+        );
+        assert_eq!(
+            rollout_view(&service(rollout("progressing", 3, 2, none.clone()))),
+            RolloutView::Waiting(
+                "Waiting for rollout of api to finish: 2 of 3 updated replicas are ready...".into()
+            )
+        );
+        assert_eq!(
+            rollout_view(&service(rollout("complete", 3, 3, none.clone()))),
+            RolloutView::Done(
+                "rollout of api to version v2 complete: 3 of 3 replicas updated and ready".into()
+            )
+        );
+        let why = serde_json::json!(
+            "v2 rolled back to v1: no new replica ready within 2s: api/3 exited with code 3"
+        );
+        assert_eq!(
+            rollout_view(&service(rollout("rolledback", 1, 0, why))),
+            RolloutView::Failed(
+                "rollout of api to version v2 was rolled back to v1: no new replica ready \
+                 within 2s: api/3 exited with code 3"
+                    .into()
+            )
+        );
+        assert_eq!(
+            rollout_view(&service(none)),
+            RolloutView::Done("api has had no rollout; its replicas run versions v1, v2".into())
+        );
+    }
+
+    #[test]
+    fn the_status_table_shows_versions_and_a_rollout_in_progress() {
+        let services = serde_json::json!([{
+            "name": "api", "state": "progressing", "ready": 2, "desired": 2,
+            "replicas": [
+                { "index": 0, "state": "ready", "pid": 10, "port": 20001, "restarts": 0,
+                  "version": "v1" },
+                { "index": 2, "state": "starting", "pid": 12, "port": 20003, "restarts": 0,
+                  "version": "v2" }
+            ],
+            "rollout": { "version": "v2", "previous": "v1", "state": "progressing",
+                "updated": 1, "updated_ready": 0, "desired": 2, "message": null,
+                "started_ms": 1 }
+        }]);
+        let table = status_table(&services);
+        assert!(
+            table.lines().next().unwrap().ends_with("VERSION"),
+            "{table}"
+        );
+        let row = |who: &str| table.lines().find(|l| l.contains(who)).unwrap().to_owned();
+        assert!(row("api/0").ends_with("v1"), "{table}");
+        assert!(row("api/2").ends_with("v2"), "{table}");
+        assert!(
+            table.contains("api: rollout to v2 progressing: 1 of 2 replicas updated, 0 ready"),
             "{table}"
         );
     }

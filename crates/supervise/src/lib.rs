@@ -15,11 +15,12 @@
 //! [`Driver::scale`](shoal_core::Driver::scale)).
 //!
 //! Modules, one concern each, with the theory in their docs: `spec` (what to run:
-//! [`ServiceSpec`] and its policies), `backoff` (the pure restart/give-up rule),
-//! `process` (spawning and signalling process groups), probes from `shoal-health`,
-//! `logs` (pipes to rotated files), `procfs` (resource use), `replica` (the state machine
-//! of one replica, which owns its process) and `supervisor` (the table of services behind
-//! [`Supervisor`]).
+//! [`ServiceSpec`] and its policies, the [`RolloutPolicy`] among them), `backoff` (the
+//! pure restart/give-up rule), `process` (spawning and signalling process groups), probes
+//! from `shoal-health`, `logs` (pipes to rotated files), `procfs` (resource use),
+//! `replica` (the state machine of one replica, which owns its process) and `supervisor`
+//! (the table of services behind [`Supervisor`], and rolling updates: surge,
+//! unavailability, progress deadline, automatic rollback, undo and restart).
 #![warn(missing_docs)]
 
 mod backoff;
@@ -33,7 +34,7 @@ mod supervisor;
 pub use logs::{MAX_LINE, log_file};
 pub use shoal_health::Probe;
 pub use spec::{
-    LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, ServiceKind, ServiceSpec,
-    StopPolicy,
+    Amount, LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, RolloutPolicy,
+    ServiceKind, ServiceSpec, StopPolicy,
 };
 pub use supervisor::{SAMPLE_EVERY, Supervisor};

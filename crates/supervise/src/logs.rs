@@ -15,6 +15,13 @@
 //!
 //! File writes are small, unbuffered appends done under a short lock; a file that cannot
 //! be written is reported once and then skipped, while the pipe keeps being drained.
+//!
+//! The last non-blank line of each replica incarnation is also kept in memory, per pipe
+//! ([`ReplicaLog::last_line`]): a rolled-back rollout quotes it as the reason, and the
+//! file cannot tell it apart from what the previous incarnation of the same index wrote.
+//! The last line of stderr is quoted if there is one, else the last of stdout: the two
+//! pipes are read by separate tasks, so which of their lines was written last is not
+//! known, and an error is usually on stderr.
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +119,15 @@ pub(crate) struct ReplicaLog {
     file: Option<RotatingFile>,
     /// `users.0 | ` (coloured if asked) when echoing.
     echo_prefix: Option<String>,
+    /// The last non-blank line of stdout, and of stderr.
+    last: [Option<String>; 2],
+}
+
+/// Which pipe of a replica a reader drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pipe {
+    Stdout = 0,
+    Stderr = 1,
 }
 
 impl ReplicaLog {
@@ -132,10 +148,23 @@ impl ReplicaLog {
                 format!("{name} | ")
             }
         });
-        ReplicaLog { file, echo_prefix }
+        ReplicaLog {
+            file,
+            echo_prefix,
+            last: [None, None],
+        }
     }
 
-    fn line(&mut self, line: &[u8]) {
+    /// The last non-blank line this replica incarnation wrote to stderr, else to stdout.
+    pub(crate) fn last_line(&self) -> Option<&str> {
+        let [out, err] = &self.last;
+        err.as_deref().or(out.as_deref())
+    }
+
+    fn line(&mut self, pipe: Pipe, line: &[u8]) {
+        if !line.trim_ascii().is_empty() {
+            self.last[pipe as usize] = Some(String::from_utf8_lossy(line).trim_end().to_owned());
+        }
         if let Some(file) = &mut self.file
             && let Err(e) = file.write_line(line)
         {
@@ -160,14 +189,16 @@ fn color_for(service: &str) -> u8 {
 }
 
 /// Read `pipe` line by line into `log` until EOF.
-pub(crate) fn spawn_reader<R>(pipe: R, log: Arc<Mutex<ReplicaLog>>) -> JoinHandle<()>
+pub(crate) fn spawn_reader<R>(pipe: R, which: Pipe, log: Arc<Mutex<ReplicaLog>>) -> JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
         let emit = |line: &[u8]| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            log.lock().unwrap_or_else(|e| e.into_inner()).line(line);
+            log.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .line(which, line);
         };
         if let Err(e) = read_lines(pipe, MAX_LINE, emit).await {
             tracing::debug!(error = %e, "replica pipe closed with an error");
@@ -264,6 +295,19 @@ mod tests {
         assert!(live.ends_with("line 0099 of the log\n"), "{live}");
         let older = std::fs::read_to_string(rotated(&path, 1)).unwrap();
         assert!(older.lines().all(|l| l < "line 0099"), "{older}");
+    }
+
+    #[test]
+    fn the_last_non_blank_line_of_stderr_else_stdout_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ReplicaLog::open(&LogPolicy::new(dir.path()), "users", 0);
+        assert_eq!(log.last_line(), None);
+        log.line(Pipe::Stdout, b"starting");
+        assert_eq!(log.last_line(), Some("starting"));
+        log.line(Pipe::Stderr, b"fatal: cannot bind  ");
+        log.line(Pipe::Stderr, b"   ");
+        log.line(Pipe::Stdout, b"exiting");
+        assert_eq!(log.last_line(), Some("fatal: cannot bind"), "stderr first");
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //! concurrent changes reach the gateway in order. Entries carry the incarnation id: when
 //! a rolling update starts a new incarnation of index `i`, its endpoint replaces the old
 //! one under the same key, and the old incarnation's later removal does not evict it.
+//! The [`ReadySet`] also wakes whoever follows the service as a whole (a rollout) on
+//! every state change of one of its replicas and when a runner finishes.
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,11 +40,11 @@ use shoal_core::{
     Endpoint, EndpointSink, EventKind, EventLog, ExitStatus, ReplicaState, ReplicaStatus,
 };
 use tokio::process::Child;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::backoff::{Decision, RestartTracker, human};
-use crate::logs::{self, ReplicaLog};
+use crate::logs::{self, Pipe, ReplicaLog};
 use crate::process;
 use crate::procfs::{CpuMeter, GroupUsage};
 use crate::spec::{LogPolicy, Readiness, ServiceSpec};
@@ -100,6 +102,8 @@ pub(crate) struct ReadySet {
     sink: Arc<dyn EndpointSink>,
     /// index → (incarnation id, endpoint).
     members: Mutex<BTreeMap<u32, (u64, Endpoint)>>,
+    /// Woken on every replica state change and runner end (see [`ReadySet::changed`]).
+    changes: Notify,
 }
 
 impl std::fmt::Debug for ReadySet {
@@ -116,7 +120,21 @@ impl ReadySet {
             service,
             sink,
             members: Mutex::new(BTreeMap::new()),
+            changes: Notify::new(),
         }
+    }
+
+    /// Something about one of the service's replicas changed.
+    pub(crate) fn touch(&self) {
+        // One waiter at most (the service's rollout); a change with nobody waiting is
+        // kept as a permit, so none is lost between a look at the table and the wait.
+        self.changes.notify_one();
+    }
+
+    /// Wait until a replica of the service changes state or a runner finishes (or until a
+    /// change that happened since the last wait).
+    pub(crate) async fn changed(&self) {
+        self.changes.notified().await;
     }
 
     /// Add (or take over) slot `index`; a newer incarnation is never displaced by an older one.
@@ -179,7 +197,10 @@ pub(crate) struct ReplicaHandle {
     pub(crate) id: u64,
     /// Generation of the service spec this incarnation runs.
     pub(crate) spec_gen: u64,
+    /// The version of that spec ([`ServiceSpec::version`]).
+    pub(crate) version: String,
     key: String,
+    log: Arc<Mutex<ReplicaLog>>,
     view: Arc<Mutex<View>>,
     state_rx: watch::Receiver<ReplicaState>,
     stop_tx: watch::Sender<bool>,
@@ -218,6 +239,8 @@ impl ReplicaHandle {
             &spec.name,
             index,
         )));
+        let version = spec.version();
+        let touch = ready.clone();
         let runner = Runner {
             tracker: RestartTracker::new(spec.restart.clone()),
             shared,
@@ -229,17 +252,20 @@ impl ReplicaHandle {
             view: view.clone(),
             state_tx,
             stop_rx,
-            log,
+            log: log.clone(),
         };
         runtime.spawn(async move {
             runner.run().await;
             drop(done_tx);
+            touch.touch();
         });
         ReplicaHandle {
             index,
             id,
             spec_gen,
+            version,
             key,
+            log,
             view,
             state_rx,
             stop_tx,
@@ -257,13 +283,18 @@ impl ReplicaHandle {
         self.done_rx.clone()
     }
 
-    pub(crate) fn state(&self) -> ReplicaState {
-        *self.state_rx.borrow()
+    /// The last non-blank line this incarnation wrote to its log.
+    pub(crate) fn last_log_line(&self) -> Option<String> {
+        lock(&self.log).last_line().map(str::to_owned)
     }
 
-    /// A watch of the replica's state.
-    pub(crate) fn state_watch(&self) -> watch::Receiver<ReplicaState> {
-        self.state_rx.clone()
+    /// Whether the runner is finished and its process reaped.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done_rx.has_changed().is_err()
+    }
+
+    pub(crate) fn state(&self) -> ReplicaState {
+        *self.state_rx.borrow()
     }
 
     /// The process group to sample, while a process runs.
@@ -304,6 +335,7 @@ impl ReplicaHandle {
             message: v.message.clone(),
             traffic: None,
             pod: None,
+            version: Some(self.version.clone()),
         }
     }
 }
@@ -360,6 +392,7 @@ impl Runner {
             v.message = message;
         }
         self.state_tx.send_replace(state);
+        self.ready.touch();
     }
 
     /// True once a stop was asked for (or the handle dropped).
@@ -476,10 +509,10 @@ impl Runner {
             },
         );
         if let Some(out) = child.stdout.take() {
-            logs::spawn_reader(out, self.log.clone());
+            logs::spawn_reader(out, Pipe::Stdout, self.log.clone());
         }
         if let Some(err) = child.stderr.take() {
-            logs::spawn_reader(err, self.log.clone());
+            logs::spawn_reader(err, Pipe::Stderr, self.log.clone());
         }
 
         let outcome = match port {

@@ -55,6 +55,14 @@ pub struct ServiceSpec {
     /// Size and number of this service's log files; `None` keeps the supervisor's
     /// [`LogPolicy`] (default `None`).
     pub log_rotation: Option<LogRotation>,
+    /// The version label of what this spec runs (`version:` in the stack file); `None`
+    /// names it by a hash of the spec instead (see [`ServiceSpec::version`]). A new label
+    /// is a new version: it rolls the replicas even if nothing else changed.
+    pub version: Option<String>,
+    /// How a change of this spec replaces the replicas. Not part of how a replica runs:
+    /// changing only this rolls nothing (it applies to the next rollout, and to the one
+    /// in progress).
+    pub rollout: RolloutPolicy,
 }
 
 impl ServiceSpec {
@@ -73,6 +81,8 @@ impl ServiceSpec {
             restart: RestartPolicy::default(),
             stop: StopPolicy::default(),
             log_rotation: None,
+            version: None,
+            rollout: RolloutPolicy::default(),
         }
     }
 
@@ -91,11 +101,13 @@ impl ServiceSpec {
     }
 
     /// Whether a replica of `self` runs exactly like one of `other`: every field but
-    /// `replicas` is equal. The supervisor rolls a service only when its new spec doesn't
-    /// run like the old one; a new count alone only scales it, whoever set that count
-    /// (the stack file, `shoal scale`, the autoscaler).
+    /// `replicas` and `rollout` is equal (`version` included: a new label is a new
+    /// version). The supervisor rolls a service only when its new spec doesn't run like
+    /// the old one; a new count alone only scales it, whoever set that count (the stack
+    /// file, `shoal scale`, the autoscaler), and a new rollout policy only changes how
+    /// the next change rolls.
     pub(crate) fn runs_like(&self, other: &ServiceSpec) -> bool {
-        // Every field named, so that a new one must be classified here.
+        // Every field named, so that a new one must be classified here (and in `version`).
         let ServiceSpec {
             name,
             kind,
@@ -109,8 +121,11 @@ impl ServiceSpec {
             restart,
             stop,
             log_rotation,
+            version,
+            rollout: _,
         } = self;
-        *name == other.name
+        *version == other.version
+            && *name == other.name
             && *kind == other.kind
             && *command == other.command
             && *env == other.env
@@ -121,6 +136,118 @@ impl ServiceSpec {
             && *restart == other.restart
             && *stop == other.stop
             && *log_rotation == other.log_rotation
+    }
+
+    /// The version its replicas report: the `version` label, else 8 hex digits of a
+    /// hash of every field [`runs_like`](Self::runs_like) compares (so two specs that run
+    /// alike have the same version, and a count or rollout-policy change keeps it).
+    ///
+    /// The hash is FNV-1a (64 bits, folded to 32) over the fields' `Debug` text: stable
+    /// across runs and machines for one build of shoal (unlike `std`'s `RandomState`);
+    /// a new shoal release may print some field differently and so name the same spec
+    /// with another hash, which only matters when comparing versions across releases.
+    pub fn version(&self) -> String {
+        if let Some(label) = &self.version {
+            return label.clone();
+        }
+        let text = format!(
+            "{:?}",
+            (
+                &self.name,
+                self.kind,
+                &self.command,
+                &self.env,
+                &self.workdir,
+                &self.port_env,
+                &self.replica_env,
+                &self.readiness,
+                &self.restart,
+                &self.stop,
+                &self.log_rotation,
+            )
+        );
+        let hash = fnv1a(text.as_bytes());
+        format!("{:08x}", (hash ^ (hash >> 32)) as u32)
+    }
+}
+
+/// FNV-1a, 64 bits: a small, fixed (unkeyed) hash.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+/// A number of replicas: so many, or a share of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    /// So many replicas.
+    Count(u32),
+    /// This percentage of the desired count.
+    Percent(u32),
+}
+
+impl Amount {
+    /// The count for `desired` replicas: a percentage rounds up when `round_up` (a surge)
+    /// and down otherwise (unavailability), as Kubernetes does.
+    pub fn of(self, desired: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = u64::from(desired) * u64::from(p);
+                let n = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        }
+    }
+}
+
+/// How a changed spec replaces the replicas: a Deployment's `RollingUpdate`.
+///
+/// While rolling, at most `desired + max_surge` replicas exist (an old replica counts
+/// until its process is reaped, so draining ones count), and at least
+/// `desired - max_unavailable` stay in the balancer. With the defaults (1, 0) one new
+/// replica starts, and an old one is drained and stopped only once its replacement is
+/// ready. If no new replica becomes ready for `progress_deadline`, or one gives up
+/// (crash loop, missing command), the rollout is rolled back to the previous spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPolicy {
+    /// Replicas that may exist above the desired count (default 1; a percentage rounds up).
+    pub max_surge: Amount,
+    /// Replicas that may be missing from the balancer below the desired count (default 0;
+    /// a percentage rounds down). If both come to 0, a surge of 1 is used.
+    pub max_unavailable: Amount,
+    /// A rollout with no new replica becoming ready for this long is rolled back
+    /// (default 60 s).
+    pub progress_deadline: Duration,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> RolloutPolicy {
+        RolloutPolicy {
+            max_surge: Amount::Count(1),
+            max_unavailable: Amount::Count(0),
+            progress_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RolloutPolicy {
+    /// (surge, unavailable) for `desired` replicas; never both 0.
+    pub(crate) fn limits(&self, desired: u32) -> (u32, u32) {
+        let surge = self.max_surge.of(desired, true);
+        let unavailable = self.max_unavailable.of(desired, false).min(desired);
+        if surge == 0 && unavailable == 0 {
+            (1, 0)
+        } else {
+            (surge, unavailable)
+        }
     }
 }
 
@@ -285,7 +412,7 @@ mod tests {
         assert!(spec.runs_like(&scaled), "the count alone");
         assert!(scaled.runs_like(&spec));
 
-        let changes: [fn(&mut ServiceSpec); 11] = [
+        let changes: [fn(&mut ServiceSpec); 12] = [
             |s| s.name.push('2'),
             |s| s.kind = ServiceKind::Worker,
             |s| s.command.push("--v2".into()),
@@ -302,11 +429,53 @@ mod tests {
                     keep: 1,
                 });
             },
+            |s| s.version = Some("v2".into()),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut changed = scaled.clone();
             change(&mut changed);
             assert!(!spec.runs_like(&changed), "change {i} was not seen");
+            assert_ne!(
+                spec.version(),
+                changed.version(),
+                "change {i}: same version"
+            );
         }
+    }
+
+    #[test]
+    fn a_rollout_policy_change_alone_is_not_a_new_version() {
+        let spec = ServiceSpec::new("web", vec!["app".into()]);
+        let mut other = spec.clone();
+        other.replicas = 4;
+        other.rollout.max_surge = Amount::Percent(25);
+        other.rollout.progress_deadline = Duration::from_secs(5);
+        assert!(spec.runs_like(&other));
+        assert_eq!(spec.version(), other.version());
+        let v = spec.version();
+        assert_eq!(v.len(), 8);
+        assert!(v.chars().all(|c| c.is_ascii_hexdigit()), "{v}");
+        // The same spec built again hashes the same (no per-process random keys).
+        assert_eq!(ServiceSpec::new("web", vec!["app".into()]).version(), v);
+        other.version = Some("v7".into());
+        assert_eq!(other.version(), "v7");
+    }
+
+    #[test]
+    fn rollout_limits_follow_deployment_rounding() {
+        let p = |surge, unavailable| RolloutPolicy {
+            max_surge: surge,
+            max_unavailable: unavailable,
+            ..RolloutPolicy::default()
+        };
+        assert_eq!(RolloutPolicy::default().limits(4), (1, 0));
+        assert_eq!(
+            p(Amount::Percent(25), Amount::Percent(25)).limits(10),
+            (3, 2)
+        );
+        assert_eq!(p(Amount::Count(2), Amount::Count(0)).limits(4), (2, 0));
+        // Never both zero (that could never make progress), never more than desired.
+        assert_eq!(p(Amount::Count(0), Amount::Percent(10)).limits(4), (1, 0));
+        assert_eq!(p(Amount::Count(0), Amount::Count(9)).limits(3), (0, 3));
     }
 }

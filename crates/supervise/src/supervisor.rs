@@ -1,37 +1,73 @@
 //! The [`Supervisor`]: desired services in, replica runners out.
 //!
 //! The supervisor keeps, per service, the spec, the desired count and one
-//! [`ReplicaHandle`] per index; every change (apply, scale, shutdown) is a short,
+//! [`ReplicaHandle`] per index; every change (apply, scale, rollout, shutdown) is a short,
 //! synchronous edit of that table under one lock, which starts runners or asks them to
 //! stop. The slow parts — draining, grace periods, back-offs, readiness — happen in the
 //! runners, never under the lock. A replica being stopped moves to a *retiring* list
 //! until its runner reports its process group reaped, so `status()` still shows it
 //! draining and `shutdown()` can wait for it.
 //!
-//! Changing a service's spec (anything but `replicas`) rolls it: for each index in turn,
-//! start the new incarnation, wait until it is ready (its endpoint then takes over the
-//! index's key in the balancer), then drain and stop the old one. If the new incarnation
-//! fails instead, the old one is kept and the roll stops with a `failed` event.
+//! # Rollouts
+//!
+//! Changing how a service's replicas run (anything but `replicas` and `rollout`, see
+//! [`ServiceSpec::runs_like`]) starts a *rollout* to the new spec, a new *generation*;
+//! so does [`Driver::rollout_restart`] (same spec, new generation: every process is
+//! spawned again, picking up a new binary on disk) and [`Driver::rollout_undo`] (back to
+//! the previous spec). Each spec has a version: its `version` label, else a hash of the
+//! spec ([`ServiceSpec::version`]). One task per rollout moves it forward, re-examining
+//! the table on every replica state change, with the vocabulary of a Deployment's
+//! `RollingUpdate` ([`RolloutPolicy`](crate::RolloutPolicy)):
+//!
+//! - *surge*: while fewer than `desired + max_surge` replicas exist (an old one counts
+//!   until it is reaped), the lowest index still on an older generation gets its new
+//!   incarnation; the old one keeps serving that index (it is *pending*) until the new
+//!   one is ready and takes over the index's key in the balancer, then it is drained and
+//!   stopped. An old replica that serves nothing (not ready) is stopped at once.
+//! - *unavailability*: while more than `desired - max_unavailable` replicas are ready, an
+//!   old one may be stopped before its replacement is ready (a pending one first, else
+//!   the lowest old index, which its replacement fills once the surge allows).
+//!
+//! The defaults (1, 0) are the one-at-a-time roll: new ready, then old drained, and the
+//! balancer never loses an index. A rollout emits a `rollout` event when it starts
+//! (`OLD -> NEW, N replicas`) and when it completes.
+//!
+//! A rollout is *rolled back* when one of its new replicas fails (gives up after a crash
+//! loop, or cannot be spawned at all), or when no progress (a new replica ready, an old
+//! one stopped) happened for `progress_deadline` — not counting time spent waiting, with
+//! every new replica ready, for old ones to drain: the previous spec and its generation are
+//! restored, new replicas that are not ready are stopped (the old ones kept serving their
+//! index are back in place) and indexes already replaced get an old-version replica again,
+//! rolled in the same way. The `rolledback` event quotes why: the new replica's message,
+//! its last exit and the last line it logged. The rolled-back spec is remembered:
+//! applying it again (a reload of the same file) rolls nothing until the spec changes.
+//!
+//! Scaling during a rollout starts new indexes on the new spec and stops removed ones;
+//! the rollout counts the new desired number.
 //!
 //! A background sampler walks `/proc` every [`SAMPLE_EVERY`] and records each running
 //! replica group's CPU and memory.
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use shoal_core::{
-    BoxFuture, Driver, DriverError, EndpointSink, EventKind, EventLog, ReplicaState, ServiceState,
-    ServiceStatus,
+    BoxFuture, Driver, DriverError, EndpointSink, EventKind, EventLog, ReplicaState, RolloutState,
+    RolloutStatus, ServiceState, ServiceStatus,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::backoff::human;
 use crate::replica::{ReadySet, ReplicaHandle, Shared, wait_done};
 use crate::spec::{LogPolicy, ServiceSpec};
 
 /// Period of the CPU/memory sampler.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// A rollout re-examines its service at least this often, whatever changes.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs the replicas of every service as local processes. See the crate docs.
 pub struct Supervisor {
@@ -61,20 +97,76 @@ struct Table {
 }
 
 struct Service {
+    /// What the replicas should run: the target of the rollout in progress, if any.
     spec: Arc<ServiceSpec>,
-    /// Bumped on every spec change; replicas of an older generation get rolled.
+    /// Generation of `spec`; replicas of another generation get rolled. Unique within
+    /// the service (taken from `next_gen`); a rollback restores the previous one.
     spec_gen: u64,
+    next_gen: u64,
+    /// The spec before `spec`: what `rollout_undo` goes back to.
+    previous: Option<Arc<ServiceSpec>>,
+    /// The target of the last rollout rolled back (or undone): applying a spec that
+    /// runs like it rolls nothing.
+    rolled_back: Option<Arc<ServiceSpec>>,
     desired: u32,
+    /// The newest incarnation of each index.
     replicas: BTreeMap<u32, ReplicaHandle>,
+    /// Old incarnations still serving their index while its new one (in `replicas`)
+    /// gets ready.
+    pending: BTreeMap<u32, ReplicaHandle>,
     ready: Arc<ReadySet>,
-    rollout: Option<JoinHandle<()>>,
+    /// The latest rollout, kept once over for `status()`.
+    rollout: Option<Rollout>,
+}
+
+/// One rollout of a service, from a spec to the next.
+struct Rollout {
+    /// Identifies the task following it.
+    id: u64,
+    /// The generation rolled out.
+    generation: u64,
+    version: String,
+    previous: String,
+    state: RolloutState,
+    message: Option<String>,
+    started_ms: u64,
+    started: Instant,
+    /// What a rollback restores: the spec, its generation and the `previous` it had.
+    from: Arc<ServiceSpec>,
+    from_gen: u64,
+    from_previous: Option<Arc<ServiceSpec>>,
+    /// When a new replica last became ready, or an old one went away.
+    last_progress: Instant,
+    /// (new replicas ready, old incarnations left) at `last_progress`.
+    seen: (usize, usize),
+    task: Option<JoinHandle<()>>,
+}
+
+impl Rollout {
+    fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 struct Retiring {
     service: String,
     handle: ReplicaHandle,
-    /// False while an old incarnation keeps serving until its replacement is ready.
-    stop_signaled: bool,
+}
+
+/// What a rollout's task does next.
+enum Step {
+    /// Nothing: the rollout is over (or replaced, or its service gone).
+    Done,
+    /// Look again once a replica of the service changes, or at this instant.
+    Wait(Arc<ReadySet>, Instant),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Supervisor {
@@ -105,15 +197,23 @@ impl Supervisor {
     }
 
     /// Reconcile to these services: start new ones, drain and stop removed ones, roll
-    /// changed ones one replica at a time (new ready before old stops; a spec that differs
-    /// only in `replicas` is not a change), and set each service's desired count to its
-    /// `replicas` (pass the current count to keep a scale decision). Services whose
-    /// replicas had failed get a fresh start.
+    /// changed ones (see the module docs: a spec that differs only in `replicas` or
+    /// `rollout` is not a change, nor is one that runs like a rolled-back one), and set
+    /// each service's desired count to its `replicas` (pass the current count to keep a
+    /// scale decision). Services whose replicas had failed get a fresh start.
     ///
     /// Returns once every change is under way; follow progress with `status()` and
     /// the event log. Does nothing after `shutdown()`.
     pub async fn apply(self: &Arc<Self>, specs: Vec<ServiceSpec>) {
-        let mut table = self.lock();
+        self.apply_now(specs);
+    }
+
+    /// [`apply`](Self::apply), without waiting on anything: for callers that are not async
+    /// and must have the change under way when they return (a reload's answer, after
+    /// which `status()` shows the rollout it started).
+    pub fn apply_now(self: &Arc<Self>, specs: Vec<ServiceSpec>) {
+        let mut guard = self.lock();
+        let table = &mut *guard;
         if table.closing {
             return;
         }
@@ -128,7 +228,7 @@ impl Supervisor {
             let Some(mut svc) = table.services.remove(&name) else {
                 continue;
             };
-            if let Some(rollout) = svc.rollout.take() {
+            if let Some(rollout) = &mut svc.rollout {
                 rollout.abort();
             }
             self.emit(
@@ -136,53 +236,65 @@ impl Supervisor {
                 EventKind::Scaled,
                 format!("{} -> 0 (removed)", svc.desired),
             );
-            let handles: Vec<_> = std::mem::take(&mut svc.replicas).into_values().collect();
+            let handles = std::mem::take(&mut svc.replicas)
+                .into_values()
+                .chain(std::mem::take(&mut svc.pending).into_values());
             for handle in handles {
-                self.retire(&mut table, &name, handle, true);
+                self.retire(table, &name, handle);
             }
-            stop_pending(&mut table, &name);
         }
         for spec in specs {
             let name = spec.name.clone();
             let replicas = spec.replicas;
-            let changed = match table.services.get_mut(&name) {
+            let mut rolls = false;
+            match table.services.get_mut(&name) {
                 None => {
                     let ready = Arc::new(ReadySet::new(name.clone(), self.shared.sink.clone()));
                     let svc = Service {
                         spec: Arc::new(spec),
                         spec_gen: 1,
+                        next_gen: 2,
+                        previous: None,
+                        rolled_back: None,
                         desired: 0,
                         replicas: BTreeMap::new(),
+                        pending: BTreeMap::new(),
                         ready,
                         rollout: None,
                     };
                     table.services.insert(name.clone(), svc);
-                    false
                 }
-                // Only the count differs (e.g. a reload after `shoal scale`): no roll;
-                // `set_desired` below scales.
-                Some(svc) if svc.spec.runs_like(&spec) => false,
-                Some(svc) => {
-                    if let Some(rollout) = svc.rollout.take() {
-                        rollout.abort();
+                // Only the count or the rollout policy differs (e.g. a reload after
+                // `shoal scale`): no roll; `set_desired` below scales, and a new policy
+                // applies from now on (to the rollout in progress too).
+                Some(svc) if svc.spec.runs_like(&spec) => {
+                    if svc.spec.rollout != spec.rollout {
+                        svc.spec = Arc::new(spec);
+                        svc.ready.touch();
                     }
-                    svc.spec = Arc::new(spec);
-                    svc.spec_gen += 1;
-                    true
                 }
-            };
-            if changed {
-                stop_pending(&mut table, &name);
+                // Rolled back (or undone) before: not again, and no event each time the
+                // file is reloaded; the status keeps saying why.
+                Some(svc) if svc.rolled_back.as_ref().is_some_and(|r| r.runs_like(&spec)) => {}
+                // The spec the rollout in progress started from, applied again: that
+                // rollout is rolled back rather than rolled forward to the same thing.
+                Some(svc)
+                    if svc.rollout.as_ref().is_some_and(|r| {
+                        r.state == RolloutState::Progressing && r.from.runs_like(&spec)
+                    }) =>
+                {
+                    self.roll_back(svc, &name, "its previous spec was applied again".into());
+                    // The file no longer names the target: nothing to refuse later.
+                    svc.rolled_back = None;
+                }
+                Some(svc) => {
+                    self.begin_rollout(svc, &name, Arc::new(spec), replicas, "");
+                    rolls = true;
+                }
             }
-            self.set_desired(&mut table, &name, replicas);
-            if changed {
-                let generation = table.services[&name].spec_gen;
-                let task = self
-                    .runtime
-                    .spawn(rollout(self.me.clone(), name.clone(), generation));
-                if let Some(svc) = table.services.get_mut(&name) {
-                    svc.rollout = Some(task);
-                }
+            self.set_desired(table, &name, replicas);
+            if rolls {
+                self.follow_rollout(table, &name);
             }
         }
     }
@@ -205,18 +317,14 @@ impl Supervisor {
         )
     }
 
-    /// Move `handle` to the retiring list (stopping it now or later) and forget it once
-    /// its runner is done.
-    fn retire(&self, table: &mut Table, service: &str, handle: ReplicaHandle, stop_now: bool) {
-        if stop_now {
-            handle.stop();
-        }
+    /// Stop `handle`, keep it on the retiring list, and forget it once its runner is done.
+    fn retire(&self, table: &mut Table, service: &str, handle: ReplicaHandle) {
+        handle.stop();
         let id = handle.id;
         let done = handle.done();
         table.retiring.push(Retiring {
             service: service.to_owned(),
             handle,
-            stop_signaled: stop_now,
         });
         let me = self.me.clone();
         self.runtime.spawn(async move {
@@ -228,7 +336,8 @@ impl Supervisor {
     }
 
     /// Set the desired count of `name`: start missing indexes, stop the highest extra
-    /// ones, and give failed replicas a fresh start.
+    /// ones (and old incarnations still serving them), and give failed replicas a fresh
+    /// start. New replicas run the service's current spec (a rollout's target).
     fn set_desired(&self, table: &mut Table, name: &str, desired: u32) {
         let Some(svc) = table.services.get_mut(name) else {
             return;
@@ -241,12 +350,6 @@ impl Supervisor {
             .filter(|(i, h)| **i < desired && h.state() == ReplicaState::Failed)
             .map(|(i, _)| *i)
             .collect();
-        let extra: Vec<u32> = svc
-            .replicas
-            .range(desired..)
-            .map(|(i, _)| *i)
-            .rev()
-            .collect();
         let mut retired = Vec::new();
         for index in failed {
             let fresh = self.start_replica(svc, index);
@@ -258,15 +361,314 @@ impl Supervisor {
                 svc.replicas.insert(index, handle);
             }
         }
-        for index in extra {
+        let extra: Vec<u32> = svc.replicas.range(desired..).map(|(i, _)| *i).collect();
+        for index in extra.into_iter().rev() {
             retired.extend(svc.replicas.remove(&index));
         }
+        let extra: Vec<u32> = svc.pending.range(desired..).map(|(i, _)| *i).collect();
+        for index in extra {
+            retired.extend(svc.pending.remove(&index));
+        }
+        // A rollout in progress counts the new number.
+        svc.ready.touch();
         if before != desired {
             self.emit(name, EventKind::Scaled, format!("{before} -> {desired}"));
         }
         for handle in retired {
-            self.retire(table, name, handle, true);
+            self.retire(table, name, handle);
         }
+    }
+
+    /// Make `target` the spec of `svc`, as a new generation, and record the rollout to it
+    /// (its task is started by [`Supervisor::follow_rollout`]). `note` ends the event.
+    fn begin_rollout(
+        &self,
+        svc: &mut Service,
+        name: &str,
+        target: Arc<ServiceSpec>,
+        replicas: u32,
+        note: &str,
+    ) {
+        // A rollout replacing one in progress still rolls back to where that one started.
+        let (from, from_gen, from_previous) = match svc.rollout.take() {
+            Some(mut r) if r.state == RolloutState::Progressing => {
+                r.abort();
+                (r.from, r.from_gen, r.from_previous)
+            }
+            other => {
+                if let Some(mut r) = other {
+                    r.abort();
+                }
+                (svc.spec.clone(), svc.spec_gen, svc.previous.clone())
+            }
+        };
+        let generation = svc.next_gen;
+        svc.next_gen += 1;
+        let version = target.version();
+        let previous = from.version();
+        svc.previous = Some(from.clone());
+        svc.spec = target;
+        svc.spec_gen = generation;
+        svc.rolled_back = None;
+        let now = Instant::now();
+        svc.rollout = Some(Rollout {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            generation,
+            version: version.clone(),
+            previous: previous.clone(),
+            state: RolloutState::Progressing,
+            message: None,
+            started_ms: now_ms(),
+            started: now,
+            from,
+            from_gen,
+            from_previous,
+            last_progress: now,
+            // Nothing old has gone yet: the first look only takes stock.
+            seen: (0, usize::MAX),
+            task: None,
+        });
+        self.emit(
+            name,
+            EventKind::Rollout,
+            format!("{previous} -> {version}, {replicas} replicas{note}"),
+        );
+    }
+
+    /// Start the task that moves the rollout of `name` forward.
+    fn follow_rollout(&self, table: &mut Table, name: &str) {
+        let Some(rollout) = table
+            .services
+            .get_mut(name)
+            .and_then(|s| s.rollout.as_mut())
+        else {
+            return;
+        };
+        rollout.task = Some(self.runtime.spawn(rollout_task(
+            self.me.clone(),
+            name.to_owned(),
+            rollout.id,
+        )));
+    }
+
+    /// Give up the rollout in progress of `svc`: restore the spec (and generation) it
+    /// started from, remember its target, say why. Its task then rolls the previous
+    /// version back onto every index.
+    fn roll_back(&self, svc: &mut Service, name: &str, why: String) {
+        let Some(r) = svc.rollout.as_mut() else {
+            return;
+        };
+        let target = std::mem::replace(&mut svc.spec, r.from.clone());
+        svc.spec_gen = r.from_gen;
+        svc.previous = r.from_previous.clone();
+        // A restart rolled back is not a spec to refuse later.
+        if !target.runs_like(&r.from) {
+            svc.rolled_back = Some(target);
+        }
+        let message = format!("{} rolled back to {}: {why}", r.version, r.previous);
+        r.state = RolloutState::RolledBack;
+        r.message = Some(message.clone());
+        self.emit(name, EventKind::RolledBack, message);
+        svc.ready.touch();
+    }
+
+    /// One look at the rollout `id` of `name`: retire what its progress allows, start what
+    /// the surge allows, stop what the unavailability allows; roll back, or complete.
+    fn advance(&self, table: &mut Table, name: &str, id: u64) -> Step {
+        let mut stop = Vec::new();
+        let step = self.plan(table, name, id, &mut stop);
+        for handle in stop {
+            self.retire(table, name, handle);
+        }
+        step
+    }
+
+    fn plan(&self, table: &mut Table, name: &str, id: u64, stop: &mut Vec<ReplicaHandle>) -> Step {
+        let now = Instant::now();
+        let Table {
+            services, retiring, ..
+        } = table;
+        let Some(svc) = services.get_mut(name) else {
+            return Step::Done;
+        };
+        if svc.rollout.as_ref().is_none_or(|r| r.id != id) {
+            return Step::Done;
+        }
+        let generation = svc.spec_gen;
+        let desired = svc.desired;
+
+        // Old incarnations waiting for their replacement.
+        let waiting: Vec<u32> = svc.pending.keys().copied().collect();
+        for index in waiting {
+            match svc.replicas.get(&index) {
+                // Replaced (it is ready: it took over the key), or scaled away.
+                None => stop.extend(svc.pending.remove(&index)),
+                Some(h) if h.state() == ReplicaState::Ready => {
+                    stop.extend(svc.pending.remove(&index));
+                }
+                // The replacement is not what runs now (a rollback, a newer spec): the old
+                // one serves the index again.
+                Some(h) if h.spec_gen != generation => {
+                    if let Some(old) = svc.pending.remove(&index) {
+                        stop.extend(svc.replicas.insert(index, old));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // Outdated replicas that serve nothing are replaced at once.
+        let idle: Vec<u32> = svc
+            .replicas
+            .iter()
+            .filter(|(i, h)| {
+                h.spec_gen != generation
+                    && h.state() != ReplicaState::Ready
+                    && !svc.pending.contains_key(i)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for index in idle {
+            stop.extend(svc.replicas.remove(&index));
+        }
+
+        let updated_ready = svc
+            .replicas
+            .values()
+            .filter(|h| h.spec_gen == generation && h.state() == ReplicaState::Ready)
+            .count();
+        let outdated = svc
+            .replicas
+            .values()
+            .chain(svc.pending.values())
+            .filter(|h| h.spec_gen != generation)
+            .count();
+        // No new replica getting ready: the rollout waits for old ones to drain (a
+        // WebSocket, a long download: bounded by their drain timeout) before the surge lets
+        // it start the next one. Waiting is not a stall: no progress deadline runs then.
+        let waiting_for_drains = svc
+            .replicas
+            .values()
+            .all(|h| h.spec_gen != generation || h.state() == ReplicaState::Ready);
+        let Some(r) = svc.rollout.as_mut() else {
+            return Step::Done;
+        };
+        let deadline = svc.spec.rollout.progress_deadline;
+        if r.state == RolloutState::Progressing {
+            // Progress: more new replicas ready, or fewer old ones left.
+            if updated_ready > r.seen.0 || outdated < r.seen.1 || waiting_for_drains {
+                r.last_progress = now;
+            }
+            r.seen = (updated_ready, outdated);
+            let failed = svc
+                .replicas
+                .values()
+                .find(|h| h.spec_gen == generation && h.state() == ReplicaState::Failed);
+            let why = if let Some(h) = failed {
+                Some(format!("{name}/{} failed{}", h.index, evidence(h, false)))
+            } else if now >= r.last_progress + deadline {
+                let culprit = svc
+                    .replicas
+                    .values()
+                    .filter(|h| h.spec_gen == generation && h.state() != ReplicaState::Ready)
+                    .max_by_key(|h| h.status().last_exit.is_some());
+                Some(format!(
+                    "no progress for {} (progress deadline){}",
+                    human(deadline),
+                    culprit.map_or_else(String::new, |h| format!(
+                        "; {name}/{}{}",
+                        h.index,
+                        evidence(h, true)
+                    )),
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.roll_back(svc, name, why);
+                // Look again at once, now towards the previous version.
+                return Step::Wait(svc.ready.clone(), now);
+            }
+        }
+
+        let converged = svc.pending.is_empty()
+            && svc.replicas.len() == desired as usize
+            && svc
+                .replicas
+                .values()
+                .all(|h| h.spec_gen == generation && h.state() == ReplicaState::Ready);
+        if converged {
+            if r.state == RolloutState::Progressing {
+                r.state = RolloutState::Complete;
+                let message = format!(
+                    "{} -> {} complete: {desired} replicas ready in {:.2}s",
+                    r.previous,
+                    r.version,
+                    r.started.elapsed().as_secs_f64()
+                );
+                self.emit(name, EventKind::Rollout, message);
+            }
+            r.task = None;
+            return Step::Done;
+        }
+        let wake = if r.state == RolloutState::Progressing {
+            (r.last_progress + deadline).min(now + ROLLOUT_RECHECK)
+        } else {
+            now + ROLLOUT_RECHECK
+        };
+
+        // Surge: start new incarnations while fewer than desired + surge replicas exist,
+        // vacant indexes first, then the lowest old ones (which keep serving meanwhile).
+        let (surge, unavailable) = svc.spec.rollout.limits(desired);
+        let alive_retiring = retiring
+            .iter()
+            .filter(|r| r.service == name && !r.handle.is_done())
+            .count();
+        let exist = svc.replicas.len() + svc.pending.len() + alive_retiring + stop.len();
+        let room = (desired.saturating_add(surge) as usize).saturating_sub(exist);
+        let vacant: Vec<u32> = (0..desired)
+            .filter(|i| !svc.replicas.contains_key(i))
+            .collect();
+        let old: Vec<u32> = svc
+            .replicas
+            .iter()
+            .filter(|(i, h)| h.spec_gen != generation && !svc.pending.contains_key(i))
+            .map(|(i, _)| *i)
+            .collect();
+        for index in vacant.into_iter().chain(old).take(room) {
+            let fresh = self.start_replica(svc, index);
+            if let Some(old) = svc.replicas.insert(index, fresh) {
+                svc.pending.insert(index, old);
+            }
+        }
+
+        // Unavailability: stop old replicas before their replacement is ready while more
+        // than desired - unavailable are ready (those waiting for a replacement first).
+        let min_ready = (desired - unavailable) as usize;
+        let mut ready = svc
+            .replicas
+            .values()
+            .chain(svc.pending.values())
+            .filter(|h| h.state() == ReplicaState::Ready)
+            .count();
+        while ready > min_ready {
+            let victim = match svc.pending.keys().next().copied() {
+                Some(index) => svc.pending.remove(&index),
+                None => {
+                    let index = svc
+                        .replicas
+                        .iter()
+                        .find(|(_, h)| h.spec_gen != generation)
+                        .map(|(i, _)| *i);
+                    index.and_then(|i| svc.replicas.remove(&i))
+                }
+            };
+            let Some(victim) = victim else { break };
+            if victim.state() == ReplicaState::Ready {
+                ready -= 1;
+            }
+            stop.push(victim);
+        }
+        Step::Wait(svc.ready.clone(), wake)
     }
 
     /// Handles of every runner, active or retiring, after asking each to stop.
@@ -275,128 +677,62 @@ impl Supervisor {
         table.closing = true;
         let mut done = Vec::new();
         for svc in table.services.values_mut() {
-            if let Some(rollout) = svc.rollout.take() {
+            if let Some(rollout) = &mut svc.rollout {
                 rollout.abort();
             }
-            for handle in svc.replicas.values() {
+            for handle in svc.replicas.values().chain(svc.pending.values()) {
                 handle.stop();
                 done.push(handle.done());
             }
         }
-        for r in &mut table.retiring {
+        for r in &table.retiring {
             r.handle.stop();
-            r.stop_signaled = true;
             done.push(r.handle.done());
         }
         done
     }
 }
 
-/// Stop the old incarnations of `service` that were waiting for a replacement.
-fn stop_pending(table: &mut Table, service: &str) {
-    for r in table
-        .retiring
-        .iter_mut()
-        .filter(|r| r.service == service && !r.stop_signaled)
-    {
-        r.handle.stop();
-        r.stop_signaled = true;
+/// Why a new replica is a reason to roll back: its message (unless `with_message` is
+/// false: the caller quoted it), last exit and last log line, each when known.
+fn evidence(h: &ReplicaHandle, with_message: bool) -> String {
+    let status = h.status();
+    let mut out = String::new();
+    if let Some(message) = status.message.filter(|m| !m.is_empty()) {
+        if with_message {
+            out.push_str(&format!(": {message}"));
+        } else {
+            out.push_str(&format!(" ({message})"));
+        }
     }
+    if let Some(exit) = status.last_exit {
+        out.push_str(&format!("; last exit: {exit}"));
+    }
+    if let Some(line) = h.last_log_line() {
+        out.push_str(&format!("; last log line: \"{line}\""));
+    }
+    out
 }
 
-/// Roll the replicas of `name` older than `generation`, one index at a time.
-async fn rollout(me: Weak<Supervisor>, name: String, generation: u64) {
+/// Move the rollout `id` of `name` forward until it is over: complete, rolled back and the
+/// previous version running again, or replaced by another.
+async fn rollout_task(me: Weak<Supervisor>, name: String, id: u64) {
     loop {
-        let Some(sup) = me.upgrade() else { return };
-        // Pick the lowest index still on an older spec and start its replacement.
-        let (index, new_id, old_id, mut state, new_done) = {
+        let (ready, wake) = {
+            let Some(sup) = me.upgrade() else { return };
             let mut table = sup.lock();
             if table.closing {
                 return;
             }
-            let Some(svc) = table.services.get_mut(&name) else {
-                return;
-            };
-            if svc.spec_gen != generation {
-                return;
-            }
-            let Some(index) = svc
-                .replicas
-                .iter()
-                .find(|(_, h)| h.spec_gen < generation)
-                .map(|(i, _)| *i)
-            else {
-                return;
-            };
-            let fresh = sup.start_replica(svc, index);
-            let (new_id, state, new_done) = (fresh.id, fresh.state_watch(), fresh.done());
-            let Some(old) = svc.replicas.insert(index, fresh) else {
-                continue;
-            };
-            let old_id = old.id;
-            // An old replica that serves nothing is simply replaced.
-            let serving = matches!(old.state(), ReplicaState::Ready | ReplicaState::Starting);
-            sup.retire(&mut table, &name, old, !serving);
-            if !serving {
-                continue;
-            }
-            (index, new_id, old_id, state, new_done)
-        };
-        drop(sup);
-        // Wait for the new incarnation to be ready, or to fail.
-        let ready = tokio::select! {
-            r = state.wait_for(|s| matches!(s, ReplicaState::Ready | ReplicaState::Failed)) => {
-                r.map(|s| *s == ReplicaState::Ready).unwrap_or(false)
-            }
-            () = wait_done(new_done) => false,
-        };
-        let Some(sup) = me.upgrade() else { return };
-        let old_done = {
-            let mut guard = sup.lock();
-            let table = &mut *guard;
-            let Some(pos) = table.retiring.iter().position(|r| r.handle.id == old_id) else {
-                return;
-            };
-            if ready {
-                let old = &mut table.retiring[pos];
-                old.handle.stop();
-                old.stop_signaled = true;
-                old.handle.done()
-            } else {
-                // The new incarnation failed: put the old one back and stop the new one.
-                let Some(svc) = table.services.get_mut(&name) else {
-                    return;
-                };
-                if svc.replicas.get(&index).is_none_or(|h| h.id != new_id) {
-                    // The index was scaled away or taken over meanwhile: the old one goes too.
-                    let old = &mut table.retiring[pos];
-                    old.handle.stop();
-                    old.stop_signaled = true;
-                    return;
-                }
-                let old = table.retiring.remove(pos).handle;
-                let reason = svc
-                    .replicas
-                    .get(&index)
-                    .and_then(|h| h.status().message)
-                    .unwrap_or_default();
-                let Some(new) = svc.replicas.insert(index, old) else {
-                    return;
-                };
-                svc.rollout = None; // this task; it ends here
-                sup.emit(
-                    &name,
-                    EventKind::Failed,
-                    format!(
-                        "update of {name}/{index} failed ({reason}); keeping the previous version"
-                    ),
-                );
-                sup.retire(table, &name, new, true);
-                return;
+            match sup.advance(&mut table, &name, id) {
+                Step::Done => return,
+                Step::Wait(ready, wake) => (ready, wake),
             }
         };
-        drop(sup);
-        wait_done(old_done).await;
+        tokio::select! {
+            () = ready.changed() => {}
+            () = tokio::time::sleep_until(wake) => {}
+        }
     }
 }
 
@@ -429,7 +765,7 @@ async fn sample_loop(me: Weak<Supervisor>) {
         let handles = table
             .services
             .values()
-            .flat_map(|s| s.replicas.values())
+            .flat_map(|s| s.replicas.values().chain(s.pending.values()))
             .chain(table.retiring.iter().map(|r| &r.handle));
         for handle in handles {
             if let Some(pgid) = handle.pgid()
@@ -463,6 +799,7 @@ impl Driver for Supervisor {
                 let mut replicas: Vec<_> = svc
                     .replicas
                     .values()
+                    .chain(svc.pending.values())
                     .map(|h| (h.id, h.status()))
                     .chain(
                         table
@@ -498,9 +835,61 @@ impl Driver for Supervisor {
                     traffic: None,
                     autoscale: None,
                     worker: svc.spec.is_worker(),
+                    rollout: svc.rollout.as_ref().map(|r| rollout_status(svc, r)),
                 }
             })
             .collect()
+    }
+
+    fn rollout_undo(&self, service: &str) -> Result<String, DriverError> {
+        let mut guard = self.lock();
+        let table = &mut *guard;
+        if table.closing {
+            return Err(DriverError::Invalid("shutting down".into()));
+        }
+        let svc = table
+            .services
+            .get_mut(service)
+            .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
+        // In progress: roll it back (its task restores the previous version).
+        if let Some(r) = &svc.rollout
+            && r.state == RolloutState::Progressing
+        {
+            let back = r.previous.clone();
+            self.roll_back(svc, service, "undone (rollout undo)".into());
+            return Ok(back);
+        }
+        let Some(previous) = svc.previous.clone() else {
+            return Err(DriverError::Invalid(format!(
+                "{service} has no previous version to go back to"
+            )));
+        };
+        let undone = svc.spec.clone();
+        let back = previous.version();
+        let desired = svc.desired;
+        self.begin_rollout(svc, service, previous, desired, " (undo)");
+        // Like a rollback: a reload of the file that still names it does not redo it.
+        svc.rolled_back = Some(undone);
+        self.follow_rollout(table, service);
+        Ok(back)
+    }
+
+    fn rollout_restart(&self, service: &str) -> Result<String, DriverError> {
+        let mut guard = self.lock();
+        let table = &mut *guard;
+        if table.closing {
+            return Err(DriverError::Invalid("shutting down".into()));
+        }
+        let svc = table
+            .services
+            .get_mut(service)
+            .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
+        let spec = svc.spec.clone();
+        let version = spec.version();
+        let desired = svc.desired;
+        self.begin_rollout(svc, service, spec, desired, " (restart)");
+        self.follow_rollout(table, service);
+        Ok(version)
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
@@ -513,6 +902,37 @@ impl Driver for Supervisor {
             table.services.clear();
             table.retiring.clear();
         })
+    }
+}
+
+/// What `status()` says of the latest rollout of `svc`.
+fn rollout_status(svc: &Service, r: &Rollout) -> RolloutStatus {
+    let updated: Vec<&ReplicaHandle> = svc
+        .replicas
+        .values()
+        .filter(|h| h.spec_gen == r.generation && h.index < svc.desired)
+        .collect();
+    let updated_ready = updated
+        .iter()
+        .filter(|h| h.state() == ReplicaState::Ready)
+        .count() as u32;
+    let updated = updated.len() as u32;
+    let message = match r.state {
+        RolloutState::Progressing => Some(format!(
+            "{updated_ready} of {} updated replicas ready",
+            svc.desired
+        )),
+        RolloutState::Complete | RolloutState::RolledBack => r.message.clone(),
+    };
+    RolloutStatus {
+        version: r.version.clone(),
+        previous: Some(r.previous.clone()),
+        state: r.state,
+        updated,
+        updated_ready,
+        desired: svc.desired,
+        message,
+        started_ms: r.started_ms,
     }
 }
 
@@ -541,7 +961,11 @@ mod tests {
             .iter()
             .map(|(i, h)| (*i, h.id, h.spec_gen))
             .collect();
-        (svc.spec_gen, replicas, svc.rollout.is_some())
+        (
+            svc.spec_gen,
+            replicas,
+            svc.rollout.as_ref().is_some_and(|r| r.task.is_some()),
+        )
     }
 
     #[tokio::test]

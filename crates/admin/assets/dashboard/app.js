@@ -17,7 +17,7 @@
   const REPLICA_COLUMNS = [
     ['#', 'num'], ['state', ''], ['health', ''], ['pid', 'num'], ['port', 'num'],
     ['restarts', 'num'], ['uptime', 'num'], ['CPU', 'num'], ['memory', 'num'],
-    ['in flight', 'num'], ['req/s', 'num'], ['message', ''],
+    ['in flight', 'num'], ['req/s', 'num'], ['version', ''], ['message', ''],
   ];
 
   const token = takeToken();
@@ -155,7 +155,7 @@
     renderLegend(services);
     drawCharts();
     setText($('updated'), 'updated ' + clock(at));
-    if (events.some((e) => e.kind === 'reloaded')) loadRoutes();
+    if (events.some((e) => e.kind === 'reloaded' || e.kind === 'weighted')) loadRoutes();
     const ms = performance.now() - t0;
     stats.snapshots += 1;
     stats.lastRenderMs = ms;
@@ -320,6 +320,8 @@
       if (t.breaker) parts.push('breaker ' + t.breaker);
       if (t.held) parts.push(t.held + ' held');
     }
+    const ro = rolloutText(s.rollout);
+    if (ro) parts.push(ro);
     setText(v.stats, parts.join(' · '));
 
     const isStatic = s.replicas.length > 0 && s.replicas.every((x) => x.pid == null && x.endpoint == null
@@ -332,6 +334,18 @@
     if (a) setText(v.autoscale, autoscaleText(a));
 
     renderReplicas(v, s, rates);
+  }
+
+  // A rollout under way or rolled back, in a few words; nothing once complete (the
+  // replicas' version column tells).
+  function rolloutText(r) {
+    if (!r || r.state === 'complete') return '';
+    if (r.state === 'rolledback') {
+      return 'rollout to ' + r.version + ' rolled back' + (r.previous ? ' to ' + r.previous : '')
+        + (r.message ? ': ' + r.message : '');
+    }
+    return 'rollout to ' + r.version + ': ' + r.updated + '/' + r.desired + ' updated, '
+      + r.updated_ready + ' ready';
   }
 
   // The queue behind a backlog target: `backlog 1,234 · 48.2/s per replica`, or why it is
@@ -426,11 +440,12 @@
     setText(c[8], typeof r.rss_bytes === 'number' ? fmtBytes(r.rss_bytes) : '—');
     setText(c[9], t ? String(t.in_flight) : '—');
     setText(c[10], fmtRate(rps));
+    setText(c[11], r.version || '—');
     const msg = [];
     if (r.message) msg.push(r.message);
     if (t && t.reason && t.reason !== r.message) msg.push(t.reason);
     if (r.last_exit && r.state !== 'ready') msg.push('last exit: ' + fmtExit(r.last_exit));
-    setText(c[11], msg.join(' · '));
+    setText(c[12], msg.join(' · '));
   }
 
   async function scale(v, n) {
@@ -520,7 +535,13 @@
       if (rt.entrypoints) extra.push('entrypoints: ' + rt.entrypoints.join(', '));
       const rule = el('td', { title: rt.name }, rt.rule);
       if (extra.length) rule.append(el('div', { class: 'stats' }, extra.join(' · ')));
-      return el('tr', { 'data-route': rt.name }, rule, el('td', {}, rt.service), el('td', { class: 'num' }, String(rt.priority)));
+      // A split: each service with its weight now in force.
+      const to = rt.weights && rt.weights.length
+        ? rt.weights.map(([service, weight]) => service + ' ' + weight).join(' · ')
+        : rt.service;
+      const target = el('td', {}, to);
+      if (rt.mirror) target.append(el('div', { class: 'stats' }, 'mirror ' + rt.mirror[1] + '% to ' + rt.mirror[0]));
+      return el('tr', { 'data-route': rt.name }, rule, target, el('td', { class: 'num' }, String(rt.priority)));
     });
     if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: '3', class: 'empty' }, 'no routes')));
     body.replaceChildren(...rows);

@@ -412,6 +412,7 @@ fn service_status(name: &str, f: &Followed) -> ServiceStatus {
                 node: p.node.clone(),
                 terminating: p.state == ReplicaState::Draining,
             }),
+            version: None,
         })
         .collect();
     let ready = replicas
@@ -440,6 +441,7 @@ fn service_status(name: &str, f: &Followed) -> ServiceStatus {
         autoscale: None,
         // `shoal k8s render` does not render workers: every followed service is a web one.
         worker: false,
+        rollout: None,
     }
 }
 

@@ -6,7 +6,9 @@
 //! behave the same), and the replica's response is relayed as bytes: its head rewritten on
 //! the fly, its body copied with the framing it came with (length, chunked, or until close).
 //! No per-request task, channel or body object, and one read and one write per direction for
-//! a small exchange.
+//! a small exchange. A split's choice and its sticky cookie come from `Gateway::begin` as on
+//! the full path; a copy to a route's mirror is started here too (the body is in hand), on a
+//! task of its own (`crate::mirror`).
 //!
 //! The client's connection is plain TCP or TLS over it ([`ClientStream`]): an HTTPS client
 //! that chose HTTP/1.1 by ALPN is relayed too, only its bytes pass through rustls.
@@ -342,12 +344,12 @@ async fn exchange<S: ClientStream>(
     let close = close || shutting_down;
     let table = gateway.table();
     let begun = gateway.begin(&table, &parts, info);
-    let Some(route) = begun.route else {
+    let Some((route, target)) = begun.route.zip(begun.target) else {
         let e = ProxyError::NoRoute;
         gateway.finish(begun, info, e.status(), None, None);
         return write_error(client, out, &e, close).await;
     };
-    let service = &route.service;
+    let service = &target.service;
     // The full stack speaks to replicas the relay cannot (h2c, TLS), and compresses
     // responses (the relay copies them as they are): give it the request as received.
     if !service.relayable()
@@ -395,8 +397,22 @@ async fn exchange<S: ClientStream>(
             false,
             info.tls,
         )?;
+        // A copy to the route's mirror, if this request is selected (crate::mirror).
+        if let Some(mirror) = &route.mirror
+            && let Some(slot) = mirror.select(Some(body.len() as u64))
+        {
+            mirror.send(
+                slot,
+                &table.upstreams,
+                &parts.method,
+                &path_and_query,
+                &parts.headers,
+                begun.host_header.as_ref(),
+                body.clone(),
+            );
+        }
         let (since, trial) = admit(service, begun.started()).await?;
-        let idempotent = is_idempotent(&route.retry, &parts.method, &parts.headers);
+        let idempotent = is_idempotent(&target.retry, &parts.method, &parts.headers);
         let key = BalanceKey::of(service, &parts.headers, begun.client_ip);
         let mut wire_req = BytesMut::with_capacity(512 + body.len());
         wire::write_request(
@@ -407,7 +423,7 @@ async fn exchange<S: ClientStream>(
             &body,
             has_length,
         );
-        let sent = Outbound::new(&table, route, since)
+        let sent = Outbound::new(&table, target, since)
             .run_with_timer(
                 RelayExchange {
                     request: wire_req.freeze(),
@@ -457,6 +473,9 @@ async fn exchange<S: ClientStream>(
     response_extras(&table, service, &pick, |name, value| {
         extras.push((name.clone(), value));
     });
+    if let Some(cookie) = begun.set_cookie.clone() {
+        extras.push((http::header::SET_COOKIE, cookie));
+    }
     extras.extend(edge_headers);
     let close = close || head.framing == Framing::UntilClose;
     out.clear();

@@ -11,6 +11,8 @@
 //! - `k8s`: `shoal k8s render`: the golden stream, `-o DIR`, errors, `--explain`, and the
 //!   gateway's derived stack file run by `shoal up`;
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
+//! - `rollout`: a broken version rolled back after its deadline, `rollout undo`/`restart`
+//!   under load, split weights and `shoal weight`, the automated canary;
 //! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
 //! - `prometheus`: a real Prometheus scraping `shoal up`, dashboard queries over known traffic;
 //! - `tls`: `shoal check` on certificates, `shoal certs dev`, and `examples/tls` served over
@@ -27,6 +29,7 @@ mod k8s;
 mod load;
 mod output;
 mod prometheus;
+mod rollout;
 mod supervise;
 mod support;
 mod tls;

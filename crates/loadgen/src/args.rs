@@ -11,9 +11,17 @@ use clap::Args;
 pub struct LoadArgs {
     /// Target URLs (http:// or https://; without a scheme, http:// as in curl). Several URLs
     /// share the load, interleaved; `URL@3` gives one three times the requests of a `URL@1`
-    /// (default weight 1).
-    #[arg(value_name = "URL[@WEIGHT]", required = true)]
+    /// (default weight 1). With --scenario, at most one: the base of the file's relative
+    /// URLs.
+    #[arg(value_name = "URL[@WEIGHT]", required_unless_present = "scenario")]
     pub urls: Vec<String>,
+
+    /// User flows from a YAML file: weighted user types, each a list of steps (method, URL,
+    /// headers, body, expected status, captures, think time), with latency per step. -c
+    /// users loop their flow; --rate starts that many flows per second; -n counts flows.
+    /// See docs/load.md.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub scenario: Option<PathBuf>,
 
     /// Closed model: this many connections (users), each sending its next request when
     /// the previous one is answered. Open model (--rate/--stages): the most requests in

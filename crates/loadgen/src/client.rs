@@ -14,8 +14,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderMap, HeaderValue};
-use http::{Request, Response, Version};
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
@@ -27,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::h1::H1Conn;
+use crate::h1::{H1Conn, Keep};
 use crate::plan::{HttpVersion, Origin, Plan};
 
 /// Why a request got no response.
@@ -122,6 +123,32 @@ pub struct Answer {
     pub bytes: u64,
     /// The replica header's value, if present.
     pub replica: Option<HeaderValue>,
+    /// What a scenario step asked to keep ([`crate::h1::Keep`]); `None` on plain runs.
+    pub kept: Option<Box<Kept>>,
+}
+
+/// The parts of an answer a scenario step captures values from.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// The body, up to [`crate::scenario::MAX_KEPT_BODY`] bytes (empty unless asked for).
+    pub body: Bytes,
+    /// The headers asked for, as received.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// One scenario step's request, with its variables filled in.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    /// Index into the plan's origins.
+    pub origin: usize,
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: PathAndQuery,
+    /// Headers (`Host` is added for HTTP/1.1 unless given).
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
 }
 
 type Body = Full<Bytes>;
@@ -329,14 +356,66 @@ impl Client {
                 let failed = |e: hyper::Error| SendError::Failed(ErrorKind::of_hyper(&e));
                 s.ready().await.map_err(|_| SendError::Stale)?;
                 let resp = s.send_request(req).await.map_err(failed)?;
-                self.read(resp).await.map_err(failed)
+                self.read(resp, &Keep::NOTHING).await.map_err(failed)
             }
         }
     }
 
-    async fn read(&self, resp: Response<Incoming>) -> Result<Answer, hyper::Error> {
+    /// Send a scenario step's request on `conn` and read the whole answer, keeping what
+    /// `keep` asks for.
+    pub async fn send_step(
+        &self,
+        conn: &mut Conn,
+        req: &StepRequest,
+        keep: &Keep,
+    ) -> Result<Answer, SendError> {
+        let origin = &self.plan.origins[req.origin];
+        match conn {
+            Conn::H1(h) => {
+                let mut headers = req.headers.clone();
+                if !headers.contains_key(HOST) {
+                    headers.insert(
+                        HOST,
+                        HeaderValue::from_str(origin.authority.as_str())
+                            .expect("an authority is a valid header"),
+                    );
+                }
+                let bytes =
+                    crate::h1::serialize(&req.method, req.path.as_str(), &headers, &req.body);
+                let head = req.method == Method::HEAD;
+                h.send_keeping(&bytes, head, &self.plan.replica_header, keep)
+                    .await
+            }
+            Conn::H2(s) => {
+                let uri = Uri::builder()
+                    .scheme(if origin.tls { "https" } else { "http" })
+                    .authority(origin.authority.clone())
+                    .path_and_query(req.path.clone())
+                    .build()
+                    .map_err(|_| SendError::Failed(ErrorKind::Other))?;
+                let mut r = Request::new(Full::new(req.body.clone()));
+                *r.method_mut() = req.method.clone();
+                *r.uri_mut() = uri;
+                *r.version_mut() = Version::HTTP_2;
+                *r.headers_mut() = req.headers.clone();
+                r.headers_mut().remove(HOST);
+                let failed = |e: hyper::Error| SendError::Failed(ErrorKind::of_hyper(&e));
+                s.ready().await.map_err(|_| SendError::Stale)?;
+                let resp = s.send_request(r).await.map_err(failed)?;
+                self.read(resp, keep).await.map_err(failed)
+            }
+        }
+    }
+
+    async fn read(&self, resp: Response<Incoming>, keep: &Keep) -> Result<Answer, hyper::Error> {
         let status = resp.status().as_u16();
         let replica = resp.headers().get(&self.plan.replica_header).cloned();
+        let headers: Vec<(HeaderName, HeaderValue)> = keep
+            .headers
+            .iter()
+            .filter_map(|h| Some((h.clone(), resp.headers().get(h)?.clone())))
+            .collect();
+        let mut kept_body = keep.body.then(Vec::new);
         let mut body = resp.into_body();
         let mut bytes = 0u64;
         // Stop as soon as the body says it is complete (Content-Length reached), without
@@ -347,12 +426,23 @@ impl Client {
             };
             if let Some(d) = frame?.data_ref() {
                 bytes += d.len() as u64;
+                if let Some(k) = &mut kept_body {
+                    let room = crate::scenario::MAX_KEPT_BODY.saturating_sub(k.len());
+                    k.extend_from_slice(&d[..d.len().min(room)]);
+                }
             }
         }
+        let wanted = keep.body || !keep.headers.is_empty();
         Ok(Answer {
             status,
             bytes,
             replica,
+            kept: wanted.then(|| {
+                Box::new(Kept {
+                    body: kept_body.map(Bytes::from).unwrap_or_default(),
+                    headers,
+                })
+            }),
         })
     }
 }

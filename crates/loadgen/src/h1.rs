@@ -14,11 +14,16 @@
 //! trailers), bodies delimited by the connection's close, no body for `HEAD`, 1xx, 204 and
 //! 304, `Connection: close`, answers split over many reads, and a keep-alive connection the
 //! server closed while idle (reported as [`SendError::Stale`], so the caller reconnects).
+//!
+//! Scenario steps (`--scenario`) that capture values also keep the body (up to
+//! [`crate::scenario::MAX_KEPT_BODY`]) and the headers they name ([`Keep`]); plain runs keep
+//! nothing.
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::client::{Answer, ErrorKind, SendError};
+use crate::client::{Answer, ErrorKind, Kept, SendError};
+use crate::scenario::MAX_KEPT_BODY;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -39,6 +44,29 @@ pub struct H1Conn<S> {
     served: u64,
     /// The server closed it, or said it would.
     closed: bool,
+    /// While an answer is read for a step that keeps its body: the body so far.
+    sink: Option<Vec<u8>>,
+}
+
+/// What of an answer to keep, besides its status and the replica header.
+#[derive(Debug, Clone, Default)]
+pub struct Keep {
+    /// The body (up to [`MAX_KEPT_BODY`] bytes).
+    pub body: bool,
+    /// These headers' values.
+    pub headers: Vec<HeaderName>,
+}
+
+impl Keep {
+    /// Nothing: the hot path of a plain run.
+    pub const NOTHING: Keep = Keep {
+        body: false,
+        headers: Vec::new(),
+    };
+
+    fn anything(&self) -> bool {
+        self.body || !self.headers.is_empty()
+    }
 }
 
 /// How the body of an answer is delimited.
@@ -60,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
             end: 0,
             served: 0,
             closed: false,
+            sink: None,
         }
     }
 
@@ -77,6 +106,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
         head: bool,
         replica: &HeaderName,
     ) -> Result<Answer, SendError> {
+        self.send_keeping(request, head, replica, &Keep::NOTHING)
+            .await
+    }
+
+    /// [`H1Conn::send`], keeping what `keep` asks for in [`Answer::kept`].
+    pub async fn send_keeping(
+        &mut self,
+        request: &[u8],
+        head: bool,
+        replica: &HeaderName,
+        keep: &Keep,
+    ) -> Result<Answer, SendError> {
         let reused = self.served > 0;
         // Leftovers of an earlier answer would be a protocol error; start clean.
         self.start = 0;
@@ -89,7 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
                 SendError::Failed(io_kind(&e))
             });
         }
-        let result = self.read_answer(head, replica, reused).await;
+        let result = self.read_answer(head, replica, reused, keep).await;
         if result.is_err() {
             self.closed = true;
         } else {
@@ -103,11 +144,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
         head: bool,
         replica: &HeaderName,
         reused: bool,
+        keep: &Keep,
     ) -> Result<Answer, SendError> {
         let failed = SendError::Failed;
+        let mut kept_headers = Vec::new();
         loop {
             let (status, framing, close, value, len) = loop {
-                if let Some(parsed) = self.parse_head(head, replica)? {
+                if let Some(parsed) = self.parse_head(head, replica, keep, &mut kept_headers)? {
                     break parsed;
                 }
                 let read = self.fill().await;
@@ -128,8 +171,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
             self.start += len;
             // 1xx answers (other than 101) come before the real one.
             if (100..200).contains(&status) && status != 101 {
+                kept_headers.clear();
                 continue;
             }
+            self.sink = keep.body.then(Vec::new);
             let bytes = match framing {
                 Framing::None => 0,
                 Framing::Length(n) => self.skip(n).await.map_err(failed)?,
@@ -142,10 +187,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
             if close || status == 101 {
                 self.closed = true;
             }
+            let body = self.sink.take().map(Bytes::from).unwrap_or_default();
             return Ok(Answer {
                 status,
                 bytes,
                 replica: value,
+                kept: keep.anything().then(|| {
+                    Box::new(Kept {
+                        body,
+                        headers: kept_headers,
+                    })
+                }),
             });
         }
     }
@@ -157,6 +209,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
         &mut self,
         head: bool,
         replica: &HeaderName,
+        keep: &Keep,
+        kept: &mut Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Option<(u16, Framing, bool, Option<HeaderValue>, usize)>, SendError> {
         let protocol = SendError::Failed(ErrorKind::Protocol);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -197,6 +251,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
             if name.eq_ignore_ascii_case(replica.as_str()) {
                 value = HeaderValue::from_bytes(h.value).ok();
             }
+            if let Some(k) = keep
+                .headers
+                .iter()
+                .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+                && let Ok(v) = HeaderValue::from_bytes(h.value)
+            {
+                kept.push((k.clone(), v));
+            }
         }
         let framing = if head || status == 204 || status == 304 || (100..200).contains(&status) {
             Framing::None
@@ -232,6 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
         loop {
             let have = (self.end - self.start) as u64;
             let take = have.min(left);
+            self.keep_body(self.start, self.start + take as usize);
             self.start += take as usize;
             left -= take;
             if left == 0 {
@@ -294,14 +357,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> H1Conn<S> {
     /// A body that ends when the server closes the connection.
     async fn until_close(&mut self) -> Result<u64, ErrorKind> {
         let mut total = (self.end - self.start) as u64;
+        self.keep_body(self.start, self.end);
         loop {
             self.start = 0;
             self.end = 0;
             match self.fill().await {
                 Ok(0) => return Ok(total),
-                Ok(n) => total += n as u64,
+                Ok(n) => {
+                    total += n as u64;
+                    self.keep_body(0, n);
+                }
                 Err(e) => return Err(io_kind(&e)),
             }
+        }
+    }
+}
+
+impl<S> H1Conn<S> {
+    /// Body bytes `buf[from..to]` go to the sink, if a step keeps the body.
+    fn keep_body(&mut self, from: usize, to: usize) {
+        if let Some(sink) = &mut self.sink {
+            let room = MAX_KEPT_BODY.saturating_sub(sink.len());
+            let to = to.min(from + room);
+            sink.extend_from_slice(&self.buf[from..to]);
         }
     }
 }
@@ -412,6 +490,58 @@ mod tests {
             (200, 2),
             "the chunked body was consumed exactly"
         );
+    }
+
+    fn keep(headers: &[&'static str]) -> Keep {
+        Keep {
+            body: true,
+            headers: headers.iter().map(|h| HeaderName::from_static(h)).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_keeps_the_body_in_every_framing_and_the_headers_it_names() {
+        let hints: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\nETag: early\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nEtag: \"v1\"\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        let length: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n{\"b\":2}";
+        let plain: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nEtag: x\r\n\r\nok";
+        let close: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
+        let mut c = pair(vec![hints, length, plain, close], 5);
+        let k = keep(&["etag", "set-cookie"]);
+        // Chunked: the data without the framing; a 1xx answer's headers are not the answer's.
+        let a = c.send_keeping(GET, false, &replica(), &k).await.unwrap();
+        let kept = a.kept.unwrap();
+        assert_eq!(kept.body, "{\"a\":1}");
+        assert_eq!(kept.headers.len(), 1);
+        assert_eq!(kept.headers[0].1, "\"v1\"");
+        // Content-Length; every value of a repeated header, in order.
+        let a = c.send_keeping(GET, false, &replica(), &k).await.unwrap();
+        let kept = a.kept.unwrap();
+        assert_eq!(kept.body, "{\"b\":2}");
+        let cookies: Vec<_> = kept.headers.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        // A plain send keeps nothing.
+        let a = c.send(GET, false, &replica()).await.unwrap();
+        assert!(a.kept.is_none());
+        // Delimited by the close.
+        let a = c.send_keeping(GET, false, &replica(), &k).await.unwrap();
+        assert_eq!(a.kept.unwrap().body, "until the end");
+    }
+
+    #[tokio::test]
+    async fn a_kept_body_stops_at_the_limit_but_is_read_to_its_end() {
+        let big = MAX_KEPT_BODY + 1000;
+        let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {big}\r\n\r\n").into_bytes();
+        answer.extend(std::iter::repeat_n(b'x', big));
+        let next: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let mut c = pair(vec![answer.leak(), next], 64 * 1024);
+        let a = c
+            .send_keeping(GET, false, &replica(), &keep(&[]))
+            .await
+            .unwrap();
+        assert_eq!(a.bytes, big as u64);
+        assert_eq!(a.kept.unwrap().body.len(), MAX_KEPT_BODY);
+        let a = c.send(GET, false, &replica()).await.unwrap();
+        assert_eq!(a.status, 204, "the rest of the big body was consumed");
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ pub fn render(r: &Report) -> String {
         r.urls
             .iter()
             .map(|u| u.url.as_str())
+            .chain(r.scenario.as_ref().map(|s| s.file.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -107,6 +108,9 @@ pub fn render(r: &Report) -> String {
         }],
     ));
 
+    if let Some(sc) = &r.scenario {
+        o.push_str(&steps_table(sc));
+    }
     o.push_str(&spread_bars(r));
     let names: Vec<&String> = r.spread.replicas.iter().map(|x| &x.name).collect();
     if !names.is_empty() {
@@ -167,11 +171,59 @@ pub fn render(r: &Report) -> String {
     o
 }
 
+/// `--scenario`: a row per step, with its failures.
+fn steps_table(sc: &crate::report::ScenarioReport) -> String {
+    let mut o = String::from(
+        "<h2>Steps</h2><table class=\"steps\"><tr><th>user</th><th>step</th><th>requests</th><th>failed</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>failures</th></tr>",
+    );
+    for s in &sc.steps {
+        let failures: Vec<String> = s
+            .failures
+            .iter()
+            .map(|(why, n)| format!("{} ×{n}", esc(why)))
+            .collect();
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td title=\"{} {}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.user),
+            esc(&s.method),
+            esc(&s.url),
+            esc(&s.name),
+            s.requests,
+            s.failed,
+            ms(s.latency.p50),
+            ms(s.latency.p95),
+            ms(s.latency.p99),
+            ms(s.latency.max),
+            failures.join("<br>")
+        );
+    }
+    o.push_str("</table>");
+    let flows: Vec<String> = sc
+        .users
+        .iter()
+        .map(|u| {
+            format!(
+                "{} (weight {}): {} flows, {} completed, {} failed",
+                esc(&u.name),
+                u.weight,
+                u.flows,
+                u.completed,
+                u.failed
+            )
+        })
+        .collect();
+    let _ = write!(o, "<p>{}</p>", flows.join("<br>"));
+    o
+}
+
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:2em auto;max-width:900px;color:#111}\
 h1{font-size:1.2em}h2{font-size:1em;margin:1.6em 0 .3em}h3{font-size:.95em;margin:1em 0 .2em}\
 pre.summary{background:#f4f4f5;padding:1em;overflow-x:auto;font-size:12px}\
 svg text{font:11px system-ui,sans-serif;fill:#333}.legend span{margin-right:1em}\
-.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}";
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}\
+table.steps{border-collapse:collapse;font-size:12px}table.steps td,table.steps th{border:1px solid #ddd;padding:2px 6px;text-align:right}\
+table.steps td:nth-child(-n+2),table.steps td:last-child,table.steps th{text-align:left}";
 
 fn chart(title: &str, unit: &str, lines: &[Line]) -> String {
     let (w, h) = (860.0, 220.0);

@@ -11,6 +11,8 @@
 //! - [`plan`]: raw arguments → a validated plan (URLs with weights, model, bounds);
 //! - [`schedule`]: when each request is due (open model, stages) or each user starts;
 //! - [`pick`]: which URL each request goes to (smooth weighted round robin);
+//! - [`scenario`]: `--scenario` files of user flows (weighted user types, steps, captures,
+//!   think time), validated with file:line:column errors;
 //! - [`client`]: connections (HTTP/1.1 via [`h1`], HTTP/2 via hyper), TLS, error kinds;
 //! - [`record`]: HdrHistograms and counters per generator thread, merged each second;
 //! - [`report`] and [`html`]: the views of the result;
@@ -31,6 +33,7 @@ mod progress;
 pub mod record;
 pub mod report;
 mod run;
+pub mod scenario;
 pub mod schedule;
 
 pub use admin::{ScaleSample, ServiceCount};

@@ -1,6 +1,7 @@
 //! A validated run: [`LoadArgs`] (raw strings) → [`Plan`]. Every error names its flag.
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http::uri::{Authority, Scheme, Uri};
 use serde::Serialize;
 
 use crate::args::LoadArgs;
+use crate::scenario::{self, Scenario};
 use crate::schedule::Schedule;
 
 /// How long a run lasts when neither `-n`, `-d` nor `--stages` bounds it.
@@ -125,6 +127,9 @@ pub struct Plan {
     pub balance_tolerance: f64,
     /// shoal's admin API, for replica counts over time.
     pub admin: Option<AdminTarget>,
+    /// `--scenario`: user flows instead of `targets` (which is then empty). `-n` then counts
+    /// flows, `--rate` starts flows, and each of `-c` users loops its flow.
+    pub scenario: Option<Arc<Scenario>>,
 }
 
 /// shoal's admin API.
@@ -141,10 +146,12 @@ impl Plan {
     pub fn from_args(args: &LoadArgs) -> Result<Plan, PlanError> {
         let mut targets = Vec::new();
         let mut origins: Vec<Origin> = Vec::new();
-        if args.urls.is_empty() {
-            return Err(bad("URL", "give at least one URL"));
-        }
-        for raw in &args.urls {
+        let scenario = match &args.scenario {
+            Some(path) => Some(Arc::new(load_scenario(args, path, &mut origins)?)),
+            None if args.urls.is_empty() => return Err(bad("URL", "give at least one URL")),
+            None => None,
+        };
+        for raw in args.urls.iter().filter(|_| scenario.is_none()) {
             let (given, weight) = split_weight(raw)?;
             let url = with_scheme(given)?;
             let url = url.as_str();
@@ -156,35 +163,7 @@ impl Plan {
                 Some(s) if *s == Scheme::HTTPS => true,
                 _ => return Err(bad("URL", format!("`{url}`: use http:// or https://"))),
             };
-            let authority = uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| bad("URL", format!("`{url}` has no host")))?;
-            if authority.host().is_empty() {
-                return Err(bad("URL", format!("`{url}` has no host")));
-            }
-            let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let host = authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let origin = match origins
-                .iter()
-                .position(|o| o.tls == tls && o.host == host && o.port == port)
-            {
-                Some(i) => i,
-                None => {
-                    origins.push(Origin {
-                        tls,
-                        host,
-                        port,
-                        authority,
-                        addr: None,
-                    });
-                    origins.len() - 1
-                }
-            };
+            let origin = add_origin(&mut origins, &uri, tls, url, "URL")?;
             let pq = uri.path_and_query().map_or("/", |p| p.as_str());
             let path: Uri = pq
                 .parse()
@@ -370,6 +349,7 @@ impl Plan {
             replica_header,
             balance_tolerance: args.balance_tolerance / 100.0,
             admin,
+            scenario,
         })
     }
 
@@ -377,6 +357,90 @@ impl Plan {
     pub fn is_open(&self) -> bool {
         matches!(self.model, Model::Open(_))
     }
+}
+
+/// The origin of `uri` in `origins`, added if new.
+fn add_origin(
+    origins: &mut Vec<Origin>,
+    uri: &Uri,
+    tls: bool,
+    url: &str,
+    flag: &'static str,
+) -> Result<usize, PlanError> {
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad(flag, format!("`{url}` has no host")))?;
+    if authority.host().is_empty() {
+        return Err(bad(flag, format!("`{url}` has no host")));
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(
+        match origins
+            .iter()
+            .position(|o| o.tls == tls && o.host == host && o.port == port)
+        {
+            Some(i) => i,
+            None => {
+                origins.push(Origin {
+                    tls,
+                    host,
+                    port,
+                    authority,
+                    addr: None,
+                });
+                origins.len() - 1
+            }
+        },
+    )
+}
+
+/// `--scenario FILE`: the file, validated, with each step's origin in `origins`. A URL on
+/// the command line is the base of the file's relative URLs.
+fn load_scenario(
+    args: &LoadArgs,
+    path: &std::path::Path,
+    origins: &mut Vec<Origin>,
+) -> Result<Scenario, PlanError> {
+    if args.urls.len() > 1 {
+        return Err(bad(
+            "URL",
+            "with --scenario, give at most one URL: the base of the file's relative urls",
+        ));
+    }
+    for (given, flag) in [
+        (args.method != "GET", "--method"),
+        (args.body.is_some(), "--body"),
+        (args.body_file.is_some(), "--body-file"),
+    ] {
+        if given {
+            return Err(bad(
+                flag,
+                "with --scenario, each step sets its own in the file",
+            ));
+        }
+    }
+    let base = args
+        .urls
+        .first()
+        .map(|u| with_scheme(split_weight(u)?.0))
+        .transpose()?;
+    let mut s =
+        scenario::load(path, base.as_deref()).map_err(|e| bad("--scenario", e.to_string()))?;
+    for step in &mut s.steps {
+        let uri: Uri = step
+            .origin_url
+            .parse()
+            .map_err(|e| bad("--scenario", format!("`{}` is not a URL: {e}", step.url)))?;
+        let tls = uri.scheme() == Some(&Scheme::HTTPS);
+        step.origin = add_origin(origins, &uri, tls, &step.url, "--scenario")?;
+    }
+    Ok(s)
 }
 
 /// `URL@3` → (`URL`, 3); a URL without a numeric `@suffix` has weight 1.

@@ -24,7 +24,11 @@ impl Progress {
         };
         let bar = enabled.then(|| {
             let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-            let unit = if by_requests { "req" } else { "s" };
+            let unit = match (by_requests, plan.scenario.is_some()) {
+                (false, _) => "s",
+                (true, false) => "req",
+                (true, true) => " flows",
+            };
             bar.set_style(
                 ProgressStyle::with_template(&format!(
                     "{{spinner}} [{{bar:30}}] {{pos}}/{{len}}{unit}  {{msg}}"

@@ -2,6 +2,10 @@
 //! the hot path) and hands it over once a second; the collector merges those into per-second
 //! points and the run's totals. Latencies go into HdrHistograms (microseconds, 3 significant
 //! digits, up to an hour), so memory does not grow with the number of requests.
+//!
+//! A scenario run (`--scenario`) also records each step in its own [`StepRecord`] (its
+//! latency histogram, and why its requests failed) and each user type's flows in a
+//! [`FlowRecord`]; then a request is ok when its step's check passed, not by status class.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -66,6 +70,45 @@ pub struct Recorder {
     pub replicas: Vec<ReplicaRecord>,
     /// Responses without the replica header.
     pub no_replica: u64,
+    /// Scenario runs: per step (index into the scenario's steps).
+    pub steps: Vec<StepRecord>,
+    /// Scenario runs: per user type.
+    pub flows: Vec<FlowRecord>,
+}
+
+/// One scenario step's requests.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests whose check passed (expected status, every capture found).
+    pub ok: u64,
+    /// Failed requests by reason (`status 500 (expected 200)`, `timeout`, …).
+    pub failures: BTreeMap<String, u64>,
+    /// Latency of the answered ones (corrected like the run's).
+    pub latency: Histogram<u64>,
+}
+
+impl StepRecord {
+    fn new() -> StepRecord {
+        StepRecord {
+            requests: 0,
+            ok: 0,
+            failures: BTreeMap::new(),
+            latency: histogram(),
+        }
+    }
+}
+
+/// One user type's flows (iterations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// Begun.
+    pub started: u64,
+    /// Every step passed.
+    pub completed: u64,
+    /// Ended by a failed step.
+    pub failed: u64,
 }
 
 impl Recorder {
@@ -83,7 +126,32 @@ impl Recorder {
             per_target: vec![0; targets],
             replicas: Vec::new(),
             no_replica: 0,
+            steps: Vec::new(),
+            flows: Vec::new(),
         }
+    }
+
+    /// An empty recorder for a scenario of `steps` steps and `users` user types.
+    pub fn for_scenario(steps: usize, users: usize) -> Recorder {
+        Recorder {
+            steps: (0..steps).map(|_| StepRecord::new()).collect(),
+            flows: vec![FlowRecord::default(); users],
+            ..Recorder::new(0)
+        }
+    }
+
+    /// An empty recorder shaped like this one.
+    pub fn empty_like(&self) -> Recorder {
+        if self.steps.is_empty() {
+            Recorder::new(self.per_target.len())
+        } else {
+            Recorder::for_scenario(self.steps.len(), self.flows.len())
+        }
+    }
+
+    /// A scenario run?
+    fn scenario(&self) -> bool {
+        !self.steps.is_empty()
     }
 
     /// Responses received (any status).
@@ -91,8 +159,12 @@ impl Recorder {
         self.statuses.values().sum()
     }
 
-    /// Responses with a 2xx or 3xx status.
+    /// Responses with a 2xx or 3xx status; in a scenario, requests whose step's check
+    /// passed.
     pub fn ok(&self) -> u64 {
+        if self.scenario() {
+            return self.steps.iter().map(|s| s.ok).sum();
+        }
         self.statuses
             .iter()
             .filter(|(s, _)| (200..400).contains(*s))
@@ -100,8 +172,12 @@ impl Recorder {
             .sum()
     }
 
-    /// Requests that failed: no response, or a 4xx/5xx one.
+    /// Requests that failed: no response, or a 4xx/5xx one; in a scenario, requests whose
+    /// step's check failed.
     pub fn failed(&self) -> u64 {
+        if self.scenario() {
+            return self.steps.iter().map(|s| s.requests - s.ok).sum();
+        }
         self.transport_errors() + self.responses() - self.ok()
     }
 
@@ -119,8 +195,47 @@ impl Recorder {
         latency: Duration,
         uncorrected: Option<Duration>,
     ) {
-        self.attempted += 1;
         self.per_target[target] += 1;
+        self.record_answer(outcome, latency, uncorrected);
+    }
+
+    /// One request of scenario step `step`; `failure` says why its check failed.
+    pub fn record_step(
+        &mut self,
+        step: usize,
+        outcome: &Result<Answer, ErrorKind>,
+        latency: Duration,
+        uncorrected: Option<Duration>,
+        failure: Option<String>,
+    ) {
+        self.record_answer(outcome, latency, uncorrected);
+        let s = &mut self.steps[step];
+        s.requests += 1;
+        match failure {
+            None => s.ok += 1,
+            Some(why) => *s.failures.entry(why).or_default() += 1,
+        }
+        if outcome.is_ok() {
+            s.latency.saturating_record(micros(latency));
+        }
+    }
+
+    /// A failed step's request that could not even be built (a variable made its URL or a
+    /// header invalid): counted as sent and failed, with no latency.
+    pub fn record_unsendable(&mut self, step: usize, why: String) {
+        self.attempted += 1;
+        let s = &mut self.steps[step];
+        s.requests += 1;
+        *s.failures.entry(why).or_default() += 1;
+    }
+
+    fn record_answer(
+        &mut self,
+        outcome: &Result<Answer, ErrorKind>,
+        latency: Duration,
+        uncorrected: Option<Duration>,
+    ) {
+        self.attempted += 1;
         let answer = match outcome {
             Ok(a) => a,
             Err(kind) => {
@@ -210,6 +325,25 @@ impl Recorder {
             }
         }
         self.no_replica += other.no_replica;
+        if self.steps.len() < other.steps.len() {
+            self.steps.resize_with(other.steps.len(), StepRecord::new);
+        }
+        for (a, b) in self.steps.iter_mut().zip(&other.steps) {
+            a.requests += b.requests;
+            a.ok += b.ok;
+            for (why, n) in &b.failures {
+                *a.failures.entry(why.clone()).or_default() += n;
+            }
+            add(&mut a.latency, &b.latency);
+        }
+        if self.flows.len() < other.flows.len() {
+            self.flows.resize(other.flows.len(), FlowRecord::default());
+        }
+        for (a, b) in self.flows.iter_mut().zip(&other.flows) {
+            a.started += b.started;
+            a.completed += b.completed;
+            a.failed += b.failed;
+        }
     }
 }
 
@@ -281,6 +415,7 @@ mod tests {
             status: 200,
             bytes: 10,
             replica: Some(HeaderValue::from_static(replica)),
+            kept: None,
         })
     }
 
@@ -298,6 +433,7 @@ mod tests {
                 status: 503,
                 bytes: 0,
                 replica: None,
+                kept: None,
             }),
             Duration::from_millis(1),
             None,

@@ -50,6 +50,103 @@ pub struct Report {
     pub series: Vec<Second>,
     /// Replica counts over time, from `--admin` (empty without it).
     pub scaling: Vec<ScaleSample>,
+    /// `--scenario` runs: flows per user type and a row per step. Then `requests.ok` and
+    /// `requests.failed` count steps' checks, and `latency` is over every step's answers.
+    pub scenario: Option<ScenarioReport>,
+}
+
+/// A scenario run's user types and steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// The file.
+    pub file: String,
+    /// Per user type, in file order.
+    pub users: Vec<UserRow>,
+    /// Per step, in file order.
+    pub steps: Vec<StepRow>,
+}
+
+/// One user type's flows.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserRow {
+    /// Its name.
+    pub name: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Flows begun.
+    pub flows: u64,
+    /// Flows whose every step passed.
+    pub completed: u64,
+    /// Flows ended by a failed step (the rest were cut off by the end of the run).
+    pub failed: u64,
+}
+
+/// One step's requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// Its user type.
+    pub user: String,
+    /// Its name.
+    pub name: String,
+    /// Method.
+    pub method: String,
+    /// URL, as written in the file.
+    pub url: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Check passed.
+    pub ok: u64,
+    /// Check failed.
+    pub failed: u64,
+    /// Why, with counts.
+    pub failures: BTreeMap<String, u64>,
+    /// Latency of its answers, ms (corrected like the run's).
+    pub latency: Percentiles,
+}
+
+fn scenario_report(plan: &Plan, total: &Recorder) -> Option<ScenarioReport> {
+    let sc = plan.scenario.as_ref()?;
+    let empty = crate::record::FlowRecord::default();
+    Some(ScenarioReport {
+        file: sc.file.clone(),
+        users: sc
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let f = total.flows.get(i).unwrap_or(&empty);
+                UserRow {
+                    name: u.name.clone(),
+                    weight: u.weight,
+                    flows: f.started,
+                    completed: f.completed,
+                    failed: f.failed,
+                }
+            })
+            .collect(),
+        steps: sc
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let r = total.steps.get(i);
+                StepRow {
+                    user: sc.users[st.user].name.clone(),
+                    name: st.name.clone(),
+                    method: st.method.to_string(),
+                    url: st.url.clone(),
+                    requests: r.map_or(0, |r| r.requests),
+                    ok: r.map_or(0, |r| r.ok),
+                    failed: r.map_or(0, |r| r.requests - r.ok),
+                    failures: r.map(|r| r.failures.clone()).unwrap_or_default(),
+                    latency: r.map_or_else(
+                        || Percentiles::of(&crate::record::histogram()),
+                        |r| Percentiles::of(&r.latency),
+                    ),
+                }
+            })
+            .collect(),
+    })
 }
 
 /// The plan, as run.
@@ -91,7 +188,7 @@ pub struct Counts {
     /// No answer, or a 4xx/5xx one.
     pub failed: u64,
     /// Open model: requests due before the end that were never sent (the connections were
-    /// all busy with a slow server).
+    /// all busy with a slow server); with a scenario, flows never started.
     pub unsent: u64,
 }
 
@@ -342,6 +439,7 @@ impl Report {
             generator,
             series,
             scaling,
+            scenario: scenario_report(plan, total),
         }
     }
 
@@ -354,20 +452,27 @@ impl Report {
 
     fn write_summary(&self, o: &mut String) -> fmt::Result {
         let p = &self.plan;
-        let model = match (p.model, p.rate) {
-            ("open", Some(r)) => format!("open model, {} req/s", num(r)),
-            _ => format!("closed model, {} connections", p.connections),
+        let sc = self.scenario.as_ref();
+        let model = match (p.model, p.rate, sc) {
+            ("open", Some(r), None) => format!("open model, {} req/s", num(r)),
+            ("open", Some(r), Some(_)) => format!("open model, {} flows/s", num(r)),
+            (_, _, None) => format!("closed model, {} connections", p.connections),
+            (_, _, Some(_)) => format!("closed model, {} users", p.connections),
         };
-        let urls: Vec<&str> = self.urls.iter().map(|u| u.url.as_str()).collect();
+        let counted = if sc.is_some() { "flows" } else { "requests" };
+        let mut urls: Vec<&str> = self.urls.iter().map(|u| u.url.as_str()).collect();
+        if let Some(sc) = sc {
+            urls.push(&sc.file);
+        }
         writeln!(
             o,
             "shoal load: {model}, {} thread{}, {} — {}",
             p.threads,
             if p.threads == 1 { "" } else { "s" },
             match (p.duration_secs, p.requests) {
-                (Some(d), Some(n)) => format!("{}s or {n} requests", num(d)),
+                (Some(d), Some(n)) => format!("{}s or {n} {counted}", num(d)),
                 (Some(d), None) => format!("{}s", num(d)),
-                (None, Some(n)) => format!("{n} requests"),
+                (None, Some(n)) => format!("{n} {counted}"),
                 (None, None) => String::new(),
             },
             urls.join(", ")
@@ -390,8 +495,10 @@ impl Report {
         if r.unsent > 0 {
             writeln!(
                 o,
-                "  unsent     {} requests were due but never sent",
-                r.unsent
+                "  unsent     {} {} were due but never {}",
+                r.unsent,
+                if sc.is_some() { "flows" } else { "requests" },
+                if sc.is_some() { "started" } else { "sent" }
             )?;
         }
         match &self.latency_uncorrected {
@@ -404,6 +511,9 @@ impl Report {
                 )?;
                 writeln!(o, "  from send  {}  (uncorrected)", percentiles(u))?;
             }
+        }
+        if let Some(sc) = sc {
+            write_scenario(o, sc)?;
         }
         let codes: Vec<String> = self
             .status_codes
@@ -490,6 +600,64 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The flows, a row per step, and why steps failed.
+fn write_scenario(o: &mut String, sc: &ScenarioReport) -> fmt::Result {
+    let flows: Vec<String> = sc
+        .users
+        .iter()
+        .map(|u| {
+            let mut t = format!("{} ×{}: {} completed", u.name, u.flows, u.completed);
+            if u.failed > 0 {
+                let _ = write!(t, ", {} failed", u.failed);
+            }
+            let cut = u.flows.saturating_sub(u.completed + u.failed);
+            if cut > 0 {
+                let _ = write!(t, ", {cut} cut off by the end");
+            }
+            t
+        })
+        .collect();
+    writeln!(o, "  flows      {}", flows.join("; "))?;
+    let label = |s: &StepRow| format!("{} {}", s.user, s.name);
+    let w = sc
+        .steps
+        .iter()
+        .map(|s| label(s).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        o,
+        "  {:<w$}  {:>9}  {:>7}  {:>9}  {:>9}  {:>9}",
+        "step", "requests", "failed", "p50", "p95", "p99"
+    )?;
+    for s in &sc.steps {
+        let l = |v: f64| {
+            if s.latency.count == 0 {
+                "-".to_owned()
+            } else {
+                ms(v)
+            }
+        };
+        writeln!(
+            o,
+            "  {:<w$}  {:>9}  {:>7}  {:>9}  {:>9}  {:>9}",
+            label(s),
+            s.requests,
+            s.failed,
+            l(s.latency.p50),
+            l(s.latency.p95),
+            l(s.latency.p99)
+        )?;
+    }
+    for s in &sc.steps {
+        for (why, n) in &s.failures {
+            writeln!(o, "  failed     {}: {why} ×{n}", label(s))?;
+        }
+    }
+    Ok(())
 }
 
 fn spread(plan: &Plan, total: &Recorder) -> Spread {
@@ -686,7 +854,18 @@ fn generator(plan: &Plan, total: &Recorder, facts: &RunFacts) -> Generator {
             ms(l.max)
         ));
     }
-    if open && total.waited_for_connection > 0 {
+    let flows: u64 = total.flows.iter().map(|f| f.started).sum();
+    if open && total.waited_for_connection > 0 && plan.scenario.is_some() {
+        let share = total.waited_for_connection as f64 / flows.max(1) as f64;
+        warnings.push(format!(
+            "{} flows ({:.1}%) started late: all {} users were busy (a flow holds one through \
+             its steps and think times); corrected latency counts the wait (raise -c to at \
+             least the rate × a flow's length)",
+            total.waited_for_connection,
+            share * 100.0,
+            plan.connections
+        ));
+    } else if open && total.waited_for_connection > 0 {
         let share = total.waited_for_connection as f64 / total.attempted.max(1) as f64;
         warnings.push(format!(
             "{} requests ({:.1}%) waited for a free connection: all {} were busy; corrected \
@@ -696,7 +875,13 @@ fn generator(plan: &Plan, total: &Recorder, facts: &RunFacts) -> Generator {
             plan.connections
         ));
     }
-    if facts.unsent > 0 {
+    if facts.unsent > 0 && plan.scenario.is_some() {
+        warnings.push(format!(
+            "{} flows were due before the end but never started: every one of the {} users \
+             was busy",
+            facts.unsent, plan.connections
+        ));
+    } else if facts.unsent > 0 {
         warnings.push(format!(
             "{} requests were due before the end but never sent: the server did not keep up \
              with the rate on {} connections",
@@ -893,6 +1078,7 @@ mod tests {
                     status: 200,
                     bytes: 0,
                     replica: Some(http::HeaderValue::from_static(name)),
+                    kept: None,
                 };
                 rec.record(0, &Ok(answer), Duration::from_millis(1), None);
             }

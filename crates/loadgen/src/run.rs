@@ -8,6 +8,14 @@
 //! contended) and hands it to the collector once a second; the collector, on the
 //! caller's runtime, merges those into per-second points and totals, samples the
 //! generator's CPU, polls shoal's admin API and drives the progress bar.
+//!
+//! A scenario run (`--scenario`) has the same threads, workers and collector; a worker runs
+//! user flows instead of single requests. The shared counter then numbers flows: it bounds
+//! `-n`, times the open model's arrivals (`--rate` flows/s) and, through [`Rotation`] over
+//! the user types' weights, picks each open-model flow's user type (closed model: user *k*
+//! is of the type at position *k*, so the `-c` users split by weight). In the open model a
+//! flow that waited for a free worker has its first step's latency counted from its due
+//! time, like a plain request; later steps count from their send. Think time is not latency.
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -20,14 +28,17 @@ use tokio::time::{Instant, Sleep, sleep_until};
 
 use crate::admin::AdminPoller;
 use crate::client::{
-    Answer, Client, Conn, ErrorKind, H2, PreflightError, SendError, TlsSetupError, preflight,
+    Answer, Client, Conn, ErrorKind, H2, PreflightError, SendError, StepRequest, TlsSetupError,
+    preflight,
 };
 use crate::cpu;
+use crate::h1::Keep;
 use crate::pick::Rotation;
 use crate::plan::{Model, Plan};
 use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::report::{Report, Second};
+use crate::scenario::{self, CaptureFrom, Step};
 use crate::schedule::user_start;
 
 /// How to run, beyond the plan.
@@ -110,7 +121,10 @@ pub async fn run(mut plan: Plan, opts: RunOptions) -> Result<Report, RunError> {
         start,
         deadline,
         next: AtomicU64::new(0),
-        rotation: Rotation::new(&plan.targets.iter().map(|t| t.weight).collect::<Vec<_>>()),
+        rotation: Rotation::new(&match &plan.scenario {
+            Some(s) => s.users.iter().map(|u| u.weight).collect::<Vec<_>>(),
+            None => plan.targets.iter().map(|t| t.weight).collect(),
+        }),
         stop: AtomicBool::new(false),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Flush>();
@@ -132,7 +146,7 @@ pub async fn run(mut plan: Plan, opts: RunOptions) -> Result<Report, RunError> {
 
     let admin = plan.admin.clone().map(|a| AdminPoller::start(a, start));
     let mut progress = Progress::new(opts.progress, &plan);
-    let mut collector = Collector::new(threads, plan.targets.len());
+    let mut collector = Collector::new(threads, blank(&plan));
     let mut interrupt = opts.interrupt;
     let mut interrupted = None;
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
@@ -183,7 +197,11 @@ pub async fn run(mut plan: Plan, opts: RunOptions) -> Result<Report, RunError> {
         Model::Open(s) => {
             let until = interrupted.map_or(s.duration(), |i| i.saturating_duration_since(start));
             let due = s.due_by(until).min(plan.requests.unwrap_or(u64::MAX));
-            due.saturating_sub(total.attempted)
+            let begun = match &plan.scenario {
+                Some(_) => total.flows.iter().map(|f| f.started).sum(),
+                None => total.attempted,
+            };
+            due.saturating_sub(begun)
         }
         Model::Closed { .. } => 0,
     };
@@ -211,17 +229,26 @@ struct Collector {
     /// Per thread: the last second it handed over, and whether it has finished.
     reported: Vec<(Option<u64>, bool)>,
     series: Vec<Second>,
-    targets: usize,
+    /// An empty recorder of the run's shape.
+    blank: Recorder,
+}
+
+/// An empty recorder for `plan`: per URL, or per scenario step and user type.
+fn blank(plan: &Plan) -> Recorder {
+    match &plan.scenario {
+        Some(s) => Recorder::for_scenario(s.steps.len(), s.users.len()),
+        None => Recorder::new(plan.targets.len()),
+    }
 }
 
 impl Collector {
-    fn new(threads: usize, targets: usize) -> Collector {
+    fn new(threads: usize, blank: Recorder) -> Collector {
         Collector {
-            total: Recorder::new(targets),
+            total: blank.empty_like(),
             pending: BTreeMap::new(),
             reported: vec![(None, false); threads],
             series: Vec::new(),
-            targets,
+            blank,
         }
     }
 
@@ -229,7 +256,7 @@ impl Collector {
     fn add(&mut self, f: Flush) -> Vec<Second> {
         self.pending
             .entry(f.second)
-            .or_insert_with(|| Recorder::new(self.targets))
+            .or_insert_with(|| self.blank.empty_like())
             .merge(&f.rec);
         let r = &mut self.reported[f.thread];
         r.0 = Some(r.0.map_or(f.second, |s| s.max(f.second)));
@@ -304,15 +331,14 @@ fn generator_thread(
         let _ = tx.send(Flush {
             thread: index,
             second: 0,
-            rec: Recorder::new(shared.plan.targets.len()),
+            rec: blank(&shared.plan),
             last: true,
         });
         return;
     };
-    let targets = shared.plan.targets.len();
     let thread = Arc::new(Thread {
         shared: shared.clone(),
-        rec: Mutex::new(Recorder::new(targets)),
+        rec: Mutex::new(blank(&shared.plan)),
         h2: Mutex::new(vec![None; shared.plan.origins.len()]),
     });
     let second = Arc::new(AtomicU64::new(0));
@@ -326,7 +352,7 @@ fn generator_thread(
                     loop {
                         let k = second.load(Ordering::Relaxed);
                         sleep_until(thread.shared.start + Duration::from_secs(k + 1)).await;
-                        let rec = std::mem::replace(&mut *thread.rec(), Recorder::new(targets));
+                        let rec = std::mem::replace(&mut *thread.rec(), blank(&thread.shared.plan));
                         second.store(k + 1, Ordering::Relaxed);
                         let _ = tx.send(Flush {
                             thread: index,
@@ -354,7 +380,7 @@ fn generator_thread(
     });
     // Drop every task (and connection) before the last hand-over.
     drop(runtime);
-    let rec = std::mem::replace(&mut *thread.rec(), Recorder::new(targets));
+    let rec = std::mem::replace(&mut *thread.rec(), blank(&shared.plan));
     let _ = tx.send(Flush {
         thread: index,
         second: second.load(Ordering::Relaxed),
@@ -366,6 +392,9 @@ fn generator_thread(
 async fn worker(thread: Arc<Thread>, user: u32) {
     let shared = thread.shared.clone();
     let plan = &shared.plan;
+    if plan.scenario.is_some() {
+        return flow_worker(thread, user).await;
+    }
     let mut conns: Vec<Option<Conn>> = plan.origins.iter().map(|_| None).collect();
     // One timer per worker, re-armed for each request.
     let timer = tokio::time::sleep(plan.timeout);
@@ -385,7 +414,8 @@ async fn worker(thread: Arc<Thread>, user: u32) {
                     break;
                 }
                 let t = shared.rotation.target(i);
-                let outcome = request(&thread, &mut conns, &mut timer, t, begin).await;
+                let outcome =
+                    request(&thread, &mut conns, &mut timer, What::Target(t), begin).await;
                 let latency = Instant::now() - begin;
                 thread.rec().record(t, &outcome, latency, None);
             }
@@ -419,7 +449,7 @@ async fn worker(thread: Arc<Thread>, user: u32) {
                 .rec()
                 .record_send(sent.saturating_duration_since(due), waited);
             let t = shared.rotation.target(i);
-            let outcome = request(&thread, &mut conns, &mut timer, t, sent).await;
+            let outcome = request(&thread, &mut conns, &mut timer, What::Target(t), sent).await;
             let end = Instant::now();
             let from = if waited { due } else { sent };
             thread
@@ -429,17 +459,27 @@ async fn worker(thread: Arc<Thread>, user: u32) {
     }
 }
 
+/// What a request sends: a URL of the command line, or a scenario step's request.
+#[derive(Debug, Clone, Copy)]
+enum What<'a> {
+    Target(usize),
+    Step(&'a StepRequest, &'a Keep),
+}
+
 /// One request on this worker's connection to the target's origin, opening it if needed
 /// (and once more if the server had closed it while idle), within the request timeout.
 async fn request(
     thread: &Thread,
     conns: &mut [Option<Conn>],
     timer: &mut Pin<&mut Sleep>,
-    target: usize,
+    what: What<'_>,
     begin: Instant,
 ) -> Result<Answer, ErrorKind> {
     let shared = &thread.shared;
-    let origin = shared.plan.targets[target].origin;
+    let origin = match what {
+        What::Target(t) => shared.plan.targets[t].origin,
+        What::Step(r, _) => r.origin,
+    };
     let slot = &mut conns[origin];
     let deadline = begin + shared.plan.timeout;
     if timer.is_elapsed() {
@@ -451,7 +491,11 @@ async fn request(
                 *slot = Some(connect(thread, origin).await?);
             }
             let conn = slot.as_mut().expect("just set");
-            match shared.client.send(conn, target).await {
+            let sent = match what {
+                What::Target(t) => shared.client.send(conn, t).await,
+                What::Step(r, keep) => shared.client.send_step(conn, r, keep).await,
+            };
+            match sent {
                 Ok(a) => return Ok(a),
                 Err(SendError::Stale) => *slot = None,
                 Err(SendError::Failed(kind)) => return Err(kind),
@@ -493,4 +537,223 @@ async fn connect(thread: &Thread, origin: usize) -> Result<Conn, ErrorKind> {
         thread.h2()[origin] = Some(h.clone());
     }
     Ok(c)
+}
+
+/// Think times: xorshift64*, seeded per worker (no need for more).
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng((seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Past the run's end, or stopped?
+fn over(shared: &Shared, now: Instant) -> bool {
+    shared.stop.load(Ordering::Relaxed) || shared.deadline.is_some_and(|d| now >= d)
+}
+
+/// A scenario worker: closed model, one user looping its flow; open model, one slot that
+/// runs the flows due, one at a time.
+async fn flow_worker(thread: Arc<Thread>, user: u32) {
+    let shared = thread.shared.clone();
+    let plan = &shared.plan;
+    let mut conns: Vec<Option<Conn>> = plan.origins.iter().map(|_| None).collect();
+    let timer = tokio::time::sleep(plan.timeout);
+    tokio::pin!(timer);
+    let mut rng = Rng::new(u64::from(user));
+    let mut w = FlowWorker {
+        thread: &thread,
+        conns: &mut conns,
+        timer: &mut timer,
+        rng: &mut rng,
+    };
+    match &plan.model {
+        Model::Closed { spawn_rate } => {
+            sleep_until(shared.start + user_start(user, *spawn_rate)).await;
+            let kind = shared.rotation.target(u64::from(user));
+            loop {
+                if over(&shared, Instant::now()) {
+                    break;
+                }
+                let i = shared.next.fetch_add(1, Ordering::Relaxed);
+                if plan.requests.is_some_and(|n| i >= n) {
+                    break;
+                }
+                w.flow(kind, u64::from(user), i, None).await;
+            }
+        }
+        Model::Open(schedule) => loop {
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let i = shared.next.fetch_add(1, Ordering::Relaxed);
+            if plan.requests.is_some_and(|n| i >= n) {
+                break;
+            }
+            let Some(offset) = schedule.time_of(i) else {
+                break;
+            };
+            let due = shared.start + offset;
+            let ready = Instant::now();
+            if shared.deadline.is_some_and(|d| ready >= d) {
+                break;
+            }
+            if due > ready {
+                sleep_until(due).await;
+            }
+            // As for plain requests: waiting for a free worker is the server's doing.
+            let waited = ready > due + TIMER_TICK;
+            thread
+                .rec()
+                .record_send(Instant::now().saturating_duration_since(due), waited);
+            let kind = shared.rotation.target(i);
+            w.flow(kind, i, i, Some((due, waited))).await;
+        },
+    }
+}
+
+/// What one scenario worker owns.
+struct FlowWorker<'a, 't> {
+    thread: &'a Thread,
+    conns: &'a mut [Option<Conn>],
+    timer: &'a mut Pin<&'t mut Sleep>,
+    rng: &'a mut Rng,
+}
+
+impl FlowWorker<'_, '_> {
+    /// One flow of user type `kind`, step after step, until a step fails or the run ends.
+    /// `arrival`: open model, its due time and whether it waited for this worker.
+    async fn flow(&mut self, kind: usize, user: u64, flow: u64, arrival: Option<(Instant, bool)>) {
+        let shared = &self.thread.shared;
+        let plan = &shared.plan;
+        let sc = plan.scenario.as_ref().expect("a scenario run");
+        let ut = &sc.users[kind];
+        let mut vars = vec![String::new(); ut.vars.len()];
+        vars[0] = user.to_string();
+        vars[1] = flow.to_string();
+        self.thread.rec().flows[kind].started += 1;
+        let count = ut.steps.len();
+        for (k, si) in ut.steps.clone().enumerate() {
+            let step = &sc.steps[si];
+            if over(shared, Instant::now()) {
+                // Cut off by the end of the run: neither completed nor failed.
+                return;
+            }
+            let req = match build(step, &vars, &plan.headers) {
+                Ok(r) => r,
+                Err(why) => {
+                    let mut rec = self.thread.rec();
+                    rec.record_unsendable(si, why);
+                    rec.flows[kind].failed += 1;
+                    return;
+                }
+            };
+            let keep = Keep {
+                body: step.keep_body,
+                headers: step
+                    .captures
+                    .iter()
+                    .filter_map(|c| match &c.from {
+                        CaptureFrom::Header(h) => Some(h.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            let sent = Instant::now();
+            let outcome = request(
+                self.thread,
+                self.conns,
+                self.timer,
+                What::Step(&req, &keep),
+                sent,
+            )
+            .await;
+            let end = Instant::now();
+            let from = match arrival {
+                Some((due, true)) if k == 0 => due,
+                _ => sent,
+            };
+            let failure = check(step, &outcome, &mut vars);
+            let failed = failure.is_some();
+            {
+                let mut rec = self.thread.rec();
+                rec.record_step(
+                    si,
+                    &outcome,
+                    end - from,
+                    arrival.is_some().then(|| end - sent),
+                    failure,
+                );
+                if failed {
+                    rec.flows[kind].failed += 1;
+                    return;
+                }
+            }
+            // Think after each step; an open-model flow ends with its last step.
+            let ends_flow = k + 1 == count && arrival.is_some();
+            let pause = step.think.at(self.rng.unit());
+            if !ends_flow && !pause.is_zero() {
+                let wake = Instant::now() + pause;
+                sleep_until(shared.deadline.map_or(wake, |d| wake.min(d))).await;
+            }
+        }
+        self.thread.rec().flows[kind].completed += 1;
+    }
+}
+
+/// A step's request with the flow's variables filled in; why not, if they make it invalid.
+fn build(step: &Step, vars: &[String], extra: &http::HeaderMap) -> Result<StepRequest, String> {
+    let path = step.path.render(vars);
+    let path = http::uri::PathAndQuery::try_from(path.as_str())
+        .map_err(|_| format!("invalid URL after substitution: {path}"))?;
+    let mut headers = extra.clone();
+    for (name, t) in &step.headers {
+        let v = http::HeaderValue::from_str(&t.render(vars))
+            .map_err(|_| format!("invalid {name} header after substitution"))?;
+        headers.insert(name.clone(), v);
+    }
+    Ok(StepRequest {
+        origin: step.origin,
+        method: step.method.clone(),
+        path,
+        headers,
+        body: scenario::render_body(step, vars),
+    })
+}
+
+/// A step's check: the expected status, then every capture (stored in `vars`). `None` if
+/// it passed, else why not.
+fn check(step: &Step, outcome: &Result<Answer, ErrorKind>, vars: &mut [String]) -> Option<String> {
+    let a = match outcome {
+        Ok(a) => a,
+        Err(kind) => return Some(kind.name().to_owned()),
+    };
+    if !step.expected(a.status) {
+        return Some(format!(
+            "status {} (expected {})",
+            a.status,
+            step.expect_text()
+        ));
+    }
+    let (body, headers) = a
+        .kept
+        .as_deref()
+        .map_or((&[][..], &[][..]), |k| (&k.body[..], &k.headers[..]));
+    for c in &step.captures {
+        match c.extract(body, headers) {
+            Some(v) => vars[c.slot] = v,
+            None => return Some(format!("capture `{}` not found", c.name)),
+        }
+    }
+    None
 }

@@ -3,8 +3,10 @@
 // It checks what a user would: the service and its replicas appear and update live, the
 // scale buttons scale (checked through the API too), a replica killed with SIGKILL shows as
 // exited or restarting within 2 s, a worker shows its consumers and no port or request
-// columns, an autoscaled service shows its targets and why a scale was clamped, the page logs no error, it stays quick with 50 replicas, and without the
-// token it says what to do. It saves screenshots (SCREENSHOT, default target/dashboard.png,
+// columns, an autoscaled service shows its targets and why a scale was clamped, an ejected
+// replica is not counted as ready, a long message wraps instead of scrolling the table
+// sideways, a page opened later starts with charts (the server's recent samples), the page
+// logs no error, it stays quick with 50 replicas, and without the token it says what to do. It saves screenshots (SCREENSHOT, default target/dashboard.png,
 // and target/dashboard-50.png).
 //
 // Run by run.sh (which builds shoal and installs Chromium and playwright-core if missing):
@@ -44,6 +46,13 @@ services:
     command: [shoal, sample-app]
     health: { path: /health, interval: 250ms }
     autoscale: { min: 1, max: 2, concurrency: 50 }
+  # Ejected after 3 answers 500 in a row, for long enough to see it.
+  flaky:
+    command: [shoal, sample-app]
+    replicas: 2
+    health: { path: /health, interval: 250ms }
+    passive: { consecutive_5xx: 3, base_ejection: 60s, max_ejection: 60s }
+    stop: { drain_timeout: 1s, grace: 1s }
   jobs:
     kind: worker
     command: [sleep, '600']
@@ -51,6 +60,9 @@ services:
 routes:
   - match: PathPrefix(\`/api\`)
     service: api
+  - match: PathPrefix(\`/flaky\`)
+    service: flaky
+    strip_prefix: /flaky
   - match: PathPrefix(\`/\`)
     service: web
 `;
@@ -253,6 +265,67 @@ test('the dashboard shows a live shoal and scales it', { timeout: 120000 }, asyn
   mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await page.screenshot({ path: SCREENSHOT, fullPage: false });
   console.log(`# screenshot: ${SCREENSHOT}`);
+
+  // An ejected replica is running and ready, but out of rotation: not counted as ready,
+  // in the service's line or in the header.
+  const flaky = page.locator('article[data-service="flaky"]');
+  await eventually(5000, 'flaky: 2 ready', async () => (await flaky.getAttribute('data-ready')) === '2');
+  const flakyApi = async () => {
+    const r = await fetch(`${admin}/api/v1/services/flaky`, { headers: auth, signal: AbortSignal.timeout(2000) });
+    return r.json();
+  };
+  await eventually(5000, 'a flaky replica ejected', async () => {
+    for (let i = 0; i < 4; i++) {
+      await fetch(`http://${shoal.gateway}/flaky/status/500`, { signal: AbortSignal.timeout(2000) }).then((r) => r.arrayBuffer());
+    }
+    const s = await flakyApi();
+    return s.replicas.some((r) => r.state === 'ready' && r.traffic && r.traffic.health === 'ejected');
+  });
+  await eventually(3000, 'flaky: 1/2 ready (1 ejected)', async () =>
+    (await flaky.getAttribute('data-ready')) === '1'
+      && /^1\/2 ready \(1 ejected\)$/.test(await flaky.locator('.count').textContent()));
+  await eventually(3000, 'the header counts what the cards count', async () => {
+    const cards = await page.locator('article.service').evaluateAll((as) =>
+      as.reduce((n, a) => n + Number(a.dataset.ready), 0));
+    const m = (await page.locator('#totals').textContent()).match(/(\d+)\/\d+ replicas ready/);
+    return m && Number(m[1]) === cards;
+  });
+
+  // The message column: the ejection's reason, whole on hover; a long one wraps (at most
+  // two lines) instead of widening the table into a horizontal scrollbar.
+  const ejectedRow = flaky.locator('tr[data-replica]').filter({ has: page.locator('.c-health .s-ejected') });
+  const message = ejectedRow.locator('.c-message .message');
+  await eventually(3000, 'the ejection in the message column', async () =>
+    /ejected for 60000ms: 3 responses in a row with status 5xx/.test(await message.textContent()));
+  assert.equal(await message.getAttribute('title'), await message.textContent());
+  const overflow = await flaky.evaluate((card) => {
+    const span = card.querySelector('tr[data-replica] .c-message .message');
+    const saved = span.textContent;
+    span.textContent = 'x';
+    const line = span.getBoundingClientRect().height;
+    span.textContent = 'health check: GET /health answered 503 with a body of '
+      + 'x'.repeat(400) + ' and '.repeat(60) + '/a/very/long/path'.repeat(30);
+    const wrap = card.querySelector('.table-wrap');
+    const out = { wrap: wrap.scrollWidth - wrap.clientWidth, page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      lines: Math.round(span.getBoundingClientRect().height / line) };
+    span.textContent = saved;
+    return out;
+  });
+  assert.ok(overflow.wrap <= 0 && overflow.page <= 0, `a long message scrolls sideways: ${JSON.stringify(overflow)}`);
+  assert.ok(overflow.lines <= 2, `a long message takes ${overflow.lines} lines`);
+
+  // A page opened now starts with the last minutes on its charts, not empty ones.
+  const fresh = await browser.newPage();
+  fresh.on('pageerror', (e) => problems.push(`page error (fresh page): ${e.message}`));
+  await fresh.goto(`${admin}/dashboard/?token=${encodeURIComponent(TOKEN)}`);
+  await eventually(3000, 'the first snapshot', async () =>
+    (await fresh.evaluate(() => window.shoalDashboard.stats.snapshots)) >= 1);
+  const seeded = await fresh.evaluate(() => ({
+    seeded: window.shoalDashboard.stats.seeded,
+    rates: window.shoalDashboard.history.filter((h) => h.per.web && h.per.web.rps > 0).length,
+  }));
+  assert.ok(seeded.seeded >= 10 && seeded.rates >= 5, `the charts start empty: ${JSON.stringify(seeded)}`);
+  await fresh.close();
 
   // Many replicas: the page keeps up (each update well under a frame budget).
   if (MANY > 0) {

@@ -11,13 +11,22 @@
 //! reconnects (it sends `Last-Event-ID`) carries on where it stopped; a new connection gets
 //! the last [`BACKLOG`] events first, or those after `?since=SEQ`.
 //!
+//! A page opened now should not show empty charts until it has watched for minutes: the
+//! server keeps the last [`HISTORY`] of per-service counters itself (one [`Sample`] a second,
+//! taken by a task that runs as long as the router: one `services()` call a second, the
+//! cost of one open page), and the first message of every stream carries them as
+//! `history`, oldest first. The page computes the charts' rates from them as it does from
+//! live snapshots.
+//!
 //! Access: the page's files hold no state and are served without the admin token; the page
 //! itself sends it (`Authorization: Bearer`) on every API call. A browser cannot set headers
 //! on an `EventSource`, so the stream — and only the stream — also accepts the token as
 //! `?token=TOKEN` ([`query_token`]). Its one state-changing call, scale, is a same-origin
 //! `fetch` with `Content-Type: application/json`, which the crate's access rules require of a
 //! browser (the crate doc's "Access").
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -28,7 +37,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use shoal_core::{Event, ServiceStatus};
+use shoal_core::{Event, HealthState, ReplicaState, ServiceStatus};
 use tokio::time::MissedTickBehavior;
 
 use crate::AppState;
@@ -39,6 +48,8 @@ pub(crate) const STREAM_PATH: &str = "/api/v1/stream";
 const PERIOD: Duration = Duration::from_secs(1);
 /// Events sent first to a new stream that gives no resume point.
 pub const BACKLOG: usize = 100;
+/// How far back the samples sent first to a new stream go (what the page's charts show).
+pub const HISTORY: Duration = Duration::from_secs(5 * 60);
 
 const INDEX_HTML: &str = include_str!("../assets/dashboard/index.html");
 const APP_JS: &str = include_str!("../assets/dashboard/app.js");
@@ -49,8 +60,17 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-/// The dashboard's routes and the stream.
-pub(crate) fn routes() -> Router<AppState> {
+/// The dashboard's routes and the stream; starts the sampler of the charts' history if a
+/// runtime is there to run it (it stops with the server, or when the router is dropped).
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let history = Arc::new(History::default());
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(sample(
+            Arc::downgrade(&history),
+            state.control.clone(),
+            state.stop.clone(),
+        ));
+    }
     Router::new()
         .route("/dashboard", get(to_index))
         .route(
@@ -65,7 +85,10 @@ pub(crate) fn routes() -> Router<AppState> {
             "/dashboard/style.css",
             get(|| page(STYLE_CSS, "text/css; charset=utf-8")),
         )
-        .route(STREAM_PATH, get(stream))
+        .route(
+            STREAM_PATH,
+            get(move |state, headers, query| stream(state, headers, query, history)),
+        )
 }
 
 /// The dashboard's static files need no token (they hold no state).
@@ -128,6 +151,115 @@ pub struct Snapshot {
     pub services: Vec<ServiceStatus>,
     /// Events logged since the previous message, oldest first.
     pub events: Vec<Event>,
+    /// In a stream's first message only: the last [`HISTORY`] of samples, oldest first,
+    /// one a second (empty, and absent from the JSON, in the others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Sample>,
+}
+
+/// The services' counters at one moment, for the charts of a page opened later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Every service at that moment.
+    pub services: Vec<ServiceSample>,
+}
+
+/// One service in a [`Sample`]: the fields of [`ServiceStatus`] the charts use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceSample {
+    /// Service name.
+    pub name: String,
+    /// Requests answered so far (absent for a service without traffic counters).
+    pub requests_total: Option<u64>,
+    /// Of those, answered 5xx.
+    pub server_errors_total: Option<u64>,
+    /// Recent p95 latency, in milliseconds.
+    pub latency_p95_ms: Option<f64>,
+    /// Replicas [in rotation](in_rotation).
+    pub ready: u32,
+}
+
+impl ServiceSample {
+    fn of(s: &ServiceStatus) -> ServiceSample {
+        ServiceSample {
+            name: s.name.clone(),
+            requests_total: s.traffic.as_ref().map(|t| t.requests_total),
+            server_errors_total: s.traffic.as_ref().map(|t| t.server_errors_total),
+            latency_p95_ms: s.traffic.as_ref().and_then(|t| t.latency_p95_ms),
+            ready: in_rotation(s),
+        }
+    }
+}
+
+/// Replicas of `s` that are ready *and* in the gateway's rotation: an ejected or
+/// unhealthy replica is not counted (the page's header counts the same way). A replica
+/// the gateway does not route to (a worker) counts when it is ready. Without a replica
+/// list, the service's own count.
+pub(crate) fn in_rotation(s: &ServiceStatus) -> u32 {
+    if s.replicas.is_empty() {
+        return s.ready;
+    }
+    let count = s
+        .replicas
+        .iter()
+        .filter(|r| {
+            r.state == ReplicaState::Ready
+                && r.traffic
+                    .as_ref()
+                    .is_none_or(|t| t.health == HealthState::Healthy)
+        })
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// The samples of the last [`HISTORY`].
+#[derive(Debug, Default)]
+struct History {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl History {
+    fn push(&self, sample: Sample) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let horizon = u64::try_from(HISTORY.as_millis()).unwrap_or(u64::MAX);
+        let oldest = sample.at_ms.saturating_sub(horizon);
+        while samples.front().is_some_and(|s| s.at_ms < oldest) {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    fn all(&self) -> Vec<Sample> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.iter().cloned().collect()
+    }
+}
+
+/// Every [`PERIOD`], a sample into `history`, until the server stops or the router (the
+/// history's owner) is gone.
+async fn sample(
+    history: Weak<History>,
+    control: Arc<dyn crate::Control>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(PERIOD);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stop = stop;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        let Some(history) = history.upgrade() else {
+            return;
+        };
+        history.push(Sample {
+            at_ms: shoal_core::unix_millis(),
+            services: control.services().iter().map(ServiceSample::of).collect(),
+        });
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +273,7 @@ async fn stream(
     State(s): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
+    history: Arc<History>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let resume = headers
         .get("last-event-id")
@@ -159,9 +292,11 @@ async fn stream(
     };
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first message carries the history; `take` leaves the later ones without.
+    let first = Some(history);
     let messages = futures_util::stream::unfold(
-        (s, ticks, last_seq),
-        |(s, mut ticks, mut last_seq)| async move {
+        (s, ticks, last_seq, first),
+        |(s, mut ticks, mut last_seq, mut first)| async move {
             let mut stop = s.stop.clone();
             tokio::select! {
                 _ = ticks.tick() => {}
@@ -175,12 +310,13 @@ async fn stream(
                 at_ms: shoal_core::unix_millis(),
                 services: s.control.services(),
                 events,
+                history: first.take().map(|h| h.all()).unwrap_or_default(),
             };
             let message = SseEvent::default()
                 .id(last_seq.to_string())
                 .json_data(&snapshot)
                 .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string()));
-            Some((Ok(message), (s, ticks, last_seq)))
+            Some((Ok(message), (s, ticks, last_seq, first)))
         },
     );
     Sse::new(messages).keep_alive(KeepAlive::default())

@@ -1,5 +1,5 @@
 //! The admin API: a small JSON HTTP API that the CLI (`shoal status`, `scale`, `events`,
-//! `reload`) and the dashboard use.
+//! `logs`, `reload`, `down`) and the dashboard use.
 //!
 //! This crate owns the API's routes, its JSON shapes, and its access rules (below). It does
 //! not own any state: everything is asked of a [`Control`], which the app implements over
@@ -16,7 +16,9 @@
 //! | `POST /api/v1/routes/{name}/weights` `{"weights":{"api":50}}` | sets a split route's weights live; answers them all |
 //! | `GET /api/v1/events?since=SEQ` | events after `SEQ` (default 0), oldest first |
 //! | `GET /api/v1/events/follow?since=SEQ` | the same, then new events as they happen (NDJSON) |
+//! | `GET /api/v1/services/{name}/logs?replica=N&tail=N&follow=BOOL` | replica output (NDJSON `{"replica":0,"line":"…"}`): the last `tail` lines (default 100) of each replica or of `replica`, then with `follow=true` new lines as they are written |
 //! | `POST /api/v1/reload` | re-reads the stack file; 422 with the errors if it is invalid |
+//! | `POST /api/v1/shutdown` | starts the graceful shutdown (as SIGTERM does); 202 |
 //! | `GET /metrics` | Prometheus text format (see `docs/observability.md`) |
 //! | `GET /api/v1/routes` | the routes, in the order they are tried |
 //! | `GET /api/v1/stream` | a snapshot of every service and the new events, every second (SSE) |
@@ -46,7 +48,7 @@ mod dashboard;
 #[cfg(test)]
 mod tests;
 
-pub use dashboard::{BACKLOG, Snapshot};
+pub use dashboard::{BACKLOG, HISTORY, Sample, ServiceSample, Snapshot};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +89,21 @@ pub trait Control: Send + Sync + 'static {
             "rollouts are not supported here".into(),
         ))
     }
+    /// `shoal logs`: a service's replica output, as [`LogQuery`] asks, in batches of
+    /// lines; the stream ends (when not following) after the history, or when dropped.
+    fn logs(&self, service: &str, query: &LogQuery) -> Result<LogStream, ScaleError> {
+        let _ = (service, query);
+        Err(ScaleError::Invalid(
+            "replica output is not kept here".into(),
+        ))
+    }
+    /// `shoal down`: start the graceful shutdown (as SIGTERM does) and say so. Returns at
+    /// once; the admin API is the last thing to stop.
+    fn shutdown(&self) -> Result<String, ScaleError> {
+        Err(ScaleError::Invalid(
+            "this shoal cannot be stopped through its admin API".into(),
+        ))
+    }
     /// `shoal weight ROUTE SERVICE=W...`: set a split route's weights live (services not
     /// named keep theirs); returns every target's weight now.
     fn set_weights(
@@ -108,6 +125,39 @@ pub enum RolloutAction {
     /// Fresh replicas of the same spec.
     Restart,
 }
+
+/// What `GET /api/v1/services/{name}/logs` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// One replica's output only.
+    #[serde(default)]
+    pub replica: Option<u32>,
+    /// Lines of history per replica (at most [`MAX_TAIL`]).
+    #[serde(default = "default_tail")]
+    pub tail: usize,
+    /// Keep streaming new lines.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Most lines of history `GET /api/v1/services/{name}/logs` sends per replica.
+pub const MAX_TAIL: usize = 100_000;
+
+fn default_tail() -> usize {
+    100
+}
+
+/// One line of a replica's output, as the logs endpoint sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The replica's index.
+    pub replica: u32,
+    /// The line as the replica wrote it (escape codes included), without its newline.
+    pub line: String,
+}
+
+/// Batches of log lines, as [`Control::logs`] streams them.
+pub type LogStream = futures_util::stream::BoxStream<'static, Vec<LogLine>>;
 
 /// A route as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +200,9 @@ pub enum ScaleError {
     /// No such route.
     #[error("no route named `{0}`")]
     UnknownRoute(String),
+    /// Something else asked for does not exist (the message says what).
+    #[error("{0}")]
+    NotFound(String),
     /// The service cannot be scaled this way (e.g. it has static servers).
     #[error("{0}")]
     Invalid(String),
@@ -243,13 +296,15 @@ fn router_until(
             "/api/v1/services/{name}/rollout",
             get(rollout_status).post(rollout),
         )
+        .route("/api/v1/services/{name}/logs", get(logs))
         .route("/api/v1/routes/{name}/weights", post(weights))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/follow", get(follow))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/shutdown", post(shutdown))
         .route("/api/v1/routes", get(routes))
         .route("/metrics", get(metrics))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(&state))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -322,7 +377,9 @@ async fn scale(
 /// A refusal as an answer: 404 for what does not exist, 400 for the rest.
 fn refused(e: ScaleError) -> Response {
     let status = match e {
-        ScaleError::UnknownService(_) | ScaleError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+        ScaleError::UnknownService(_) | ScaleError::UnknownRoute(_) | ScaleError::NotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
         ScaleError::Invalid(_) => StatusCode::BAD_REQUEST,
     };
     error(status, e.to_string())
@@ -438,6 +495,64 @@ fn ndjson(e: Event) -> Result<bytes::Bytes, std::convert::Infallible> {
     let mut line = serde_json::to_vec(&e).unwrap_or_default();
     line.push(b'\n');
     Ok(line.into())
+}
+
+/// NDJSON lines of replica output; a follower's stream ends when the server stops.
+async fn logs(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(mut q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected ?replica=N&tail=N&follow=true|false (whole numbers)",
+        );
+    };
+    q.tail = q.tail.min(MAX_TAIL);
+    // The history is read from files: off the async workers.
+    let control = s.control.clone();
+    let stream = match tokio::task::spawn_blocking(move || control.logs(&name, &q)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return refused(e),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "reading logs panicked"),
+    };
+    let mut stop = s.stop.clone();
+    let stopped = async move {
+        // No server to stop (the in-process router): never.
+        if stop.wait_for(|stopped| *stopped).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    use futures_util::StreamExt;
+    let body = stream
+        .filter(|batch| std::future::ready(!batch.is_empty()))
+        .map(|batch| {
+            let mut out = Vec::new();
+            for line in &batch {
+                out.extend(serde_json::to_vec(line).unwrap_or_default());
+                out.push(b'\n');
+            }
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(out))
+        })
+        .take_until(Box::pin(stopped));
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `shoal down`: 202, and the graceful shutdown under way.
+async fn shutdown(State(s): State<AppState>) -> Response {
+    match s.control.shutdown() {
+        Ok(message) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "stopping": true, "message": message })),
+        )
+            .into_response(),
+        Err(e) => refused(e),
+    }
 }
 
 async fn reload(State(s): State<AppState>) -> Response {

@@ -548,3 +548,200 @@ async fn weights_are_set_and_every_target_answered() {
     }
     assert_eq!(c.asked.lock().unwrap().len(), 3);
 }
+
+/// A control with one service, `web`, whose replica output is `history` (then nothing new,
+/// forever, when followed); records the queries and shutdowns asked for.
+struct Logging {
+    events: EventLog,
+    queries: std::sync::Mutex<Vec<crate::LogQuery>>,
+    shutdowns: AtomicUsize,
+}
+
+impl Control for Logging {
+    fn services(&self) -> Vec<ServiceStatus> {
+        Vec::new()
+    }
+    fn scale(&self, _: &str, _: u32) -> Result<Scaled, ScaleError> {
+        Err(ScaleError::Invalid("no".into()))
+    }
+    fn reload(&self) -> Result<String, String> {
+        Err("no".into())
+    }
+    fn events(&self) -> &EventLog {
+        &self.events
+    }
+    fn routes(&self) -> Vec<RouteInfo> {
+        Vec::new()
+    }
+    fn logs(&self, service: &str, query: &crate::LogQuery) -> Result<crate::LogStream, ScaleError> {
+        use futures_util::StreamExt;
+        self.queries.lock().unwrap().push(query.clone());
+        if service != "web" {
+            return Err(ScaleError::UnknownService(service.into()));
+        }
+        if query.replica == Some(7) {
+            return Err(ScaleError::NotFound("no logs of replica 7 of `web`".into()));
+        }
+        let line = |replica, line: &str| crate::LogLine {
+            replica,
+            line: line.into(),
+        };
+        let history = vec![line(0, "a"), line(1, "b \u{1b}[31mred\u{1b}[0m")];
+        let head = futures_util::stream::iter([history, Vec::new()]);
+        Ok(if query.follow {
+            head.chain(futures_util::stream::pending()).boxed()
+        } else {
+            head.boxed()
+        })
+    }
+    fn shutdown(&self) -> Result<String, ScaleError> {
+        self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        Ok("stopping".into())
+    }
+}
+
+fn logging() -> Arc<Logging> {
+    Arc::new(Logging {
+        events: EventLog::new(10),
+        queries: std::sync::Mutex::new(Vec::new()),
+        shutdowns: AtomicUsize::new(0),
+    })
+}
+
+async fn send_logging(control: &Arc<Logging>, req: Request<Body>) -> (StatusCode, String) {
+    let resp = router(control.clone(), AdminConfig { token: None })
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn logs_are_ndjson_lines_as_the_query_asks() {
+    let c = logging();
+    let get = |path: &str| request(Method::GET, path, &[], "");
+    let (status, body) = send_logging(&c, get("/api/v1/services/web/logs")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        "{\"replica\":0,\"line\":\"a\"}\n{\"replica\":1,\"line\":\"b \\u001b[31mred\\u001b[0m\"}\n"
+    );
+    let (status, _) = send_logging(
+        &c,
+        get("/api/v1/services/web/logs?replica=1&tail=5000000&follow=false"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let asked = c.queries.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            crate::LogQuery {
+                replica: None,
+                tail: 100,
+                follow: false
+            },
+            crate::LogQuery {
+                replica: Some(1),
+                tail: crate::MAX_TAIL,
+                follow: false
+            },
+        ]
+    );
+    for (path, want, says) in [
+        ("/api/v1/services/nope/logs", 404, "no service named `nope`"),
+        (
+            "/api/v1/services/web/logs?replica=7",
+            404,
+            "no logs of replica 7",
+        ),
+        (
+            "/api/v1/services/web/logs?tail=-1",
+            400,
+            "?replica=N&tail=N",
+        ),
+        (
+            "/api/v1/services/web/logs?follow=maybe",
+            400,
+            "follow=true|false",
+        ),
+    ] {
+        let (status, body) = send_logging(&c, get(path)).await;
+        assert_eq!(status.as_u16(), want, "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_log_follower_is_cut_off_when_the_server_stops() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server =
+        AdminServer::start(listener, logging(), AdminConfig { token: None }).expect("admin server");
+    let mut conn = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    conn.write_all(
+        b"GET /api/v1/services/web/logs?follow=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("red") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("the history in time")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let stopping = tokio::spawn(server.shutdown());
+    // The rest of the answer ends (chunked: `0\r\n\r\n`), well before shutdown's 2 s bound.
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let mut rest = Vec::new();
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return rest,
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+            }
+            if rest.ends_with(b"0\r\n\r\n") {
+                return rest;
+            }
+        }
+    })
+    .await
+    .expect("the follower cut off when the server stops");
+    assert!(
+        rest.ends_with(b"0\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    stopping.await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_is_a_post_from_the_cli_not_from_another_site() {
+    let c = logging();
+    let (status, body) = send_logging(&c, request(Method::POST, "/api/v1/shutdown", &[], "")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body.contains("\"stopping\":true"), "{body}");
+    assert_eq!(c.shutdowns.load(Ordering::SeqCst), 1);
+    let (status, _) = send_logging(
+        &c,
+        request(
+            Method::POST,
+            "/api/v1/shutdown",
+            &[("origin", "http://evil.example")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send_logging(&c, request(Method::GET, "/api/v1/shutdown", &[], "")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(c.shutdowns.load(Ordering::SeqCst), 1, "only the CLI's POST");
+}

@@ -99,6 +99,9 @@ pub(crate) struct AppControl {
     pub(crate) canaries: crate::canary::Canaries,
     /// This control itself, for callbacks that must not keep it alive.
     pub(crate) me: OnceLock<Weak<AppControl>>,
+    /// Turns true when `shoal down` asks to stop; `run_until_signal` then shuts down as
+    /// on SIGTERM.
+    pub(crate) stop_asked: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppControl {
@@ -190,7 +193,17 @@ impl AppControl {
                 Some(urls) => urls.get(replica.index as usize),
                 None => replica.endpoint.as_ref().map(|e| &e.key),
             };
-            replica.traffic = key.and_then(|k| by_key.get(k)).cloned();
+            replica.traffic = key.and_then(|k| by_key.get(k)).cloned().or_else(|| {
+                // Taken out of the endpoint set because the supervisor's check fails: the
+                // gateway no longer knows it, and it is out of rotation for that reason.
+                (replica.state == ReplicaState::Unready).then_some(ReplicaTraffic {
+                    health: HealthState::Unhealthy,
+                    reason: None,
+                    in_flight: 0,
+                    requests_total: 0,
+                    ejections_total: 0,
+                })
+            });
         }
         if static_urls.is_some() {
             let healthy = service
@@ -290,6 +303,8 @@ pub(crate) fn spec_for(
         },
         start_period: health.start_period,
         start_timeout: health.start_timeout,
+        // Off with the checks too (`health: false`): nothing fails, nothing to act on.
+        liveness: health.liveness.filter(|_| health.enabled),
     };
     spec.restart = RestartPolicy {
         mode: match c.restart.policy {
@@ -321,6 +336,22 @@ pub(crate) fn spec_for(
         max_unavailable: amount(c.rollout.max_unavailable),
         progress_deadline: c.rollout.progress_deadline,
     };
+    spec.limits = shoal_supervise::ResourceLimits {
+        memory_bytes: c.limits.memory_bytes,
+        cpu_millis: c.limits.cpu_millis,
+    };
+    spec.depends_on = c
+        .depends_on
+        .iter()
+        .map(|d| shoal_supervise::Dependency {
+            service: d.service.clone(),
+            condition: if d.healthy {
+                shoal_supervise::Condition::Healthy
+            } else {
+                shoal_supervise::Condition::Started
+            },
+        })
+        .collect();
     spec
 }
 
@@ -526,6 +557,78 @@ impl Control for AppControl {
         })
     }
 
+    fn logs(
+        &self,
+        service: &str,
+        query: &shoal_admin::LogQuery,
+    ) -> Result<shoal_admin::LogStream, ScaleError> {
+        {
+            let stack = self.stack.lock().unwrap_or_else(|e| e.into_inner());
+            match stack.service(service).map(|s| &s.source) {
+                None => return Err(ScaleError::UnknownService(service.to_owned())),
+                Some(Source::Servers(_)) => {
+                    return Err(ScaleError::Invalid(format!(
+                        "service `{service}` has static `servers`: shoal does not run them, so \
+                         it has no output of theirs"
+                    )));
+                }
+                Some(Source::Command(_)) => {}
+            }
+        }
+        if let Replicas::Kubernetes(_) = self.replicas {
+            return Err(ScaleError::Invalid(format!(
+                "in Kubernetes mode the pods' output is the cluster's: run `kubectl logs \
+                 deployment/{service}`"
+            )));
+        }
+        // The supervisor writes `logs/` next to the scale state (see `Shoal::start`).
+        let dir = self.state_path.with_file_name("logs");
+        let mut reader = shoal_supervise::LogReader::new(dir, service, query.replica);
+        if let Some(r) = query.replica
+            && reader.replicas().is_empty()
+        {
+            return Err(ScaleError::NotFound(format!(
+                "no logs of replica {r} of `{service}`"
+            )));
+        }
+        let admin_lines = |lines: Vec<shoal_supervise::LogLine>| -> Vec<shoal_admin::LogLine> {
+            lines
+                .into_iter()
+                .map(|l| shoal_admin::LogLine {
+                    replica: l.replica,
+                    line: l.line,
+                })
+                .collect()
+        };
+        let history = futures_util::stream::iter([admin_lines(reader.tail(query.tail))]);
+        if !query.follow {
+            return Ok(futures_util::StreamExt::boxed(history));
+        }
+        // Then poll the files, as `tail -F` does, off the async workers.
+        let live = futures_util::stream::unfold(reader, move |mut reader| async move {
+            tokio::time::sleep(LOG_POLL).await;
+            let (reader, lines) = tokio::task::spawn_blocking(move || {
+                let lines = reader.read_new();
+                (reader, lines)
+            })
+            .await
+            .ok()?;
+            Some((admin_lines(lines), reader))
+        });
+        Ok(futures_util::StreamExt::boxed(
+            futures_util::StreamExt::chain(history, live),
+        ))
+    }
+
+    fn shutdown(&self) -> Result<String, ScaleError> {
+        let already = self.stop_asked.send_replace(true);
+        Ok(if already {
+            "already stopping".to_owned()
+        } else {
+            "stopping: draining requests, then stopping replicas".to_owned()
+        })
+    }
+
     fn set_weights(
         &self,
         route: &str,
@@ -707,6 +810,9 @@ fn describe(m: &Middleware) -> String {
         other => other.kind().to_owned(),
     }
 }
+
+/// How often `shoal logs -f` looks for new lines in the log files.
+const LOG_POLL: Duration = Duration::from_millis(100);
 
 /// How long shutdown waits for the driver to stop replicas, beyond their own grace periods.
 pub(crate) const DRIVER_SHUTDOWN_SLACK: Duration = Duration::from_secs(5);

@@ -183,6 +183,7 @@ impl Shoal {
             reloads: Default::default(),
             canaries: Default::default(),
             me: OnceLock::new(),
+            stop_asked: tokio::sync::watch::Sender::new(false),
         });
         let _ = control.me.set(Arc::downgrade(&control));
         tokio::spawn(control.autoscaling.clone().run(Arc::downgrade(&control)));
@@ -279,16 +280,20 @@ impl Shoal {
         self.admin.shutdown().await;
     }
 
-    /// Serve until SIGTERM or SIGINT (then shut down gracefully); SIGHUP reloads the stack file.
+    /// Serve until SIGTERM, SIGINT or `shoal down` (then shut down gracefully); SIGHUP reloads
+    /// the stack file.
     pub async fn run_until_signal(self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // `shoal down` (POST /api/v1/shutdown) stops as SIGTERM does.
+        let mut stop_asked = self.control.stop_asked.subscribe();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                Ok(_) = stop_asked.wait_for(|stop| *stop) => break,
                 // With a stack file the outcome is an event (`reloaded` or `reloadfailed`),
                 // which `shoal up` prints; logging it too would print it twice.
                 _ = hup.recv() => match self.control.reload() {

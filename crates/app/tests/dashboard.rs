@@ -9,8 +9,10 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use shoal_admin::{AdminConfig, AdminServer, Control, RouteInfo, ScaleError, Scaled, Snapshot};
-use shoal_core::{EventKind, EventLog, ServiceState, ServiceStatus};
-use shoal_test_support::{Backends, Client, Route, TestGateway, get};
+use shoal_core::{EventKind, EventLog, HealthState, ServiceState, ServiceStatus};
+use shoal_test_support::{
+    Backends, Client, Route, ServerList, Service, TestGateway, dead_url, get,
+};
 use tokio::time::{Instant, timeout};
 
 /// One message of a server-sent event stream.
@@ -158,6 +160,73 @@ async fn stream_sends_a_snapshot_every_second_with_only_new_events() {
         "the id stays at the last event"
     );
     drop(stream);
+    gw.shutdown().await;
+}
+
+/// Issue 23, defect 10: a fresh page seeds its charts from the server's recent samples,
+/// which count a replica as ready only when it is in rotation (an ejected one is not).
+#[tokio::test]
+async fn a_new_stream_starts_with_recent_samples_counting_only_replicas_in_rotation() {
+    let backends = Backends::start(2).await;
+    let mut servers = backends.urls();
+    servers.push(dead_url());
+    let gw = TestGateway::builder()
+        .service_with(
+            "web",
+            Service::servers(&servers)
+                .with("health: false")
+                .with("passive: { base_ejection: 60s, max_ejection: 60s }"),
+        )
+        .route("PathPrefix(`/`)", "web")
+        .start()
+        .await;
+    let admin = gw.shoal().admin_addr();
+    // Traffic: the dead server refuses a connection and is ejected at once.
+    for _ in 0..20 {
+        assert_eq!(gw.get("/whoami").await.status, StatusCode::OK);
+    }
+
+    // Within a few seconds a new stream's first message has samples of that traffic,
+    // oldest first, with the ejected server not counted as ready.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (history, first_at) = loop {
+        let mut stream = EventStream::open(admin, "/api/v1/stream", &[]).await;
+        let (_, first) = stream.snapshot(Duration::from_millis(2500)).await;
+        let seeded = first.history.len() >= 2
+            && first.history.last().is_some_and(|s| {
+                s.services[0].requests_total >= Some(20) && s.services[0].ready == 2
+            });
+        if seeded {
+            // Only the first message carries them.
+            let (_, second) = stream.snapshot(Duration::from_millis(2500)).await;
+            assert!(second.history.is_empty(), "{:?}", second.history);
+            break (first.history, first.at_ms);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no usable history after 6 s: {:?}",
+            first.history
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(history.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+    assert!(history.last().unwrap().at_ms <= first_at);
+    let web = &history.last().unwrap().services[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.server_errors_total, Some(0));
+    // The service itself still says 3 in the balancer; the page and the samples say 2.
+    let listed: Vec<ServiceStatus> =
+        serde_json::from_str(&admin_get(admin, "/api/v1/services", &[]).await.2).unwrap();
+    let ejected = listed[0]
+        .replicas
+        .iter()
+        .filter(|r| {
+            r.traffic
+                .as_ref()
+                .is_some_and(|t| t.health == HealthState::Ejected)
+        })
+        .count();
+    assert_eq!(ejected, 1, "{:?}", listed[0].replicas);
     gw.shutdown().await;
 }
 

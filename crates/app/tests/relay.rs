@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shoal_test_support::{DEADLINE, StackBuilder, TestCerts, TestGateway};
+use shoal_test_support::{DEADLINE, Service, StackBuilder, TestCerts, TestGateway};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -665,7 +665,17 @@ async fn one_connection_times_out_and_recovers_again_and_again(over: Over) {
     // request: after a request that timed out (the timer fired) and after quick ones (the
     // timer left armed), every request must get its own full deadline and no early wake.
     let replica = RawReplica::start(AfterAnswer::KeepOpen).await;
-    let gw = Front::start(over, &["timeouts: { response_header: 300ms }"], &replica).await;
+    // A per-try timeout past the deadline: any hedge would be a stray timer's. (The
+    // automatic one is 100 ms once the route has an answer: the cold rule of
+    // `shoal_proxy`'s latency module.)
+    let stack = StackBuilder::new()
+        .gateway("timeouts: { response_header: 300ms }")
+        .service_with(
+            "raw",
+            Service::servers(replica.url.as_str()).with("retry: { per_try_timeout: 10s }"),
+        )
+        .route("PathPrefix(`/`)", "raw");
+    let gw = Front::with_stack(over, stack).await;
     let mut client = gw.client().await;
     for round in 0..3 {
         client.send(&GET(&format!("/quick{round}"))).await;

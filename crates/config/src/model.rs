@@ -491,6 +491,23 @@ pub struct Command {
     pub version: Option<String>,
     /// How a changed spec replaces the replicas (`rollout:`).
     pub rollout: Rollout,
+    /// Services whose replicas must be started (or ready) before this one's first
+    /// replicas start (`depends_on:`, Compose's semantics). Every name is a service with
+    /// `command:`, never this one, and there is no cycle.
+    pub depends_on: Vec<Dependency>,
+    /// Memory and CPU limits of each local replica (`resources:`: its `limits`, else the
+    /// short form / `requests`). None set: unlimited.
+    pub limits: Quantities,
+}
+
+/// One entry of `depends_on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The service waited for.
+    pub service: String,
+    /// `condition: service_healthy`: all its desired replicas ready; else
+    /// (`service_started`, the list form's) one of its replicas started.
+    pub healthy: bool,
 }
 
 /// How a changed spec replaces a service's replicas (`rollout:`), in a Deployment's
@@ -782,6 +799,10 @@ pub struct Health {
     pub start_period: Duration,
     /// Local replicas: not ready by then, the start failed. Default 60s.
     pub start_timeout: Duration,
+    /// Local replicas: a replica that was ready and whose check then fails continuously
+    /// this long is killed and restarted (Kubernetes' liveness probe). None: never
+    /// (`liveness: false`, or checks off). Default 30s.
+    pub liveness: Option<Duration>,
 }
 
 impl Health {
@@ -806,6 +827,7 @@ impl Default for Health {
             unhealthy_threshold: 2,
             start_period: Duration::ZERO,
             start_timeout: Duration::from_secs(60),
+            liveness: Some(Duration::from_secs(30)),
         }
     }
 }

@@ -170,6 +170,59 @@ pub(crate) struct RawService {
     pub(crate) timeouts: Option<RawRequestTimeouts>,
     pub(crate) version: Option<RawLabel>,
     pub(crate) rollout: Option<RawRollout>,
+    pub(crate) depends_on: Option<RawDependsOn>,
+}
+
+/// `depends_on:` as Compose writes it: a list of service names (`[db, cache]`, each
+/// `service_started`), or a mapping of names to `{condition: …}`.
+#[derive(Debug, Default)]
+pub(crate) struct RawDependsOn {
+    /// (service, condition as written); `list`: the list form (no conditions).
+    pub(crate) entries: Vec<(String, Option<String>)>,
+    pub(crate) list: bool,
+}
+
+/// One value of the mapping form of `depends_on`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDependency {
+    pub(crate) condition: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawDependsOn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDependsOn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a list of service names, or a mapping of names to `{condition: service_started|service_healthy}`",
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    entries.push((name, None));
+                }
+                Ok(RawDependsOn {
+                    entries,
+                    list: true,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let dep = map.next_value::<Option<RawDependency>>()?;
+                    entries.push((name, dep.and_then(|d| d.condition)));
+                }
+                Ok(RawDependsOn {
+                    entries,
+                    list: false,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `rollout:` of a command service: how a changed spec replaces its replicas.
@@ -249,6 +302,8 @@ pub(crate) struct RawHealth {
     pub(crate) unhealthy_threshold: Option<u32>,
     pub(crate) start_period: Option<String>,
     pub(crate) start_timeout: Option<String>,
+    /// `true` (the default bound), `false` (off) or a duration.
+    pub(crate) liveness: Option<BoolOrString>,
 }
 
 /// `retry:` of a service or a route (a route's fields override its service's).

@@ -12,6 +12,10 @@ mod edge;
 #[path = "tests_rollout.rs"]
 mod rollout;
 
+/// Start order and local resource limits (issue 23): `depends_on`, `resources`.
+#[path = "tests_depends.rs"]
+mod depends;
+
 fn errors(src: &str) -> Vec<String> {
     parse(src, "shoal.yaml")
         .unwrap_err()
@@ -886,6 +890,7 @@ fn failover_sections_parse_into_the_model() {
             unhealthy_threshold: 4,
             start_period: Duration::ZERO,
             start_timeout: Duration::from_secs(60),
+            liveness: Some(Duration::from_secs(30)),
         }
     );
     assert!(api.health.passes(301) && !api.health.passes(204));
@@ -1193,6 +1198,49 @@ fn health_on_servers_services_is_allowed_but_start_settings_are_not() {
         e[1].starts_with("shoal.yaml:6:7: services.api.health.start_timeout: `start_timeout` applies to services with `command`"),
         "{}",
         e[1]
+    );
+}
+
+#[test]
+fn liveness_is_on_by_default_and_takes_a_duration_or_false() {
+    let web = |health: &str| {
+        format!("services:\n  web:\n    command: shoal sample-app\n    health: {health}\n")
+    };
+    let liveness = |src: &str| {
+        parse(src, "shoal.yaml").unwrap().services[0]
+            .health
+            .liveness
+    };
+    let thirty = Some(Duration::from_secs(30));
+    assert_eq!(
+        liveness("services:\n  web:\n    command: shoal sample-app\n"),
+        thirty
+    );
+    assert_eq!(liveness(&web("{ path: /h }")), thirty);
+    assert_eq!(liveness(&web("{ liveness: true }")), thirty);
+    assert_eq!(
+        liveness(&web("{ path: /h, liveness: 2m }")),
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(liveness(&web("{ liveness: false }")), None);
+    // No checks, nothing to fail: no liveness either.
+    assert_eq!(liveness(&web("false")), None);
+
+    let e = one_error(&web("{ liveness: 0s }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:25: services.web.health.liveness: must be greater than 0"),
+        "{e}"
+    );
+    let e = one_error(&web("{ liveness: soon }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:25: services.web.health.liveness: "),
+        "{e}"
+    );
+    // Static servers are not restarted by shoal.
+    let e = one_error(&api_with("health: { liveness: 10s }"));
+    assert!(
+        e.starts_with("shoal.yaml:4:15: services.api.health.liveness: `liveness` applies to services with `command`"),
+        "{e}"
     );
 }
 

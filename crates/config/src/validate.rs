@@ -95,6 +95,7 @@ fn parse_with_base(
         locs: Locations::index(&text),
         diags: unknown,
         target,
+        depends: Vec::new(),
     };
     let stack = cx.stack(raw, base);
     if cx.diags.is_empty() {
@@ -184,6 +185,9 @@ struct Cx<'a> {
     diags: Vec<Diagnostic>,
     /// The runtime the file is checked for.
     target: Runtime,
+    /// `depends_on` entries seen: (service, the one it waits for, field), checked once
+    /// every service is known.
+    depends: Vec<(String, String, String)>,
 }
 
 impl Cx<'_> {
@@ -280,6 +284,7 @@ impl Cx<'_> {
             .into_iter()
             .filter_map(|(name, s)| self.service(name, s, base))
             .collect();
+        self.check_depends_on(&services);
         let middlewares = self.middlewares(raw.middlewares, base);
         let middleware_names = &middlewares.names;
         let entrypoint_names: Vec<&str> = gateway
@@ -714,6 +719,7 @@ impl Cx<'_> {
         let (balance, health, retry, passive, circuit_breaker) = if worker {
             let health = Health {
                 enabled: false,
+                liveness: None,
                 ..Health::default()
             };
             let (retry, passive) = (Retry::default(), Passive::default());
@@ -785,6 +791,7 @@ impl Cx<'_> {
                     ("autoscale", raw.autoscale.is_some()),
                     ("version", raw.version.is_some()),
                     ("rollout", raw.rollout.is_some()),
+                    ("depends_on", raw.depends_on.is_some()),
                     ("image", container.is_some()),
                 ] {
                     if present {
@@ -887,6 +894,8 @@ impl Cx<'_> {
                     backlog,
                     version: self.version(&path, raw.version),
                     rollout: self.rollout(&path, raw.rollout),
+                    depends_on: self.depends_on(&path, &name, raw.depends_on),
+                    limits: self.local_limits(&path, raw.resources.as_ref(), container.as_ref()),
                 }))
             }
         };
@@ -1007,7 +1016,11 @@ impl Cx<'_> {
             for (field, present) in [
                 ("args", raw.args.is_some()),
                 ("port", raw.port.is_some()),
-                ("resources", raw.resources.is_some()),
+                // With `command:`, the limits of the local replicas (`local_limits`).
+                (
+                    "resources",
+                    raw.resources.is_some() && raw.command.is_none(),
+                ),
             ] {
                 if present {
                     self.misplaced(
@@ -1037,46 +1050,7 @@ impl Cx<'_> {
         };
         let resources = match &raw.resources {
             None => Resources::default(),
-            Some(r) => {
-                let field = format!("{path}.resources");
-                let short = r.cpu.is_some() || r.memory.is_some();
-                if short && r.requests.is_some() {
-                    self.misplaced(
-                        &format!("{field}.requests"),
-                        "give `cpu`/`memory` (the requests) or `requests:`, not both",
-                    );
-                }
-                let requests = if short {
-                    self.quantities(&field, r.cpu.clone(), r.memory.clone())
-                } else {
-                    r.requests.as_ref().map_or_else(Quantities::default, |q| {
-                        self.quantities(
-                            &format!("{field}.requests"),
-                            q.cpu.clone(),
-                            q.memory.clone(),
-                        )
-                    })
-                };
-                let limits = r.limits.as_ref().map_or_else(Quantities::default, |q| {
-                    self.quantities(&format!("{field}.limits"), q.cpu.clone(), q.memory.clone())
-                });
-                for (what, req, lim) in [
-                    ("cpu", requests.cpu_millis, limits.cpu_millis),
-                    ("memory", requests.memory_bytes, limits.memory_bytes),
-                ] {
-                    if let (Some(req), Some(lim)) = (req, lim)
-                        && req > lim
-                    {
-                        self.error(
-                            &format!("{field}.limits.{what}"),
-                            format!(
-                                "the {what} limit is below its request; Kubernetes refuses that"
-                            ),
-                        );
-                    }
-                }
-                Resources { requests, limits }
-            }
+            Some(r) => self.resources(&format!("{path}.resources"), r),
         };
         Some(Container {
             image: image.to_owned(),
@@ -1084,6 +1058,189 @@ impl Cx<'_> {
             port,
             resources,
         })
+    }
+
+    /// `resources:`: the short form (requests), or `requests:` and `limits:`.
+    fn resources(&mut self, field: &str, r: &RawResources) -> Resources {
+        let short = r.cpu.is_some() || r.memory.is_some();
+        if short && r.requests.is_some() {
+            self.misplaced(
+                &format!("{field}.requests"),
+                "give `cpu`/`memory` (the requests) or `requests:`, not both",
+            );
+        }
+        let requests = if short {
+            self.quantities(field, r.cpu.clone(), r.memory.clone())
+        } else {
+            r.requests.as_ref().map_or_else(Quantities::default, |q| {
+                self.quantities(
+                    &format!("{field}.requests"),
+                    q.cpu.clone(),
+                    q.memory.clone(),
+                )
+            })
+        };
+        let limits = r.limits.as_ref().map_or_else(Quantities::default, |q| {
+            self.quantities(&format!("{field}.limits"), q.cpu.clone(), q.memory.clone())
+        });
+        for (what, req, lim) in [
+            ("cpu", requests.cpu_millis, limits.cpu_millis),
+            ("memory", requests.memory_bytes, limits.memory_bytes),
+        ] {
+            if let (Some(req), Some(lim)) = (req, lim)
+                && req > lim
+            {
+                self.error(
+                    &format!("{field}.limits.{what}"),
+                    format!("the {what} limit is below its request; Kubernetes refuses that"),
+                );
+            }
+        }
+        Resources { requests, limits }
+    }
+
+    /// The limits of a local replica: `resources.limits`, else the short form (or
+    /// `requests:`), each of memory and CPU on its own. The container's resources when
+    /// there is one (already checked there).
+    fn local_limits(
+        &mut self,
+        path: &str,
+        raw: Option<&RawResources>,
+        container: Option<&Container>,
+    ) -> Quantities {
+        let resources = match (container, raw) {
+            (Some(c), _) => c.resources.clone(),
+            (None, Some(r)) => self.resources(&format!("{path}.resources"), r),
+            (None, None) => return Quantities::default(),
+        };
+        Quantities {
+            cpu_millis: resources
+                .limits
+                .cpu_millis
+                .or(resources.requests.cpu_millis),
+            memory_bytes: resources
+                .limits
+                .memory_bytes
+                .or(resources.requests.memory_bytes),
+        }
+    }
+
+    /// `depends_on:` of service `name`, names and conditions; whether each name is a
+    /// service, and cycles, are checked once every service is known
+    /// ([`Cx::check_depends_on`]).
+    fn depends_on(&mut self, path: &str, name: &str, raw: Option<RawDependsOn>) -> Vec<Dependency> {
+        let Some(raw) = raw else {
+            return Vec::new();
+        };
+        let mut out: Vec<Dependency> = Vec::new();
+        for (i, (service, condition)) in raw.entries.into_iter().enumerate() {
+            let field = if raw.list {
+                format!("{path}.depends_on[{i}]")
+            } else {
+                format!("{path}.depends_on.{service}")
+            };
+            let healthy = match condition.as_deref() {
+                None | Some("service_started") => false,
+                Some("service_healthy") => true,
+                Some(other) => {
+                    const CONDITIONS: [&str; 2] = ["service_started", "service_healthy"];
+                    self.error_hint(
+                        &format!("{field}.condition"),
+                        format!(
+                            "unknown condition `{other}`; expected `service_started` or `service_healthy`"
+                        ),
+                        did_you_mean(other, CONDITIONS),
+                    );
+                    false
+                }
+            };
+            if service == name {
+                self.error(&field, format!("`{name}` cannot depend on itself"));
+                continue;
+            }
+            if out.iter().any(|d| d.service == service) {
+                self.error(&field, format!("`{service}` is listed twice"));
+                continue;
+            }
+            self.depends.push((name.to_owned(), service.clone(), field));
+            out.push(Dependency { service, healthy });
+        }
+        out
+    }
+
+    /// Every `depends_on` name is a service shoal runs, and no service waits for itself
+    /// through others (a cycle would wait forever).
+    fn check_depends_on(&mut self, services: &[Service]) {
+        let runs = |name: &str| {
+            services
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| matches!(s.source, Source::Command(_)))
+        };
+        for (from, to, field) in std::mem::take(&mut self.depends) {
+            match runs(&to) {
+                Some(true) => {}
+                Some(false) => self.error(
+                    &field,
+                    format!(
+                        "`{to}` has `servers:` (upstreams shoal does not start): nothing to wait for"
+                    ),
+                ),
+                None => self.error_hint(
+                    &field,
+                    format!("`{from}` depends on `{to}`, which is not a service"),
+                    did_you_mean(
+                        &to,
+                        services
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .filter(|n| *n != from),
+                    ),
+                ),
+            }
+        }
+        // Cycles: depth-first, reported once, at the `depends_on` of the first service
+        // of each cycle found.
+        let edges = |name: &str| -> Vec<String> {
+            match services.iter().find(|s| s.name == name).map(|s| &s.source) {
+                Some(Source::Command(c)) => {
+                    c.depends_on.iter().map(|d| d.service.clone()).collect()
+                }
+                _ => Vec::new(),
+            }
+        };
+        let mut done: Vec<String> = Vec::new();
+        for start in services {
+            let mut path: Vec<String> = Vec::new();
+            self.visit(&start.name, &edges, &mut path, &mut done);
+        }
+    }
+
+    fn visit(
+        &mut self,
+        name: &str,
+        edges: &dyn Fn(&str) -> Vec<String>,
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) {
+        if done.iter().any(|d| d == name) {
+            return;
+        }
+        if let Some(at) = path.iter().position(|p| p == name) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(name.to_owned());
+            self.error(
+                &format!("services.{}.depends_on", path[at]),
+                format!("depends_on cycle: {}", cycle.join(" -> ")),
+            );
+            return;
+        }
+        path.push(name.to_owned());
+        for next in edges(name) {
+            self.visit(&next, edges, path, done);
+        }
+        path.pop();
+        done.push(name.to_owned());
     }
 
     /// CPU (cores, or millicores as `500m`) and memory (a size) of `resources`.
@@ -1239,6 +1396,7 @@ impl Cx<'_> {
             Some(BoolOr::Bool(false)) => {
                 return Health {
                     enabled: false,
+                    liveness: None,
                     ..d
                 };
             }
@@ -1262,6 +1420,7 @@ impl Cx<'_> {
             for (field, present) in [
                 ("start_period", raw.start_period.is_some()),
                 ("start_timeout", raw.start_timeout.is_some()),
+                ("liveness", raw.liveness.is_some()),
             ] {
                 if present {
                     self.misplaced(
@@ -1328,6 +1487,15 @@ impl Cx<'_> {
                 raw.start_timeout.as_ref(),
                 d.start_timeout,
             ),
+            liveness: match &raw.liveness {
+                None | Some(BoolOrString::Bool(true)) => d.liveness,
+                Some(BoolOrString::Bool(false)) => None,
+                Some(BoolOrString::String(s)) => Some(self.nonzero_duration(
+                    &format!("{path}.liveness"),
+                    Some(s),
+                    Duration::from_secs(30),
+                )),
+            },
         }
     }
 

@@ -62,11 +62,14 @@ pub enum EventKind {
     RolledBack,
     /// A route's split weights changed (`shoal weight`, a reload, an automated canary step).
     Weighted,
+    /// A service's first replicas wait for its `depends_on` services (started or ready), or
+    /// stopped waiting.
+    Waiting,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Started,
         EventKind::Ready,
         EventKind::Unready,
@@ -91,6 +94,7 @@ impl EventKind {
         EventKind::Rollout,
         EventKind::RolledBack,
         EventKind::Weighted,
+        EventKind::Waiting,
     ];
 
     /// The name the API and the CLI use, e.g. `"circuitopen"` (the serde name).
@@ -120,6 +124,7 @@ impl EventKind {
             EventKind::Rollout => "rollout",
             EventKind::RolledBack => "rolledback",
             EventKind::Weighted => "weighted",
+            EventKind::Waiting => "waiting",
         }
     }
 

@@ -20,6 +20,10 @@ pub enum ReplicaState {
     Starting,
     /// Readiness passed: in the balancer.
     Ready,
+    /// Was ready, then failed its readiness check: out of the balancer while the process
+    /// runs (hung, overloaded, a dependency down). Back to `Ready` when the check passes
+    /// again; restarted if it keeps failing past the liveness bound.
+    Unready,
     /// Out of the balancer, finishing in-flight requests before it is stopped.
     Draining,
     /// The process has exited; it may be restarted after a back-off.
@@ -33,6 +37,7 @@ impl std::fmt::Display for ReplicaState {
         f.write_str(match self {
             ReplicaState::Starting => "starting",
             ReplicaState::Ready => "ready",
+            ReplicaState::Unready => "unready",
             ReplicaState::Draining => "draining",
             ReplicaState::Exited => "exited",
             ReplicaState::Failed => "failed",

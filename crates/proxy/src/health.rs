@@ -34,6 +34,21 @@
 //! ejections of every replica of it, to at most 2 s — the hedges still rescue requests
 //! stuck on a hung replica after their own per-try timeout.
 //!
+//! # Silent among answering peers
+//!
+//! The stall rule needs two requests in flight, which light traffic never puts on one
+//! replica: a client sending one request after the other has its try on a black hole (a
+//! server that accepts connections and never answers) hedged after the per-try timeout,
+//! and the hedge's answer ends the request and the stuck try with it. So a try that waited
+//! its per-try timeout on a backend that has not answered since the try started, while
+//! another backend of the service *has*, counts as a failure towards
+//! `consecutive_failures`, as a reset after sending does; any answer of the backend's own
+//! resets the count. The comparison with its peers keeps a service that is slow as a whole
+//! (every replica silent, e.g. before a slow-by-design route's first answer) from having
+//! its replicas ejected for it; one slow request of a healthy replica is followed by its
+//! answers, which reset the count. With the cold rule of `crate::latency`, a static black
+//! hole leaves rotation after three ~100 ms tries under sequential traffic.
+//!
 //! An ejection lasts `base_ejection × 2^(n-1)` for the n-th ejection without a success in
 //! between, capped at `max_ejection`; then the backend is back in rotation (and a failure
 //! ejects it again, for longer). At most `max_ejected_percent` of the service's backends
@@ -102,6 +117,14 @@ impl Counters {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether a backend of `balancer` other than `backend` sent a response at or after
+/// `since_ms` ([`ms_at`]).
+fn others_answered_since(balancer: &Balancer, backend: &Arc<Backend>, since_ms: u64) -> bool {
+    balancer.backends().iter().any(|b| {
+        !Arc::ptr_eq(b, backend) && b.outlier().last_response_ms.load(Ordering::Relaxed) >= since_ms
+    })
 }
 
 /// `at` in milliseconds on the gateway's monotonic clock (from its first use; never 0).
@@ -297,12 +320,25 @@ impl ServiceHealth {
                     0 => Duration::ZERO,
                     last => Duration::from_millis(ms_at(now).saturating_sub(last)),
                 });
-                (silent && in_flight >= 2 && silent_for >= self.excused_silence(now)).then(|| {
-                    format!(
+                if silent && in_flight >= 2 && silent_for >= self.excused_silence(now) {
+                    Some(format!(
                         "stalled: no response for {}ms with {in_flight} requests in flight",
                         silent_for.as_millis()
-                    )
-                })
+                    ))
+                } else if silent && others_answered_since(balancer, backend, ms_at(started)) {
+                    // Silent while its peers answer the same service: a failure (see
+                    // "Silent among answering peers"); any answer of its own resets it.
+                    let n = o.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    (n >= self.passive.consecutive_failures).then(|| {
+                        format!(
+                            "{n} tries in a row without a response in {}ms while other \
+                             replicas answered",
+                            silent_for.as_millis()
+                        )
+                    })
+                } else {
+                    None
+                }
             }
         };
         if let Some(reason) = reason {
@@ -560,6 +596,69 @@ mod tests {
         let t0 = t0();
         answered(&health, &balancer, &a, t0);
         assert!(!slow(&health, &balancer, &a, t0 + ms(10), t0 + ms(110)));
+    }
+
+    /// Issue 23, defect 11: a black hole under sequential traffic never has two requests
+    /// in flight; it is silent while its peers answer, three tries in a row.
+    #[test]
+    fn a_backend_silent_while_its_peers_answer_is_ejected_after_consecutive_failures() {
+        let (health, balancer) = service();
+        let b = Arc::clone(&balancer.backends()[1]);
+        let t0 = t0();
+        for (i, start) in [0u64, 200, 400].into_iter().enumerate() {
+            let (a, _pick) = in_flight_on_a(&balancer, 1);
+            answered(&health, &balancer, &b, t0 + ms(start + 1));
+            let ejected = slow(&health, &balancer, &a, t0 + ms(start), t0 + ms(start + 100));
+            assert_eq!(ejected, i == 2, "try {i}");
+        }
+        let a = Arc::clone(&balancer.backends()[0]);
+        let reason = health.traffic(&a).reason.unwrap();
+        assert!(
+            reason.contains(
+                "3 tries in a row without a response in 100ms while other replicas answered"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_answer_of_its_own_resets_the_silent_tries() {
+        let (health, balancer) = service();
+        let b = Arc::clone(&balancer.backends()[1]);
+        let t0 = t0();
+        for start in [0u64, 200, 400, 600] {
+            let (a, _pick) = in_flight_on_a(&balancer, 1);
+            answered(&health, &balancer, &b, t0 + ms(start + 1));
+            assert!(!slow(
+                &health,
+                &balancer,
+                &a,
+                t0 + ms(start),
+                t0 + ms(start + 100)
+            ));
+            // One slow request, then answers: a healthy replica with an outlier.
+            answered(&health, &balancer, &a, t0 + ms(start + 150));
+        }
+    }
+
+    /// Before a slow-by-design route's first answer every replica is silent: none of them
+    /// is a black hole for it.
+    #[test]
+    fn silence_of_a_whole_service_is_not_counted() {
+        let (health, balancer) = service();
+        let t0 = t0();
+        for start in [0u64, 1, 2, 3, 4] {
+            let (a, _pick) = in_flight_on_a(&balancer, 1);
+            assert!(!slow(
+                &health,
+                &balancer,
+                &a,
+                t0 + ms(start),
+                t0 + ms(start + 1_000)
+            ));
+        }
+        let a = Arc::clone(&balancer.backends()[0]);
+        assert_eq!(a.outlier().consecutive_failures.load(Ordering::Relaxed), 0);
     }
 
     /// The report of issue 24: a replica working through fifty 500 ms requests is silent

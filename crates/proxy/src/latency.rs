@@ -32,8 +32,8 @@
 //!
 //! # The `Auto` per-try timeout
 //!
-//! `clamp(max(4 × p99, 2 × p99.9), 100 ms, max(2 s, 2 × p99))`, or 1 s with fewer than 50
-//! samples:
+//! `clamp(max(4 × p99, 2 × p99.9), 100 ms, max(2 s, 2 × p99))` once the route has 50
+//! answers in its window:
 //!
 //! * 4 × p99: a try that slow is an outlier, not the route's tail;
 //! * 2 × p99.9: a route whose slow requests are rarer than 1 in 100 (a p99 that does not
@@ -42,6 +42,25 @@
 //! * 100 ms at least, so that scheduling noise is not hedged;
 //! * 2 s at most, so that a hung replica costs a client at most 2 s — unless the route is
 //!   slow by design (a p99 above 1 s), then twice its p99.
+//!
+//! ## Before 50 answers: the cold rule
+//!
+//! Fewer than 50 answers give no p99 worth the name, but they do bound the route from
+//! below: nothing it served was slower than the slowest of them. So a route that has some
+//! answers waits `clamp(8 × slowest, 100 ms, 1 s)`, and one with none waits 1 s (nothing
+//! is known: a route slow by design must not be hedged, nor its replicas taken for stalled,
+//! before its first answer). Eight times the slowest, not four times the p99: a handful of
+//! answers has not seen the route's tail yet.
+//!
+//! This is what a black hole (a server that accepts connections and never answers, which
+//! the default TCP check passes) costs in the first seconds: with the good servers'
+//! first answers at ~1 ms, a try stuck on it is hedged after 100 ms instead of 1 s, and the
+//! passive rule (`crate::health`) ejects it after a few such tries. Measured in
+//! `crates/app/tests/cold_start.rs` (docs/failover.md has the figures). Health-check round
+//! trips are not used as seeds: a TCP check measures the handshake, which the kernel
+//! completes for a black hole too, and says nothing of how long the application takes; an
+//! HTTP check's first round trip comes a whole `interval` after start; and a health
+//! endpoint is no measure of the routes' own latency.
 //!
 //! Scanning the histogram costs ~160 loads, so the value is cached in atomics and
 //! recomputed at most every [`AUTO_REFRESH`].
@@ -71,8 +90,11 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// The window number of a slot that has never been used.
 const NEVER: u64 = u64::MAX;
 
-/// `Auto` timeout with too few samples to trust a p99.
+/// `Auto` timeout of a route with no answer yet, and the most the cold rule waits.
 const AUTO_DEFAULT: Duration = Duration::from_secs(1);
+/// With fewer than [`AUTO_MIN_SAMPLES`] answers, the `Auto` timeout is this many times
+/// the slowest of them (between [`AUTO_FLOOR`] and [`AUTO_DEFAULT`]).
+const COLD_FACTOR: u32 = 8;
 /// Samples needed before the p99 drives the `Auto` timeout.
 const AUTO_MIN_SAMPLES: u64 = 50;
 /// The `Auto` timeout is this many times the p99...
@@ -227,8 +249,8 @@ impl LatencyTracker {
         Some(qs.map(quantile))
     }
 
-    /// The per-try timeout for `Auto` (see the module documentation); 1 s when fewer than
-    /// 50 samples. Cached: recomputed at most every 100 ms (the value and the time are
+    /// The per-try timeout for `Auto` (see the module documentation; the cold rule before
+    /// 50 samples). Cached: recomputed at most every 100 ms (the value and the time are
     /// kept in atomics).
     pub(crate) fn auto_per_try_timeout(&self, now: Instant) -> Duration {
         let at = saturating_nanos(now.saturating_duration_since(self.origin));
@@ -263,7 +285,13 @@ impl LatencyTracker {
                     .max(p999.saturating_mul(AUTO_P999_FACTOR))
                     .clamp(AUTO_FLOOR, cap)
             }
-            None => AUTO_DEFAULT,
+            // The cold rule: the slowest answer so far, if any.
+            None => match self.quantile(now, 1.0, 1) {
+                Some(slowest) => slowest
+                    .saturating_mul(COLD_FACTOR)
+                    .clamp(AUTO_FLOOR, AUTO_DEFAULT),
+                None => AUTO_DEFAULT,
+            },
         }
     }
 
@@ -449,15 +477,34 @@ mod tests {
     }
 
     #[test]
-    fn auto_timeout_is_one_second_without_enough_data() {
+    fn auto_timeout_is_one_second_before_the_first_answer() {
         let tracker = LatencyTracker::new();
-        let t0 = tracker.origin;
-        assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(1));
-        record_n(&tracker, t0, ms(1), 49);
         assert_eq!(
-            tracker.auto_per_try_timeout(t0 + ms(100)),
+            tracker.auto_per_try_timeout(tracker.origin),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn cold_auto_timeout_is_eight_times_the_slowest_answer_so_far() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        // One fast answer: the floor, not a second.
+        tracker.record(t0, ms(1));
+        assert_eq!(tracker.auto_per_try_timeout(t0), ms(100));
+        // A slower one among 49 raises it: 8 × 40 ms, plus at most a bucket.
+        record_n(&tracker, t0, ms(1), 47);
+        tracker.record(t0, ms(40));
+        let timeout = tracker.auto_per_try_timeout(t0 + ms(100));
+        assert!(timeout >= ms(320) && timeout <= ms(381), "{timeout:?}");
+    }
+
+    #[test]
+    fn cold_auto_timeout_of_a_slow_route_is_at_most_a_second() {
+        let tracker = LatencyTracker::new();
+        let t0 = tracker.origin;
+        tracker.record(t0, ms(500));
+        assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(1));
     }
 
     #[test]
@@ -554,12 +601,13 @@ mod tests {
         let tracker = LatencyTracker::new();
         let t0 = tracker.origin;
         assert_eq!(tracker.auto_per_try_timeout(t0), Duration::from_secs(1));
-        record_n(&tracker, t0, ms(1), 1000);
+        record_n(&tracker, t0, ms(200), 1000);
         assert_eq!(
             tracker.auto_per_try_timeout(t0 + ms(99)),
             Duration::from_secs(1)
         );
-        assert_eq!(tracker.auto_per_try_timeout(t0 + ms(100)), ms(100));
+        let timeout = tracker.auto_per_try_timeout(t0 + ms(100));
+        assert!(timeout >= ms(800) && timeout <= ms(952), "{timeout:?}");
     }
 
     // Seeded, so that a failure names its seed.

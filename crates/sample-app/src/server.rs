@@ -70,7 +70,9 @@ impl SampleApp {
             ),
             span,
         ));
-        tracing::info!(app = %opts.label(), %local_addr, "sample-app listening");
+        // At debug: `shoal sample-app` announces it on stdout (`run_until`), and a replica's
+        // log would otherwise say it twice.
+        tracing::debug!(app = %opts.label(), %local_addr, "sample-app listening");
         Ok(SampleApp {
             local_addr,
             state,

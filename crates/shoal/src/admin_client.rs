@@ -1,4 +1,5 @@
-//! A small client for the admin API, used by `status`, `scale`, `events` and `reload`.
+//! A small client for the admin API, used by `status`, `scale`, `events`, `logs`, `reload`
+//! and `down`.
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
@@ -82,8 +83,14 @@ impl AdminClient {
         mut each: impl FnMut(serde_json::Value),
     ) -> anyhow::Result<()> {
         let resp = self.send(Method::GET, path, None).await?;
-        if !resp.status().is_success() {
-            bail!("the admin API answered {}", resp.status());
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            match value.get("error").and_then(|e| e.as_str()) {
+                Some(msg) => bail!("{msg}"),
+                None => bail!("the admin API answered {status}"),
+            }
         }
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();

@@ -43,8 +43,15 @@ pub(crate) enum Command {
     Weight(WeightArgs),
     /// Show what happened: replicas started, ready, exited, restarted; scaling; reloads.
     Events(EventsArgs),
-    /// Show a service's replica output (from the log files next to the stack file).
+    /// Show a service's replica output, from any folder (through the admin API); `-f` to
+    /// follow it.
     Logs(LogsArgs),
+    /// Stop the running shoal gracefully, as Ctrl-C in its terminal does, and wait until it
+    /// has stopped.
+    Down(DownArgs),
+    /// Replace a service's replicas one by one with fresh ones, no request failing: the same
+    /// as `shoal rollout restart SERVICE`.
+    Restart(RolloutServiceArgs),
     /// Write the demo stack to shoal.yaml as a starting point.
     Init(InitArgs),
     /// Run the built-in sample HTTP backend (used by the demo, examples and tests).
@@ -223,14 +230,42 @@ pub(crate) struct LogsArgs {
     #[arg(long, value_name = "N")]
     pub(crate) replica: Option<u32>,
     /// Lines of history to print first, per replica.
-    #[arg(long, short = 'n', default_value_t = 100, value_name = "N")]
+    #[arg(
+        long,
+        short = 'n',
+        visible_alias = "tail",
+        default_value_t = 100,
+        value_name = "N"
+    )]
     pub(crate) lines: usize,
-    /// The stack file (logs live in .shoal/logs next to it).
-    #[arg(long = "file", default_value = "shoal.yaml", value_name = "FILE")]
-    pub(crate) file: PathBuf,
-    /// Folder for replica logs and scale state [default: .shoal next to the stack file].
-    #[arg(long, value_name = "DIR")]
-    pub(crate) state_dir: Option<PathBuf>,
+    /// Keep the replicas' own colour codes and colour the prefixes (`always`), strip every
+    /// ANSI escape (`never`), or keep them when stdout is a terminal and NO_COLOR is unset
+    /// (`auto`).
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub(crate) color: ColorArg,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("json", |a| a.hide(true)))]
+pub(crate) struct DownArgs {
+    /// How long to wait for shoal to drain and stop, e.g. 30s.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    #[command(flatten)]
+    pub(crate) admin: AdminArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,10 @@
 //! What each subcommand does. Exit codes: 0 success, 1 failure, 2 invalid stack file or usage.
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hyper::Method;
 use shoal_app::{ClusterOptions, Discovery, Shoal, StartOptions};
 use shoal_config::{DEMO_STACK, Stack};
@@ -33,7 +33,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Weight(args) => block_on(weight(args)),
         Command::Events(args) => block_on(events(args)),
-        Command::Logs(args) => logs(&args),
+        Command::Logs(args) => block_on(logs(args)),
+        Command::Down(args) => block_on(down(args)),
+        Command::Restart(args) => block_on(rollout(args, "restart")),
         Command::Init(args) => init(&args),
         Command::SampleApp(args) => block_on(sample_app(args)),
         Command::Load(args) => load(&args),
@@ -58,8 +60,12 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a replica's stderr is a pipe to its log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false)
         .with_writer(std::io::stderr)
         .try_init();
@@ -311,7 +317,7 @@ fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("  dashboard   http://{}/dashboard/", shoal.admin_addr());
         println!("  metrics     http://{}/metrics", shoal.admin_addr());
         if !quiet {
-            println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C to stop");
+            println!("  try         shoal top · shoal status · shoal scale SERVICE N · shoal logs SERVICE -f · Ctrl-C or shoal down to stop");
         }
         let _ = std::io::stdout().flush();
         // Each event once, here (the planes log events at debug only); with --quiet, only
@@ -913,83 +919,90 @@ pub(crate) fn format_event(e: &serde_json::Value) -> String {
     )
 }
 
-fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
-    let dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| state_dir_for(args.file.exists().then_some(args.file.as_path())))
-        .join("logs");
-    let mut files: Vec<(u32, PathBuf)> = Vec::new();
-    let prefix = format!("{}.", args.service);
-    for entry in std::fs::read_dir(&dir)
-        .with_context(|| format!("no logs in {} (has `shoal up` run here?)", dir.display()))?
-    {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(idx) = name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(".log"))
-            .and_then(|i| i.parse().ok())
-            && args.replica.is_none_or(|r| r == idx)
-        {
-            files.push((idx, dir.join(&name)));
+/// `shoal logs`: the replicas' output through the admin API, so from any folder; `-f`
+/// keeps the answer open and prints lines as the replicas write them. Lines are prefixed
+/// `web.0 | ` unless `--replica` picks one; escape codes are kept or stripped as `--color`
+/// says (the files keep them).
+async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let mut path = format!(
+        "/api/v1/services/{}/logs?tail={}&follow={}",
+        args.service, args.lines, args.follow
+    );
+    if let Some(r) = args.replica {
+        path.push_str(&format!("&replica={r}"));
+    }
+    let color = match args.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::IsTerminal::is_terminal(&std::io::stdout())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "no log files for service `{}`{} in {}",
-            args.service,
-            args.replica
-                .map(|r| format!(" replica {r}"))
-                .unwrap_or_default(),
-            dir.display()
-        );
-    }
-    let many = files.len() > 1;
-    let mut offsets = Vec::new();
-    for (idx, path) in &files {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        for l in &lines[lines.len().saturating_sub(args.lines)..] {
-            print_log_line(&args.service, *idx, many, l);
-        }
-        offsets.push(text.len() as u64);
-    }
-    if !args.follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    loop {
-        // Poll the files like `tail -F`; a shrunk file was rotated, so start it over.
-        for ((idx, path), offset) in files.iter().zip(offsets.iter_mut()) {
-            let Ok(mut f) = std::fs::File::open(path) else {
-                continue;
-            };
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < *offset {
-                *offset = 0;
+    };
+    let mut out = std::io::stdout().lock();
+    let mut printed = 0u64;
+    let mut closed = false;
+    client
+        .follow(&path, |v| {
+            if closed {
+                return;
             }
-            if len > *offset {
-                f.seek(SeekFrom::Start(*offset))?;
-                let mut buf = String::new();
-                f.read_to_string(&mut buf)?;
-                let complete = buf.rfind('\n').map_or(0, |i| i + 1);
-                for l in buf[..complete].lines() {
-                    print_log_line(&args.service, *idx, many, l);
+            printed += 1;
+            let line = v["line"].as_str().unwrap_or("");
+            let written = if args.admin.json {
+                writeln!(out, "{v}")
+            } else {
+                let text = if color {
+                    std::borrow::Cow::Borrowed(line)
+                } else {
+                    shoal_supervise::strip_ansi(line)
+                };
+                match (args.replica, v["replica"].as_u64()) {
+                    (None, Some(r)) => {
+                        let r = u32::try_from(r).unwrap_or(u32::MAX);
+                        let prefix = shoal_supervise::line_prefix(&args.service, r, color);
+                        writeln!(out, "{prefix}{text}")
+                    }
+                    _ => writeln!(out, "{text}"),
                 }
-                *offset += complete as u64;
-            }
-        }
-        let _ = std::io::stdout().flush();
-        std::thread::sleep(Duration::from_millis(200));
+            };
+            // A closed pipe (`| head`) ends the output quietly.
+            closed = written.and_then(|()| out.flush()).is_err();
+        })
+        .await?;
+    if printed == 0 && !args.follow && args.lines > 0 {
+        eprintln!("`{}` has written no output yet", args.service);
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn print_log_line(service: &str, idx: u32, prefix: bool, line: &str) {
-    if prefix {
-        println!("{service}.{idx} | {line}");
-    } else {
-        println!("{line}");
+/// `shoal down`: ask the running shoal to stop (`POST /api/v1/shutdown`), then wait until
+/// its admin address stops answering — the admin API is the last thing a shoal stops.
+async fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
+    let client = admin_client(&args.admin);
+    let answer = client.json(Method::POST, "/api/v1/shutdown", None).await?;
+    let addr = client.addr;
+    // No pooled connection of ours may keep the admin server waiting.
+    drop(client);
+    println!(
+        "shoal at {addr}: {}",
+        answer["message"].as_str().unwrap_or("stopping")
+    );
+    let started = tokio::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        if started.elapsed() >= args.timeout {
+            eprintln!(
+                "error: shoal at {addr} still answers after {} (still draining? `shoal status` \
+                 shows what is left; a longer --timeout waits more)",
+                shoal_config::format_duration(args.timeout)
+            );
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    println!("shoal stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {

@@ -18,12 +18,15 @@
 //! [`ServiceSpec`] and its policies, the [`RolloutPolicy`] among them), `backoff` (the
 //! pure restart/give-up rule), `process` (spawning and signalling process groups), probes
 //! from `shoal-health`, `logs` (pipes to rotated files), `procfs` (resource use),
+//! `limits` (memory/CPU limits: cgroup v2, cgroup v1, else rlimits and a sampler;
+//! telling an OOM kill apart),
 //! `replica` (the state machine of one replica, which owns its process) and `supervisor`
 //! (the table of services behind [`Supervisor`], and rolling updates: surge,
 //! unavailability, progress deadline, automatic rollback, undo and restart).
 #![warn(missing_docs)]
 
 mod backoff;
+mod limits;
 mod logs;
 mod process;
 mod procfs;
@@ -31,10 +34,11 @@ mod replica;
 mod spec;
 mod supervisor;
 
-pub use logs::{MAX_LINE, log_file};
+pub use limits::{ResourceLimits, enforcement};
+pub use logs::{LogLine, LogReader, MAX_LINE, line_prefix, log_file, strip_ansi};
 pub use shoal_health::Probe;
 pub use spec::{
-    Amount, LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy, RolloutPolicy,
-    ServiceKind, ServiceSpec, StopPolicy,
+    Amount, Condition, Dependency, LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy,
+    RolloutPolicy, ServiceKind, ServiceSpec, StopPolicy,
 };
 pub use supervisor::{SAMPLE_EVERY, Supervisor};

@@ -9,6 +9,10 @@
 //! a pid number is not reused while a group of that id still has members, and the window
 //! in which a reaped, empty group id could be recycled by a new group leader is tiny.
 //!
+//! A replica with [resource limits](crate::ResourceLimits) joins its cgroups (or gets its
+//! rlimits) in the child, between `fork` and `exec` (see the `limits` module), so nothing
+//! it runs escapes them.
+//!
 //! As a best effort against shoal itself being SIGKILLed, children ask the kernel for
 //! `PR_SET_PDEATHSIG = SIGKILL`: they die with the thread that spawned them (tokio's
 //! worker threads live as long as the runtime). Grandchildren are not covered by that.
@@ -23,6 +27,7 @@ use nix::unistd::Pid;
 use shoal_core::ExitStatus;
 use tokio::process::{Child, Command};
 
+use crate::limits;
 use crate::spec::ServiceSpec;
 
 /// Where replica ports are drawn from: below Linux's default ephemeral range
@@ -59,6 +64,8 @@ pub(crate) enum SpawnError {
     NotFound(String),
     #[error("working directory not found: {0}")]
     NoWorkdir(PathBuf),
+    #[error("cannot set up resource limits: {0}")]
+    Limits(io::Error),
     #[error("cannot start {program}: {source}")]
     Other { program: String, source: io::Error },
 }
@@ -97,13 +104,41 @@ pub(crate) fn spawn(
         cmd.current_dir(dir);
     }
     set_parent_death_signal(&mut cmd);
-    cmd.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => SpawnError::NotFound(program.clone()),
-        _ => SpawnError::Other {
-            program: program.clone(),
-            source,
-        },
-    })
+    // The machine is examined (cgroups) only once a service has limits.
+    let placement = if spec.limits.is_set() {
+        limits::prepare(limits::mechanism(), &spec.name, index, &spec.limits)
+            .map_err(SpawnError::Limits)?
+    } else {
+        limits::Placement::default()
+    };
+    if !placement.is_empty() {
+        let child_side = placement.clone();
+        // SAFETY: `enter` only makes async-signal-safe calls and allocates nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || child_side.enter());
+        }
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            if let Some(pid) = child.id() {
+                limits::register(pid, placement);
+            } else {
+                placement.discard();
+            }
+            Ok(child)
+        }
+        Err(source) => {
+            placement.discard();
+            Err(match source.kind() {
+                io::ErrorKind::NotFound => SpawnError::NotFound(program.clone()),
+                _ => SpawnError::Other {
+                    program: program.clone(),
+                    source,
+                },
+            })
+        }
+    }
 }
 
 /// `argv[0]` with a `/` in it is relative to the working directory; a bare name is
@@ -162,6 +197,7 @@ pub(crate) async fn terminate(
 ) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         signal_group(pgid, Signal::SIGKILL);
+        let _ = limits::reaped(pgid);
         return Some(exit_status(status));
     }
     signal_group(pgid, Signal::SIGTERM);
@@ -174,6 +210,8 @@ pub(crate) async fn terminate(
         }
     };
     signal_group(pgid, Signal::SIGKILL);
+    // Stopped on purpose: whatever its cgroup counted, this is not an OOM to report.
+    let _ = limits::reaped(pgid);
     status.map(exit_status)
 }
 

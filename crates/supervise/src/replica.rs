@@ -1,15 +1,22 @@
 //! The life of one replica: a task that owns its process from spawn to reaping.
 //!
 //! ```text
-//!            spawn ──► Starting ──probe passes──► Ready ◄──┐
-//!              ▲           │  ▲                     │       │ success_threshold passes
-//!   back-off   │           │  └─failure_threshold───┘       │ (rejoins the balancer)
-//!   (restart)  │      start timeout / exit            exit  │
-//!              └──── Exited ◄──────────────────────────┘────┘
-//!                        │ give up / cannot spawn
-//!                        ▼
-//!                      Failed        stop (any state) ──► Draining ──► reaped
+//!            spawn ──► Starting ──probe passes──► Ready ──failure_threshold──► Unready
+//!              ▲           │                        │   ◄──success_threshold──    │
+//!   back-off   │   start timeout / exit            exit                 exit / liveness
+//!   (restart)  │           ▼                        ▼                             ▼
+//!              └──────── Exited ◄───────────────────┴─────────────────────────────┘
+//!                          │ give up / cannot spawn
+//!                          ▼
+//!                        Failed        stop (any state) ──► Draining ──► reaped
 //! ```
+//!
+//! Liveness (Kubernetes' `livenessProbe`, with the readiness check): once a replica has
+//! been ready, a run of failed probes that lasts [`Readiness::liveness`] (30 s by default)
+//! with no pass in between gets its process group SIGKILLed. That is a failed exit like
+//! any other: the restart policy decides, with its back-off and give-up rule. A replica
+//! that is merely slow passes a probe now and then, which ends the run; one that was never
+//! ready is bounded by the start timeout instead.
 //!
 //! A worker ([`ServiceKind::Worker`](crate::ServiceKind::Worker)) takes a shorter path:
 //! spawned without a port, it is `Ready` at once (nothing to probe) and never joins the
@@ -551,6 +558,8 @@ impl Runner {
         let mut in_balancer = false;
         let mut ever_ready = false;
         let (mut passes, mut failures) = (0u32, 0u32);
+        // The first failed probe of the current run of failures, once the replica was ready.
+        let mut failing_since: Option<Instant> = None;
         let mut probe = self.probe_after(Duration::ZERO, port);
         let mut stop_rx = self.stop_rx.clone();
         loop {
@@ -577,6 +586,7 @@ impl Runner {
                     match result {
                         Ok(()) => {
                             failures = 0;
+                            failing_since = None;
                             passes = passes.saturating_add(1);
                             if !in_balancer && passes >= readiness.success_threshold.max(1) {
                                 in_balancer = true;
@@ -599,12 +609,29 @@ impl Runner {
                                 continue;
                             }
                             failures = failures.saturating_add(1);
+                            let now = Instant::now();
+                            let since = *failing_since.get_or_insert(now);
+                            if let Some(bound) = readiness.liveness.filter(|_| ever_ready)
+                                && now.duration_since(since) >= bound
+                            {
+                                // Up, for the back-off, is the time it worked: until the
+                                // failures began. A replica that hangs soon after every
+                                // start backs off further each time, as a crash loop does.
+                                let worked = since.duration_since(started);
+                                return self.not_alive(child, pgid, worked, bound, &reason).await;
+                            }
                             if in_balancer && failures >= readiness.failure_threshold.max(1) {
                                 in_balancer = false;
-                                let msg = format!("readiness failed {failures} times: {reason}");
+                                let mut msg = format!("readiness failed {failures} times: {reason}");
                                 self.emit(EventKind::Unready, msg.clone());
                                 self.ready.leave(self.index, self.id);
-                                self.set_state(ReplicaState::Starting, Some(msg));
+                                if let Some(bound) = readiness.liveness {
+                                    msg.push_str(&format!(
+                                        "; restarted if still failing {} after the first failure (liveness)",
+                                        human(bound)
+                                    ));
+                                }
+                                self.set_state(ReplicaState::Unready, Some(msg));
                             } else if !ever_ready {
                                 lock(&self.view).message = Some(format!("not ready yet: {reason}"));
                             }
@@ -612,6 +639,37 @@ impl Runner {
                     }
                 }
             }
+        }
+    }
+
+    /// Liveness: the replica was ready, and its probe has failed for `bound` without a pass
+    /// since. A hung process would not act on SIGTERM: its group gets SIGKILL (it is
+    /// out of the balancer already, so nothing is drained), and the exit is a failure for
+    /// the restart policy, back-off and give-up rule included; `worked`: how long it ran
+    /// before its probes began to fail.
+    async fn not_alive(
+        &mut self,
+        child: &mut Child,
+        pgid: u32,
+        worked: Duration,
+        bound: Duration,
+        reason: &str,
+    ) -> Outcome {
+        self.ready.leave(self.index, self.id);
+        let cause = format!(
+            "health check failing for {} (liveness): {reason}",
+            human(bound)
+        );
+        // SIGKILL first; `terminate` then reaps the leader and sweeps the group.
+        process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        let status = process::terminate(child, pgid, Duration::ZERO).await;
+        lock(&self.view).last_exit = status;
+        let how = status.map_or_else(|| "status unknown".to_owned(), |s| s.to_string());
+        self.emit(EventKind::Exited, format!("{cause}: killed ({how})"));
+        Outcome::Exited {
+            uptime: worked,
+            failure: true,
+            cause,
         }
     }
 
@@ -628,6 +686,11 @@ impl Runner {
         self.ready.leave(self.index, self.id);
         let uptime = started.elapsed();
         let cause = status.map_or_else(|| "exited (status unknown)".to_owned(), |s| s.to_string());
+        // Killed at its memory limit: say so (`OOM: …`) before the signal.
+        let cause = match crate::limits::reaped(pgid) {
+            Some(oom) => format!("{oom} ({cause})"),
+            None => cause,
+        };
         lock(&self.view).last_exit = status;
         self.emit(
             EventKind::Exited,
@@ -677,6 +740,7 @@ impl Runner {
         let status = match exited {
             Some(status) => {
                 process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                let _ = crate::limits::reaped(pgid);
                 status
             }
             None => process::terminate(child, pgid, self.spec.stop.grace).await,

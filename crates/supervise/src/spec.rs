@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use shoal_health::Probe;
 
+use crate::limits::ResourceLimits;
+
 /// What a service's replicas are: servers behind the gateway, or workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ServiceKind {
@@ -63,6 +65,45 @@ pub struct ServiceSpec {
     /// changing only this rolls nothing (it applies to the next rollout, and to the one
     /// in progress).
     pub rollout: RolloutPolicy,
+    /// Memory and CPU limits of each replica (default none; see the `limits` module for
+    /// how they are enforced on this machine). Part of how a replica runs: a change rolls.
+    pub limits: ResourceLimits,
+    /// Services whose replicas must be started (or ready) before this one's first
+    /// replicas start, as Compose's `depends_on`. Start order only: not part of how a
+    /// replica runs (a change rolls nothing), and a restart or a rollout later does not
+    /// wait again (default none).
+    pub depends_on: Vec<Dependency>,
+}
+
+/// One entry of [`ServiceSpec::depends_on`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The service waited for.
+    pub service: String,
+    /// What is waited for.
+    pub condition: Condition,
+}
+
+/// When a dependency counts as there (Compose's `condition:` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// At least one of its replicas has a running process (`service_started`, the
+    /// default of the short form, as in Compose).
+    #[default]
+    Started,
+    /// All its desired replicas are ready: passed their readiness probe, or, for a
+    /// worker, running (`service_healthy`).
+    Healthy,
+}
+
+impl Condition {
+    /// The stack file's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Started => "service_started",
+            Condition::Healthy => "service_healthy",
+        }
+    }
 }
 
 impl ServiceSpec {
@@ -83,6 +124,8 @@ impl ServiceSpec {
             log_rotation: None,
             version: None,
             rollout: RolloutPolicy::default(),
+            limits: ResourceLimits::default(),
+            depends_on: Vec::new(),
         }
     }
 
@@ -123,6 +166,8 @@ impl ServiceSpec {
             log_rotation,
             version,
             rollout: _,
+            limits,
+            depends_on: _,
         } = self;
         *version == other.version
             && *name == other.name
@@ -136,6 +181,7 @@ impl ServiceSpec {
             && *restart == other.restart
             && *stop == other.stop
             && *log_rotation == other.log_rotation
+            && *limits == other.limits
     }
 
     /// The version its replicas report: the `version` label, else 8 hex digits of a
@@ -166,6 +212,12 @@ impl ServiceSpec {
                 &self.log_rotation,
             )
         );
+        // Limits joined the hash later: a spec without them keeps the version it had.
+        let text = if self.limits.is_set() {
+            format!("{text}{:?}", self.limits)
+        } else {
+            text
+        };
         let hash = fnv1a(text.as_bytes());
         format!("{:08x}", (hash ^ (hash >> 32)) as u32)
     }
@@ -274,6 +326,13 @@ pub struct Readiness {
     /// A replica not ready this long after start is killed and counts as a failed start
     /// (default 60 s).
     pub start_timeout: Duration,
+    /// Liveness (Kubernetes' `livenessProbe`, with the same check): a replica that was
+    /// ready and whose probe then fails continuously this long — from its first failed
+    /// probe, with no pass since — has its process group killed (SIGKILL: a hung process
+    /// would not act on SIGTERM), which counts as a failed exit: the restart policy and
+    /// its back-off apply. `None`: never (default 30 s, Kubernetes' 3 × 10 s). A replica
+    /// that was never ready is [`start_timeout`](Self::start_timeout)'s business.
+    pub liveness: Option<Duration>,
 }
 
 impl Default for Readiness {
@@ -287,6 +346,7 @@ impl Default for Readiness {
             failure_threshold: 2,
             start_period: Duration::ZERO,
             start_timeout: Duration::from_secs(60),
+            liveness: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -412,7 +472,7 @@ mod tests {
         assert!(spec.runs_like(&scaled), "the count alone");
         assert!(scaled.runs_like(&spec));
 
-        let changes: [fn(&mut ServiceSpec); 12] = [
+        let changes: [fn(&mut ServiceSpec); 13] = [
             |s| s.name.push('2'),
             |s| s.kind = ServiceKind::Worker,
             |s| s.command.push("--v2".into()),
@@ -430,6 +490,7 @@ mod tests {
                 });
             },
             |s| s.version = Some("v2".into()),
+            |s| s.limits.memory_bytes = Some(64 << 20),
         ];
         for (i, change) in changes.iter().enumerate() {
             let mut changed = scaled.clone();
@@ -441,6 +502,18 @@ mod tests {
                 "change {i}: same version"
             );
         }
+    }
+
+    #[test]
+    fn depends_on_is_start_order_not_how_a_replica_runs() {
+        let spec = ServiceSpec::new("web", vec!["app".into()]);
+        let mut other = spec.clone();
+        other.depends_on.push(Dependency {
+            service: "db".into(),
+            condition: Condition::Healthy,
+        });
+        assert!(spec.runs_like(&other));
+        assert_eq!(spec.version(), other.version());
     }
 
     #[test]

@@ -45,26 +45,45 @@
 //! Scaling during a rollout starts new indexes on the new spec and stops removed ones;
 //! the rollout counts the new desired number.
 //!
+//! # Start order (`depends_on`)
+//!
+//! A service first applied with [`ServiceSpec::depends_on`] starts no replica until each
+//! dependency is there: started (a replica process runs) or, for
+//! [`Condition::Healthy`](crate::Condition::Healthy), all its desired replicas ready —
+//! Compose's `service_started` / `service_healthy`. Meanwhile the service is *waiting*:
+//! it keeps its desired count (a scale or a reload only updates what it will start),
+//! `status()` shows its replicas `starting` with the message `waiting for db to be ready`,
+//! and a `waiting` event is emitted when it begins and when it ends. One task per waiting
+//! service looks again every 100 ms (polling: the dependency's change notifications
+//! belong to its own rollout). Like Compose, it is start order only: a service already running (a reload
+//! adding `depends_on`, a restart, a rollout) never waits, and a waiting service is not
+//! rolled (it has nothing to roll). Cycles and unknown names are refused by the config.
+//!
 //! A background sampler walks `/proc` every [`SAMPLE_EVERY`] and records each running
-//! replica group's CPU and memory.
+//! replica group's CPU and memory; where no memory cgroup enforces a replica's memory
+//! limit, it also kills a group whose resident memory is over it (see the `limits`
+//! module).
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use shoal_core::{
-    BoxFuture, Driver, DriverError, EndpointSink, EventKind, EventLog, ReplicaState, RolloutState,
-    RolloutStatus, ServiceState, ServiceStatus,
+    BoxFuture, Driver, DriverError, EndpointSink, EventKind, EventLog, ReplicaState, ReplicaStatus,
+    RolloutState, RolloutStatus, ServiceState, ServiceStatus,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backoff::human;
 use crate::replica::{ReadySet, ReplicaHandle, Shared, wait_done};
-use crate::spec::{LogPolicy, ServiceSpec};
+use crate::spec::{Condition, LogPolicy, ServiceSpec};
 
 /// Period of the CPU/memory sampler.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// A service waiting for its `depends_on` looks at them this often.
+const WAIT_RECHECK: Duration = Duration::from_millis(100);
 
 /// A rollout re-examines its service at least this often, whatever changes.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(1);
@@ -117,6 +136,9 @@ struct Service {
     ready: Arc<ReadySet>,
     /// The latest rollout, kept once over for `status()`.
     rollout: Option<Rollout>,
+    /// Not started yet: waiting for its `depends_on` services. The message `status()`
+    /// shows, and the task that ends the wait.
+    waiting: Option<(String, JoinHandle<()>)>,
 }
 
 /// One rollout of a service, from a spec to the next.
@@ -231,6 +253,9 @@ impl Supervisor {
             if let Some(rollout) = &mut svc.rollout {
                 rollout.abort();
             }
+            if let Some((_, task)) = svc.waiting.take() {
+                task.abort();
+            }
             self.emit(
                 &name,
                 EventKind::Scaled,
@@ -243,6 +268,7 @@ impl Supervisor {
                 self.retire(table, &name, handle);
             }
         }
+        let mut new_waits = Vec::new();
         for spec in specs {
             let name = spec.name.clone();
             let replicas = spec.replicas;
@@ -261,9 +287,17 @@ impl Supervisor {
                         pending: BTreeMap::new(),
                         ready,
                         rollout: None,
+                        waiting: None,
                     };
+                    let waits = !svc.spec.depends_on.is_empty();
                     table.services.insert(name.clone(), svc);
+                    if waits {
+                        self.begin_wait(table, &name);
+                        new_waits.push(name.clone());
+                    }
                 }
+                // Not started yet: nothing to roll, it starts with this spec.
+                Some(svc) if svc.waiting.is_some() => svc.spec = Arc::new(spec),
                 // Only the count or the rollout policy differs (e.g. a reload after
                 // `shoal scale`): no roll; `set_desired` below scales, and a new policy
                 // applies from now on (to the rollout in progress too).
@@ -295,6 +329,18 @@ impl Supervisor {
             self.set_desired(table, &name, replicas);
             if rolls {
                 self.follow_rollout(table, &name);
+            }
+        }
+        // Said once every service of this apply is in the table (a dependency may be
+        // listed after its dependent).
+        for name in new_waits {
+            let message = Self::unmet(table, &name)
+                .map_or_else(|| "its dependencies are there".to_owned(), |(_, m)| m);
+            if let Some(svc) = table.services.get_mut(&name)
+                && let Some((shown, _)) = &mut svc.waiting
+            {
+                shown.clone_from(&message);
+                self.emit(&name, EventKind::Waiting, message);
             }
         }
     }
@@ -344,6 +390,18 @@ impl Supervisor {
         };
         let before = svc.desired;
         svc.desired = desired;
+        if svc.waiting.is_some() {
+            // Started once the dependencies are there.
+            if before != desired {
+                self.emit(
+                    name,
+                    EventKind::Scaled,
+                    format!("{before} -> {desired} (waiting)"),
+                );
+            }
+            svc.ready.touch();
+            return;
+        }
         let failed: Vec<u32> = svc
             .replicas
             .iter()
@@ -372,11 +430,121 @@ impl Supervisor {
         // A rollout in progress counts the new number.
         svc.ready.touch();
         if before != desired {
-            self.emit(name, EventKind::Scaled, format!("{before} -> {desired}"));
+            let mut message = format!("{before} -> {desired}");
+            if before == 0 && svc.spec.limits.is_set() {
+                let mechanism = crate::limits::mechanism();
+                let note = mechanism.describe(&svc.spec.limits);
+                if mechanism.degraded(&svc.spec.limits) {
+                    tracing::warn!(service = name, "{note}");
+                }
+                message.push_str("; ");
+                message.push_str(&note);
+            }
+            self.emit(name, EventKind::Scaled, message);
         }
         for handle in retired {
             self.retire(table, name, handle);
         }
+    }
+
+    /// Hold back the first replicas of `name` until its dependencies are there.
+    /// (Its task runs once the caller lets go of the table.)
+    fn begin_wait(&self, table: &mut Table, name: &str) {
+        let Some(svc) = table.services.get_mut(name) else {
+            return;
+        };
+        let task = self
+            .runtime
+            .spawn(wait_task(self.me.clone(), name.to_owned()));
+        svc.waiting = Some(("waiting for its dependencies".to_owned(), task));
+    }
+
+    /// The first dependency of `name` that is not there yet: its service, and what
+    /// `name` waits for (`waiting for db to be ready`). None once all are there.
+    fn unmet(table: &Table, name: &str) -> Option<(String, String)> {
+        let svc = table.services.get(name)?;
+        svc.spec.depends_on.iter().find_map(|dep| {
+            // Removed from the stack meanwhile: nothing to wait for.
+            let other = table.services.get(&dep.service)?;
+            let what = match dep.condition {
+                Condition::Started => "to start",
+                Condition::Healthy => "to be ready",
+            };
+            let there = other.waiting.is_none()
+                && match dep.condition {
+                    Condition::Started => other.replicas.values().any(|h| {
+                        h.pgid().is_some()
+                            || matches!(h.state(), ReplicaState::Ready | ReplicaState::Draining)
+                    }),
+                    Condition::Healthy => {
+                        let ready = if other.spec.is_worker() {
+                            other
+                                .replicas
+                                .values()
+                                .filter(|h| h.state() == ReplicaState::Ready)
+                                .count()
+                        } else {
+                            other.ready.len()
+                        };
+                        other.desired > 0 && ready >= other.desired as usize
+                    }
+                };
+            if there {
+                return None;
+            }
+            let mut message = format!("waiting for {} {what}", dep.service);
+            if other.waiting.is_some() {
+                message.push_str(" (it waits too)");
+            } else if other.desired == 0 {
+                message.push_str(" (it has 0 replicas)");
+            } else if !other.replicas.is_empty()
+                && other
+                    .replicas
+                    .values()
+                    .all(|h| h.state() == ReplicaState::Failed)
+            {
+                message.push_str(" (it has failed)");
+            }
+            Some((dep.service.clone(), message))
+        })
+    }
+
+    /// One look at the wait of `name`: start it if its dependencies are there, else say
+    /// what it waits for. True while it still waits.
+    fn check_wait(&self, table: &mut Table, name: &str) -> bool {
+        if table.services.get(name).is_none_or(|s| s.waiting.is_none()) {
+            return false;
+        }
+        if let Some((_, message)) = Self::unmet(table, name) {
+            if let Some(svc) = table.services.get_mut(name)
+                && let Some((shown, _)) = &mut svc.waiting
+                && *shown != message
+            {
+                *shown = message;
+                svc.ready.touch();
+            }
+            return true;
+        }
+        let Some(svc) = table.services.get_mut(name) else {
+            return false;
+        };
+        let desired = svc.desired;
+        svc.waiting = None;
+        let deps: Vec<String> = svc
+            .spec
+            .depends_on
+            .iter()
+            .map(|d| format!("{} ({})", d.service, d.condition.name()))
+            .collect();
+        self.emit(
+            name,
+            EventKind::Waiting,
+            format!("dependencies there: {}; starting", deps.join(", ")),
+        );
+        // Start what the count asks for now (set_desired starts from zero).
+        svc.desired = 0;
+        self.set_desired(table, name, desired);
+        false
     }
 
     /// Make `target` the spec of `svc`, as a new generation, and record the rollout to it
@@ -680,6 +848,9 @@ impl Supervisor {
             if let Some(rollout) = &mut svc.rollout {
                 rollout.abort();
             }
+            if let Some((_, task)) = svc.waiting.take() {
+                task.abort();
+            }
             for handle in svc.replicas.values().chain(svc.pending.values()) {
                 handle.stop();
                 done.push(handle.done());
@@ -712,6 +883,22 @@ fn evidence(h: &ReplicaHandle, with_message: bool) -> String {
         out.push_str(&format!("; last log line: \"{line}\""));
     }
     out
+}
+
+/// Start `name` once its dependencies are there.
+async fn wait_task(me: Weak<Supervisor>, name: String) {
+    loop {
+        {
+            let Some(sup) = me.upgrade() else { return };
+            let mut table = sup.lock();
+            if table.closing || !sup.check_wait(&mut table, &name) {
+                return;
+            }
+        }
+        // Polled rather than woken by the dependency's `ReadySet`: that wakes one waiter
+        // (a rollout of the dependency), whose wake-ups must not be taken.
+        tokio::time::sleep(WAIT_RECHECK).await;
+    }
 }
 
 /// Move the rollout `id` of `name` forward until it is over: complete, rolled back and the
@@ -772,6 +959,8 @@ async fn sample_loop(me: Weak<Supervisor>) {
                 && let Some(usage) = groups.get(&pgid)
             {
                 handle.record_usage(pgid, now, *usage);
+                // Without a memory cgroup, shoal enforces the limit itself.
+                crate::limits::check_rss(pgid, usage.rss_bytes);
             }
         }
     }
@@ -809,6 +998,29 @@ impl Driver for Supervisor {
                             .map(|r| (r.handle.id, r.handle.status())),
                     )
                     .collect();
+                if let Some((message, _)) = &svc.waiting {
+                    replicas.extend((0..svc.desired).map(|index| {
+                        (
+                            0,
+                            ReplicaStatus {
+                                index,
+                                state: ReplicaState::Starting,
+                                pid: None,
+                                port: None,
+                                endpoint: None,
+                                restarts: 0,
+                                uptime_secs: 0.0,
+                                cpu_percent: None,
+                                rss_bytes: None,
+                                last_exit: None,
+                                message: Some(message.clone()),
+                                traffic: None,
+                                pod: None,
+                                version: Some(svc.spec.version()),
+                            },
+                        )
+                    }));
+                }
                 replicas.sort_by_key(|(id, r)| (r.index, *id));
                 let active: Vec<ReplicaState> = svc.replicas.values().map(|h| h.state()).collect();
                 // Workers never join the balancer: ready means running.
@@ -851,6 +1063,11 @@ impl Driver for Supervisor {
             .services
             .get_mut(service)
             .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
+        if let Some((message, _)) = &svc.waiting {
+            return Err(DriverError::Invalid(format!(
+                "{service} has not started yet: {message}"
+            )));
+        }
         // In progress: roll it back (its task restores the previous version).
         if let Some(r) = &svc.rollout
             && r.state == RolloutState::Progressing
@@ -884,6 +1101,11 @@ impl Driver for Supervisor {
             .services
             .get_mut(service)
             .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
+        if let Some((message, _)) = &svc.waiting {
+            return Err(DriverError::Invalid(format!(
+                "{service} has not started yet: {message}"
+            )));
+        }
         let spec = svc.spec.clone();
         let version = spec.version();
         let desired = svc.desired;

@@ -1,7 +1,8 @@
 // shoal dashboard. Hand-written, no build step, no dependencies, nothing loaded from
 // elsewhere. It follows GET /api/v1/stream (server-sent events: one snapshot of every
-// service a second, plus the events logged since the last one), computes rates from the
-// differences between snapshots, and updates the page in place (no re-render from scratch,
+// service a second, plus the events logged since the last one; the first one also brings
+// the server's samples of the last minutes, which seed the charts), computes rates from
+// the differences between snapshots, and updates the page in place (no re-render from scratch,
 // so a service with 50 replicas costs 50 rows touched a second).
 'use strict';
 
@@ -29,8 +30,8 @@
   let source = null;
   let lastEventId = '';
   // For tests and the curious: how long updating the page takes.
-  const stats = { snapshots: 0, lastRenderMs: 0, maxRenderMs: 0 };
-  window.shoalDashboard = { stats };
+  const stats = { snapshots: 0, lastRenderMs: 0, maxRenderMs: 0, seeded: 0 };
+  window.shoalDashboard = { stats, history };
 
   const $ = (id) => document.getElementById(id);
   const charts = [
@@ -146,6 +147,7 @@
     const services = Array.isArray(snap.services) ? snap.services : [];
     const events = Array.isArray(snap.events) ? snap.events : [];
     const at = typeof snap.at_ms === 'number' ? snap.at_ms : Date.now();
+    if (!history.length && Array.isArray(snap.history)) seedHistory(snap.history, at);
     const rates = computeRates(services, at);
     for (const s of services) colorOf(s.name);
     record(at, services, rates);
@@ -216,12 +218,42 @@
     return { rps: dReq / dt, err: dReq > 0 ? Math.min(100, (100 * dErr) / dReq) : 0 };
   }
 
+  // A fresh page: the server's recent samples (oldest first, one a second) become the
+  // charts' history, and the last few the window of the rates shown as numbers, as if the
+  // page had been open all along. A reconnecting page keeps what it has.
+  function seedHistory(samples, before) {
+    let prev = null;
+    for (const sample of samples) {
+      if (!sample || typeof sample.at_ms !== 'number' || sample.at_ms >= before
+        || !Array.isArray(sample.services)) continue;
+      const now = { at: sample.at_ms, services: new Map(), replicas: new Map() };
+      for (const s of sample.services) {
+        now.services.set(s.name, { req: num(s.requests_total), err: num(s.server_errors_total) });
+      }
+      const per = {};
+      for (const s of sample.services) {
+        const r = prev ? serviceRate(prev, s.name, now.services.get(s.name), now.at) : null;
+        per[s.name] = {
+          rps: r ? r.rps : null,
+          err: r ? r.err : null,
+          p95: typeof s.latency_p95_ms === 'number' ? s.latency_p95_ms : null,
+          ready: s.ready,
+        };
+        colorOf(s.name);
+      }
+      history.push({ t: now.at, per });
+      if (now.at >= before - RATE_WINDOW_MS) past.push(now);
+      prev = now;
+    }
+    stats.seeded = history.length;
+  }
+
   function record(at, services, rates) {
     const per = {};
     for (const s of services) {
       const r = rates.services.get(s.name) || {};
       const p95 = s.traffic && typeof s.traffic.latency_p95_ms === 'number' ? s.traffic.latency_p95_ms : null;
-      per[s.name] = { rps: r.rps, err: r.err, p95, ready: s.ready };
+      per[s.name] = { rps: r.rps, err: r.err, p95, ready: inRotation(s) };
     }
     history.push({ t: at, per });
     while (history.length && history[0].t < at - HISTORY_MS - 2000) history.shift();
@@ -294,22 +326,44 @@
     return v;
   }
 
+  // Replicas ready *and* in the gateway's rotation: an ejected or unhealthy replica is
+  // running but gets no requests, so it is not counted as ready (the server's history
+  // counts the same way). A replica the gateway does not route to (a worker) counts when
+  // it is ready. Without a replica list, the service's own count.
+  function inRotation(s) {
+    if (!Array.isArray(s.replicas) || !s.replicas.length) return s.ready;
+    return s.replicas.filter((r) => r.state === 'ready' && (!r.traffic || r.traffic.health === 'healthy')).length;
+  }
+
+  // Ready replicas the gateway does not send to, by why: `1 ejected`, `1 unhealthy`.
+  function outOfRotation(s) {
+    const out = new Map();
+    for (const r of s.replicas || []) {
+      if (r.state === 'ready' && r.traffic && r.traffic.health !== 'healthy') {
+        out.set(r.traffic.health, (out.get(r.traffic.health) || 0) + 1);
+      }
+    }
+    return [...out].map(([why, n]) => n + ' ' + why).join(', ');
+  }
+
   function updateService(v, s, rates) {
+    const ready = inRotation(s);
     v.desired = s.desired;
     v.root.dataset.state = s.state;
     v.root.dataset.desired = String(s.desired);
-    v.root.dataset.ready = String(s.ready);
+    v.root.dataset.ready = String(ready);
     // A worker has no port, no readiness check and no requests: its line says what it
     // consumes instead, and its table leaves out the request columns.
     v.root.dataset.kind = s.worker ? 'worker' : 'web';
     setText(v.badge, s.state);
     setClass(v.badge, 'badge s-' + s.state);
-    setText(v.count, s.ready + '/' + s.desired + ' ready');
+    const out = outOfRotation(s);
+    setText(v.count, ready + '/' + s.desired + ' ready' + (out ? ' (' + out + ')' : ''));
     const r = rates.services.get(s.name) || {};
     const t = s.traffic;
     const queue = s.autoscale && s.autoscale.backlog;
     const parts = s.worker
-      ? [count(s.ready, 'consumer', 'consumers')]
+      ? [count(ready, 'consumer', 'consumers')]
       : [fmtRate(r.rpsAvg) + ' req/s', (typeof r.errAvg === 'number' ? r.errAvg.toFixed(1) + '%' : '—') + ' 5xx'];
     if (queue) parts.push(backlogText(queue));
     if (t) {
@@ -408,10 +462,12 @@
     });
     const state = el('span', { class: 'badge' });
     const health = el('span', { class: 'badge' });
+    const message = el('span', { class: 'message' });
     cells[1].append(state);
     cells[2].append(health);
+    cells[12].append(message);
     setText(cells[0], String(index));
-    return { tr, cells, state, health };
+    return { tr, cells, state, health, message };
   }
 
   // `c-port`, `c-inflight`…: a column's cells and header share it (CSS hides a worker's
@@ -445,7 +501,10 @@
     if (r.message) msg.push(r.message);
     if (t && t.reason && t.reason !== r.message) msg.push(t.reason);
     if (r.last_exit && r.state !== 'ready') msg.push('last exit: ' + fmtExit(r.last_exit));
-    setText(c[12], msg.join(' · '));
+    // Wrapped, at most two lines (CSS); the whole text on hover.
+    const text = msg.join(' · ');
+    setText(row.message, text);
+    row.message.title = text;
   }
 
   async function scale(v, n) {
@@ -490,7 +549,7 @@
     let rps = 0;
     let known = false;
     for (const s of services) {
-      ready += s.ready;
+      ready += inRotation(s);
       desired += s.desired;
       const r = rates.services.get(s.name);
       if (r && typeof r.rpsAvg === 'number') { rps += r.rpsAvg; known = true; }

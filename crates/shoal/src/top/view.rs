@@ -115,7 +115,9 @@ fn service_state_style(s: ServiceState) -> (&'static str, Style) {
 fn replica_state_style(s: ReplicaState) -> Style {
     match s {
         ReplicaState::Ready => Style::new().fg(Color::Green),
-        ReplicaState::Starting | ReplicaState::Draining => Style::new().fg(Color::Yellow),
+        ReplicaState::Starting | ReplicaState::Unready | ReplicaState::Draining => {
+            Style::new().fg(Color::Yellow)
+        }
         ReplicaState::Exited | ReplicaState::Failed => Style::new().fg(Color::Red),
     }
 }

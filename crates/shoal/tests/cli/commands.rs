@@ -40,7 +40,7 @@ fn logs_are_captured_per_replica() {
     let none = stack.run(&["logs", "nope"]);
     assert!(!none.status.success());
     assert!(
-        stderr(&none).contains("no log files for service `nope`"),
+        stderr(&none).contains("no service named `nope`"),
         "{}",
         stderr(&none)
     );
@@ -200,7 +200,14 @@ fn an_exposed_admin_api_needs_a_token() {
 #[test]
 fn admin_commands_say_when_shoal_is_not_running() {
     let stack = Stack::new(&sample_service("web", 1, ""), &[("/", "web")], "");
-    for args in [&["status"][..], &["scale", "web", "2"], &["events"]] {
+    for args in [
+        &["status"][..],
+        &["scale", "web", "2"],
+        &["events"],
+        &["logs", "web"],
+        &["down"],
+        &["restart", "web"],
+    ] {
         let out = stack.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = stderr(&out);

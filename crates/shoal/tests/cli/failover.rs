@@ -231,3 +231,96 @@ fn with_every_replica_dead_clients_get_503_at_once_and_traffic_resumes_after() {
         (stack.get("/whoami").ok()?.status == 200).then_some(())
     });
 }
+
+/// The cells of `web/INDEX`'s row in `shoal status`.
+fn status_row(stack: &Stack, index: u64) -> Vec<String> {
+    let table = stdout(&stack.run(&["status"]));
+    table
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("web/{index} ")))
+        .unwrap_or_else(|| panic!("no web/{index} row in\n{table}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_hung_replica_under_light_traffic_shows_unhealthy_then_liveness_restarts_it() {
+    // The README's `kill -STOP <a pid>` with one request at a time: no concurrent
+    // requests for passive ejection to compare, so the supervisor's check takes it out.
+    let service = "  web:
+    command: [shoal, sample-app]
+    replicas: 3
+    health: { path: /health, liveness: 3s }
+    restart: { policy: on-failure, delay: 100ms }
+";
+    let stack = Stack::new(service, &[("/", "web")], "");
+    let mut up = stack.up();
+    up.wait_listening(&stack);
+    stack.wait_ready("web", 3, T);
+    let victim = pid_of(&stack, 2);
+    kill(Pid::from_raw(victim), Signal::SIGSTOP).unwrap();
+    let stopped = SystemTime::now();
+    let mut slow = Vec::new();
+    let mut requests = 0;
+    let left_after = loop {
+        let at = SystemTime::now();
+        let r = stack.get("/whoami").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        requests += 1;
+        if elapsed(at) > Duration::from_millis(200) {
+            slow.push(elapsed(at));
+        }
+        if replica(&stack.service("web").unwrap(), 2)["state"] == "unready" {
+            break elapsed(stopped);
+        }
+        assert!(elapsed(stopped) < T, "web/2 never left the balancer");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Out of rotation, and said so: the process runs, its check fails.
+    let row = status_row(&stack, 2);
+    assert_eq!(row[1..3], ["unready", "unhealthy"], "{row:?}");
+    assert_eq!(row[3], victim.to_string(), "the same process: {row:?}");
+    let status = stdout(&stack.run(&["status"]));
+    assert!(
+        status.contains("web/2: readiness failed 2 times: ")
+            && status.contains("restarted if still failing 3s after the first failure (liveness)"),
+        "{status}"
+    );
+    for _ in 0..6 {
+        let r = stack.get("/whoami").unwrap();
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("x-shoal-replica"), Some("web/2"));
+    }
+
+    // Liveness: killed after 3 s of failing checks, restarted, serving again.
+    let back = wait_for("web/2 restarted and ready", T, || {
+        let r = replica(&stack.service("web")?, 2);
+        (r["restarts"] == 1 && in_rotation(&r)).then_some(r)
+    });
+    let restarted_after = elapsed(stopped);
+    assert_ne!(back["pid"], victim);
+    assert!(
+        restarted_after >= Duration::from_secs(3) && restarted_after < Duration::from_secs(8),
+        "restarted {restarted_after:?} after SIGSTOP with `liveness: 3s`"
+    );
+    let row = status_row(&stack, 2);
+    assert_eq!(row[1..3], ["ready", "healthy"], "{row:?}");
+    let exits: Vec<Value> = stack
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "exited" && e["replica"] == 2)
+        .collect();
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    let message = exits[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("health check failing for 3s (liveness): ")
+            && message.ends_with("killed (signal 9)"),
+        "{message}"
+    );
+    eprintln!(
+        "light traffic: web/2 out of rotation {left_after:?} after SIGSTOP ({requests} sequential \
+         requests, {} over 200 ms: {slow:?}); restarted and ready {restarted_after:?} after",
+        slow.len()
+    );
+}

@@ -13,11 +13,13 @@
 //! - `failover`: kill -9, SIGSTOP and 500s of one replica under load, all replicas dead;
 //! - `rollout`: a broken version rolled back after its deadline, `rollout undo`/`restart`
 //!   under load, split weights and `shoal weight`, the automated canary;
+//! - `logs`: `shoal logs` from any folder (`-f`, `--color`), `shoal down`, `shoal restart`;
 //! - `load`: `shoal load` against a real `shoal up`, bad input, Ctrl-C;
 //! - `prometheus`: a real Prometheus scraping `shoal up`, dashboard queries over known traffic;
 //! - `tls`: `shoal check` on certificates, `shoal certs dev`, and `examples/tls` served over
 //!   HTTPS (h1, h2), its redirect and rate limit, certificates replaced on disk and by reload;
 //! - `top`: `shoal top` under tmux: the live screen, `+` to scale, `q` to quit, a bad address;
+//! - `tour`: README.md's "Two commands" and quick tour, every line run and checked;
 //! - `figures`: start-up, restart and memory figures (`--ignored`, run on a release build).
 mod autoscale;
 mod black_friday;
@@ -27,6 +29,7 @@ mod failover;
 mod figures;
 mod k8s;
 mod load;
+mod logs;
 mod output;
 mod prometheus;
 mod rollout;
@@ -34,6 +37,7 @@ mod supervise;
 mod support;
 mod tls;
 mod top;
+mod tour;
 
 /// A service of the built-in sample app with short test intervals.
 pub(crate) fn sample_service(name: &str, replicas: u32, extra_args: &str) -> String {

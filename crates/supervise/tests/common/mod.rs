@@ -157,6 +157,7 @@ pub(crate) fn fast(name: &str, command: Vec<String>) -> ServiceSpec {
         failure_threshold: 2,
         start_period: Duration::ZERO,
         start_timeout: Duration::from_secs(20),
+        liveness: Some(Duration::from_secs(30)),
     };
     spec.restart = RestartPolicy {
         mode: RestartMode::OnFailure,

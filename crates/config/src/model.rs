@@ -543,25 +543,6 @@ pub enum Amount {
     Percent(u32),
 }
 
-impl Amount {
-    /// The count for `desired` replicas; a percentage rounds up for a surge (`round_up`)
-    /// and down for unavailability, as Kubernetes does.
-    pub fn of(self, desired: u32, round_up: bool) -> u32 {
-        match self {
-            Amount::Count(n) => n,
-            Amount::Percent(p) => {
-                let scaled = u64::from(desired) * u64::from(p);
-                let n = if round_up {
-                    scaled.div_ceil(100)
-                } else {
-                    scaled / 100
-                };
-                u32::try_from(n).unwrap_or(u32::MAX)
-            }
-        }
-    }
-}
-
 /// Where a backlog target reads its queue (`autoscale.backlog`), and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BacklogTrigger {

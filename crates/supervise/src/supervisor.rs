@@ -966,6 +966,24 @@ async fn sample_loop(me: Weak<Supervisor>) {
     }
 }
 
+/// The service a rollout command (undo, restart) acts on: known, started, and not during
+/// shutdown.
+fn started<'t>(table: &'t mut Table, service: &str) -> Result<&'t mut Service, DriverError> {
+    if table.closing {
+        return Err(DriverError::Invalid("shutting down".into()));
+    }
+    let svc = table
+        .services
+        .get_mut(service)
+        .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
+    if let Some((message, _)) = &svc.waiting {
+        return Err(DriverError::Invalid(format!(
+            "{service} has not started yet: {message}"
+        )));
+    }
+    Ok(svc)
+}
+
 impl Driver for Supervisor {
     fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError> {
         let mut table = self.lock();
@@ -1056,18 +1074,7 @@ impl Driver for Supervisor {
     fn rollout_undo(&self, service: &str) -> Result<String, DriverError> {
         let mut guard = self.lock();
         let table = &mut *guard;
-        if table.closing {
-            return Err(DriverError::Invalid("shutting down".into()));
-        }
-        let svc = table
-            .services
-            .get_mut(service)
-            .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
-        if let Some((message, _)) = &svc.waiting {
-            return Err(DriverError::Invalid(format!(
-                "{service} has not started yet: {message}"
-            )));
-        }
+        let svc = started(table, service)?;
         // In progress: roll it back (its task restores the previous version).
         if let Some(r) = &svc.rollout
             && r.state == RolloutState::Progressing
@@ -1094,18 +1101,7 @@ impl Driver for Supervisor {
     fn rollout_restart(&self, service: &str) -> Result<String, DriverError> {
         let mut guard = self.lock();
         let table = &mut *guard;
-        if table.closing {
-            return Err(DriverError::Invalid("shutting down".into()));
-        }
-        let svc = table
-            .services
-            .get_mut(service)
-            .ok_or_else(|| DriverError::UnknownService(service.to_owned()))?;
-        if let Some((message, _)) = &svc.waiting {
-            return Err(DriverError::Invalid(format!(
-                "{service} has not started yet: {message}"
-            )));
-        }
+        let svc = started(table, service)?;
         let spec = svc.spec.clone();
         let version = spec.version();
         let desired = svc.desired;

@@ -39,6 +39,7 @@ use crate::progress::Progress;
 use crate::record::Recorder;
 use crate::report::{Report, Second};
 use crate::scenario::{self, CaptureFrom, Step};
+use crate::schedule::Schedule;
 use crate::schedule::user_start;
 
 /// How to run, beyond the plan.
@@ -420,43 +421,72 @@ async fn worker(thread: Arc<Thread>, user: u32) {
                 thread.rec().record(t, &outcome, latency, None);
             }
         }
-        Model::Open(schedule) => loop {
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
+        Model::Open(schedule) => {
+            while let Some(Due {
+                i,
+                due,
+                sent,
+                waited,
+            }) = next_due(&thread, schedule).await
+            {
+                let t = shared.rotation.target(i);
+                let outcome = request(&thread, &mut conns, &mut timer, What::Target(t), sent).await;
+                let end = Instant::now();
+                let from = if waited { due } else { sent };
+                thread
+                    .rec()
+                    .record(t, &outcome, end - from, Some(end - sent));
             }
-            let i = shared.next.fetch_add(1, Ordering::Relaxed);
-            if plan.requests.is_some_and(|n| i >= n) {
-                break;
-            }
-            let Some(offset) = schedule.time_of(i) else {
-                break;
-            };
-            let due = shared.start + offset;
-            let ready = Instant::now();
-            // Past the end of the schedule, a backlog is reported as unsent, not sent.
-            if shared.deadline.is_some_and(|d| ready >= d) {
-                break;
-            }
-            if due > ready {
-                sleep_until(due).await;
-            }
-            let sent = Instant::now();
-            // Waiting for a connection (the earlier requests were slow) is the server's
-            // doing and counts from the due time; a timer that fired late (tokio's timer
-            // has 1 ms ticks) is the generator's, reported as send lag instead.
-            let waited = ready > due + TIMER_TICK;
-            thread
-                .rec()
-                .record_send(sent.saturating_duration_since(due), waited);
-            let t = shared.rotation.target(i);
-            let outcome = request(&thread, &mut conns, &mut timer, What::Target(t), sent).await;
-            let end = Instant::now();
-            let from = if waited { due } else { sent };
-            thread
-                .rec()
-                .record(t, &outcome, end - from, Some(end - sent));
-        },
+        }
     }
+}
+
+/// The open model's next request (or flow) to send, once it is due.
+struct Due {
+    /// Its number in the schedule.
+    i: u64,
+    /// When the schedule wanted it sent.
+    due: Instant,
+    /// When it is sent.
+    sent: Instant,
+    /// It waited for a connection or a free worker (the earlier requests were slow): the
+    /// server's doing, so its latency counts from `due`.
+    waited: bool,
+}
+
+/// Take the open model's next place in the schedule, sleep until it is due and record the
+/// send lag; None once the run is over (stopped, all sent, past the schedule's end).
+async fn next_due(thread: &Thread, schedule: &Schedule) -> Option<Due> {
+    let shared = &thread.shared;
+    if shared.stop.load(Ordering::Relaxed) {
+        return None;
+    }
+    let i = shared.next.fetch_add(1, Ordering::Relaxed);
+    if shared.plan.requests.is_some_and(|n| i >= n) {
+        return None;
+    }
+    let due = shared.start + schedule.time_of(i)?;
+    let ready = Instant::now();
+    // Past the end of the schedule, a backlog is reported as unsent, not sent.
+    if shared.deadline.is_some_and(|d| ready >= d) {
+        return None;
+    }
+    if due > ready {
+        sleep_until(due).await;
+    }
+    let sent = Instant::now();
+    // Waiting is the server's doing and counts from the due time; a timer that fired late
+    // (tokio's timer has 1 ms ticks) is the generator's, reported as send lag instead.
+    let waited = ready > due + TIMER_TICK;
+    thread
+        .rec()
+        .record_send(sent.saturating_duration_since(due), waited);
+    Some(Due {
+        i,
+        due,
+        sent,
+        waited,
+    })
 }
 
 /// What a request sends: a URL of the command line, or a scenario step's request.
@@ -592,33 +622,12 @@ async fn flow_worker(thread: Arc<Thread>, user: u32) {
                 w.flow(kind, u64::from(user), i, None).await;
             }
         }
-        Model::Open(schedule) => loop {
-            if shared.stop.load(Ordering::Relaxed) {
-                break;
+        Model::Open(schedule) => {
+            while let Some(Due { i, due, waited, .. }) = next_due(&thread, schedule).await {
+                let kind = shared.rotation.target(i);
+                w.flow(kind, i, i, Some((due, waited))).await;
             }
-            let i = shared.next.fetch_add(1, Ordering::Relaxed);
-            if plan.requests.is_some_and(|n| i >= n) {
-                break;
-            }
-            let Some(offset) = schedule.time_of(i) else {
-                break;
-            };
-            let due = shared.start + offset;
-            let ready = Instant::now();
-            if shared.deadline.is_some_and(|d| ready >= d) {
-                break;
-            }
-            if due > ready {
-                sleep_until(due).await;
-            }
-            // As for plain requests: waiting for a free worker is the server's doing.
-            let waited = ready > due + TIMER_TICK;
-            thread
-                .rec()
-                .record_send(Instant::now().saturating_duration_since(due), waited);
-            let kind = shared.rotation.target(i);
-            w.flow(kind, i, i, Some((due, waited))).await;
-        },
+        }
     }
 }
 

@@ -314,7 +314,12 @@ test('the dashboard shows a live shoal and scales it', { timeout: 120000 }, asyn
   assert.ok(overflow.wrap <= 0 && overflow.page <= 0, `a long message scrolls sideways: ${JSON.stringify(overflow)}`);
   assert.ok(overflow.lines <= 2, `a long message takes ${overflow.lines} lines`);
 
-  // A page opened now starts with the last minutes on its charts, not empty ones.
+  // A page opened now starts with the last minutes on its charts, not empty ones. The
+  // server samples once a second from its start: wait until it holds ten samples (this
+  // page's own history, seeded and then live, mirrors the server's) — on a slow machine
+  // the test can get here in under ten seconds.
+  await eventually(15000, 'ten samples of history on the server', async () =>
+    (await page.evaluate(() => window.shoalDashboard.history.length)) >= 12);
   const fresh = await browser.newPage();
   fresh.on('pageerror', (e) => problems.push(`page error (fresh page): ${e.message}`));
   await fresh.goto(`${admin}/dashboard/?token=${encodeURIComponent(TOKEN)}`);

@@ -39,6 +39,12 @@ if ! command -v tansu >/dev/null; then
   echo "installing: tansu (crates.io, debug build)"
   cargo install --locked --quiet --debug tansu --version 0.6.0 --features dynostore
 fi
+# Unused dependencies: cargo-machete (crates.io; reads the sources, needs no nightly, about a
+# minute to build). cargo-udeps would need a nightly toolchain, which these machines lack.
+if ! command -v cargo-machete >/dev/null; then
+  echo "installing: cargo-machete (crates.io)"
+  cargo install --locked --quiet cargo-machete --version 0.9.2
+fi
 # The Black Friday example's replicas (examples/black-friday, run end to end by
 # crates/shoal/tests/cli/black_friday.rs) are Python with the redis client from PyPI.
 if ! python3 -c 'import redis' 2>/dev/null; then
@@ -56,6 +62,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo machete (unused dependencies)"
+cargo machete
 echo "== cargo test"
 cargo test --workspace
 echo "== Kubernetes manifests against the official schemas (kubernetes-validate --strict)"

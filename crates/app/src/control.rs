@@ -265,6 +265,117 @@ impl AppControl {
             })
             .collect()
     }
+
+    /// Re-read the stack file and apply it; on error nothing changes. Either way the outcome
+    /// is an event (`reloaded` or `reloadfailed`), except when there is no file to read.
+    pub(crate) fn reload_stack(&self) -> Result<String, ReloadError> {
+        let running = self.running_file();
+        // Running the demo, a reload adopts the file `shoal init` wrote next to it: the
+        // tour's `shoal init`, edit, `shoal reload` then works without a restart.
+        let adopting = running.is_none();
+        let Some(path) = running.or_else(|| self.demo_file.clone().filter(|f| f.is_file())) else {
+            return Err(match &self.demo_file {
+                Some(f) => ReloadError::NoDemoFile(f.clone()),
+                None => ReloadError::NoFile,
+            });
+        };
+        let path = &path;
+        let loaded = shoal_config::load_for(path, self.target)
+            .map_err(ReloadError::Invalid)
+            .and_then(|stack| {
+                // Certificates are part of validating: a bad one fails the whole reload, and
+                // the old certificates (and the rest of the old stack) keep serving.
+                let reloaded = self
+                    .tls
+                    .reload(&stack.gateway.entrypoints)
+                    .map_err(|source| ReloadError::Certificates {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok((stack, reloaded))
+            });
+        match loaded {
+            Ok((stack, tls_reloaded)) => {
+                let mut message = format!("reloaded {}", path.display());
+                if adopting {
+                    *self.stack_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
+                    message.push_str(" (the built-in demo runs from this file now)");
+                }
+                if !tls_reloaded.is_empty() {
+                    message.push_str(&format!(
+                        "; certificates reloaded for {}",
+                        tls_reloaded
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                let restart = self
+                    .started
+                    .needs_restart(&stack, self.gateway.metric_buckets());
+                if !restart.is_empty() {
+                    message.push_str(&format!(
+                        "; not applied, restart shoal to apply: {} (the running values stay)",
+                        restart.join(", ")
+                    ));
+                }
+                self.apply(stack);
+                self.reloads.applied(true);
+                self.events
+                    .emit("", None, EventKind::Reloaded, message.clone());
+                Ok(message)
+            }
+            Err(e) => {
+                self.events
+                    .emit("", None, EventKind::ReloadFailed, e.event_text());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Why a reload changed nothing. The messages are what `shoal reload` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Running the built-in demo, and the file `shoal init` writes next to it (this path)
+    /// does not exist yet.
+    #[error(
+        "shoal is running the built-in demo stack and {} does not exist: `shoal init` writes \
+         it (the demo as a file to edit), then `shoal reload` runs it",
+        .0.display()
+    )]
+    NoDemoFile(PathBuf),
+    /// Running the built-in demo, with no file to adopt.
+    #[error("shoal is running the built-in demo stack; there is no file to reload")]
+    NoFile,
+    /// The stack file is not valid: every problem, `file:line:column: field: message`.
+    #[error("{0}")]
+    Invalid(shoal_config::Diagnostics),
+    /// An entrypoint's certificate could not be loaded (the old ones keep serving).
+    #[error("{}: {source}", path.display())]
+    Certificates {
+        /// The stack file.
+        path: PathBuf,
+        /// What is wrong with the certificate.
+        #[source]
+        source: shoal_proxy::EntrypointTlsError,
+    },
+}
+
+impl ReloadError {
+    /// The `reloadfailed` event's text: one problem per line, without the `error: `
+    /// prefix the answer's lines have.
+    fn event_text(&self) -> String {
+        match self {
+            ReloadError::Invalid(diags) => diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Map a command service to the supervisor's spec. `shoal` as argv[0] is this binary.
@@ -452,75 +563,7 @@ impl Control for AppControl {
     }
 
     fn reload(&self) -> Result<String, String> {
-        let running = self.running_file();
-        // Running the demo, a reload adopts the file `shoal init` wrote next to it: the
-        // tour's `shoal init`, edit, `shoal reload` then works without a restart.
-        let adopting = running.is_none();
-        let Some(path) = running.or_else(|| self.demo_file.clone().filter(|f| f.is_file())) else {
-            return Err(match &self.demo_file {
-                Some(f) => format!(
-                    "shoal is running the built-in demo stack and {} does not exist: `shoal init` \
-                     writes it (the demo as a file to edit), then `shoal reload` runs it",
-                    f.display()
-                ),
-                None => {
-                    "shoal is running the built-in demo stack; there is no file to reload".into()
-                }
-            });
-        };
-        let path = &path;
-        let loaded = shoal_config::load_for(path, self.target)
-            .map_err(|diags| {
-                // One problem per line, `file:line:column: field: message`.
-                let problems: Vec<String> = diags.iter().map(ToString::to_string).collect();
-                (problems.join("\n"), diags.to_string())
-            })
-            .and_then(|stack| {
-                // Certificates are part of validating: a bad one fails the whole reload, and
-                // the old certificates (and the rest of the old stack) keep serving.
-                let reloaded = self.tls.reload(&stack.gateway.entrypoints).map_err(|e| {
-                    let message = format!("{}: {e}", path.display());
-                    (message.clone(), message)
-                })?;
-                Ok((stack, reloaded))
-            });
-        match loaded {
-            Ok((stack, tls_reloaded)) => {
-                let mut message = format!("reloaded {}", path.display());
-                if adopting {
-                    *self.stack_path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
-                    message.push_str(" (the built-in demo runs from this file now)");
-                }
-                if !tls_reloaded.is_empty() {
-                    message.push_str(&format!(
-                        "; certificates reloaded for {}",
-                        tls_reloaded
-                            .iter()
-                            .map(|n| format!("`{n}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                let restart = self
-                    .started
-                    .needs_restart(&stack, self.gateway.metric_buckets());
-                if !restart.is_empty() {
-                    message.push_str(&format!(
-                        "; not applied, restart shoal to apply: {} (the running values stay)",
-                        restart.join(", ")
-                    ));
-                }
-                self.apply(stack);
-                self.reloads.applied(true);
-                self.events
-                    .emit("", None, EventKind::Reloaded, message.clone());
-                Ok(message)
-            }
-            Err((event, answer)) => {
-                self.events.emit("", None, EventKind::ReloadFailed, event);
-                Err(answer)
-            }
-        }
+        self.reload_stack().map_err(|e| e.to_string())
     }
 
     fn events(&self) -> &EventLog {
@@ -820,6 +863,39 @@ pub(crate) const DRIVER_SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_reload_answers_every_problem_and_logs_one_per_line() {
+        let problem = |line, message: &str| shoal_config::Diagnostic {
+            file: "shoal.yaml".into(),
+            line,
+            column: 3,
+            field: "routes[0].service".into(),
+            message: message.into(),
+            hint: None,
+        };
+        let e = ReloadError::Invalid(shoal_config::Diagnostics(vec![
+            problem(4, "no service `wbe`"),
+            problem(9, "must be positive"),
+        ]));
+        assert_eq!(
+            e.to_string(),
+            "error: shoal.yaml:4:3: routes[0].service: no service `wbe`\n\
+             error: shoal.yaml:9:3: routes[0].service: must be positive"
+        );
+        assert_eq!(
+            e.event_text(),
+            "shoal.yaml:4:3: routes[0].service: no service `wbe`\n\
+             shoal.yaml:9:3: routes[0].service: must be positive"
+        );
+        let no_file = ReloadError::NoDemoFile(PathBuf::from("/srv/shoal.yaml"));
+        assert_eq!(no_file.event_text(), no_file.to_string());
+        assert!(
+            no_file
+                .to_string()
+                .contains("/srv/shoal.yaml does not exist: `shoal init`")
+        );
+    }
 
     #[test]
     fn scale_state_round_trips_and_yields_to_file_changes() {

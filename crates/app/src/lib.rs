@@ -15,5 +15,6 @@ mod metrics;
 mod replicas;
 mod shoal;
 
+pub use control::ReloadError;
 pub use shoal::{Discovery, Shoal, StartError, StartOptions};
 pub use shoal_k8s::cluster::ClusterOptions;

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_admin::Control;
 use shoal_config::Stack;
+use shoal_core::prom::{header, sample};
 use shoal_core::{AutoscaleStatus, ReplicaState, ReplicaStatus, ServiceState, ServiceStatus};
-use shoal_proxy::{AccessLogger, Gateway, metric_header as header, metric_sample as sample};
+use shoal_proxy::{AccessLogger, Gateway};
 
 use crate::control::AppControl;
 

@@ -2,10 +2,12 @@
 //! Kubernetes (pods, `shoal up --discovery kubernetes`).
 //!
 //! The rest of the wiring (admin API, autoscaler, shutdown) asks this enum, never a driver
-//! directly, so both modes share every other line. What differs is here: how a new stack is
-//! handed to the driver, whether scale requests are remembered across restarts (locally, in
-//! the state file; on Kubernetes the Deployment itself remembers), and whether this shoal
-//! may autoscale right now (always locally; in a cluster only the gateway holding the Lease).
+//! directly, so both modes share every other line. Every driver operation (status, scale,
+//! rollouts, whether this shoal may scale now, shutdown) goes through the
+//! [`Driver`](shoal_core::Driver) trait both implement; the enum only says which one runs and
+//! keeps what is not a driver operation: how a new stack is handed to the driver (each takes
+//! its own spec type) and whether scale requests are remembered across restarts (locally, in
+//! the state file; on Kubernetes the Deployment itself remembers).
 use std::sync::Arc;
 
 use shoal_config::{Source, Stack};
@@ -51,25 +53,15 @@ impl Replicas {
     }
 
     /// `shoal rollout undo|restart`: locally, the supervisor rolls the replicas; in a cluster
-    /// the Deployment owns its rollouts.
+    /// the Deployment owns its rollouts (the driver says which `kubectl` command to run).
     pub(crate) fn rollout(
         &self,
         service: &str,
         action: shoal_admin::RolloutAction,
     ) -> Result<String, DriverError> {
-        match (self, action) {
-            (Replicas::Local(s), shoal_admin::RolloutAction::Undo) => s.rollout_undo(service),
-            (Replicas::Local(s), shoal_admin::RolloutAction::Restart) => s.rollout_restart(service),
-            (Replicas::Kubernetes(_), action) => {
-                let verb = match action {
-                    shoal_admin::RolloutAction::Undo => "undo",
-                    shoal_admin::RolloutAction::Restart => "restart",
-                };
-                Err(DriverError::Invalid(format!(
-                    "in Kubernetes mode the Deployment rolls the pods: run `kubectl rollout \
-                     {verb} deployment/{service}`"
-                )))
-            }
+        match action {
+            shoal_admin::RolloutAction::Undo => self.driver().rollout_undo(service),
+            shoal_admin::RolloutAction::Restart => self.driver().rollout_restart(service),
         }
     }
 
@@ -88,10 +80,7 @@ impl Replicas {
     /// Whether this shoal applies its autoscaler's decisions now. In a cluster several
     /// gateways measure and decide, and only the one holding the Lease scales.
     pub(crate) fn may_autoscale(&self) -> bool {
-        match self {
-            Replicas::Local(_) => true,
-            Replicas::Kubernetes(k) => k.is_leader(),
-        }
+        self.driver().may_scale()
     }
 
     /// Hand a newly applied stack to the driver.

@@ -235,8 +235,8 @@ impl Shoal {
     }
 
     /// Re-read the stack file and apply it; on error nothing changes.
-    pub fn reload(&self) -> Result<String, String> {
-        self.control.reload()
+    pub fn reload(&self) -> Result<String, crate::control::ReloadError> {
+        self.control.reload_stack()
     }
 
     /// Apply an already validated stack (tests; listen addresses are not re-bound).

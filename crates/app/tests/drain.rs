@@ -140,29 +140,6 @@ fn events_of(
         .collect()
 }
 
-/// Wait until the gateway counts `n` requests in flight (tunnels and streams included) to
-/// the replicas of `services`.
-async fn wait_in_flight(gw: &TestGateway, services: &[&str], n: u64) {
-    eventually(DEADLINE, || async {
-        let in_flight: u64 = services
-            .iter()
-            .filter_map(|s| gw.shoal().gateway().traffic(s))
-            .flat_map(|(_, replicas)| replicas.into_iter().map(|(_, t)| t.in_flight))
-            .sum();
-        if in_flight == n {
-            Ok(())
-        } else {
-            Err(in_flight)
-        }
-    })
-    .await;
-}
-
-/// The last event's sequence number.
-fn last_seq(gw: &TestGateway) -> u64 {
-    gw.shoal().events().since(0).last().map_or(0, |e| e.seq)
-}
-
 /// What one WebSocket session saw.
 #[derive(Debug, Default)]
 struct Session {
@@ -263,8 +240,8 @@ async fn websockets_keep_working_through_a_rolling_replacement_until_the_drain_l
         .map(|_| tokio::spawn(ws_session(gw.addr(), end, 0)))
         .collect();
     // Each open session holds its replica's in-flight count (the tunnel's pick).
-    wait_in_flight(&gw, &["web"], 4).await;
-    let before = last_seq(&gw);
+    gw.wait_in_flight(&["web"], 4).await;
+    let before = gw.last_event_seq();
     let reloaded = gw.reload(&web_stack(dir.path(), 2, 2)).expect("the reload");
     assert!(!reloaded.contains("restart"), "{reloaded}");
 
@@ -380,7 +357,7 @@ async fn a_reload_that_leaves_the_service_alone_leaves_its_websockets_open() {
         }
     })
     .await;
-    let before = last_seq(&gw);
+    let before = gw.last_event_seq();
     // Another service and route, a gateway timeout, the access log: not `web`.
     let changed = web_stack(dir.path(), 2, 1)
         .service("other", &backend)
@@ -522,7 +499,7 @@ async fn streams_in_flight_during_a_replacement_finish_before_the_replica_stops(
     let gw = stack(1).start().await;
     let old_web = wait_ready(&gw, "web", 1).await[&0];
     let old_h2 = wait_ready(&gw, "grpcish", 1).await[&0];
-    let before = last_seq(&gw);
+    let before = gw.last_event_seq();
     let events = gw.shoal().events().clone();
     let drains = move |service: &'static str| {
         let events = events.clone();
@@ -548,7 +525,7 @@ async fn streams_in_flight_during_a_replacement_finish_before_the_replica_stops(
         )
     });
     // The four streams are flowing before the reload.
-    wait_in_flight(&gw, &["web", "grpcish"], 4).await;
+    gw.wait_in_flight(&["web", "grpcish"], 4).await;
     gw.reload(&stack(2)).expect("the reload");
 
     for (service, stream) in streams {

@@ -192,7 +192,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
     assert_eq!(gw.get("/").await.status, StatusCode::OK);
 
     let broken_yaml = "services:\n  web: [unclosed\n";
-    let err = gw.reload_text(broken_yaml).unwrap_err();
+    let err = gw.reload_text(broken_yaml).unwrap_err().to_string();
     assert!(
         err.contains("shoal.yaml"),
         "the error names the file: {err}"
@@ -203,7 +203,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_keeps_serving() {
         .service("web", &backend)
         .route("PathPrefix(`/`)", "wbe")
         .yaml();
-    let err = gw.reload_text(&unknown_service).unwrap_err();
+    let err = gw.reload_text(&unknown_service).unwrap_err().to_string();
     assert!(
         err.contains("wbe"),
         "the error names the field's value: {err}"
@@ -390,7 +390,7 @@ async fn a_running_demo_adopts_the_file_shoal_init_writes_on_reload() {
     assert_eq!(client.get(&url).await.served_by(), "first");
 
     // No file yet: the answer says how to get one, and nothing changes.
-    let e = shoal.reload().unwrap_err();
+    let e = shoal.reload().unwrap_err().to_string();
     assert!(e.contains("shoal init"), "{e}");
 
     // `shoal init` wrote it and the user edited it: the reload runs it from now on.

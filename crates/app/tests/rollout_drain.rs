@@ -250,31 +250,6 @@ async fn wait_ready(gw: &TestGateway, n: usize, not: &BTreeMap<u64, u64>) -> BTr
     .await
 }
 
-/// Wait until the gateway counts `n` requests in flight (tunnels and streams included) to
-/// the replicas of `web`.
-async fn wait_in_flight(gw: &TestGateway, n: u64) {
-    eventually(DEADLINE, || async {
-        let in_flight: u64 = gw
-            .shoal()
-            .gateway()
-            .traffic("web")
-            .map_or(0, |(_, replicas)| {
-                replicas.iter().map(|(_, t)| t.in_flight).sum()
-            });
-        if in_flight == n {
-            Ok(())
-        } else {
-            Err(in_flight)
-        }
-    })
-    .await;
-}
-
-/// The last event's sequence number.
-fn last_seq(gw: &TestGateway) -> u64 {
-    gw.shoal().events().since(0).last().map_or(0, |e| e.seq)
-}
-
 /// Events of `kind` about `web` after sequence number `after`: replica index → (at_ms,
 /// message), the first of each index.
 fn events_of(gw: &TestGateway, kind: EventKind, after: u64) -> BTreeMap<u32, (u64, String)> {
@@ -466,7 +441,7 @@ async fn sessions_on_each_replica(
         );
     }
     // Each open session holds its replica's in-flight count (the tunnel's pick).
-    wait_in_flight(gw, u64::from(n)).await;
+    gw.wait_in_flight(&["web"], u64::from(n)).await;
     sessions
 }
 
@@ -722,7 +697,7 @@ async fn websocket_story(trigger: Trigger, labels: Option<(&'static str, &'stati
     let gw = trigger.stack(&dir, 2).start().await;
     let old = wait_ready(&gw, 2, &BTreeMap::new()).await;
     let sessions = sessions_on_each_replica(&gw, 2, "1").await;
-    let before = last_seq(&gw);
+    let before = gw.last_event_seq();
     trigger.roll(&gw, &dir, 2).await;
     Rolling {
         gw: &gw,
@@ -808,8 +783,8 @@ async fn download_story(trigger: Trigger) {
             }
         }
     });
-    wait_in_flight(&gw, 1).await;
-    let before = last_seq(&gw);
+    gw.wait_in_flight(&["web"], 1).await;
+    let before = gw.last_event_seq();
     trigger.roll(&gw, &dir, 1).await;
 
     // The rollout completes while the download goes on: the new replica is ready and
@@ -864,7 +839,7 @@ async fn websockets_draining_past_the_progress_deadline_do_not_roll_back() {
     let old = wait_ready(&gw, 2, &BTreeMap::new()).await;
     let sessions = sessions_on_each_replica(&gw, 2, "1").await;
 
-    let before = last_seq(&gw);
+    let before = gw.last_event_seq();
     gw.reload(&stack(&dir, 2, Version::Env(2), rollout))
         .expect("the reload");
     Rolling {

@@ -23,9 +23,10 @@ mod locate;
 mod model;
 mod raw;
 mod validate;
+mod yaml;
 
 pub use demo::DEMO_STACK;
-pub use duration::{format_duration, parse_duration};
+pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{Diagnostic, Diagnostics, nearest};
 pub use model::*;
 pub use validate::{

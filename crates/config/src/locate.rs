@@ -1,13 +1,17 @@
 //! Where each field is: a map from a field's dotted path to its place in the file.
 //!
 //! serde gives us typed values but forgets positions once parsing succeeded, so semantic errors
-//! ("unknown service `user`") would have nowhere to point. We walk the same text once more with a
-//! YAML event parser and remember, for every key and value, its path (`routes[0].service`) and
-//! its line and column. Errors then look up the path of the field they are about.
+//! ("unknown service `user`") would have nowhere to point. We walk the same text once more with
+//! the event parser serde-saphyr itself uses (granit-parser, re-exported by it, so one YAML
+//! reading of the file) and remember, for every key and value, its path (`routes[0].service`)
+//! and its line and column. Errors then look up the path of the field they are about.
+//!
+//! serde-saphyr can carry positions on the values themselves (`Spanned<T>`), which would make
+//! this second walk unnecessary; that means a `Spanned` on every raw field the validator points
+//! at, a change to the whole schema left for its own step.
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, Parser};
-use yaml_rust2::scanner::TScalarStyle;
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, StructureStyle};
 
 /// A place in the source: 1-based line and column, and whether the scalar was quoted (then the
 /// text starts one column later than the marker).
@@ -29,6 +33,9 @@ enum Frame {
     Map {
         path: String,
         pending_key: Option<String>,
+        /// A block mapping's own place is where its first `:` stands (where the mapping is
+        /// recognised), set when its first key is seen.
+        place_at_first_key: bool,
     },
     Seq {
         path: String,
@@ -51,10 +58,15 @@ impl Locations {
         let mut locs = Locations::default();
         let mut parser = Parser::new_from_str(source);
         let mut stack: Vec<Frame> = Vec::new();
-        while let Ok((event, marker)) = parser.next_token() {
+        while let Some(Ok((event, span))) = parser.next_event() {
             let place = Place {
-                line: marker.line(),
-                column: marker.col() + 1,
+                line: span.start.line(),
+                column: span.start.col() + 1,
+                quoted: false,
+            };
+            let key_end = Place {
+                line: span.end.line(),
+                column: span.end.col() + 1,
                 quoted: false,
             };
             // The path a new node gets, given the frame it appears in.
@@ -69,10 +81,18 @@ impl Locations {
                         *next += 1;
                         Some(p)
                     }
-                    Some(Frame::Map { path, pending_key }) => match pending_key.take() {
+                    Some(Frame::Map {
+                        path,
+                        pending_key,
+                        place_at_first_key,
+                    }) => match pending_key.take() {
                         Some(key) => Some(join(path, &key)),
                         None => {
                             // This node is a key.
+                            if std::mem::take(place_at_first_key) {
+                                let at = if scalar.is_some() { key_end } else { place };
+                                locs.values.entry(path.clone()).or_insert(at);
+                            }
                             if let Some((text, place)) = scalar {
                                 locs.keys.insert(join(path, text), place);
                                 *pending_key = Some(text.to_owned());
@@ -88,7 +108,7 @@ impl Locations {
                 Event::StreamEnd => break,
                 Event::Scalar(text, style, ..) => {
                     let place = Place {
-                        quoted: !matches!(style, TScalarStyle::Plain),
+                        quoted: !matches!(style, ScalarStyle::Plain),
                         ..place
                     };
                     if let Some(p) = node_path(&mut stack, &mut locs, Some((&text, place))) {
@@ -98,12 +118,16 @@ impl Locations {
                 Event::Alias(_) => {
                     node_path(&mut stack, &mut locs, None);
                 }
-                Event::MappingStart(..) => {
+                Event::MappingStart(style, ..) => {
                     let p = node_path(&mut stack, &mut locs, None).unwrap_or_default();
-                    locs.values.entry(p.clone()).or_insert(place);
+                    let block = style == StructureStyle::Block;
+                    if !block {
+                        locs.values.entry(p.clone()).or_insert(place);
+                    }
                     stack.push(Frame::Map {
                         path: p,
                         pending_key: None,
+                        place_at_first_key: block,
                     });
                 }
                 Event::SequenceStart(..) => {
@@ -191,5 +215,23 @@ mod tests {
         );
         // unknown paths fall back to the nearest known parent
         assert_eq!(l.value("routes[0].service.x"), l.value("routes[0].service"));
+        // A block mapping is where its first `:` stands; a flow mapping at its `{`.
+        assert_eq!(
+            l.value("routes[0]"),
+            Place {
+                line: 5,
+                column: 10,
+                quoted: false
+            }
+        );
+        let flow = Locations::index("a:\n  b: { c: 1 }\n");
+        assert_eq!(
+            flow.value("a.b"),
+            Place {
+                line: 2,
+                column: 6,
+                quoted: false
+            }
+        );
     }
 }

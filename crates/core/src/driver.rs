@@ -37,8 +37,11 @@ pub trait EndpointSink: Send + Sync + 'static {
 /// A boxed future, for object-safe async trait methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Makes N replicas of each service exist and reports them. Local processes and Kubernetes
-/// implement it; the reconciler, admin API and autoscaler only see this trait.
+/// Makes N replicas of each service exist and reports them. Local processes
+/// (`shoal-supervise`'s `Supervisor`) and Kubernetes (`shoal-k8s`'s `KubeDriver`) implement
+/// it; the admin API, the autoscaler and shutdown only see this trait. What is not a driver
+/// operation — how a new stack is handed over, which needs each driver's own spec type —
+/// stays with the wiring that picked the driver.
 pub trait Driver: Send + Sync + 'static {
     /// Set the desired replica count of a service.
     fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError>;
@@ -61,5 +64,11 @@ pub trait Driver: Send + Sync + 'static {
         Err(DriverError::Invalid(
             "this runtime does not restart replicas".into(),
         ))
+    }
+    /// Whether this process should apply its own scaling decisions now. Several gateways
+    /// may share one driver's replicas (Kubernetes: every gateway measures and decides) and
+    /// only one of them must scale. Default: always.
+    fn may_scale(&self) -> bool {
+        true
     }
 }

@@ -4,12 +4,15 @@
 //! This crate owns the types that cross plane boundaries (a driver reports replicas and
 //! endpoints; the gateway consumes endpoints; the admin API shows replicas and events) and
 //! the traits drivers implement. It owns no I/O and no policy: drivers (local processes in
-//! `shoal-supervise`, Kubernetes later) depend on it, never the reverse. Words are used as
-//! defined in `docs/glossary.md`.
+//! `shoal-supervise`, Kubernetes in `shoal-k8s`) depend on it, never the reverse. Words are used as
+//! defined in `docs/glossary.md`. It also owns [`prom`], the Prometheus text format every
+//! `/metrics` renderer writes with (pure string building, so the gateway and the app share
+//! it without one depending on the other for it).
 #![warn(missing_docs)]
 
 mod driver;
 mod event;
+pub mod prom;
 mod replica;
 
 pub use driver::{BoxFuture, Driver, DriverError, EndpointSink};

@@ -1,6 +1,8 @@
 //! [`Checker`]: the rise/fall rule of active health checks, with no I/O and no clock.
 use std::time::Duration;
 
+use crate::ProbeError;
+
 /// The cadence and thresholds of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckSettings {
@@ -19,7 +21,8 @@ pub struct CheckSettings {
 pub enum Transition {
     /// `rise` passes in a row: back in rotation.
     Healthy,
-    /// `fall` failures in a row: out of rotation, with the last failure's reason.
+    /// `fall` failures in a row: out of rotation, with the last failure's reason (its
+    /// message).
     Unhealthy(String),
 }
 
@@ -52,7 +55,7 @@ impl Checker {
     }
 
     /// Feed one check result; `Some` when it changes the standing.
-    pub fn record(&mut self, result: Result<(), String>) -> Option<Transition> {
+    pub fn record(&mut self, result: Result<(), ProbeError>) -> Option<Transition> {
         match result {
             Ok(()) => {
                 self.failures = 0;
@@ -67,7 +70,7 @@ impl Checker {
                 self.failures = self.failures.saturating_add(1);
                 if self.healthy && self.failures >= self.settings.fall.max(1) {
                     self.healthy = false;
-                    return Some(Transition::Unhealthy(reason));
+                    return Some(Transition::Unhealthy(reason.to_string()));
                 }
             }
         }
@@ -101,8 +104,8 @@ mod tests {
         fall: 3,
     };
 
-    fn fail() -> Result<(), String> {
-        Err("timed out".into())
+    fn fail() -> Result<(), ProbeError> {
+        Err(ProbeError::TimedOut(Duration::from_millis(100)))
     }
 
     #[test]
@@ -115,7 +118,7 @@ mod tests {
         assert_eq!(c.record(fail()), None);
         assert_eq!(
             c.record(fail()),
-            Some(Transition::Unhealthy("timed out".into()))
+            Some(Transition::Unhealthy("timed out after 100ms".into()))
         );
         assert!(!c.is_healthy());
         assert_eq!(c.record(fail()), None, "reported once");

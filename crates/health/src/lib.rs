@@ -20,5 +20,5 @@ mod probe;
 pub mod tls;
 
 pub use checker::{CheckSettings, Checker, Transition, jittered};
-pub use probe::{Probe, ProbeTls, check};
+pub use probe::{Probe, ProbeError, ProbeTls, check};
 pub use tls::ClientTls;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::tls::{ClientTls, host_of};
+use crate::tls::{ClientTls, TlsError, host_of};
 
 /// What a check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,18 +82,53 @@ pub struct ProbeTls {
 /// Longest status line read before giving up on a response.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// Run one probe against `addr` (`host:port`); `Err` carries the reason it failed.
-pub async fn check(probe: &Probe, addr: &str, timeout: Duration) -> Result<(), String> {
+/// Why a probe failed. The message is the reason shown in events and status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the probe's timeout.
+    #[error("timed out after {}ms", .0.as_millis())]
+    TimedOut(Duration),
+    /// The TCP connection was not accepted.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// TLS to the replica could not be set up, or its handshake failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Sending the request failed.
+    #[error("write: {0}")]
+    Write(#[source] std::io::Error),
+    /// Reading the response failed.
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    /// No line end within the first [`MAX_STATUS_LINE`] bytes.
+    #[error("status line too long")]
+    StatusLineTooLong,
+    /// The replica closed the connection before answering.
+    #[error("connection closed without a response")]
+    NoResponse,
+    /// The answer does not start with `HTTP/x NNN` (its first characters).
+    #[error("not an HTTP response: {0:?}")]
+    NotHttp(String),
+    /// A three-character status code that is not a number.
+    #[error("bad status code {0:?}")]
+    BadStatusCode(String),
+    /// A status outside the expected ranges.
+    #[error("HTTP status {0}")]
+    Status(u16),
+}
+
+/// Run one probe against `addr` (`host:port`); `Err` says why it failed.
+pub async fn check(probe: &Probe, addr: &str, timeout: Duration) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, check_inner(probe, addr)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timed out after {}ms", timeout.as_millis())),
+        Err(_) => Err(ProbeError::TimedOut(timeout)),
     }
 }
 
-async fn check_inner(probe: &Probe, addr: &str) -> Result<(), String> {
+async fn check_inner(probe: &Probe, addr: &str) -> Result<(), ProbeError> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(ProbeError::Connect)?;
     let Probe::Http { path, expect, tls } = probe else {
         return Ok(());
     };
@@ -101,11 +136,7 @@ async fn check_inner(probe: &Probe, addr: &str) -> Result<(), String> {
         None => http_status(&mut stream, addr, path, expect).await,
         Some(tls) => {
             let host = tls.host.as_deref().unwrap_or_else(|| host_of(addr));
-            let mut stream = tls
-                .client
-                .handshake(stream, host)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut stream = tls.client.handshake(stream, host).await?;
             http_status(&mut stream, addr, path, expect).await
         }
     }
@@ -117,14 +148,14 @@ async fn http_status(
     addr: &str,
     path: &str,
     expect: &[(u16, u16)],
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shoal-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("write: {e}"))?;
+        .map_err(ProbeError::Write)?;
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     loop {
@@ -133,15 +164,12 @@ async fn http_status(
             break;
         }
         if buf.len() > MAX_STATUS_LINE {
-            return Err("status line too long".into());
+            return Err(ProbeError::StatusLineTooLong);
         }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = stream.read(&mut chunk).await.map_err(ProbeError::Read)?;
         if n == 0 {
             if buf.is_empty() {
-                return Err("connection closed without a response".into());
+                return Err(ProbeError::NoResponse);
             }
             break;
         }
@@ -151,21 +179,21 @@ async fn http_status(
     if expect.iter().any(|&(lo, hi)| (lo..=hi).contains(&status)) {
         Ok(())
     } else {
-        Err(format!("HTTP status {status}"))
+        Err(ProbeError::Status(status))
     }
 }
 
 /// The status code of `HTTP/1.x NNN reason`.
-fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+fn parse_status_line(line: &[u8]) -> Result<u16, ProbeError> {
     let text = String::from_utf8_lossy(line);
     let mut parts = text.split_ascii_whitespace();
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/") || code.len() != 3 {
-        return Err(format!("not an HTTP response: {:?}", truncate(&text, 60)));
+        return Err(ProbeError::NotHttp(truncate(&text, 60).to_owned()));
     }
     code.parse()
-        .map_err(|_| format!("bad status code {code:?}"))
+        .map_err(|_| ProbeError::BadStatusCode(code.to_owned()))
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -180,6 +208,42 @@ mod tests {
     use super::*;
     use crate::tls::ClientTls;
     use tokio::net::TcpListener;
+
+    /// [`super::check`] with the reason as the text events show, so that tests read it.
+    async fn check(probe: &Probe, addr: &str, timeout: Duration) -> Result<(), String> {
+        super::check(probe, addr, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`super::parse_status_line`] with the reason as text.
+    fn parse_status_line(line: &[u8]) -> Result<u16, String> {
+        super::parse_status_line(line).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn failures_say_why_in_their_type_and_their_text() {
+        let not_http = super::parse_status_line(b"SSH-2.0-OpenSSH").unwrap_err();
+        assert!(matches!(&not_http, ProbeError::NotHttp(t) if t == "SSH-2.0-OpenSSH"));
+        assert_eq!(
+            not_http.to_string(),
+            "not an HTTP response: \"SSH-2.0-OpenSSH\""
+        );
+        let bad = super::parse_status_line(b"HTTP/1.1 2x0 x").unwrap_err();
+        assert_eq!(bad.to_string(), "bad status code \"2x0\"");
+        assert_eq!(ProbeError::Status(503).to_string(), "HTTP status 503");
+        assert_eq!(
+            ProbeError::TimedOut(Duration::from_millis(250)).to_string(),
+            "timed out after 250ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_outside_the_ranges_is_typed() {
+        let down = serve("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        let result = super::check(&Probe::http("/"), &down, Duration::from_secs(2)).await;
+        assert!(matches!(result, Err(ProbeError::Status(503))), "{result:?}");
+    }
 
     #[test]
     fn parses_status_lines() {

@@ -51,7 +51,7 @@ pub struct TlsSettings {
 }
 
 /// Why TLS to a replica could not be set up or failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TlsError {
     /// The CA bundle could not be read or holds no usable certificate.
     #[error("CA bundle {path}: {why}")]

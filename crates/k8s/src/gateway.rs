@@ -28,7 +28,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{Source, Stack};
 
 use crate::explain::{Explain, Section};

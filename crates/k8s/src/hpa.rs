@@ -8,7 +8,7 @@
 //! 1-core `cpu_request` is 500m per pod, which is 50% of a 1000m request or 200% of a 250m
 //! one. A service without a cpu request gets one (from its cpu limit, as Kubernetes would,
 //! else from `cpu_request`), because HPA cannot compute utilisation without it.
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{Autoscale, Container};
 

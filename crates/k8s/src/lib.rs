@@ -49,7 +49,7 @@ mod yaml;
 
 use std::fmt;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{Source, Stack};
 
 pub use explain::{Explain, Section};

@@ -18,7 +18,7 @@
 //! found", grafana/grafana#10786). So the ConfigMap's copy drops `__inputs` and `__requires`
 //! and declares `DS_PROMETHEUS` as a data source variable instead, which resolves to the
 //! default Prometheus data source and can be switched in the dashboard. Nothing else changes.
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{MetricsPrefix, Stack};
 
 use crate::explain::{Explain, Section};
@@ -175,7 +175,7 @@ pub(crate) fn render(
 /// written back as JSON.
 pub(crate) fn dashboard() -> String {
     // The file is in the repository and tested below; these cannot fail for it.
-    let mut d: Value = serde_yaml::from_str(DASHBOARD).unwrap_or_default();
+    let mut d: Value = serde_norway::from_str(DASHBOARD).unwrap_or_default();
     if let Some(m) = d.as_mapping_mut() {
         m.remove("__inputs");
         m.remove("__requires");

@@ -29,7 +29,7 @@
 //!
 //! No Secrets, no writes to anything but the scale subresource and one Lease, nothing outside
 //! the namespace (a Role, not a ClusterRole).
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{Source, Stack};
 
 use crate::explain::Section;

@@ -3,7 +3,7 @@
 //! derived file says exactly what the gateway runs with and does not depend on defaults
 //! staying the same.
 use http::{HeaderName, HeaderValue};
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_autoscale::{RatePolicy, Target};
 use shoal_config::{
     AccessLog, AccessLogFormat, Autoscale, Balance, CircuitBreaker, ClientKey, EntrypointTls,

@@ -1,5 +1,5 @@
 //! Tests of the whole render, on small stacks written here.
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{Runtime, Source, Stack};
 
 use super::*;
@@ -453,7 +453,7 @@ fn the_gateway_runs_with_discovery_its_identity_and_its_rights() {
     assert_eq!(slices["apiGroups"][0], "discovery.k8s.io");
     assert_eq!(
         slices["verbs"],
-        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+        serde_norway::from_str::<Value>("[get, list, watch]").unwrap()
     );
     let leases = role_rule(role, "leases").unwrap();
     assert_eq!(leases["resourceNames"][0], LEASE_NAME);
@@ -784,7 +784,7 @@ fn output_is_deterministic_and_split_by_kind() {
     for (name, text) in &files {
         assert!(text.starts_with(Rendered::MARKER), "{name}");
     }
-    let kustomization: Value = serde_yaml::from_str(&files.last().unwrap().1).unwrap();
+    let kustomization: Value = serde_norway::from_str(&files.last().unwrap().1).unwrap();
     assert_eq!(kustomization["resources"].as_sequence().unwrap().len(), 8);
     // Every object is in exactly one file.
     let documents: usize = files
@@ -904,7 +904,7 @@ fn derived_in_pod(r: &Rendered) -> (tempfile::TempDir, Stack) {
 }
 
 fn yaml(text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap()
+    serde_norway::from_str(text).unwrap()
 }
 
 #[test]

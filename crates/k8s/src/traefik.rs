@@ -27,7 +27,7 @@
 //! is listed in `--explain` as not carried. A service that scales on concurrency, rps or
 //! latency has no scaler at all here (`crate::scaling`); the render warns on standard error.
 //! Routes to `servers:` services are left out: an IngressRoute reaches Kubernetes Services only.
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{
     Balance, ClientKey, Compress, Encoding, HeaderRules, Middleware, Protocol, Source, Stack,
     TlsVersion,

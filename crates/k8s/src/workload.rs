@@ -13,7 +13,7 @@
 //! leaves it `grace` between SIGTERM and SIGKILL, as locally.
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 use shoal_config::{Amount, Command, Container, Health, Protocol, Rollout, Service};
 
 use crate::explain::{Explain, Section};

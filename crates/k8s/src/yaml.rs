@@ -1,8 +1,8 @@
 //! Building YAML documents whose keys come out in the order they were written
-//! (`serde_yaml::Mapping` keeps insertion order), and the quantities Kubernetes writes.
+//! (`serde_norway::Mapping` keeps insertion order), and the quantities Kubernetes writes.
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 /// A mapping built key by key; keys keep the order they were added in.
 #[derive(Debug, Default, Clone)]
@@ -65,7 +65,7 @@ pub(crate) fn string_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
 /// One YAML document as text (without the `---` separator).
 pub(crate) fn to_text(value: &Value) -> String {
     // Serialising a tree of plain strings, numbers and mappings cannot fail.
-    serde_yaml::to_string(value).unwrap_or_default()
+    serde_norway::to_string(value).unwrap_or_default()
 }
 
 /// Whole seconds for a Kubernetes field that counts seconds: rounded up, at least `min`.

@@ -537,6 +537,23 @@ async fn scaling_patches_the_scale_subresource_and_reads_it_back() {
         gw.driver.scale("nope", 1),
         Err(DriverError::UnknownService(_))
     ));
+    // `shoal rollout undo|restart`: the Deployment owns its rollouts; the error says which
+    // `kubectl` command does it.
+    for (verb, answer) in [
+        ("undo", gw.driver.rollout_undo("users")),
+        ("restart", gw.driver.rollout_restart("users")),
+    ] {
+        let Err(DriverError::Invalid(why)) = answer else {
+            panic!("{verb}: {answer:?}");
+        };
+        assert_eq!(
+            why,
+            format!(
+                "in Kubernetes mode the Deployment rolls the pods: run `kubectl rollout {verb} \
+                 deployment/users`"
+            )
+        );
+    }
     gw.driver.shutdown().await;
     assert!(gw.driver.scale("users", 1).is_err(), "not after shutdown");
 }
@@ -635,6 +652,8 @@ async fn exactly_one_gateway_leads_and_another_takes_over_when_it_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(holder(&kube).as_deref(), Some(leader_name.as_str()));
+    // What the app's autoscaler asks, through the `Driver` trait: only the leader scales.
+    assert!(leader.driver.may_scale() && !follower.driver.may_scale());
     leader
         .wait_for_event(
             EventKind::Leader,

@@ -23,7 +23,7 @@
 //! here until it is looked up in those files and added.
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// A schema: a subset of OpenAPI v3 as CRDs use it.
 #[derive(Debug, Clone, Copy)]
@@ -356,7 +356,7 @@ fn goldens() -> Vec<(String, Vec<Value>)> {
         .filter(|n| n.ends_with(".yaml") && !n.ends_with(".shoal.yaml"))
         .map(|n| {
             let text = std::fs::read_to_string(golden_dir().join(&n)).unwrap();
-            let docs = serde_yaml::Deserializer::from_str(&text)
+            let docs = serde_norway::Deserializer::from_str(&text)
                 .map(|d| serde::Deserialize::deserialize(d).unwrap())
                 .collect();
             (n, docs)
@@ -493,7 +493,7 @@ fn custom_resources_match_their_crds() {
 /// The checker itself fails where it must.
 #[test]
 fn the_check_can_fail() {
-    let bad: Value = serde_yaml::from_str(
+    let bad: Value = serde_norway::from_str(
         "apiVersion: traefik.io/v1alpha1\nkind: IngressRoute\nmetadata: { name: x, namespace: d }\nspec:\n  entrypoints: [web]\n  routes:\n  - match: Path(`/`)\n    priority: high\n    services: [{ port: 80 }]\n",
     )
     .unwrap();
@@ -509,7 +509,7 @@ fn the_check_can_fail() {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
     let mut errors = Vec::new();
-    let bad: Value = serde_yaml::from_str(
+    let bad: Value = serde_norway::from_str(
         "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: { name: x, namespace: d }\nspec:\n  selector: {}\n  endpoints: [{ port: metrics, interval: 15 seconds }]\n",
     )
     .unwrap();

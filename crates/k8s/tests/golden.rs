@@ -127,13 +127,13 @@ fn renders_match_the_golden_files() {
 }
 
 /// The objects of a golden stream.
-fn documents(text: &str) -> Vec<serde_yaml::Value> {
-    serde_yaml::Deserializer::from_str(text)
+fn documents(text: &str) -> Vec<serde_norway::Value> {
+    serde_norway::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }
 
-fn golden(name: &str) -> Vec<serde_yaml::Value> {
+fn golden(name: &str) -> Vec<serde_norway::Value> {
     documents(&std::fs::read_to_string(golden_dir().join(format!("{name}.yaml"))).unwrap())
 }
 
@@ -174,7 +174,7 @@ fn gateway_stack_files_in_the_golden_files_pass_shoal_check() {
 /// A folder laid out as the gateway's volume at `/etc/shoal`: every path its projected
 /// sources name, as an empty file (validation checks that they exist; their contents are
 /// the cluster's).
-fn mounted_files(docs: &[serde_yaml::Value]) -> tempfile::TempDir {
+fn mounted_files(docs: &[serde_norway::Value]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let gateway = docs
         .iter()

@@ -3,8 +3,8 @@
 //! pool, nothing shared between connections on the hot path.
 //!
 //! HTTP/1.1 goes through [`crate::h1`], a minimal connection that writes a prepared request
-//! and parses the answer in place (hyper's client took about three times its user CPU per
-//! request; see that module). HTTP/2 connections are hyper's, shared by a thread's workers.
+//! and parses the answer in place (0.8 µs of user CPU per request where hyper's client took
+//! 2.6; see that module). HTTP/2 connections are hyper's, shared by a thread's workers.
 //!
 //! Every failure is sorted into an [`ErrorKind`] for the report.
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@ use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use serde::Serialize;
+use shoal_config::parse_duration;
 
 use crate::args::LoadArgs;
 use crate::scenario::{self, Scenario};
@@ -189,7 +190,7 @@ impl Plan {
         let duration = args
             .duration
             .as_deref()
-            .map(|d| parse_duration(d).map_err(|m| bad("--duration", m)))
+            .map(|d| parse_duration(d).map_err(|e| bad("--duration", e.to_string())))
             .transpose()?;
         if duration == Some(Duration::ZERO) {
             return Err(bad("--duration", "must be longer than 0"));
@@ -294,7 +295,7 @@ impl Plan {
             ),
             (None, None) => Bytes::new(),
         };
-        let timeout = parse_duration(&args.timeout).map_err(|m| bad("--timeout", m))?;
+        let timeout = parse_duration(&args.timeout).map_err(|e| bad("--timeout", e.to_string()))?;
         if timeout.is_zero() {
             return Err(bad("--timeout", "must be longer than 0"));
         }
@@ -507,7 +508,7 @@ fn parse_stages(text: &str) -> Result<Vec<(Duration, f64)>, PlanError> {
                 format!("`{part}`: write each stage as DURATION:RATE, e.g. 10s:100"),
             )
         })?;
-        let d = parse_duration(d).map_err(|m| bad("--stages", format!("`{part}`: {m}")))?;
+        let d = parse_duration(d).map_err(|e| bad("--stages", format!("`{part}`: {e}")))?;
         let r: f64 = r.trim().parse().map_err(|_| {
             bad(
                 "--stages",
@@ -549,34 +550,6 @@ fn parse_admin(text: &str, token: Option<String>) -> Result<AdminTarget, PlanErr
         services_uri,
         token,
     })
-}
-
-/// `250ms`, `10s`, `1.5s`, `2m`, `1h`, `500us`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("`{text}` is too long"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -742,7 +715,27 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    /// The stack file's syntax on every flag: a bare number is refused with the flag named
+    /// and the unit to add, not read as seconds.
+    #[test]
+    fn bare_numbers_are_refused_with_the_flag() {
+        assert_eq!(
+            err("-d 30 http://h/"),
+            "--duration: `30` has no unit; write e.g. `30s` or `30ms`"
+        );
+        assert_eq!(
+            err("--timeout 1.5 http://h/"),
+            "--timeout: `1.5` has no unit; write e.g. `1.5s` or `1.5ms`"
+        );
+        assert!(
+            err("--stages 10:100 http://h/").starts_with("--stages: `10:100`: `10` has no unit")
+        );
+        assert!(err("-d 500us http://h/").contains("unknown unit `us`"));
+        let p = plan("-d 1.5s --timeout 250ms http://h/").unwrap();
+        assert_eq!(p.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(p.timeout, Duration::from_millis(250));
     }
 }

@@ -22,7 +22,7 @@ use http::header::{HeaderName, HeaderValue};
 use regex::bytes::Regex;
 use yaml_rust2::parser::{Event, Parser};
 
-use crate::plan::parse_duration;
+use shoal_config::parse_duration;
 
 /// Variables every flow has: `${user}` (the user's number; in the open model, the flow's)
 /// and `${flow}` (the run's flow number, from 0).

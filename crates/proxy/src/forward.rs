@@ -6,6 +6,11 @@
 //! `Transfer-Encoding`, `Upgrade` (kept only while we are tunnelling an upgrade), and the
 //! proxy authentication pair. `TE: trailers` is kept for HTTP/2 upstreams, where gRPC needs it.
 //!
+//! This is the one hop-by-hop rule, for requests and responses on both paths: the hyper
+//! path and the relay's requests go through [`strip_hop_by_hop`]; the relay's response
+//! writer (`crate::relay::wire`), which copies fields as bytes, asks [`is_hop_by_hop`] and
+//! [`connection_named`] of each, the same list and the same exceptions.
+//!
 //! Forwarded headers: the client's address is appended to `X-Forwarded-For` (the convention
 //! every peer follows); `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this gateway
 //! saw, replacing anything the client sent, and a client-sent `X-Forwarded-Prefix` is dropped
@@ -14,15 +19,46 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
+/// Fields that describe one connection only (RFC 9110 §7.6.1, and RFC 9112 §6.1 for
+/// `Transfer-Encoding`), never forwarded as received: the one list, by name.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
 ];
+
+/// [`HOP_BY_HOP_NAMES`] as header names, for removing them from a `HeaderMap`.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
+];
+
+/// Whether a field named `name` (any case) is hop-by-hop by the fixed list: the relay's
+/// byte-level form of what [`strip_hop_by_hop`] removes. Fields a `Connection` header names
+/// are hop-by-hop too: see [`connection_named`].
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP_NAMES
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// The field names a `Connection` value makes hop-by-hop (RFC 9110 §7.6.1): its list
+/// elements, but not `Host`, `Content-Length` or `Transfer-Encoding`, which are not the
+/// sender's to make hop-by-hop ([`crate::framing::is_protected`]).
+pub(crate) fn connection_named(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    crate::framing::tokens(value).filter(|t| !t.is_empty() && !crate::framing::is_protected(t))
+}
 
 /// `X-Forwarded-For`.
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -55,7 +91,7 @@ pub(crate) fn strip_hop_by_hop(
 ) {
     // Fast path: most messages carry none of these; one pass over the (few) names is cheaper
     // than a hash lookup per hop-by-hop header.
-    if !headers.keys().any(is_hop_by_hop) {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(n)) {
         return;
     }
     // Headers named by Connection are hop-by-hop too. Collect first: we mutate after.
@@ -63,12 +99,9 @@ pub(crate) fn strip_hop_by_hop(
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .flat_map(|v| connection_named(v.as_bytes()))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            // Framing and Host are not the sender's to make hop-by-hop (crate::framing).
-            .filter(|n| !crate::framing::is_protected(n.as_str().as_bytes()))
             .collect();
         for n in named {
             headers.remove(n);
@@ -77,10 +110,11 @@ pub(crate) fn strip_hop_by_hop(
     let upgrade = keep_upgrade
         .then(|| headers.remove(header::UPGRADE))
         .flatten();
+    let te = headers.remove(header::TE);
     for h in &HOP_BY_HOP {
         headers.remove(h);
     }
-    if let Some(te) = headers.remove(header::TE)
+    if let Some(te) = te
         && keep_te_trailers
         && te.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
@@ -90,10 +124,6 @@ pub(crate) fn strip_hop_by_hop(
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE || HOP_BY_HOP.iter().any(|h| h == name)
 }
 
 /// Marks a request that came over TLS: the server puts it in the request's extensions, and
@@ -225,6 +255,24 @@ mod tests {
         let mut h = map(&[("x-forwarded-proto", "http")]);
         set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), None, true);
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn the_byte_form_of_the_rule_is_the_header_map_form() {
+        // `HeaderName::from_static` gives the standard representation, so the map's lookups
+        // find these, and both forms name the same fields.
+        assert_eq!(HOP_BY_HOP[0], header::CONNECTION);
+        assert_eq!(HOP_BY_HOP[3], header::TE);
+        assert_eq!(HOP_BY_HOP[7], header::PROXY_AUTHORIZATION);
+        for (name, text) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES) {
+            assert_eq!(name.as_str(), text);
+            assert!(is_hop_by_hop(text.to_ascii_uppercase().as_bytes()));
+        }
+        assert!(
+            !is_hop_by_hop(b"content-length"),
+            "framing: the writer's, not this rule's"
+        );
+        assert!(!is_hop_by_hop(b"x-connection"));
     }
 
     #[test]

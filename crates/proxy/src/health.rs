@@ -71,7 +71,8 @@ use std::time::Duration;
 use shoal_balance::{Backend, Balancer, Down};
 use shoal_config::{Health, Passive, Service, Source};
 use shoal_core::{EventKind, EventLog, HealthState, ReplicaTraffic};
-use shoal_health::{CheckSettings, Checker, Probe, ProbeTls, Transition};
+use shoal_health::tls::TlsError;
+use shoal_health::{CheckSettings, Checker, Probe, ProbeError, ProbeTls, Transition};
 use tokio::task::JoinHandle;
 
 use crate::breaker::BreakerState;
@@ -158,7 +159,7 @@ pub(crate) struct ServiceHealth {
     /// Active check tasks of static servers, stopped with the service.
     checks: Mutex<Vec<AbortOnDrop>>,
     /// The TLS of HTTPS checks of static servers (`Err`: why it cannot be set up).
-    probe_tls: Option<Result<ProbeTls, String>>,
+    probe_tls: Option<Result<ProbeTls, TlsError>>,
     /// The latency of each route that sends to the service, for the stall rule; routes of
     /// older routing tables drop out as they go.
     routes: Mutex<Vec<Weak<RouteLatency>>>,
@@ -250,7 +251,7 @@ impl ServiceHealth {
     async fn check_loop(
         &self,
         backend: Arc<Backend>,
-        probe: Result<Probe, String>,
+        probe: Result<Probe, TlsError>,
         settings: CheckSettings,
         timeout: Duration,
     ) {
@@ -259,7 +260,7 @@ impl ServiceHealth {
             tokio::time::sleep(checker.next_delay()).await;
             let result = match &probe {
                 Ok(probe) => shoal_health::check(probe, backend.addr(), timeout).await,
-                Err(why) => Err(why.clone()),
+                Err(why) => Err(ProbeError::Tls(why.clone())),
             };
             match checker.record(result) {
                 Some(Transition::Unhealthy(reason)) => {
@@ -489,6 +490,9 @@ fn reset_counts(backend: &Backend) {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod ejection_tests;
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,6 @@
 //! request, under the shard lock already held.
 use std::cell::Cell as StdCell;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +31,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use shoal_config::MetricsPrefix;
+use shoal_core::prom::{format_value, header, sample};
 use shoal_core::{HealthState, ReplicaTraffic, ServiceTraffic};
 
 use crate::table::{RoutingTable, ServiceHandle};
@@ -786,51 +786,6 @@ impl Family {
     }
 }
 
-/// `# HELP` and `# TYPE` lines.
-pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// One sample line, label values escaped.
-pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            for c in v.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    '\n' => out.push_str("\\n"),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-        }
-        out.push('}');
-    }
-    out.push(' ');
-    out.push_str(&format_value(value));
-    out.push('\n');
-}
-
-/// A sample value as Prometheus writes it (`+Inf`, `NaN`, integers without `.0`).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -960,12 +915,5 @@ mod tests {
             (0, None, None)
         );
         assert_eq!(after.len(), 2, "no figures for requests no route matched");
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        let mut out = String::new();
-        sample(&mut out, "x", &[("a", "q\"b\\n\n")], 1.5);
-        assert_eq!(out, "x{a=\"q\\\"b\\\\n\\n\"} 1.5\n");
     }
 }

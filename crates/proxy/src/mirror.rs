@@ -38,8 +38,9 @@ use http_body_util::BodyExt;
 use shoal_balance::PickContext;
 use shoal_config::Mirror;
 
+use crate::exchange::hyper::hyper_try;
 use crate::table::ServiceHandle;
-use crate::tries::{boxed_bytes, hyper_try};
+use crate::tries::boxed_bytes;
 use crate::upstream::Upstreams;
 
 /// Most copies of one route's requests under way at once.

@@ -9,7 +9,7 @@
 //! request (URI-derived pool keys, racing a lazy connect against the idle list).
 //!
 //! HTTP/1.1: a connection is checked out for one request and returned when the response body
-//! has been read to the end (see `crate::gateway`); a response abandoned half-way closes its
+//! has been read to the end (see `crate::hyper_path`); a response abandoned half-way closes its
 //! connection. At most `max_idle_per_endpoint` idle connections are kept per endpoint; idle
 //! ones older than `idle_timeout` are closed by a sweeper task. A pooled connection the
 //! replica closed before our request was written gives the request back (hyper's

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use shoal_config::{Protocol, Service, Source};
-use shoal_health::tls::{ALPN_H2, ALPN_HTTP1, TlsSettings};
+use shoal_health::tls::{ALPN_H2, ALPN_HTTP1, TlsError, TlsSettings};
 use shoal_health::{ClientTls, ProbeTls};
 
 use crate::upstream::{PoolSettings, TlsPool, Upstreams};
@@ -112,14 +112,10 @@ pub(crate) fn pool_for(
 /// `tls:` (`Err`: why it cannot). The gateway's checks of static servers and the
 /// supervisor's readiness and liveness probes of local replicas (verified as `localhost`
 /// unless `server_name` says otherwise) both use it.
-pub fn probe_tls(def: &Service) -> Option<Result<ProbeTls, String>> {
+pub fn probe_tls(def: &Service) -> Option<Result<ProbeTls, TlsError>> {
     let settings = settings(def, ALPN_HTTP1)?;
-    Some(
-        ClientTls::new(settings)
-            .map(|client| ProbeTls {
-                client,
-                host: fixed_host(def),
-            })
-            .map_err(|e| e.to_string()),
-    )
+    Some(ClientTls::new(settings).map(|client| ProbeTls {
+        client,
+        host: fixed_host(def),
+    }))
 }

@@ -18,6 +18,7 @@ use shoal_config::{
     RateLimit, RedirectRegex, RedirectScheme, ReplacePathRegex, Stack,
 };
 use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
+use shoal_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -403,15 +404,6 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Poll `f` until it holds, or fail after [`DEADLINE`].
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn pattern(re: &str) -> Pattern {
     Pattern {
         source: re.into(),
@@ -566,8 +558,9 @@ async fn in_flight_req_refuses_exactly_the_one_over_the_limit() {
             }));
         }
         let seen = Arc::clone(&gw.replica.seen);
-        eventually("two requests in flight", || {
-            seen.in_flight.load(Ordering::SeqCst) == 2
+        eventually(DEADLINE, || {
+            let two = seen.in_flight.load(Ordering::SeqCst) == 2;
+            std::future::ready(two.then_some(()).ok_or("two requests in flight"))
         })
         .await;
         let mut c = gw.client(transport).await;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Client, Gw, Path, Replica, eventually, serve, stack};
+use common::{Client, DEADLINE, Gw, Path, Replica, serve, stack};
 use http::{Method, StatusCode};
+use shoal_test_support::eventually;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -44,9 +45,11 @@ async fn the_mirror_gets_exactly_its_share_over_both_paths() {
         }
     }
     // The accumulator copies the 10th, 20th, … eligible request: 50 of 500.
-    eventually(|| match shadow.count() {
-        50 => Ok(()),
-        n => Err(format!("the mirror got {n} copies")),
+    eventually(DEADLINE, || {
+        std::future::ready(match shadow.count() {
+            50 => Ok(()),
+            n => Err(format!("the mirror got {n} copies")),
+        })
     })
     .await;
     assert_eq!(web.count(), 500);
@@ -81,9 +84,11 @@ async fn a_copy_carries_the_method_headers_and_body_up_to_max_body() {
             .send(Method::PUT, "/api/orders", &[], b"123456789")
             .await;
         assert_eq!(large.status, StatusCode::OK);
-        eventually(|| match shadow.count() - before {
-            1 => Ok(()),
-            n => Err(format!("{path:?}: {n} copies")),
+        eventually(DEADLINE, || {
+            std::future::ready(match shadow.count() - before {
+                1 => Ok(()),
+                n => Err(format!("{path:?}: {n} copies")),
+            })
         })
         .await;
         let copy = shadow.seen().pop().unwrap();
@@ -200,9 +205,11 @@ async fn a_hanging_or_refusing_mirror_costs_the_real_requests_nothing() {
     }
     // The copies under way to the hanging mirror are bounded (256 per route): the rest
     // were skipped rather than piled up.
-    eventually(|| match accepted.load(Ordering::SeqCst) {
-        256 => Ok(()),
-        n => Err(format!("{n} copies held by the hanging mirror")),
+    eventually(DEADLINE, || {
+        std::future::ready(match accepted.load(Ordering::SeqCst) {
+            256 => Ok(()),
+            n => Err(format!("{n} copies held by the hanging mirror")),
+        })
     })
     .await;
     assert_eq!(web.count(), 3 * 2 * 520);

@@ -35,6 +35,7 @@ use shoal_core::{EventKind, EventLog};
 use shoal_proxy::tls::{TlsError, TlsWarning, check};
 use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
 use shoal_sample_app::{Options, SampleApp};
+use shoal_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
@@ -386,22 +387,6 @@ async fn answer(resp: http::Response<hyper::body::Incoming>) -> Result<Answer, h
         headers: parts.headers,
         body: body.collect().await?.to_bytes(),
     })
-}
-
-/// Poll `probe` every 20 ms until it is true, or panic after `within` naming `what`.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut probe: impl FnMut() -> F,
-) {
-    let give_up = tokio::time::Instant::now() + within;
-    while !probe().await {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Run `program`, failing the test with what to install if it is missing.
@@ -828,9 +813,9 @@ async fn certificates_swap_under_load_without_a_failed_request() {
             ))
         })
         .collect();
-    eventually("load under way", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), || {
         let n = tally.ok.load(Ordering::Relaxed) + tally.failed.load(Ordering::Relaxed);
-        async move { n >= 20 }
+        std::future::ready((n >= 20).then_some(()).ok_or("load under way"))
     })
     .await;
 
@@ -838,15 +823,16 @@ async fn certificates_swap_under_load_without_a_failed_request() {
     let second = pki.leaf(&["localhost"]);
     pki.write("live", &second);
     let second_der = der_of(&second.0);
-    eventually(
-        "the rewritten certificate served",
-        Duration::from_secs(10),
-        || {
-            let (addr, ca) = (edge.https, pki.ca.clone());
-            let want = second_der.clone();
-            async move { current_cert(addr, &ca).await == want }
-        },
-    )
+    eventually(Duration::from_secs(10), || {
+        let (addr, ca) = (edge.https, pki.ca.clone());
+        let want = second_der.clone();
+        async move {
+            let served = current_cert(addr, &ca).await == want;
+            served
+                .then_some(())
+                .ok_or("the rewritten certificate served")
+        }
+    })
     .await;
     let reloaded = edge
         .events
@@ -879,14 +865,14 @@ async fn certificates_swap_under_load_without_a_failed_request() {
 
     // Let the load run past the swaps for a moment, then stop it.
     let after = tally.ok.load(Ordering::Relaxed);
-    eventually(
-        "more requests after the swaps",
-        Duration::from_secs(10),
-        || {
-            let n = tally.ok.load(Ordering::Relaxed);
-            async move { n >= after + 40 }
-        },
-    )
+    eventually(Duration::from_secs(10), || {
+        let n = tally.ok.load(Ordering::Relaxed);
+        std::future::ready(
+            (n >= after + 40)
+                .then_some(())
+                .ok_or("more requests after the swaps"),
+        )
+    })
     .await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -1247,8 +1233,9 @@ async fn redirects_are_counted_and_logged_on_their_entrypoint_with_no_route() {
 
     // And logged: one line each, no router or service.
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
-    eventually("two access log lines", Duration::from_secs(5), || async {
-        lines().lines().count() == 2
+    eventually(Duration::from_secs(5), || {
+        let two = lines().lines().count() == 2;
+        std::future::ready(two.then_some(()).ok_or("two access log lines"))
     })
     .await;
     let text = lines();
@@ -1301,8 +1288,9 @@ async fn failed_tls_handshakes_are_counted_per_entrypoint() {
         !String::from_utf8_lossy(&got).contains("HTTP/1.1"),
         "{got:?}"
     );
-    eventually("the failure counted", Duration::from_secs(5), || async {
-        edge.metrics().lines().any(|l| l == line(1))
+    eventually(Duration::from_secs(5), || {
+        let counted = edge.metrics().lines().any(|l| l == line(1));
+        std::future::ready(counted.then_some(()).ok_or("the failure counted"))
     })
     .await;
     edge.stop().await;

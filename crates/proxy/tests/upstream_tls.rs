@@ -9,6 +9,7 @@
 //! - a replica stopped under load: no request fails (retries over TLS);
 //! - gRPC-style HTTP/2 (content type, `TE: trailers`, trailers) through to an h2 replica;
 //! - HTTPS health checks of static servers, verified like requests.
+use std::future::ready;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use shoal_config::{Protocol, Stack, UpstreamTls};
 use shoal_core::{EventKind, EventLog};
 use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
 use shoal_sample_app::{Options, SampleApp, TlsFiles};
+use shoal_test_support::eventually;
 use tokio::time::Instant;
 
 /// Long enough for anything that should happen soon on a loaded machine.
@@ -441,17 +443,19 @@ async fn a_replica_stopped_under_load_fails_no_request() {
         })
         .collect();
     // Both replicas serve, then one goes away mid-load.
-    let deadline = Instant::now() + DEADLINE;
-    while served_by_leaving.load(Ordering::Relaxed) < 50 || ok.load(Ordering::Relaxed) < 200 {
-        assert!(Instant::now() < deadline, "the load did not get going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(DEADLINE, || {
+        let going =
+            served_by_leaving.load(Ordering::Relaxed) >= 50 && ok.load(Ordering::Relaxed) >= 200;
+        ready(going.then_some(()).ok_or("the load did not get going"))
+    })
+    .await;
     leaving.shutdown().await;
     let after_stop = ok.load(Ordering::Relaxed);
-    while ok.load(Ordering::Relaxed) < after_stop + 300 {
-        assert!(Instant::now() < deadline, "the load stalled after the stop");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(DEADLINE, || {
+        let going = ok.load(Ordering::Relaxed) >= after_stop + 300;
+        ready(going.then_some(()).ok_or("the load stalled after the stop"))
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
@@ -517,19 +521,12 @@ async fn health_checks_of_https_servers_verify_like_requests() {
     ))
     .await;
     // Checked with the wrong CA: out of rotation, and the event says why.
-    let deadline = Instant::now() + DEADLINE;
-    let reason = loop {
-        if let Some(e) = edge
-            .events
-            .since(0)
-            .into_iter()
-            .find(|e| e.kind == EventKind::Unhealthy)
-        {
-            break e.message;
-        }
-        assert!(Instant::now() < deadline, "no unhealthy event");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let reason = eventually(DEADLINE, || {
+        let events = edge.events.since(0);
+        let unhealthy = events.into_iter().find(|e| e.kind == EventKind::Unhealthy);
+        ready(unhealthy.map(|e| e.message).ok_or("no unhealthy event"))
+    })
+    .await;
     assert!(
         reason.contains(
             "TLS handshake failed: the replica's certificate is not signed by a trusted CA"
@@ -546,16 +543,12 @@ async fn health_checks_of_https_servers_verify_like_requests() {
     // The right CA: the HTTPS check passes and the server is back.
     let seen = edge.events.since(0).last().map_or(0, |e| e.seq);
     edge.reload(tls(ca(&pki), Protocol::Http1));
-    let deadline = Instant::now() + DEADLINE;
-    while !edge
-        .events
-        .since(seen)
-        .iter()
-        .any(|e| e.kind == EventKind::Healthy)
-    {
-        assert!(Instant::now() < deadline, "no healthy event");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(DEADLINE, || {
+        let events = edge.events.since(seen);
+        let healthy = events.iter().any(|e| e.kind == EventKind::Healthy);
+        ready(healthy.then_some(()).ok_or("no healthy event"))
+    })
+    .await;
     let answer = get(&http1(), &edge.url("/")).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     edge.stop().await;

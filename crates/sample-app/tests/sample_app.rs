@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use shoal_sample_app::{Options, SampleApp};
+use shoal_test_support::eventually;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -79,18 +80,21 @@ async fn send(client: &HttpClient, req: Request<ReqBody>) -> Answer {
     }
 }
 
+/// Wait until `app` has `n` requests in flight; panic with the last count after
+/// [`DEADLINE`].
+async fn in_flight(app: &SampleApp, n: usize) {
+    eventually(DEADLINE, || async {
+        match app.in_flight() {
+            count if count == n => Ok(()),
+            count => Err(format!("{count} requests in flight, not {n}")),
+        }
+    })
+    .await;
+}
+
 async fn get(app: &SampleApp, path: &str) -> Answer {
     let uri = format!("http://{}{path}", app.local_addr());
     send(&client(), Request::get(uri).body(empty()).unwrap()).await
-}
-
-/// Poll `condition` until it holds; panic after [`DEADLINE`].
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn pattern(offset: usize) -> u8 {
@@ -377,7 +381,7 @@ async fn echo_answers_each_chunk_before_the_request_body_ends() {
     assert_eq!(second, "pong");
     drop(tx);
     assert!(body.frame().await.is_none());
-    eventually("the echo to end", || app.in_flight() == 0).await;
+    in_flight(&app, 0).await;
     app.shutdown().await;
 }
 
@@ -506,7 +510,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
         let uri = format!("http://{addr}/sleep?ms=300");
         send(&client(), Request::get(uri).body(empty()).unwrap()).await
     });
-    eventually("the request to arrive", || app.in_flight() == 1).await;
+    in_flight(&app, 1).await;
 
     let started = Instant::now();
     app.shutdown().await;
@@ -569,7 +573,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
             .request(Request::get(uri).body(empty()).unwrap())
             .await
     });
-    eventually("the request to arrive", || app.in_flight() == 1).await;
+    in_flight(&app, 1).await;
 
     let started = Instant::now();
     tokio::time::timeout(DEADLINE, app.shutdown())
@@ -620,11 +624,11 @@ async fn in_flight_counts_requests_until_answered() {
             })
         })
         .collect();
-    eventually("three requests in flight", || app.in_flight() == 3).await;
+    in_flight(&app, 3).await;
     for request in requests {
         assert_eq!(request.await.unwrap().status, StatusCode::OK);
     }
-    eventually("no request in flight", || app.in_flight() == 0).await;
+    in_flight(&app, 0).await;
     app.shutdown().await;
 }
 

@@ -1,5 +1,5 @@
-//! A small client for the admin API, used by `status`, `scale`, `events`, `logs`, `reload`
-//! and `down`.
+//! A small client for the admin API, used by `status`, `scale`, `events`, `logs`, `reload`,
+//! `down`, `rollout`, `weight` and `top`.
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
@@ -10,6 +10,8 @@ use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::cli::AdminArgs;
 
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone)]
@@ -26,6 +28,21 @@ impl AdminClient {
             token,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
+    }
+
+    /// Admin address and token: flags, else the stack file's admin section, else the
+    /// default.
+    pub(crate) fn from_args(args: &AdminArgs) -> AdminClient {
+        let from_file = shoal_config::peek_admin(&args.file);
+        let addr = args
+            .admin
+            .or_else(|| from_file.as_ref().map(|a| a.listen))
+            .unwrap_or(shoal_config::DEFAULT_ADMIN_LISTEN);
+        let token = args
+            .token
+            .clone()
+            .or_else(|| from_file.and_then(|a| a.token));
+        AdminClient::new(addr, token)
     }
 
     async fn send(

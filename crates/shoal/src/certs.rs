@@ -301,7 +301,7 @@ fn targets_of(file: &Path) -> anyhow::Result<Vec<Target>> {
     let Ok(text) = fs::read_to_string(file) else {
         return Ok(fallback());
     };
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+    let yaml: serde_norway::Value = serde_norway::from_str(&text)
         .with_context(|| format!("{}: not valid YAML", file.display()))?;
     let base = file.parent().unwrap_or(Path::new(""));
     let mut targets = Vec::new();

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 pub(crate) use shoal_loadgen::LoadArgs;
+// Every DURATION flag: the stack file's syntax, one parser for the whole CLI.
+use shoal_config::parse_duration;
 
 /// Run replicated web services behind a fast load-balancing gateway.
 #[derive(Debug, Parser)]
@@ -418,10 +420,6 @@ pub(crate) struct RenderArgs {
     pub(crate) explain: bool,
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    shoal_config::parse_duration(s)
-}
-
 /// `api=90`: a service and its weight.
 fn parse_weight(s: &str) -> Result<(String, u32), String> {
     let Some((service, weight)) = s.split_once('=') else {
@@ -440,7 +438,7 @@ fn parse_weight(s: &str) -> Result<(String, u32), String> {
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < std::time::Duration::from_millis(100) {
         return Err("at least 100ms".into());
     }
@@ -455,6 +453,32 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every DURATION flag takes the stack file's syntax; a bare number is an error that
+    /// names the flag and the unit to add (exit code 2).
+    #[test]
+    fn duration_flags_refuse_bare_numbers() {
+        for line in [
+            &["shoal", "down", "--timeout", "30"][..],
+            &["shoal", "rollout", "status", "api", "--timeout", "30"],
+            &["shoal", "sample-app", "--startup-delay", "30"],
+            &["shoal", "top", "--interval", "30"],
+        ] {
+            let err = Cli::try_parse_from(line).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(line[line.len() - 2])
+                    && text.contains("`30` has no unit; write e.g. `30s`"),
+                "{text}"
+            );
+        }
+        let cli = Cli::try_parse_from(["shoal", "down", "--timeout", "1.5s"]).unwrap();
+        let Command::Down(args) = cli.command else {
+            panic!("not down")
+        };
+        assert_eq!(args.timeout, std::time::Duration::from_millis(1500));
     }
 
     #[test]

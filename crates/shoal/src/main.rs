@@ -4,6 +4,7 @@ mod admin_client;
 mod certs;
 mod cli;
 mod commands;
+mod format;
 mod k8s;
 mod top;
 

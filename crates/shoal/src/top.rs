@@ -231,7 +231,7 @@ pub(crate) fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = crate::commands::admin_client(&args.admin);
+    let client = AdminClient::from_args(&args.admin);
     let mut app = runtime.block_on(App::connect(client))?;
     if !std::io::stdout().is_terminal() {
         bail!("shoal top needs a terminal; `shoal status` prints the same tables once");

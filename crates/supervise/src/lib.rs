@@ -34,8 +34,8 @@ mod replica;
 mod spec;
 mod supervisor;
 
-pub use limits::{ResourceLimits, enforcement};
-pub use logs::{LogLine, LogReader, MAX_LINE, line_prefix, log_file, strip_ansi};
+pub use limits::{NotEnforced, ResourceLimits, enforcement};
+pub use logs::{LogLine, LogReader, MAX_LINE, line_prefix, log_file, rotated_log_file, strip_ansi};
 pub use shoal_health::Probe;
 pub use spec::{
     Amount, Condition, Dependency, LogPolicy, LogRotation, Readiness, RestartMode, RestartPolicy,

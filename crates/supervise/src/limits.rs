@@ -59,14 +59,20 @@ impl ResourceLimits {
     }
 }
 
+/// Some limit set is not enforced by a cgroup on this machine: it falls back to rlimits and
+/// shoal's sampler, or is not enforced at all. The message is the one line for users that
+/// says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotEnforced(pub String);
+
 /// How `limits` would be enforced on this machine, in one line for users: `Ok` when
-/// cgroups enforce every limit set, `Err` when some falls back to rlimits and shoal's
-/// sampler, or is not enforced at all (the line says which).
-pub fn enforcement(limits: &ResourceLimits) -> Result<String, String> {
+/// cgroups enforce every limit set, else [`NotEnforced`].
+pub fn enforcement(limits: &ResourceLimits) -> Result<String, NotEnforced> {
     let mechanism = mechanism();
     let text = mechanism.describe(limits);
     if mechanism.degraded(limits) {
-        Err(text)
+        Err(NotEnforced(text))
     } else {
         Ok(text)
     }

@@ -50,8 +50,27 @@ use crate::spec::LogPolicy;
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// The log file of one replica: `dir/SERVICE.INDEX.log` (rotated files add `.1`, `.2`, …).
+/// The one place the name is made: the CLI, the app and the tests call this (and
+/// [`rotated_log_file`]) rather than spell it.
 pub fn log_file(dir: &Path, service: &str, replica: u32) -> PathBuf {
     dir.join(format!("{service}.{replica}.log"))
+}
+
+/// The `n`th rotated file of a replica's log: `.1` is the newest old file (see the module
+/// doc).
+pub fn rotated_log_file(dir: &Path, service: &str, replica: u32, n: u32) -> PathBuf {
+    rotated(&log_file(dir, service, replica), n)
+}
+
+/// The replica whose live log file of `service` is named `file_name`: the inverse of
+/// [`log_file`]. None for another service's file or a rotated one.
+fn replica_of(file_name: &str, service: &str) -> Option<u32> {
+    file_name
+        .strip_prefix(service)?
+        .strip_prefix('.')?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -376,19 +395,13 @@ impl LogReader {
 
     /// The replica indexes that have a log file (of the one asked for, if any), sorted.
     pub fn replicas(&self) -> Vec<u32> {
-        let prefix = format!("{}.", self.service);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         let mut found: Vec<u32> = entries
             .filter_map(|e| {
                 let name = e.ok()?.file_name();
-                let index = name
-                    .to_str()?
-                    .strip_prefix(&prefix)?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
+                let index = replica_of(name.to_str()?, &self.service)?;
                 self.replica.is_none_or(|r| r == index).then_some(index)
             })
             .collect();
@@ -540,6 +553,21 @@ mod tests {
     }
 
     #[test]
+    fn a_log_file_name_is_read_back_as_its_replica() {
+        let dir = Path::new("/state/logs");
+        let name = |p: PathBuf| p.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(name(log_file(dir, "web", 3)), "web.3.log");
+        assert_eq!(name(rotated_log_file(dir, "web", 3, 2)), "web.3.log.2");
+        assert_eq!(replica_of(&name(log_file(dir, "web", 3)), "web"), Some(3));
+        assert_eq!(replica_of(&name(log_file(dir, "webby", 0)), "web"), None);
+        assert_eq!(replica_of(&name(log_file(dir, "web", 0)), "webby"), None);
+        assert_eq!(
+            replica_of(&name(rotated_log_file(dir, "web", 0, 1)), "web"),
+            None
+        );
+    }
+
+    #[test]
     fn the_last_non_blank_line_of_stderr_else_stdout_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = ReplicaLog::open(&LogPolicy::new(dir.path()), "users", 0);
@@ -586,7 +614,7 @@ mod tests {
             f0.write_line(format!("zero {i}").as_bytes()).unwrap();
         }
         // Another service's file, and a half-written line, are not read.
-        std::fs::write(dir.path().join("webby.0.log"), "other\n").unwrap();
+        std::fs::write(log_file(dir.path(), "webby", 0), "other\n").unwrap();
         let mut reader = LogReader::new(dir.path(), "web", None);
         let text = |lines: Vec<LogLine>| -> Vec<String> {
             lines

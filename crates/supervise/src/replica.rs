@@ -366,7 +366,7 @@ enum Outcome {
     CannotStart(String),
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), shoal_health::ProbeError>> + Send>>;
 
 struct Runner {
     shared: Arc<Shared>,
@@ -618,7 +618,9 @@ impl Runner {
                                 // failures began. A replica that hangs soon after every
                                 // start backs off further each time, as a crash loop does.
                                 let worked = since.duration_since(started);
-                                return self.not_alive(child, pgid, worked, bound, &reason).await;
+                                return self
+                                    .not_alive(child, pgid, worked, bound, &reason.to_string())
+                                    .await;
                             }
                             if in_balancer && failures >= readiness.failure_threshold.max(1) {
                                 in_balancer = false;

@@ -23,7 +23,6 @@
 //! ```
 pub mod kafka;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -31,11 +30,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read the port, close).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
+pub use crate::port::free_port;
 
 /// The path of `name`: the variable `env_override` if set, else the first found on `PATH`
 /// then in `extra_dirs`; or `None` with a printed message when it is missing. With

@@ -2,7 +2,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use shoal_app::{Shoal, StartOptions};
+use shoal_app::{ReloadError, Shoal, StartOptions};
 use tempfile::TempDir;
 
 use crate::ServerList;
@@ -100,12 +100,12 @@ impl TestGateway {
     }
 
     /// Rewrite the stack file as `stack` and reload, as `shoal reload` would.
-    pub fn reload(&self, stack: &StackBuilder) -> Result<String, String> {
+    pub fn reload(&self, stack: &StackBuilder) -> Result<String, ReloadError> {
         self.reload_text(&stack.yaml())
     }
 
     /// Rewrite the stack file with `text` (valid or not) and reload.
-    pub fn reload_text(&self, text: &str) -> Result<String, String> {
+    pub fn reload_text(&self, text: &str) -> Result<String, ReloadError> {
         std::fs::write(&self.stack_path, text).expect("write the stack file");
         self.shoal.reload()
     }

@@ -33,23 +33,44 @@
 //! shoal: the proofs live in `crates/app/tests/`.
 #![warn(missing_docs)]
 
+#[cfg(feature = "harness")]
 mod backends;
+#[cfg(feature = "harness")]
 pub mod brokers;
+#[cfg(feature = "harness")]
 mod client;
+#[cfg(feature = "harness")]
 mod gateway;
+#[cfg(feature = "harness")]
 pub mod grpc;
+#[cfg(feature = "harness")]
 pub mod kube_api;
+#[cfg(feature = "harness")]
+mod observe;
 mod poll;
+mod port;
+#[cfg(feature = "harness")]
 mod recorder;
+#[cfg(feature = "harness")]
 mod stack;
+#[cfg(feature = "harness")]
 mod tls;
+#[cfg(feature = "harness")]
 pub mod worker;
 
+#[cfg(feature = "harness")]
 pub use backends::{Backend, Backends, ServerList, dead_url};
+#[cfg(feature = "harness")]
 pub use client::{Answer, BoxError, Client, Conn, ReqBody, body, get, tally};
+#[cfg(feature = "harness")]
 pub use gateway::TestGateway;
+#[cfg(feature = "harness")]
 pub use kube_api::{FakeEndpoint, FakeKube};
 pub use poll::{DEADLINE, eventually};
+pub use port::free_port;
+#[cfg(feature = "harness")]
 pub use recorder::Recorder;
+#[cfg(feature = "harness")]
 pub use stack::{Route, Service, StackBuilder};
+#[cfg(feature = "harness")]
 pub use tls::TestCerts;

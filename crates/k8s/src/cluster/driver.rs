@@ -489,4 +489,27 @@ impl Driver for KubeDriver {
             self.abort_all();
         })
     }
+
+    /// The Deployment owns its rollouts: says which `kubectl` command does this.
+    fn rollout_undo(&self, service: &str) -> Result<String, DriverError> {
+        Err(kubectl_rollout("undo", service))
+    }
+
+    /// As [`rollout_undo`](Driver::rollout_undo).
+    fn rollout_restart(&self, service: &str) -> Result<String, DriverError> {
+        Err(kubectl_rollout("restart", service))
+    }
+
+    /// Only the gateway holding the Lease scales (see [`KubeDriver::is_leader`]).
+    fn may_scale(&self) -> bool {
+        self.is_leader()
+    }
+}
+
+/// `shoal rollout undo|restart` in a cluster: the error naming the `kubectl` command to run.
+fn kubectl_rollout(verb: &str, service: &str) -> DriverError {
+    DriverError::Invalid(format!(
+        "in Kubernetes mode the Deployment rolls the pods: run `kubectl rollout \
+         {verb} deployment/{service}`"
+    ))
 }

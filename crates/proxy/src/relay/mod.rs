@@ -1,10 +1,12 @@
 //! The HTTP/1.1 relay: the gateway's fast path for plain HTTP/1.1 keep-alive traffic.
 //!
 //! A client connection starts here. Each request head is parsed once ([`wire`]), routed and
-//! prepared exactly as on the full path (`Gateway::begin`, `prepare`, `admit`), sent by the
-//! same tries ([`crate::tries`], so retries, hedging, passive health and the retry budget
-//! behave the same), and the replica's response is relayed as bytes: its head rewritten on
-//! the fly, its body copied with the framing it came with (length, chunked, or until close).
+//! prepared by the steps the full path takes too ([`crate::pipeline`]: begin, prepare,
+//! admit, finish), sent by the same tries ([`crate::tries`], with the relay's exchange,
+//! [`crate::exchange::relay`], so retries, hedging, passive health, the retry budget and the
+//! replay limit behave the same), and the replica's response is relayed as bytes: its head
+//! rewritten on the fly by the hop-by-hop rule both paths apply ([`crate::forward`]), its
+//! body copied with the framing it came with (length, chunked, or until close).
 //! No per-request task, channel or body object, and one read and one write per direction for
 //! a small exchange. A split's choice and its sticky cookie come from `Gateway::begin` as on
 //! the full path; a copy to a route's mirror is started here too (the body is in hand), on a
@@ -14,7 +16,7 @@
 //! that chose HTTP/1.1 by ALPN is relayed too, only its bytes pass through rustls.
 //!
 //! What the relay does not handle — HTTP/2 (h2c prior knowledge), HTTP/1.0, upgrades
-//! (WebSocket), `Expect: 100-continue`, chunked or large (over `max_replay_body`) request
+//! (WebSocket), `Expect: 100-continue`, chunked or large (over 64 KiB, [`MAX_BODY`]) request
 //! bodies, services reached over h2c or TLS, requests whose response the `compress` middleware
 //! will compress ([`crate::compress`]) — is recognised before anything is sent, and the
 //! connection, with the bytes already read, is handed to the full HTTP stack (hyper) for the
@@ -26,7 +28,8 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use shoal_balance::Backend;
+use shoal_config::Middleware;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -34,23 +37,25 @@ use tokio::time::{Instant, Sleep};
 
 use crate::compress;
 use crate::error::{ProxyError, SLOW_BODY, SLOW_HEAD};
-use crate::gateway::{ConnInfo, Gateway, admit, prepare, record_breaker, response_extras};
+use crate::exchange::relay::{RelayExchange, RelayResponse};
+use crate::gateway::{ConnInfo, Gateway};
 use crate::middleware;
+use crate::pipeline::{admit, prepare, record_breaker, replay_limit, response_extras};
 use crate::server::{ServeSettings, SettingsCache};
-use crate::tries::{Answer, BalanceKey, Exchange, Outbound, TryError, is_idempotent};
-use crate::upstream::Upstreams;
+use crate::tries::{Answer, BalanceKey, Outbound, is_idempotent};
 
 pub(crate) mod wire;
 
-use wire::{ChunkedEnd, ClientRequest, Framing, HeadLimits, Parsed, ResponseHead};
+use wire::{ChunkedEnd, ClientRequest, Framing, HeadLimits, HeaderEdit, Parsed};
 
-/// Longest request body the relay carries (held in memory, so that a retry can resend it);
-/// longer ones are streamed by the full stack.
+/// Longest request body the relay carries (held in memory); longer ones are streamed by the
+/// full stack. A later try has a copy only within `retry.max_replay_body`, as on the full
+/// stack (`crate::pipeline::replay_limit`).
 const MAX_BODY: usize = 64 * 1024;
 /// Room for a client's request head: most fit; a longer one grows the buffer.
 const REQUEST_CHUNK: usize = 2 * 1024;
 /// Room for a replica's response head (and a small body with it).
-const HEAD_CHUNK: usize = 4 * 1024;
+pub(crate) const HEAD_CHUNK: usize = 4 * 1024;
 /// Room reserved before each read of a longer body.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -425,11 +430,13 @@ async fn exchange<S: ClientStream>(
         );
         let sent = Outbound::new(&table, target, since)
             .run_with_timer(
-                RelayExchange {
-                    request: wire_req.freeze(),
+                RelayExchange::new(
+                    wire_req.freeze(),
+                    body.len(),
+                    replay_limit(&target.retry, idempotent),
                     idempotent,
-                    head_request: parts.method == Method::HEAD,
-                },
+                    parts.method == Method::HEAD,
+                ),
                 idempotent,
                 &key,
                 replica_timer,
@@ -479,7 +486,8 @@ async fn exchange<S: ClientStream>(
     extras.extend(edge_headers);
     let close = close || head.framing == Framing::UntilClose;
     out.clear();
-    wire::write_response_head(out, &up_buf, &head, &route.middlewares, &extras, close);
+    let edits = response_edits(&route.middlewares);
+    wire::write_response_head(out, &up_buf, &head, &edits, &extras, close);
     let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let size = match head.framing {
         Framing::Length(n) => Some(n),
@@ -502,6 +510,21 @@ async fn exchange<S: ClientStream>(
     }
     drop(pick);
     if close { Next::Close } else { Next::KeepAlive }
+}
+
+/// The response header edits of a route's `headers` middlewares, in route order, for the
+/// byte-level writer (`wire::write_response_head`).
+fn response_edits(middlewares: &[Middleware]) -> SmallVec<[HeaderEdit<'_>; 2]> {
+    middlewares
+        .iter()
+        .filter_map(|m| match m {
+            Middleware::Headers(rules) => Some(HeaderEdit {
+                remove: &rules.response_remove,
+                set: &rules.response_set,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Status recorded for a request whose client went away before the answer (nginx's).
@@ -591,7 +614,7 @@ async fn relay_body<S: AsyncWrite + Unpin>(
 
 /// At least `room` bytes free at the end of `buf` for the next read (reclaiming the space of
 /// what was taken off its front when it can, rather than reading in dribs).
-fn make_room(buf: &mut BytesMut, room: usize) {
+pub(crate) fn make_room(buf: &mut BytesMut, room: usize) {
     if buf.capacity() - buf.len() < room / 2 {
         buf.reserve(room);
     }
@@ -674,107 +697,6 @@ async fn write_error<S: AsyncWrite + Unpin>(
     match send(client, out).await {
         Ok(()) if !close => Next::KeepAlive,
         _ => Next::Close,
-    }
-}
-
-/// A request as the relay sends it: its bytes, ready to write to any replica.
-struct RelayExchange {
-    request: Bytes,
-    idempotent: bool,
-    head_request: bool,
-}
-
-/// A replica's response head, with the connection and the bytes read so far.
-pub(crate) struct RelayResponse {
-    upstream: TcpStream,
-    /// The head, and whatever of the body came with it.
-    buf: BytesMut,
-    head: ResponseHead,
-}
-
-impl Exchange for RelayExchange {
-    type Request = Bytes;
-    type Response = RelayResponse;
-
-    fn next_request(&mut self, _keep_copy: bool) -> Option<Bytes> {
-        Some(self.request.clone())
-    }
-
-    fn replayable(&self) -> bool {
-        true
-    }
-
-    fn status(response: &RelayResponse) -> u16 {
-        response.head.status
-    }
-
-    fn send(
-        &self,
-        upstreams: Arc<Upstreams>,
-        backend: Arc<Backend>,
-        req: Bytes,
-    ) -> impl Future<Output = Result<RelayResponse, TryError<Bytes>>> + Send + 'static {
-        relay_try(upstreams, backend, req, self.idempotent, self.head_request)
-    }
-}
-
-/// One try: write the request, read the response head.
-async fn relay_try(
-    upstreams: Arc<Upstreams>,
-    backend: Arc<Backend>,
-    req: Bytes,
-    idempotent: bool,
-    head_request: bool,
-) -> Result<RelayResponse, TryError<Bytes>> {
-    let (mut upstream, pooled) = match upstreams.checkout_socket(backend.addr()).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(TryError::Connect(e, req)),
-    };
-    if let Err(e) = upstream.write_all(&req).await {
-        // A pooled connection the replica had closed: the request did not get through.
-        return Err(if pooled {
-            TryError::Unsent(req)
-        } else {
-            TryError::Sent(Box::new(e))
-        });
-    }
-    let mut buf = BytesMut::with_capacity(HEAD_CHUNK);
-    loop {
-        make_room(&mut buf, HEAD_CHUNK);
-        let read = upstream.read_buf(&mut buf).await;
-        match read {
-            Ok(n) if n > 0 => {}
-            // A pooled connection closed as our request arrived (the replica's idle timeout
-            // raced us): nothing was answered. Safe to send again where a repeat is.
-            _ if pooled && buf.is_empty() && idempotent => return Err(TryError::Unsent(req)),
-            Ok(_) => {
-                return Err(TryError::Sent(
-                    "the replica closed the connection before responding".into(),
-                ));
-            }
-            Err(e) => return Err(TryError::Sent(Box::new(e))),
-        }
-        loop {
-            match wire::parse_response(&buf, head_request) {
-                Ok(None) => break,
-                Err(e) => return Err(TryError::Sent(e.into())),
-                Ok(Some(head)) if head.status == 101 => {
-                    return Err(TryError::Sent(
-                        "the replica switched protocols on a request that did not ask to".into(),
-                    ));
-                }
-                // Interim responses (100 Continue, 103 Early Hints) are dropped, as hyper's
-                // client does; the final response follows.
-                Ok(Some(head)) if head.status < 200 => buf.advance(head.len),
-                Ok(Some(head)) => {
-                    return Ok(RelayResponse {
-                        upstream,
-                        buf,
-                        head,
-                    });
-                }
-            }
-        }
     }
 }
 

@@ -13,14 +13,13 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+use crate::forward;
+use crate::framing::{self, Reject, RequestBody};
+pub(crate) use crate::framing::{ChunkedEnd, Framing};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
-use shoal_config::Middleware;
-
-use crate::framing::{self, Reject, RequestBody};
-pub(crate) use crate::framing::{ChunkedEnd, Framing};
 
 /// Longest response head accepted from a replica (a longer one is a replica failure).
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -321,18 +320,15 @@ pub(crate) fn parse_response(
     }))
 }
 
-/// Response headers that describe one connection only (RFC 9110 §7.6.1), and the framing
-/// headers, which [`write_response_head`] writes itself.
-const HOP_BY_HOP: [&[u8]; 8] = [
-    b"content-length",
-    b"transfer-encoding",
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"upgrade",
-    b"proxy-authenticate",
-];
+/// Whether the replica's field `name` stays out of the client's head: the framing fields
+/// (`Content-Length`, `Transfer-Encoding`), which are written from the body as it will be
+/// relayed (RFC 9112 §6), and the hop-by-hop fields (RFC 9110 §7.6.1) by the one rule both
+/// paths apply (`crate::forward`). `named`: what the replica's `Connection` fields name.
+fn not_forwarded(name: &[u8], named: &[&[u8]]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length")
+        || forward::is_hop_by_hop(name)
+        || named.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
 
 /// Extra response headers added next to the replica's rather than replacing them:
 /// `Set-Cookie` (the sticky cookie) and `Vary` (`cors` adds `Origin`; a list field may be
@@ -341,16 +337,27 @@ fn appended(name: &HeaderName) -> bool {
     name == header::SET_COOKIE || name == header::VARY
 }
 
+/// One edit of the response's header fields, as a route's middleware asks it: fields
+/// removed, and fields set (replacing the replica's). Plain values: the writer needs no
+/// configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderEdit<'a> {
+    /// Names removed from the replica's response.
+    pub(crate) remove: &'a [HeaderName],
+    /// Fields written instead of the replica's of the same name.
+    pub(crate) set: &'a [(HeaderName, HeaderValue)],
+}
+
 /// Write the client's response head from the replica's (`head`, parsed from `buf`):
-/// hop-by-hop headers and those the route's middlewares remove or set are left out, the
-/// middlewares' values and `extras` are added, then the framing of the body as it will be
-/// relayed (never the replica's headers: a `Connection` naming them cannot remove them),
-/// and `connection: close` when `close`.
+/// hop-by-hop headers and those `edits` remove or set are left out, the edits' values and
+/// `extras` are added, then the framing of the body as it will be relayed (never the
+/// replica's headers: a `Connection` naming them cannot remove them), and
+/// `connection: close` when `close`.
 pub(crate) fn write_response_head(
     out: &mut BytesMut,
     buf: &[u8],
     head: &ResponseHead,
-    middlewares: &[Middleware],
+    edits: &[HeaderEdit<'_>],
     extras: &[(HeaderName, HeaderValue)],
     close: bool,
 ) {
@@ -369,26 +376,20 @@ pub(crate) fn write_response_head(
         .fields
         .iter()
         .filter(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| framing::tokens(&buf[v.clone()]))
+        .flat_map(|(_, v)| forward::connection_named(&buf[v.clone()]))
         .collect();
     let replaced = |name: &[u8]| {
-        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || named.iter().any(|h| name.eq_ignore_ascii_case(h))
+        not_forwarded(name, &named)
             || extras
                 .iter()
                 .any(|(n, _)| !appended(n) && name.eq_ignore_ascii_case(n.as_ref()))
-            || middlewares.iter().any(|m| match m {
-                Middleware::Headers(rules) => {
-                    rules
-                        .response_remove
+            || edits.iter().any(|e| {
+                e.remove
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n.as_ref()))
+                    || e.set
                         .iter()
-                        .any(|n| name.eq_ignore_ascii_case(n.as_ref()))
-                        || rules
-                            .response_set
-                            .iter()
-                            .any(|(n, _)| name.eq_ignore_ascii_case(n.as_ref()))
-                }
-                _ => false,
+                        .any(|(n, _)| name.eq_ignore_ascii_case(n.as_ref()))
             })
     };
     for (name, value) in &head.fields {
@@ -397,11 +398,9 @@ pub(crate) fn write_response_head(
             put_field(out, name, &buf[value.clone()]);
         }
     }
-    for m in middlewares {
-        if let Middleware::Headers(rules) = m {
-            for (name, value) in &rules.response_set {
-                put_field(out, name.as_ref(), value.as_bytes());
-            }
+    for edit in edits {
+        for (name, value) in edit.set {
+            put_field(out, name.as_ref(), value.as_bytes());
         }
     }
     for (name, value) in extras {
@@ -730,6 +729,43 @@ mod tests {
     }
 
     #[test]
+    fn both_paths_drop_the_same_response_fields() {
+        // One hop-by-hop rule (RFC 9110 §7.6.1, `crate::forward`): what the relay leaves out
+        // of the client's head is what the hyper path strips from the response's headers;
+        // framing aside, which each path writes from the body it sends (RFC 9112 §6).
+        let text = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Named, host, content-length\r\n\
+            Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+            Upgrade: h2c\r\nProxy-Authenticate: Basic\r\nProxy-Authorization: Basic eA==\r\n\
+            X-Named: 1\r\nHost: a.test\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_response(text, false).unwrap().unwrap();
+        let mut out = BytesMut::new();
+        write_response_head(&mut out, text, &head, &[], &[], false);
+        let relayed: Vec<String> = std::str::from_utf8(&out)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n.to_ascii_lowercase()))
+            .filter(|n| n != "content-length")
+            .collect();
+        let mut headers = HeaderMap::new();
+        for (name, value) in &head.fields {
+            headers.append(
+                HeaderName::from_bytes(&text[name.clone()]).unwrap(),
+                HeaderValue::from_bytes(&text[value.clone()]).unwrap(),
+            );
+        }
+        forward::strip_hop_by_hop(&mut headers, false, false);
+        let mut stripped: Vec<String> = headers
+            .keys()
+            .map(|n| n.as_str().to_owned())
+            .filter(|n| n != "content-length")
+            .collect();
+        stripped.sort();
+        assert_eq!(relayed, ["host", "x-kept"]);
+        assert_eq!(stripped, relayed);
+    }
+
+    #[test]
     fn response_heads_are_rewritten_for_the_client() {
         let text = b"HTTP/1.1 201 Made It\r\nConnection: x-private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nX-Shoal-Replica: spoofed\r\nServer: app\r\nX-Drop: 1\r\nContent-Length: 0\r\n\r\n";
         let head = parse_response(text, false).unwrap().unwrap();
@@ -753,7 +789,10 @@ mod tests {
             &mut out,
             text,
             &head,
-            &[Middleware::Headers(rules)],
+            &[HeaderEdit {
+                remove: &rules.response_remove,
+                set: &rules.response_set,
+            }],
             &extras,
             true,
         );

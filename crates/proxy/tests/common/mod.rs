@@ -218,15 +218,3 @@ impl Client {
         self.send(Method::GET, path, headers, b"").await
     }
 }
-
-/// Poll `check` until it holds, or panic with its last complaint at [`DEADLINE`].
-pub(crate) async fn eventually(mut check: impl FnMut() -> Result<(), String>) {
-    let start = tokio::time::Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(why) if start.elapsed() > DEADLINE => panic!("not in time: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}

@@ -11,6 +11,8 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, StatefulWidget, Table, Table
 use shoal_core::{Event, ReplicaState, ServiceState, ServiceStatus};
 use tokio::time::Instant;
 
+use crate::format::{backlog_summary, format_event, mebibytes, percent, thousands, uptime};
+
 /// What the admin API answered at one moment.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -89,10 +91,6 @@ fn rate(v: Option<f64>) -> String {
         Some(r) if r < 1000.0 => format!("{r:.1}"),
         Some(r) => format!("{r:.0}"),
     }
-}
-
-fn percent(v: Option<f64>) -> String {
-    v.map_or("-".into(), |p| format!("{p:.1}%"))
 }
 
 fn millis(v: Option<f64>) -> String {
@@ -206,11 +204,7 @@ impl View<'_> {
                     Some(b) if b.failures > 0 => {
                         ("unknown".to_owned(), Style::new().fg(Color::Red))
                     }
-                    Some(b) => (
-                        b.messages
-                            .map_or_else(|| "-".into(), crate::commands::thousands),
-                        plain,
-                    ),
+                    Some(b) => (b.messages.map_or_else(|| "-".into(), thousands), plain),
                     None => ("-".into(), plain),
                 };
                 vec![
@@ -260,24 +254,12 @@ impl View<'_> {
                     (r.state.to_string(), replica_state_style(r.state)),
                     (health, health_style),
                     (opt(r.pid.map(|p| p.to_string())), plain),
-                    (opt(r.cpu_percent.map(|c| format!("{c:.1}%"))), plain),
-                    (
-                        opt(r
-                            .rss_bytes
-                            .map(|b| format!("{:.1}MiB", b as f64 / 1_048_576.0))),
-                        plain,
-                    ),
+                    (percent(r.cpu_percent), plain),
+                    (mebibytes(r.rss_bytes), plain),
                     (opt(traffic.map(|t| t.in_flight.to_string())), plain),
                     (rate(rps), plain),
                     (r.restarts.to_string(), plain),
-                    (
-                        if r.uptime_secs > 0.0 {
-                            crate::commands::human_duration(r.uptime_secs)
-                        } else {
-                            "-".into()
-                        },
-                        plain,
-                    ),
+                    (uptime(r.uptime_secs), plain),
                     (note, Style::new().fg(Color::Yellow)),
                 ]
             })
@@ -352,11 +334,9 @@ impl Widget for &View<'_> {
             Some(s) => {
                 let queue = s.autoscale.as_ref().and_then(|a| a.backlog.as_ref());
                 let title = match queue {
-                    Some(b) => format!(
-                        " replicas of {} · {} ",
-                        s.name,
-                        crate::commands::backlog_summary(b, s.ready)
-                    ),
+                    Some(b) => {
+                        format!(" replicas of {} · {} ", s.name, backlog_summary(b, s.ready))
+                    }
                     None => format!(" replicas of {} ", s.name),
                 };
                 (self.replica_rows(s, secs), title)
@@ -373,8 +353,7 @@ impl Widget for &View<'_> {
         let lines: Vec<Line<'_>> = self.events[self.events.len().saturating_sub(fit)..]
             .iter()
             .map(|e| {
-                let text =
-                    crate::commands::format_event(&serde_json::to_value(e).unwrap_or_default());
+                let text = format_event(&serde_json::to_value(e).unwrap_or_default());
                 Line::from(text)
             })
             .collect();

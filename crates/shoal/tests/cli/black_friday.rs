@@ -253,7 +253,8 @@ fn every_accepted_sale_is_counted_once_through_a_crash_and_a_kill() {
     // A clean stop: each aggregator finishes its batch and exits.
     up.signal(Signal::SIGTERM);
     assert!(up.wait_exit(left()).success());
-    let log = std::fs::read_to_string(stack.path().join(".shoal/logs/aggregator.0.log")).unwrap();
+    let logs = stack.path().join(".shoal/logs");
+    let log = std::fs::read_to_string(shoal_supervise::log_file(&logs, "aggregator", 0)).unwrap();
     assert!(
         log.contains("SIGTERM: finishing the batch in hand"),
         "{log}"

@@ -25,7 +25,8 @@ fn logs_are_captured_per_replica() {
             .then_some(text)
         },
     );
-    assert!(stack.path().join(".shoal/logs/web.0.log").exists(), "{out}");
+    let logs = stack.path().join(".shoal/logs");
+    assert!(shoal_supervise::log_file(&logs, "web", 0).exists(), "{out}");
 
     let one = stack.run(&["logs", "web", "--replica", "1"]);
     assert!(one.status.success(), "{}", stderr(&one));
@@ -63,21 +64,28 @@ fn logs_rotate_at_the_configured_size() {
     up.wait_listening(&stack);
     stack.wait_ready("chatty", 1, T);
     let dir = stack.path().join(".shoal/logs");
-    let file = |suffix: &str| dir.join(format!("chatty.0.log{suffix}"));
+    let file = |rotated: u32| match rotated {
+        0 => shoal_supervise::log_file(&dir, "chatty", 0),
+        n => shoal_supervise::rotated_log_file(&dir, "chatty", 0, n),
+    };
     // Ready means the output was written (the sample app starts after it).
     wait_for("the start-up line after the output", T, || {
-        std::fs::read_to_string(file(""))
+        std::fs::read_to_string(file(0))
             .ok()?
             .contains("listening on")
             .then_some(())
     });
-    assert!(file(".1").exists());
-    assert!(file(".2").exists());
-    assert!(!file(".3").exists(), "keep: 2");
+    assert!(file(1).exists());
+    assert!(file(2).exists());
+    assert!(!file(3).exists(), "keep: 2");
     let mut total = 0;
-    for suffix in ["", ".1", ".2"] {
-        let len = std::fs::metadata(file(suffix)).unwrap().len();
-        assert!(len <= 256 * 1024, "{suffix}: {len} bytes");
+    for rotated in [0, 1, 2] {
+        let len = std::fs::metadata(file(rotated)).unwrap().len();
+        assert!(
+            len <= 256 * 1024,
+            "{}: {len} bytes",
+            file(rotated).display()
+        );
         total += len;
     }
     assert!(total <= 3 * 256 * 1024, "{total}");

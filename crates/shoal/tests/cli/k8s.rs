@@ -257,8 +257,8 @@ fn explain_says_what_maps_to_what() {
 /// sample app stand in for them.
 fn gateway_stack_file(web: SocketAddr, metrics: SocketAddr, admin: SocketAddr) -> String {
     let stream = golden("demo.yaml");
-    let config_map = serde_yaml::Deserializer::from_str(&stream)
-        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+    let config_map = serde_norway::Deserializer::from_str(&stream)
+        .map(|d| <serde_norway::Value as serde::Deserialize>::deserialize(d).unwrap())
         .find(|d| d["kind"] == "ConfigMap")
         .unwrap();
     let text = config_map["data"]["shoal.yaml"]

@@ -4,7 +4,7 @@
 //! a failing test cleans up too.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -56,12 +56,6 @@ pub(crate) fn poll<T>(
     }
 }
 
-/// A loopback port that was free a moment ago, for a `shoal up` to bind.
-///
-/// Drawn at random from 10000–19999 and checked free, not from `bind(:0)`: a port from the
-/// kernel's ephemeral range, once released, is soon reused for some outgoing connection (the
-/// gateway's, a health probe's), and `shoal up` would then fail with "address in use".
-/// Replicas draw from 20000–32767, so neither collides with the other.
 /// `text` with `from` replaced by `to`, which must occur `times` times in `file` (named in
 /// the failure): a test's edit of an example's stack file that no longer applies fails loudly.
 pub(crate) fn replace(text: &str, from: &str, to: &str, times: usize, file: &str) -> String {
@@ -73,18 +67,8 @@ pub(crate) fn replace(text: &str, from: &str, to: &str, times: usize, file: &str
     text.replace(from, to)
 }
 
-pub(crate) fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    for _ in 0..256 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(std::process::id().into());
-        let port = 10_000 + (h.finish() % 10_000) as u16;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap().port();
-        }
-    }
-    panic!("no free port in 10000-19999");
-}
+/// A port for a `shoal up` to bind: the shared helper (why not `bind(:0)`: see there).
+pub(crate) use shoal_test_support::free_port;
 
 /// A fresh folder holding `shoal.yaml`, with free gateway and admin ports.
 pub(crate) struct Stack {

@@ -178,19 +178,11 @@ pub(crate) fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
 
-/// Poll `f` every 10 ms until it returns `Some`, or panic after `secs` seconds.
+/// Poll `f` until it returns `Some`, or panic after `secs` seconds naming `what`: the
+/// shared [`shoal_test_support::eventually`], for this crate's synchronous checks.
 pub(crate) async fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let within = Duration::from_secs(secs);
+    shoal_test_support::eventually(within, || std::future::ready(f().ok_or(what))).await
 }
 
 /// Wait for an event matching `pred`, at most `within`; `None` if none came.

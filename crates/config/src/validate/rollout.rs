@@ -8,7 +8,8 @@
 //! name a service that makes sense for the route (one of the split; not one of its targets).
 use std::time::Duration;
 
-use super::{Cx, list_or_none};
+use super::Cx;
+use super::units::list_or_none;
 use crate::error::did_you_mean;
 use crate::model::*;
 use crate::raw::*;

@@ -9,7 +9,6 @@ POST /admin/fail?on=1  from now on, charges wait 100 ms and fail with 503 (on=0 
 
 It listens on 127.0.0.1:$PAYMENT_PORT.
 """
-import http.server
 import itertools
 import json
 import os
@@ -17,16 +16,15 @@ import threading
 import time
 import urllib.parse
 
+from jsonhttp import JsonHandler, serve
+
 failing = threading.Event()
 counter = itertools.count(1)
 by_key = {}
 lock = threading.Lock()
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
+class Handler(JsonHandler):
     def do_GET(self):
         if self.path == "/health":
             return self.answer(200, {"ok": True})
@@ -50,24 +48,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(200, {"paid": True, "by": "payment-py", "charge": f"py-{charge}"})
         self.answer(404, {"error": f"no such path: {url.path}"})
 
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        pass
-
-
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 1024
-    daemon_threads = True
-
 
 if __name__ == "__main__":
     port = int(os.environ.get("PAYMENT_PORT", "9101"))
     print(f"payment-py listening on 127.0.0.1:{port}", flush=True)
-    Server(("127.0.0.1", port), Handler).serve_forever()
+    serve(Handler, port)

@@ -5,12 +5,13 @@ POST /books/<id>        {"user": 1, "stars": 5, "text": "..."}: add a review
 GET  /whoami            {"service": "reviews", "replica": "reviews/0"}
 GET  /health            200 once listening
 """
-import http.server
 import json
 import os
 import sqlite3
 import threading
 import urllib.parse
+
+from jsonhttp import JsonHandler, serve
 
 SERVICE = os.environ.get("SHOAL_SERVICE", "reviews")
 REPLICA = f"{SERVICE}/{os.environ.get('SHOAL_REPLICA', '0')}"
@@ -40,10 +41,7 @@ def setup():
                      "(1, 1, 1, 5, 'Could not put it down'), (2, 1, 2, 4, 'Long, but worth it')")
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
+class Handler(JsonHandler):
     def book(self):
         parts = [p for p in urllib.parse.urlsplit(self.path).path.split("/") if p]
         if len(parts) == 2 and parts[0] == "books" and parts[1].isdigit():
@@ -83,23 +81,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          (book, user, stars, text))
         self.answer(201, {"book": book, "user": user, "stars": stars})
 
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        pass
-
-
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 1024
-    daemon_threads = True
-
 
 if __name__ == "__main__":
     setup()
-    Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    serve(Handler, int(os.environ["PORT"]))

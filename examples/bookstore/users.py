@@ -20,7 +20,6 @@ order is announced even if RabbitMQ was down when it was placed (at least once: 
 fulfilment worker ignores duplicates).
 """
 import http.client
-import http.server
 import json
 import os
 import random
@@ -30,6 +29,7 @@ import time
 import urllib.parse
 
 import amqp
+from jsonhttp import JsonHandler, serve
 
 SERVICE = os.environ.get("SHOAL_SERVICE", "users")
 REPLICA = f"{SERVICE}/{os.environ.get('SHOAL_REPLICA', '0')}"
@@ -150,10 +150,7 @@ def publisher():
             time.sleep(0.5)
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
+class Handler(JsonHandler):
     def do_GET(self):
         parts = [p for p in urllib.parse.urlsplit(self.path).path.split("/") if p]
         if parts == ["health"]:
@@ -191,24 +188,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(*place_order(int(parts[0]), book))
         self.answer(404, {"error": f"no such path: {self.path}"})
 
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format, *args):
-        pass
-
-
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 1024
-    daemon_threads = True
-
 
 if __name__ == "__main__":
     setup()
     threading.Thread(target=publisher, daemon=True).start()
-    Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    serve(Handler, int(os.environ["PORT"]))

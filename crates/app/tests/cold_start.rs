@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use shoal_core::EventKind;
-use shoal_test_support::{Backends, ServerList, Service, StackBuilder, TestGateway};
-use tokio::net::TcpListener;
+use shoal_test_support::{Backends, ServerList, Service, StackBuilder, TestGateway, silent_server};
 use tokio::time::Instant;
 
 /// How long each measurement sends requests: "the first seconds".
@@ -27,20 +26,6 @@ const MAX_PER_CLIENT: usize = 20_000;
 const CONCURRENCY: usize = 8;
 /// What the first seconds' p99 must stay under (it was 1 s with the 1 s cold default).
 const P99_BOUND: Duration = Duration::from_millis(400);
-
-/// A server that accepts connections and never answers (the kernel completes the
-/// handshake, so a TCP check passes it).
-async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (url, task)
-}
 
 /// Two good servers and a black hole, with every default (TCP check, automatic per-try
 /// timeout, passive ejection).
@@ -91,7 +76,7 @@ fn report(what: &str, latencies: &mut [Duration]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_costs_sequential_requests_little_from_the_first_second() {
     let backends = Backends::start(2).await;
-    let (hole, _task) = black_hole().await;
+    let (hole, _task) = silent_server().await;
     let gw = gateway(&backends, &hole).await;
     let mut latencies = client(&gw, Instant::now() + MEASURED).await;
     let p99 = report("sequential", &mut latencies);
@@ -107,7 +92,7 @@ async fn a_black_hole_costs_sequential_requests_little_from_the_first_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_hole_costs_concurrent_requests_little_from_the_first_second() {
     let backends = Backends::start(2).await;
-    let (hole, _task) = black_hole().await;
+    let (hole, _task) = silent_server().await;
     let gw = gateway(&backends, &hole).await;
     let until = Instant::now() + MEASURED;
     let mut latencies: Vec<Duration> = join_all((0..CONCURRENCY).map(|_| client(&gw, until)))

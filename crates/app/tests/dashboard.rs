@@ -78,6 +78,18 @@ impl EventStream {
     }
 
     /// The next snapshot, within `within`.
+    /// A new stream's first snapshot (within 2 s), and its event id.
+    async fn first(
+        addr: SocketAddr,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> (Option<String>, Snapshot) {
+        EventStream::open(addr, path_and_query, headers)
+            .await
+            .snapshot(Duration::from_secs(2))
+            .await
+    }
+
     async fn snapshot(&mut self, within: Duration) -> (Option<String>, Snapshot) {
         let msg = timeout(within, self.next())
             .await
@@ -402,12 +414,8 @@ async fn a_reconnecting_stream_resumes_after_the_last_event_it_saw() {
             .emit("web", Some(i), EventKind::Started, format!("event {i}"));
     }
     let seqs = |s: &Snapshot| s.events.iter().map(|e| e.seq).collect::<Vec<_>>();
-    let wait = Duration::from_secs(2);
 
-    let (id, snap) = EventStream::open(addr, "/api/v1/stream", &[])
-        .await
-        .snapshot(wait)
-        .await;
+    let (id, snap) = EventStream::first(addr, "/api/v1/stream", &[]).await;
     assert_eq!(
         seqs(&snap),
         [1, 2, 3],
@@ -416,20 +424,11 @@ async fn a_reconnecting_stream_resumes_after_the_last_event_it_saw() {
     assert_eq!(id.as_deref(), Some("3"));
     assert_eq!(snap.services[0].name, "web");
 
-    let (_, snap) = EventStream::open(addr, "/api/v1/stream", &[("last-event-id", "2")])
-        .await
-        .snapshot(wait)
-        .await;
+    let (_, snap) = EventStream::first(addr, "/api/v1/stream", &[("last-event-id", "2")]).await;
     assert_eq!(seqs(&snap), [3], "resumes after Last-Event-ID");
-    let (_, snap) = EventStream::open(addr, "/api/v1/stream?since=1", &[])
-        .await
-        .snapshot(wait)
-        .await;
+    let (_, snap) = EventStream::first(addr, "/api/v1/stream?since=1", &[]).await;
     assert_eq!(seqs(&snap), [2, 3], "or after ?since=");
-    let (_, snap) = EventStream::open(addr, "/api/v1/stream", &[("last-event-id", "99")])
-        .await
-        .snapshot(wait)
-        .await;
+    let (_, snap) = EventStream::first(addr, "/api/v1/stream", &[("last-event-id", "99")]).await;
     assert_eq!(
         seqs(&snap),
         [1, 2, 3],
@@ -442,10 +441,7 @@ async fn a_reconnecting_stream_resumes_after_the_last_event_it_saw() {
             .events
             .emit("web", None, EventKind::Scaled, format!("{i}"));
     }
-    let (_, snap) = EventStream::open(addr, "/api/v1/stream", &[])
-        .await
-        .snapshot(wait)
-        .await;
+    let (_, snap) = EventStream::first(addr, "/api/v1/stream", &[]).await;
     assert_eq!(snap.events.len(), shoal_admin::BACKLOG);
     assert_eq!(snap.events.last().map(|e| e.seq), Some(203));
     server.shutdown().await;

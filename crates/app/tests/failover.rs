@@ -7,24 +7,15 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use shoal_core::{EventKind, HealthState, ReplicaTraffic, ServiceTraffic};
 use shoal_test_support::{
-    Backends, Client, DEADLINE, ServerList, Service, StackBuilder, TestGateway, dead_url,
-    eventually,
+    Backend, Backends, Client, DEADLINE, ServerList, Service, StackBuilder, TestGateway, dead_url,
+    eventually, silent_server,
 };
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-/// A server that accepts connections and reads requests but never answers: a hung
-/// process (the kernel still completes the TCP handshake).
-async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (url, task)
+/// `backend` answers `status` from now on, `/health` excepted; 0 puts it back to normal.
+async fn fault(backend: &Backend, status: u16) {
+    let url = format!("{}/fault?status={status}", backend.url());
+    assert_eq!(Client::http1().get(&url).await.status, 200, "{url}");
 }
 
 fn traffic(gw: &TestGateway, service: &str) -> (ServiceTraffic, Vec<(String, ReplicaTraffic)>) {
@@ -134,10 +125,7 @@ async fn active_checks_take_a_failing_static_server_out_and_bring_it_back() {
         .await;
     let client = Client::http1();
     // The check path answers 503 from now on: two failures take it out of rotation.
-    let r = client
-        .get(&format!("{}/fault?status=503", sick.url()))
-        .await;
-    assert_eq!(r.status, 200);
+    fault(sick, 503).await;
     // `/fault` spares `/health` only; our check path is `/status/200`, which now fails.
     eventually(DEADLINE, || async {
         let h = health_of(&gw, "api", sick.url());
@@ -171,8 +159,7 @@ async fn active_checks_take_a_failing_static_server_out_and_bring_it_back() {
         .reason
         .clone();
     assert!(reason.unwrap_or_default().contains("HTTP status 503"));
-    let r = client.get(&format!("{}/fault?status=0", sick.url())).await;
-    assert_eq!(r.status, 200);
+    fault(sick, 0).await;
     eventually(DEADLINE, || async {
         let h = health_of(&gw, "api", sick.url());
         if h == HealthState::Healthy {
@@ -238,14 +225,7 @@ async fn idempotent_requests_are_retried_on_502_503_504_and_posts_are_not() {
         .route("PathPrefix(`/`)", "api")
         .start()
         .await;
-    let client = Client::http1();
-    assert_eq!(
-        client
-            .get(&format!("{}/fault?status=503", sick.url()))
-            .await
-            .status,
-        200
-    );
+    fault(sick, 503).await;
     for _ in 0..10 {
         let a = gw.get("/whoami").await;
         assert_eq!(
@@ -294,14 +274,7 @@ async fn the_circuit_breaker_opens_answers_503_fast_and_closes_after_recovery() 
         .route("PathPrefix(`/`)", "api")
         .start()
         .await;
-    let client = Client::http1();
-    assert_eq!(
-        client
-            .get(&format!("{}/fault?status=500", b.url()))
-            .await
-            .status,
-        200
-    );
+    fault(b, 500).await;
     for _ in 0..10 {
         assert_eq!(gw.get("/").await.status, 500);
     }
@@ -313,13 +286,7 @@ async fn the_circuit_breaker_opens_answers_503_fast_and_closes_after_recovery() 
     assert_eq!(counters.breaker.as_deref(), Some("open"));
     assert_eq!(counters.breaker_opened_total, 1);
     // Recovered: after open_for, the trial requests pass and the breaker closes.
-    assert_eq!(
-        client
-            .get(&format!("{}/fault?status=0", b.url()))
-            .await
-            .status,
-        200
-    );
+    fault(b, 0).await;
     eventually(DEADLINE, || async {
         let status = gw.get("/").await.status;
         let breaker = traffic(&gw, "api").0.breaker;

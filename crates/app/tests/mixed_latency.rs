@@ -7,9 +7,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use shoal_core::{EventKind, HealthState, ServiceTraffic};
 use shoal_test_support::{
-    Backends, DEADLINE, Route, Service, StackBuilder, TestGateway, eventually,
+    Backends, DEADLINE, Route, Service, StackBuilder, TestGateway, eventually, silent_server,
 };
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// What a slow request takes by design.
@@ -104,6 +103,16 @@ async fn load(gw: &TestGateway, slow: usize, fast: usize, until: Instant) -> Tal
     tally
 }
 
+/// No request failed (else the first ten failures, and how many there were).
+fn assert_none_failed(failed: &[String]) {
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_fast_and_slow_workload_ejects_nobody_and_hedges_under_one_percent() {
     let backends = Backends::start(3).await;
@@ -148,12 +157,7 @@ async fn a_mixed_fast_and_slow_workload_ejects_nobody_and_hedges_under_one_perce
         "{total} requests ({mixed_requests} in the mixed phase, {mixed_took:?}), {} hedges, {} retries, {} ejections",
         counters.hedges_total, counters.retries_total, counters.ejections_total
     );
-    assert!(
-        tally.failed.is_empty(),
-        "{} failed: {:?}",
-        tally.failed.len(),
-        &tally.failed[..tally.failed.len().min(10)]
-    );
+    assert_none_failed(&tally.failed);
     assert!(
         total >= 2_000,
         "too little traffic to judge a 1% share: {total}"
@@ -174,20 +178,6 @@ async fn a_mixed_fast_and_slow_workload_ejects_nobody_and_hedges_under_one_perce
         assert_eq!(replica.health, HealthState::Healthy, "{key}: {replica:?}");
         assert_eq!(replica.ejections_total, 0, "{key}: {replica:?}");
     }
-}
-
-/// A server that accepts connections and reads requests but never answers: a hung
-/// process (the kernel still completes the TCP handshake).
-async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (url, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,12 +208,7 @@ async fn a_hung_server_in_a_mixed_workload_is_still_ejected_and_its_requests_res
     );
     let counters = traffic(&gw);
     eprintln!("{tally:?} {counters:?}; ejected after {ejected_after:?}: {event}");
-    assert!(
-        tally.failed.is_empty(),
-        "{} failed: {:?}",
-        tally.failed.len(),
-        &tally.failed[..tally.failed.len().min(10)]
-    );
+    assert_none_failed(&tally.failed);
     assert!(
         event.contains("stalled: no response for"),
         "ejected as stalled: {event}"

@@ -10,7 +10,8 @@ use http::StatusCode;
 use shoal_app::{Shoal, StartOptions};
 use shoal_core::EventKind;
 use shoal_test_support::{
-    Backend, Backends, Client, Conn, DEADLINE, Service, StackBuilder, TestGateway, body, eventually,
+    Backend, Backends, Client, Conn, DEADLINE, Service, StackBuilder, TestGateway, body,
+    eventually, start_shoal,
 };
 use tokio::time::Instant;
 
@@ -270,21 +271,7 @@ async fn reloads_during_and_after_a_scale_up_replace_no_replica() {
         script = script.display(),
         gate = gate.display(),
     );
-    let stack_path = dir.path().join("shoal.yaml");
-    std::fs::write(&stack_path, &yaml).expect("write the stack file");
-    let stack = shoal_config::parse(&yaml, "shoal.yaml").expect("a valid stack");
-    let shoal = Shoal::start(StartOptions {
-        stack,
-        stack_path: Some(stack_path),
-        state_dir: dir.path().join("state"),
-        echo_logs: false,
-        color: false,
-        shoal_exe: PathBuf::from("/nonexistent/shoal"),
-        demo_file: None,
-        discovery: Default::default(),
-    })
-    .await
-    .expect("shoal starts");
+    let shoal = start_shoal(dir.path(), &yaml).await;
     let admin = shoal.admin_addr();
     let client = Client::http1();
 

@@ -879,6 +879,16 @@ async fn an_absolute_form_target_is_routed_by_its_authority_not_host() {
     );
 }
 
+/// What the replica reads for pipelined `GET /a` and `GET /b` to host `x`: each once, in
+/// order, on one connection, as HTTP/1.1.
+fn a_then_b() -> [String; 1] {
+    [format!(
+        "GET /a HTTP/1.1\r\nhost: x\r\n{}\r\nGET /b HTTP/1.1\r\nhost: x\r\n{}\r\n",
+        fwd("x"),
+        fwd("x")
+    )]
+}
+
 #[tokio::test]
 async fn pipelined_http_1_0_keep_alive_requests_are_answered_in_order() {
     let replica = Replica::start().await;
@@ -893,14 +903,7 @@ async fn pipelined_http_1_0_keep_alive_requests_are_answered_in_order() {
         assert_eq!(r.header("connection"), Some("keep-alive"), "{}", r.head);
         assert_eq!(r.body, format!("GET {path} HTTP/1.1"));
     }
-    assert_eq!(
-        replica.wire(),
-        [format!(
-            "GET /a HTTP/1.1\r\nhost: x\r\n{}\r\nGET /b HTTP/1.1\r\nhost: x\r\n{}\r\n",
-            fwd("x"),
-            fwd("x")
-        )]
-    );
+    assert_eq!(replica.wire(), a_then_b());
 }
 
 #[tokio::test]
@@ -913,14 +916,7 @@ async fn pipelined_http_1_1_requests_reach_the_replica_once_each_in_order() {
         .await;
     assert_eq!(client.response("GET").await.body, "GET /a HTTP/1.1");
     assert_eq!(client.response("GET").await.body, "GET /b HTTP/1.1");
-    assert_eq!(
-        replica.wire(),
-        [format!(
-            "GET /a HTTP/1.1\r\nhost: x\r\n{}\r\nGET /b HTTP/1.1\r\nhost: x\r\n{}\r\n",
-            fwd("x"),
-            fwd("x")
-        )]
-    );
+    assert_eq!(replica.wire(), a_then_b());
 }
 
 #[tokio::test]

@@ -184,8 +184,8 @@ pub(crate) fn fmt_number(v: f64) -> String {
     }
 }
 
-/// A count with thousands separators: `4,210`.
-pub(crate) fn fmt_count(n: u64) -> String {
+/// A count with thousands separators: `4,210` (the CLI's tables print counts with it too).
+pub fn fmt_count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -19,6 +19,16 @@ fn source(server: &RedisServer, stream: &str, group: &str) -> Source {
     }
 }
 
+/// Group `agg` of stream `sales` (made if missing), reading from `start`: `0` for the
+/// entries already there, `$` for those added next.
+async fn create_group(conn: &mut redis::aio::MultiplexedConnection, start: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", "sales", "agg", start, "MKSTREAM"])
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 async fn xadd(conn: &mut redis::aio::MultiplexedConnection, stream: &str, n: usize) {
     for i in 0..n {
         let _: String = conn.xadd(stream, "*", &[("sale", i)]).await.unwrap();
@@ -31,11 +41,7 @@ async fn backlog_is_the_groups_lag_and_consumed_its_entries_read() {
     let dir = temp_dir("shoal-redis-");
     let server = RedisServer::start(&binary, free_port(), dir.path(), &[]).await;
     let mut conn = server.client().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", "sales", "agg", "$", "MKSTREAM"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, "$").await;
     let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
     assert_eq!(
         reader.read().await.unwrap(),
@@ -126,11 +132,7 @@ async fn a_killed_server_is_an_error_and_the_same_reader_reads_again_after_a_res
     let server = RedisServer::start(&binary, port, dir.path(), &[]).await;
     let setup = async |server: &RedisServer, n: usize| {
         let mut conn = server.client().await;
-        let _: () = redis::cmd("XGROUP")
-            .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        create_group(&mut conn, "0").await;
         xadd(&mut conn, "sales", n).await;
     };
     setup(&server, 3).await;
@@ -163,11 +165,7 @@ async fn a_hung_server_is_a_timeout_not_a_hang() {
     let dir = temp_dir("shoal-redis-");
     let server = RedisServer::start(&binary, free_port(), dir.path(), &[]).await;
     let mut conn = server.client().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, "0").await;
     let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default())
         .with_timeout(Duration::from_millis(300));
     assert_eq!(reader.read().await.unwrap().backlog, 0);
@@ -214,11 +212,7 @@ async fn credentials_authenticate_and_never_show_in_errors() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg(&["CREATE", "sales", "agg", "0", "MKSTREAM"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, "0").await;
     xadd(&mut conn, "sales", 2).await;
 
     let mut anonymous = Reader::new(source(&server, "sales", "agg"), Credentials::default());

@@ -229,15 +229,22 @@ fn unexpected(text: &str) -> String {
     }
 }
 
-/// serde's name for the node starting at `line`:`column`: `sequence`, `map`, or the scalar.
-fn node_at(source: &str, line: usize, column: usize) -> Option<String> {
-    let rest: String = source
+/// The text of line `line` from column `column` (1-based, in characters) to its end,
+/// without a carriage return.
+fn rest_of_line(source: &str, line: usize, column: usize) -> Option<String> {
+    let text: String = source
         .split('\n')
         .nth(line.checked_sub(1)?)?
         .chars()
         .skip(column.checked_sub(1)?)
         .collect();
-    let rest = rest.trim_end_matches('\r');
+    Some(text.trim_end_matches('\r').to_owned())
+}
+
+/// serde's name for the node starting at `line`:`column`: `sequence`, `map`, or the scalar.
+fn node_at(source: &str, line: usize, column: usize) -> Option<String> {
+    let rest = rest_of_line(source, line, column)?;
+    let rest = rest.as_str();
     if rest.starts_with('[') || rest == "-" || rest.starts_with("- ") {
         return Some("sequence".to_owned());
     }
@@ -259,13 +266,8 @@ fn node_at(source: &str, line: usize, column: usize) -> Option<String> {
 
 /// The plain or quoted scalar starting at `line`:`column` (1-based), unquoted.
 fn scalar_at(source: &str, line: usize, column: usize) -> Option<String> {
-    let rest: String = source
-        .split('\n')
-        .nth(line.checked_sub(1)?)?
-        .chars()
-        .skip(column.checked_sub(1)?)
-        .collect();
-    let rest = rest.trim_end_matches('\r');
+    let rest = rest_of_line(source, line, column)?;
+    let rest = rest.as_str();
     let text = match rest.chars().next()? {
         q @ ('"' | '\'') => rest[1..].split(q).next()?.to_owned(),
         _ => {

@@ -299,8 +299,16 @@ fn system_roots() -> Arc<RootCertStore> {
 
 /// `insecure_skip_verify`: any certificate, any name; the handshake signatures are still
 /// verified with the provider's algorithms (the peer proves it holds the certificate's key).
+/// Public for tests that need to see which certificate a server chose.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+pub struct AnyCertificate(Arc<CryptoProvider>);
+
+impl AnyCertificate {
+    /// Accept any certificate, checking handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> AnyCertificate {
+        AnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -138,16 +138,19 @@ impl Gateway {
 /// and a gateway (`gw-a`, no lease) following it.
 async fn one_pod(kube: &FakeKube, dir: &tempfile::TempDir, replicas: u32) -> Gateway {
     kube.add_deployment(NS, "users", replicas);
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        kube,
         "users-1",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.1", "users-a")],
     );
     let gw = Gateway::start(kube, dir, "gw-a", None).await;
     gw.driver.set_services(users());
     gw
+}
+
+/// Set the EndpointSlice `slice` of service `users` (port 8080) in `NS`.
+fn set_users_slice(kube: &FakeKube, slice: &str, endpoints: &[FakeEndpoint]) {
+    kube.set_slice(NS, slice, "users", 8080, endpoints);
 }
 
 fn users() -> Vec<KubeService> {
@@ -170,11 +173,9 @@ fn lists(kube: &FakeKube) -> usize {
 async fn pods_that_come_terminate_and_go_are_followed() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a").on_node("node-1"),
             FakeEndpoint::ready("10.0.0.2", "users-b"),
@@ -207,11 +208,9 @@ async fn pods_that_come_terminate_and_go_are_followed() {
     assert_eq!(status[0].ready, 2);
 
     // A second slice of the same service: the union.
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-2",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.3", "users-c").not_ready()],
     );
     eventually(DEADLINE, || async {
@@ -226,11 +225,9 @@ async fn pods_that_come_terminate_and_go_are_followed() {
         }
     })
     .await;
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-2",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.3", "users-c")],
     );
     gw.sink
@@ -238,11 +235,9 @@ async fn pods_that_come_terminate_and_go_are_followed() {
         .await;
 
     // Terminating: out of the set, still reported (draining).
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a").on_node("node-1"),
             FakeEndpoint::ready("10.0.0.2", "users-b").terminating(),
@@ -261,11 +256,9 @@ async fn pods_that_come_terminate_and_go_are_followed() {
         .await;
 
     // Removed: gone at once.
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.1", "users-a").on_node("node-1")],
     );
     kube.delete_slice(NS, "users-2");
@@ -305,11 +298,9 @@ async fn a_cut_watch_resumes_where_it_was() {
     .await;
 
     kube.cut_watches();
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a"),
             FakeEndpoint::ready("10.0.0.2", "users-b"),
@@ -333,21 +324,17 @@ async fn a_cut_watch_resumes_where_it_was() {
 async fn after_410_gone_the_relist_replaces_the_set_whole() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a"),
             FakeEndpoint::ready("10.0.0.2", "users-b"),
         ],
     );
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-2",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.3", "users-c")],
     );
     let gw = Gateway::start(&kube, &dir, "gw-a", None).await;
@@ -360,11 +347,9 @@ async fn after_410_gone_the_relist_replaces_the_set_whole() {
     // resourceVersion is gone (410), and the watcher lists again.
     kube.set_down(true);
     kube.delete_slice(NS, "users-2");
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-3",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.4", "users-d")],
     );
     kube.compact();
@@ -395,11 +380,9 @@ async fn an_unreachable_api_server_changes_nothing_and_is_one_event() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     kube.add_deployment(NS, "users", 2);
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a"),
             FakeEndpoint::ready("10.0.0.2", "users-b"),
@@ -431,11 +414,9 @@ async fn an_unreachable_api_server_changes_nothing_and_is_one_event() {
     assert_eq!(errors.len(), 1, "one event per outage: {errors:#?}");
 
     kube.set_down(false);
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[
             FakeEndpoint::ready("10.0.0.1", "users-a"),
             FakeEndpoint::ready("10.0.0.2", "users-b"),
@@ -457,11 +438,9 @@ async fn an_unreachable_api_server_changes_nothing_and_is_one_event() {
 async fn a_forbidden_watch_names_the_missing_verb_and_recovers_when_granted() {
     let kube = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
-    kube.set_slice(
-        NS,
+    set_users_slice(
+        &kube,
         "users-1",
-        "users",
-        8080,
         &[FakeEndpoint::ready("10.0.0.1", "users-a")],
     );
     kube.add_deployment(NS, "users", 1);

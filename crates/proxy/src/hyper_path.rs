@@ -115,11 +115,7 @@ async fn forward(
                 tls: conn.tls,
                 host: begun.host_header.as_ref(),
             };
-            let admitted = if route.edge.is_empty() {
-                Ok(middleware::Admitted::default())
-            } else {
-                route.edge.admit(&mut parts, client).await
-            };
+            let admitted = route.edge.check(&mut parts, client).await;
             match admitted {
                 Err(early) if grpc => Ok(grpc::from_early(early, version)),
                 Err(early) => Ok(early.into_response(version)),

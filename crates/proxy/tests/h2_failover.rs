@@ -15,6 +15,8 @@
 //! - with no retry budget left, or a body too long to keep, a refused stream is not retried;
 //! - a burst of streams to a replica with no connection yet opens one connection, not one
 //!   per stream.
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shoal_core::ServiceTraffic;
-use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
+use shoal_proxy::{Gateway, Serving};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -372,15 +374,9 @@ routes:
         );
         let stack = shoal_config::parse(&yaml, "h2-failover-test.yaml").unwrap();
         let gateway = Gateway::new(&stack);
-        let certs = TlsEntrypoints::load(&stack.gateway.entrypoints).unwrap();
-        let listeners = Listeners::bind(&stack.gateway.entrypoints).unwrap();
-        let addr = listeners.local_addrs()[0].1;
-        let serving = Serving::start(
-            gateway.clone(),
-            listeners,
-            ServeSettings::of(&stack.gateway),
-            &certs,
-        );
+        let started = common::start_serving(&gateway, &stack);
+        let addr = started.addrs[0].1;
+        let serving = started.serving;
         Edge {
             addr,
             gateway,

@@ -14,6 +14,8 @@
 //! - the 308 redirect, counted in the metrics and logged on its entrypoint without a route;
 //! - failed handshakes counted per entrypoint (`shoal_tls_handshake_failures_total`);
 //! - a gRPC-style call (HTTP/2 over TLS to the gateway, h2c to the replica) with its trailers.
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,19 +25,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, ProtocolVersion, RootCertStore};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore};
 use shoal_config::{CertificateFiles, Entrypoint, EntrypointTls, TlsVersion};
 use shoal_core::{EventKind, EventLog};
+use shoal_health::tls::AnyCertificate;
 use shoal_proxy::tls::{TlsError, TlsWarning, check};
-use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
+use shoal_proxy::{Gateway, Serving, TlsEntrypoints};
 use shoal_sample_app::{Options, SampleApp};
-use shoal_test_support::eventually;
+use shoal_test_support::{eventually, test_ca};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
@@ -54,19 +53,12 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "shoal test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = params.self_signed(&key).unwrap();
+        let (issuer, ca) = test_ca("shoal test CA");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
         Pki {
             dir,
-            issuer: Issuer::new(params, key),
+            issuer,
             ca: ca.der().clone(),
         }
     }
@@ -185,24 +177,16 @@ routes:
         }
         let events = Arc::new(EventLog::new(100));
         let gateway = Gateway::with_events(&stack, events.clone());
-        let certs = TlsEntrypoints::load(&stack.gateway.entrypoints).unwrap();
-        let listeners = Listeners::bind(&stack.gateway.entrypoints).unwrap();
-        let addrs = listeners.local_addrs();
-        let addr = |name: &str| addrs.iter().find(|(n, _)| n == name).unwrap().1;
-        let serving = Serving::start(
-            gateway.clone(),
-            listeners,
-            ServeSettings::of(&stack.gateway),
-            &certs,
-        );
+        let started = common::start_serving(&gateway, &stack);
+        let addr = |name: &str| started.addrs.iter().find(|(n, _)| n == name).unwrap().1;
         Edge {
             https: addr("websecure"),
             http: addr("web"),
-            tls: certs,
+            tls: started.certs,
             entrypoints: stack.gateway.entrypoints.clone(),
             events,
             gateway,
-            serving: Some(serving),
+            serving: Some(started.serving),
             _replica: replica,
         }
     }
@@ -266,54 +250,11 @@ const BOTH: &[&rustls::SupportedProtocolVersion] =
 /// A client that accepts any certificate (signatures still checked): to see which one the
 /// server chose for names it is not valid for.
 fn any_cert_client(sni: bool) -> ClientConfig {
-    #[derive(Debug)]
-    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(BOTH)
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(provider())))
         .with_no_client_auth();
     config.enable_sni = sni;
     config

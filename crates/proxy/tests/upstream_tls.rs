@@ -9,6 +9,8 @@
 //! - a replica stopped under load: no request fails (retries over TLS);
 //! - gRPC-style HTTP/2 (content type, `TE: trailers`, trailers) through to an h2 replica;
 //! - HTTPS health checks of static servers, verified like requests.
+mod common;
+
 use std::future::ready;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,15 +26,12 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
 use shoal_config::{Protocol, Stack, UpstreamTls};
 use shoal_core::{EventKind, EventLog};
-use shoal_proxy::{Gateway, Listeners, ServeSettings, Serving, TlsEntrypoints};
+use shoal_proxy::{Gateway, Serving};
 use shoal_sample_app::{Options, SampleApp, TlsFiles};
-use shoal_test_support::eventually;
+use shoal_test_support::{eventually, test_ca};
 use tokio::time::Instant;
 
 /// Long enough for anything that should happen soon on a loaded machine.
@@ -49,20 +48,10 @@ struct Pki {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = params.self_signed(&key).unwrap();
+        let (issuer, ca) = test_ca(name);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            issuer: Issuer::new(params, key),
-        }
+        Pki { dir, issuer }
     }
 
     /// The CA's certificate file.
@@ -157,15 +146,9 @@ impl Edge {
     async fn start(stack: Stack) -> Edge {
         let events = Arc::new(EventLog::new(1000));
         let gateway = Gateway::with_events(&stack, events.clone());
-        let certs = TlsEntrypoints::load(&stack.gateway.entrypoints).unwrap();
-        let listeners = Listeners::bind(&stack.gateway.entrypoints).unwrap();
-        let addr = listeners.local_addrs()[0].1;
-        let serving = Serving::start(
-            gateway.clone(),
-            listeners,
-            ServeSettings::of(&stack.gateway),
-            &certs,
-        );
+        let started = common::start_serving(&gateway, &stack);
+        let addr = started.addrs[0].1;
+        let serving = started.serving;
         Edge {
             addr,
             gateway,

@@ -4,6 +4,8 @@
 //! `shoal status`, `shoal events`, `shoal up` and `shoal top` cannot drift apart.
 use std::io::IsTerminal;
 
+// `4,210`: the CLI counts as the autoscaler's backlog reasons do.
+pub(crate) use shoal_autoscale::decision::fmt_count as thousands;
 use shoal_core::{AutoscaleBacklog, EventKind};
 
 /// Colour for a person at a terminal only, and never when `NO_COLOR` is set to anything
@@ -66,19 +68,6 @@ pub(crate) fn backlog_summary(b: &AutoscaleBacklog, consumers: u32) -> String {
         line.push_str(&format!(", {rate:.1}/s per replica"));
     }
     line
-}
-
-/// `4,210`.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `42s`, `3m7s`, `2h5m`: whole seconds, the two largest units.

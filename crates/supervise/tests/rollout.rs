@@ -45,6 +45,19 @@ fn settled(st: &ServiceStatus, version: &str, desired: usize, state: RolloutStat
         && st.rollout.as_ref().is_some_and(|r| r.state == state)
 }
 
+/// `api` once its rollout is rolled back and two `v1` replicas are left.
+async fn rolled_back_to_two_v1(h: &Harness) -> ServiceStatus {
+    eventually(10, "rolled back", || {
+        h.status("api").filter(|s| {
+            s.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutState::RolledBack)
+                && versions(s) == ["v1", "v1"]
+        })
+    })
+    .await
+}
+
 /// Events of `service` and `kind` with an id above `after`.
 fn events_since(h: &Harness, after: u64, kind: EventKind) -> Vec<Event> {
     h.events
@@ -227,15 +240,7 @@ async fn a_version_that_exits_at_once_is_rolled_back_with_its_exit_code_and_last
     broken.command = sh("echo starting; echo 'fatal: no database at db:5432' >&2; exit 3");
     broken.restart.max_attempts = 2;
     h.sup.apply(vec![broken]).await;
-    let st = eventually(10, "rolled back", || {
-        h.status("api").filter(|s| {
-            s.rollout
-                .as_ref()
-                .is_some_and(|r| r.state == RolloutState::RolledBack)
-                && versions(s) == ["v1", "v1"]
-        })
-    })
-    .await;
+    let st = rolled_back_to_two_v1(&h).await;
 
     let back = h.events_of(EventKind::RolledBack);
     assert_eq!(back.len(), 1, "{back:?}");
@@ -278,15 +283,7 @@ async fn a_version_never_ready_is_rolled_back_after_the_progress_deadline() {
     mute.command = sh("echo 'waiting for the database'; exec sleep 30");
     let started = Instant::now();
     h.sup.apply(vec![mute]).await;
-    let st = eventually(10, "rolled back", || {
-        h.status("api").filter(|s| {
-            s.rollout
-                .as_ref()
-                .is_some_and(|r| r.state == RolloutState::RolledBack)
-                && versions(s) == ["v1", "v1"]
-        })
-    })
-    .await;
+    let st = rolled_back_to_two_v1(&h).await;
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2), "rolled back after {took:?}");
 

@@ -200,3 +200,20 @@ pub fn dead_url() -> String {
     drop(listener);
     format!("http://{addr}")
 }
+
+/// The URL of a server that accepts connections and never answers: a hung process (the
+/// kernel still completes the TCP handshake, so a TCP check passes it). It holds what it
+/// accepts until the task is dropped or aborted.
+pub async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind a port");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, task)
+}

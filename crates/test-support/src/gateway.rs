@@ -9,6 +9,28 @@ use crate::ServerList;
 use crate::client::{Answer, Client};
 use crate::stack::StackBuilder;
 
+/// Write `yaml` to `dir/shoal.yaml` and start a whole shoal on it, its state in
+/// `dir/state`, as `shoal up` would: for a stack file written by hand, next to the scripts
+/// it names.
+pub async fn start_shoal(dir: &Path, yaml: &str) -> Shoal {
+    let stack_path = dir.join("shoal.yaml");
+    std::fs::write(&stack_path, yaml).expect("write the stack file");
+    let stack = shoal_config::parse(yaml, "shoal.yaml")
+        .unwrap_or_else(|e| panic!("invalid test stack:\n{e}\n--- file ---\n{yaml}"));
+    Shoal::start(StartOptions {
+        stack,
+        stack_path: Some(stack_path),
+        state_dir: dir.join("state"),
+        echo_logs: false,
+        color: false,
+        shoal_exe: PathBuf::from("/nonexistent/shoal"),
+        demo_file: None,
+        discovery: Default::default(),
+    })
+    .await
+    .expect("shoal starts")
+}
+
 /// A running shoal (gateway, driver, admin API) and a client pointed at its gateway.
 #[derive(Debug)]
 pub struct TestGateway {
@@ -38,20 +60,8 @@ impl TestGateway {
     /// Write `stack` to `DIR/shoal.yaml` and start a shoal on it, as `shoal up` would.
     pub async fn start(stack: &StackBuilder) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
+        let shoal = start_shoal(dir.path(), &stack.yaml()).await;
         let stack_path = dir.path().join("shoal.yaml");
-        std::fs::write(&stack_path, stack.yaml()).expect("write the stack file");
-        let shoal = Shoal::start(StartOptions {
-            stack: stack.stack(),
-            stack_path: Some(stack_path.clone()),
-            state_dir: dir.path().join("state"),
-            echo_logs: false,
-            color: false,
-            shoal_exe: PathBuf::from("/nonexistent/shoal"),
-            demo_file: None,
-            discovery: Default::default(),
-        })
-        .await
-        .expect("shoal starts");
         let addr = shoal.gateway_addr();
         TestGateway {
             shoal,

@@ -53,17 +53,17 @@ mod port;
 mod recorder;
 #[cfg(feature = "harness")]
 mod stack;
-#[cfg(feature = "harness")]
+#[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "harness")]
 pub mod worker;
 
 #[cfg(feature = "harness")]
-pub use backends::{Backend, Backends, ServerList, dead_url};
+pub use backends::{Backend, Backends, ServerList, dead_url, silent_server};
 #[cfg(feature = "harness")]
 pub use client::{Answer, BoxError, Client, Conn, ReqBody, body, get, tally};
 #[cfg(feature = "harness")]
-pub use gateway::TestGateway;
+pub use gateway::{TestGateway, start_shoal};
 #[cfg(feature = "harness")]
 pub use kube_api::{FakeEndpoint, FakeKube};
 pub use poll::{DEADLINE, eventually};
@@ -72,5 +72,5 @@ pub use port::free_port;
 pub use recorder::Recorder;
 #[cfg(feature = "harness")]
 pub use stack::{Route, Service, StackBuilder};
-#[cfg(feature = "harness")]
-pub use tls::TestCerts;
+#[cfg(feature = "tls")]
+pub use tls::{TestCerts, test_ca};

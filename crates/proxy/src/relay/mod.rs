@@ -374,11 +374,7 @@ async fn exchange<S: ClientStream>(
         tls: info.tls,
         host: begun.host_header.as_ref(),
     };
-    let checked = if route.edge.is_empty() {
-        Ok(middleware::Admitted::default())
-    } else {
-        route.edge.admit(&mut parts, client_info).await
-    };
+    let checked = route.edge.check(&mut parts, client_info).await;
     let middleware::Admitted {
         guards: _in_flight,
         response_headers: edge_headers,

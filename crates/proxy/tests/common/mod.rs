@@ -131,6 +131,33 @@ pub(crate) fn serve(stack: &Stack) -> Gw {
     }
 }
 
+/// A gateway serving: the addresses it bound by entrypoint, the entrypoints' certificates
+/// (to reload or watch), the server.
+pub(crate) struct Started {
+    pub(crate) addrs: Vec<(String, SocketAddr)>,
+    pub(crate) certs: Arc<TlsEntrypoints>,
+    pub(crate) serving: Serving,
+}
+
+/// `gateway` serving the entrypoints of `stack` (on `127.0.0.1:0` in tests), with the
+/// certificates their `tls:` names.
+pub(crate) fn start_serving(gateway: &Arc<Gateway>, stack: &Stack) -> Started {
+    let certs = TlsEntrypoints::load(&stack.gateway.entrypoints).expect("entrypoint certificates");
+    let listeners = Listeners::bind(&stack.gateway.entrypoints).expect("bind 127.0.0.1:0");
+    let addrs = listeners.local_addrs();
+    let serving = Serving::start(
+        Arc::clone(gateway),
+        listeners,
+        ServeSettings::of(&stack.gateway),
+        &certs,
+    );
+    Started {
+        addrs,
+        certs,
+        serving,
+    }
+}
+
 /// An answer: status, headers, body as text.
 #[derive(Debug)]
 pub(crate) struct Answer {

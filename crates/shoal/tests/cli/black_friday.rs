@@ -14,7 +14,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::support::{Stack, Up, elapsed, free_port, http, poll, replace, stdout, tree, wait_for};
+use crate::support::{
+    Stack, Up, elapsed, free_port, http, nothing_missing, poll, replace, stdout, tree, wait_for,
+};
 
 /// Sales posted, by this many client threads.
 const SALES: u64 = 600;
@@ -44,16 +46,7 @@ fn prerequisites() -> bool {
     if !works("python3", &["-c", "import redis"]) {
         missing.push("python3's redis package (python3 -m pip install redis)");
     }
-    if missing.is_empty() {
-        return true;
-    }
-    let missing = missing.join(", ");
-    assert!(
-        std::env::var_os("SHOAL_REQUIRE_BROKERS").is_none(),
-        "missing {missing} and SHOAL_REQUIRE_BROKERS is set"
-    );
-    eprintln!("SKIPPED: missing {missing}; set SHOAL_REQUIRE_BROKERS=1 to make this a failure");
-    false
+    nothing_missing(&missing)
 }
 
 /// The example's stack file, for error messages.
@@ -97,13 +90,7 @@ fn example_stack() -> Stack {
         1,
         FILE,
     );
-    let stack = Stack {
-        dir: tempfile::tempdir().unwrap(),
-        gateway: gateway.parse().unwrap(),
-        admin: admin.parse().unwrap(),
-    };
-    std::fs::write(stack.path().join("shoal.yaml"), yaml).unwrap();
-    stack
+    Stack::from_yaml(&yaml, &gateway, &admin)
 }
 
 /// The pipeline's figures from the ingest API (`GET /stats`, read from Redis).

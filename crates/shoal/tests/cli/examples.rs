@@ -24,7 +24,10 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::prometheus::{Prometheus, prometheus_binary};
-use crate::support::{Load, Req, SHOAL, Stack, free_port, http, http_with, replace, wait_for};
+use crate::support::{
+    Load, Req, SHOAL, Stack, answered, free_port, http, http_with, nothing_missing, replace,
+    wait_for,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -74,13 +77,7 @@ fn example_stack_with(name: &str, edits: &[(&str, &str)]) -> Stack {
     let yaml = edits
         .iter()
         .fold(yaml, |yaml, (from, to)| replace(&yaml, from, to, 1, &file));
-    let stack = Stack {
-        dir: tempfile::tempdir().unwrap(),
-        gateway: gateway.parse().unwrap(),
-        admin: admin.parse().unwrap(),
-    };
-    std::fs::write(stack.path().join("shoal.yaml"), yaml).unwrap();
-    stack
+    Stack::from_yaml(&yaml, &gateway, &admin)
 }
 
 /// The service's replicas that are ready, as (index, pid).
@@ -95,19 +92,6 @@ fn ready(stack: &Stack, service: &str) -> Vec<(u64, i32)> {
         .filter(|r| r["state"] == "ready")
         .filter_map(|r| Some((r["index"].as_u64()?, r["pid"].as_u64()? as i32)))
         .collect()
-}
-
-/// The requests the gateway has answered for `service` so far (from /metrics).
-fn answered(stack: &Stack, service: &str) -> u64 {
-    let Ok(r) = http(stack.admin, "GET", "/metrics", None) else {
-        return 0;
-    };
-    let label = format!("service=\"{service}\"");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| l.starts_with("shoal_service_requests_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[test]
@@ -391,16 +375,7 @@ fn bookstore_prerequisites() -> bool {
     if !on_path("rustc") {
         missing.push("rustc");
     }
-    if missing.is_empty() {
-        return true;
-    }
-    let missing = missing.join(", ");
-    assert!(
-        std::env::var_os("SHOAL_REQUIRE_BROKERS").is_none(),
-        "missing {missing} and SHOAL_REQUIRE_BROKERS is set"
-    );
-    eprintln!("SKIPPED: missing {missing}; set SHOAL_REQUIRE_BROKERS=1 to make this a failure");
-    false
+    nothing_missing(&missing)
 }
 
 /// The bookstore's stack file in a temp folder with every fixed port on a free one (the

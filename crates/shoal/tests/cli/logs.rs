@@ -194,15 +194,7 @@ fn restart_replaces_every_replica_without_a_failed_request() {
     let stack = Stack::new(&sample_service("web", 2, ""), &[("/", "web")], "");
     let mut up = stack.up();
     up.wait_listening(&stack);
-    let pids = |s: &serde_json::Value| -> Vec<u64> {
-        s["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["pid"].as_u64())
-            .collect()
-    };
-    let before = pids(&stack.wait_ready("web", 2, T));
+    let before = replica_pids(&stack.wait_ready("web", 2, T));
     let load = Load::start(&stack, 2, |_, _| Req::get("/"));
     load.wait_requests(50);
     let out = run_elsewhere(&stack, &["restart", "web"]);
@@ -214,7 +206,7 @@ fn restart_replaces_every_replica_without_a_failed_request() {
     );
     let after = wait_for("two fresh replicas", T, || {
         let s = stack.wait_ready("web", 2, T);
-        let after = pids(&s);
+        let after = replica_pids(&s);
         after.iter().all(|p| !before.contains(p)).then_some(after)
     });
     load.wait_requests(50);

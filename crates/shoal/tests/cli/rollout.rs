@@ -130,19 +130,6 @@ fn per_service(report: &Value) -> BTreeMap<String, u64> {
     out
 }
 
-/// The requests the gateway has answered for `service` so far (from /metrics).
-fn answered(stack: &Stack, service: &str) -> u64 {
-    let Ok(r) = http(stack.admin, "GET", "/metrics", None) else {
-        return 0;
-    };
-    let label = format!("service=\"{service}\"");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| l.starts_with("shoal_service_requests_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Wait until `service` has answered `n` more requests.
 fn wait_answers(stack: &Stack, service: &str, n: u64) {
     let target = answered(stack, service) + n;
@@ -286,20 +273,12 @@ fn rollout_undo_and_restart_under_load_fail_no_request() {
     assert_eq!(versions(&stack, "api"), ["v1", "v1"]);
 
     // Restart: fresh processes, same version.
-    let pids = |s: &Value| -> Vec<u64> {
-        s["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["pid"].as_u64())
-            .collect()
-    };
-    let before = pids(&stack.service("api").unwrap());
+    let before = replica_pids(&stack.service("api").unwrap());
     let out = stack.run(&["rollout", "restart", "api"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = stack.run(&["rollout", "status", "api", "--timeout", "20s"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let after = pids(&stack.wait_ready("api", 2, T));
+    let after = replica_pids(&stack.wait_ready("api", 2, T));
     assert!(
         after.iter().all(|p| !before.contains(p)),
         "{before:?} → {after:?}"

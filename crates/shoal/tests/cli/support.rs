@@ -114,6 +114,18 @@ impl Stack {
         }
     }
 
+    /// A stack file written as is (`yaml`, already naming `gateway` and `admin`), as an
+    /// example's own file is run.
+    pub(crate) fn from_yaml(yaml: &str, gateway: &str, admin: &str) -> Stack {
+        let stack = Stack {
+            dir: tempfile::tempdir().unwrap(),
+            gateway: gateway.parse().unwrap(),
+            admin: admin.parse().unwrap(),
+        };
+        std::fs::write(stack.path().join("shoal.yaml"), yaml).unwrap();
+        stack
+    }
+
     pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -659,4 +671,72 @@ impl Load {
         }
         Arc::try_unwrap(self.results).unwrap().into_inner().unwrap()
     }
+}
+
+/// The requests the gateway has answered for `service` so far (from /metrics).
+pub(crate) fn answered(stack: &Stack, service: &str) -> u64 {
+    let Ok(r) = http(stack.admin, "GET", "/metrics", None) else {
+        return 0;
+    };
+    let label = format!("service=\"{service}\"");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("shoal_service_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Whether a test whose programs are checked can run: yes when none is `missing`;
+/// otherwise it is skipped with a message, or fails with `SHOAL_REQUIRE_BROKERS` set (as
+/// `scripts/test.sh` does).
+pub(crate) fn nothing_missing(missing: &[&str]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let missing = missing.join(", ");
+    assert!(
+        std::env::var_os("SHOAL_REQUIRE_BROKERS").is_none(),
+        "missing {missing} and SHOAL_REQUIRE_BROKERS is set"
+    );
+    eprintln!("SKIPPED: missing {missing}; set SHOAL_REQUIRE_BROKERS=1 to make this a failure");
+    false
+}
+
+/// `tmux` on its own server `socket` (no user configuration), outside any tmux session
+/// the tests run in.
+pub(crate) fn tmux(socket: &str, args: &[&str]) -> Output {
+    Command::new("tmux")
+        .args(["-L", socket, "-f", "/dev/null"])
+        .args(args)
+        .env_remove("TMUX")
+        .output()
+        .expect("tmux (scripts/test.sh installs it)")
+}
+
+/// A detached tmux session `top`, 160×45, running `command` on server `socket`.
+pub(crate) fn tmux_top_session(socket: &str, command: &str) -> Output {
+    tmux(
+        socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            command,
+        ],
+    )
+}
+
+/// The pids of a service's replicas, from its admin API JSON.
+pub(crate) fn replica_pids(service: &Value) -> Vec<u64> {
+    service["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect()
 }

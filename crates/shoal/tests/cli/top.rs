@@ -1,7 +1,7 @@
 //! `shoal top` in a real terminal: a private tmux server runs it against a real `shoal up`;
 //! the test reads the screen with `capture-pane` and types with `send-keys`.
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::sample_service;
@@ -27,17 +27,7 @@ impl Tmux {
             socket: format!("shoal-top-test-{}-{nanos}", std::process::id()),
             socket_path: String::new(),
         };
-        let out = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            "160",
-            "-y",
-            "45",
-            command,
-        ]);
+        let out = tmux_top_session(&tmux.socket, command);
         assert!(out.status.success(), "tmux new-session: {}", stderr(&out));
         let out = tmux.run(&["display-message", "-p", "#{socket_path}"]);
         tmux.socket_path = stdout(&out).trim().to_owned();
@@ -45,13 +35,7 @@ impl Tmux {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        // `-f /dev/null`: no user configuration; TERM as tmux itself sets it for the pane.
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("tmux (scripts/test.sh installs it)")
+        tmux(&self.socket, args)
     }
 
     /// The visible screen, or None once the session is gone.

@@ -609,12 +609,7 @@ struct Tmux(String);
 
 impl Tmux {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.0, "-f", "/dev/null"])
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("tmux (scripts/test.sh installs it)")
+        tmux(&self.0, args)
     }
 
     fn screen(&self) -> Option<String> {
@@ -661,17 +656,7 @@ fn top_live_and_scales(t: &mut Tour, command: &str) {
         t.rewrite(command),
         exit.display()
     );
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "160",
-        "-y",
-        "45",
-        &line,
-    ]);
+    let out = tmux_top_session(&tmux.0, &line);
     assert!(out.status.success(), "tmux: {}", stderr(&out));
     let screen = tmux.wait_screen("both services, their rates and replicas", |s| {
         [

@@ -103,7 +103,8 @@ impl Story {
             }
             assert!(
                 Instant::now() < deadline,
-                "{what}: not within {within:?}; last status:\n{s:#}\nevents: {:#?}",
+                "{what}: not within {within:?}; {} messages processed; last status:\n{s:#}\nevents: {:#?}",
+                self.processed().len(),
                 self.events().await
             );
             sleep(Duration::from_millis(20)).await;

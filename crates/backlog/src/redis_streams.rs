@@ -1,10 +1,22 @@
 //! Redis Streams: a consumer group's lag through `XINFO GROUPS`.
+//!
+//! Redis reports the lag as nil when it cannot tell it: after a restart that loaded the
+//! stream from disk (the group's `entries-read` is lost) and after entries were deleted
+//! past the group's position. Redis 6 has no lag at all. Then the reader counts the entries
+//! after the group's `last-delivered-id` itself (`XRANGE`, [`PAGE`] at a time, up to
+//! [`COUNT_UP_TO`]): the messages still waiting, which the pending count is not.
 
 use redis::aio::MultiplexedConnection;
 use redis::{IntoConnectionInfo, RedisError, Value};
 
 use crate::error::Failure;
 use crate::{Credentials, Reading, Source};
+
+/// Entries asked for per `XRANGE` when counting what waits after the group's position.
+const PAGE: usize = 1_000;
+
+/// The most entries counted when Redis cannot tell the lag; a larger backlog reads as this.
+const COUNT_UP_TO: u64 = 10_000;
 
 pub(crate) struct Reader {
     source: Source,
@@ -65,7 +77,15 @@ impl Reader {
                 self.group, self.stream
             )));
         };
-        Ok(group.reading())
+        let backlog = match group.lag {
+            Some(lag) => lag,
+            None => count_after(connection, &self.stream, &group.last_delivered).await?,
+        };
+        Ok(Reading {
+            backlog,
+            consumed: group.entries_read,
+            partitions: None,
+        })
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, Failure> {
@@ -116,6 +136,101 @@ impl Reader {
     }
 }
 
+/// How many entries `stream` holds after `id` (at most [`COUNT_UP_TO`]): `XRANGE` from the
+/// next possible ID, a page at a time. Works on every Redis with streams (the exclusive `(`
+/// range needs 6.2).
+async fn count_after(
+    connection: &mut MultiplexedConnection,
+    stream: &str,
+    id: &StreamId,
+) -> Result<u64, Failure> {
+    let mut counted = 0;
+    let mut from = id.next();
+    while let Some(start) = from {
+        let page: Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(start.to_string())
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(connection)
+            .await
+            .map_err(classify)?;
+        let last = last_entry_id(&page).map_err(Failure::Protocol)?;
+        counted += page_len(&page);
+        if counted >= COUNT_UP_TO {
+            return Ok(COUNT_UP_TO);
+        }
+        from = match last {
+            Some(last) if page_len(&page) == PAGE as u64 => last.next(),
+            _ => None,
+        };
+    }
+    Ok(counted)
+}
+
+fn page_len(page: &Value) -> u64 {
+    match page {
+        Value::Array(entries) => entries.len() as u64,
+        _ => 0,
+    }
+}
+
+/// The ID of the last entry of an `XRANGE` reply (an array of `[id, fields]`); `None` when
+/// the page is empty.
+fn last_entry_id(page: &Value) -> Result<Option<StreamId>, String> {
+    let Value::Array(entries) = page else {
+        return Err(format!("XRANGE: expected an array, got {page:?}"));
+    };
+    let Some(last) = entries.last() else {
+        return Ok(None);
+    };
+    let id = match last {
+        Value::Array(parts) => parts.first().and_then(text),
+        _ => None,
+    };
+    let id = id.ok_or_else(|| format!("XRANGE: an entry without an ID: {last:?}"))?;
+    id.parse()
+        .map(Some)
+        .map_err(|e| format!("XRANGE: entry ID {id:?}: {e}"))
+}
+
+/// A stream entry ID, `<milliseconds>-<sequence>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId {
+    ms: u64,
+    seq: u64,
+}
+
+impl StreamId {
+    /// The smallest ID after this one; `None` after the largest possible.
+    fn next(self) -> Option<StreamId> {
+        match self.seq.checked_add(1) {
+            Some(seq) => Some(StreamId { ms: self.ms, seq }),
+            None => self.ms.checked_add(1).map(|ms| StreamId { ms, seq: 0 }),
+        }
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = String;
+
+    fn from_str(id: &str) -> Result<StreamId, String> {
+        let (ms, seq) = id.split_once('-').ok_or("not <milliseconds>-<sequence>")?;
+        let number = |part: &str| part.parse::<u64>().map_err(|e| e.to_string());
+        Ok(StreamId {
+            ms: number(ms)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
 /// Sorts a Redis error by origin, keeping Redis's own words (`NOGROUP No such key …`).
 fn classify(error: RedisError) -> Failure {
     let message = match (error.code(), error.detail()) {
@@ -141,25 +256,16 @@ fn classify(error: RedisError) -> Failure {
 #[derive(Debug, PartialEq)]
 struct GroupInfo {
     name: String,
-    pending: u64,
+    /// `last-delivered-id`: the group's position in the stream.
+    last_delivered: StreamId,
     /// `entries-read` (Redis ≥ 7); nil when Redis cannot tell.
     entries_read: Option<u64>,
     /// `lag` (Redis ≥ 7); nil when Redis cannot tell.
     lag: Option<u64>,
 }
 
-impl GroupInfo {
-    fn reading(&self) -> Reading {
-        Reading {
-            backlog: self.lag.unwrap_or(self.pending),
-            consumed: self.entries_read,
-            partitions: None,
-        }
-    }
-}
-
 /// Parses an `XINFO GROUPS` reply: an array of groups, each a flat key/value array (RESP2)
-/// or a map (RESP3). Unknown fields are ignored; `name` and `pending` are required.
+/// or a map (RESP3). Unknown fields are ignored; `name` and `last-delivered-id` are required.
 fn parse_groups(reply: &Value) -> Result<Vec<GroupInfo>, String> {
     let Value::Array(groups) = reply else {
         return Err(format!("XINFO GROUPS: expected an array, got {reply:?}"));
@@ -176,13 +282,19 @@ fn parse_group(group: &Value) -> Result<GroupInfo, String> {
         other => return Err(format!("XINFO GROUPS: unexpected group entry {other:?}")),
     };
     let mut name = None;
-    let mut pending = None;
+    let mut last_delivered = None;
     let mut entries_read = None;
     let mut lag = None;
     for (key, value) in pairs {
         match text(key).as_deref() {
             Some("name") => name = text(value),
-            Some("pending") => pending = Some(count(value, "pending")?),
+            Some("last-delivered-id") => {
+                let id = text(value).ok_or("XINFO GROUPS: last-delivered-id is not text")?;
+                let parsed = id
+                    .parse()
+                    .map_err(|e| format!("XINFO GROUPS: last-delivered-id {id:?}: {e}"))?;
+                last_delivered = Some(parsed);
+            }
             Some("entries-read") => entries_read = optional_count(value, "entries-read")?,
             Some("lag") => lag = optional_count(value, "lag")?,
             _ => {}
@@ -190,7 +302,8 @@ fn parse_group(group: &Value) -> Result<GroupInfo, String> {
     }
     Ok(GroupInfo {
         name: name.ok_or("XINFO GROUPS: a group without a name")?,
-        pending: pending.ok_or("XINFO GROUPS: a group without a pending count")?,
+        last_delivered: last_delivered
+            .ok_or("XINFO GROUPS: a group without a last-delivered-id")?,
         entries_read,
         lag,
     })
@@ -227,15 +340,19 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    fn id(ms: u64, seq: u64) -> StreamId {
+        StreamId { ms, seq }
+    }
+
     /// A Redis 7 reply (RESP2), as `redis-cli XINFO GROUPS sales` shows it.
-    fn redis7_group(name: &str, pending: i64, entries_read: Value, lag: Value) -> Value {
+    fn redis7_group(name: &str, entries_read: Value, lag: Value) -> Value {
         Value::Array(vec![
             bulk("name"),
             bulk(name),
             bulk("consumers"),
             Value::Int(2),
             bulk("pending"),
-            Value::Int(pending),
+            Value::Int(3),
             bulk("last-delivered-id"),
             bulk("1700000000000-4"),
             bulk("entries-read"),
@@ -246,10 +363,10 @@ mod tests {
     }
 
     #[test]
-    fn lag_is_the_backlog_and_entries_read_the_consumed_counter() {
+    fn lag_entries_read_and_the_groups_position_are_read() {
         let reply = Value::Array(vec![
-            redis7_group("other", 0, Value::Int(1), Value::Int(0)),
-            redis7_group("agg", 3, Value::Int(5), Value::Int(7)),
+            redis7_group("other", Value::Int(1), Value::Int(0)),
+            redis7_group("agg", Value::Int(5), Value::Int(7)),
         ]);
         let groups = parse_groups(&reply).unwrap();
         assert_eq!(groups.len(), 2);
@@ -257,37 +374,22 @@ mod tests {
             groups[1],
             GroupInfo {
                 name: "agg".into(),
-                pending: 3,
+                last_delivered: id(1_700_000_000_000, 4),
                 entries_read: Some(5),
                 lag: Some(7)
             }
         );
-        assert_eq!(
-            groups[1].reading(),
-            Reading {
-                backlog: 7,
-                consumed: Some(5),
-                partitions: None
-            }
-        );
     }
 
     #[test]
-    fn a_nil_lag_falls_back_to_pending() {
-        let reply = Value::Array(vec![redis7_group("agg", 4, Value::Nil, Value::Nil)]);
-        let reading = parse_groups(&reply).unwrap()[0].reading();
-        assert_eq!(
-            reading,
-            Reading {
-                backlog: 4,
-                consumed: None,
-                partitions: None
-            }
-        );
+    fn a_nil_lag_is_unknown_not_zero() {
+        let reply = Value::Array(vec![redis7_group("agg", Value::Nil, Value::Nil)]);
+        let group = &parse_groups(&reply).unwrap()[0];
+        assert_eq!((group.lag, group.entries_read), (None, None));
     }
 
     #[test]
-    fn redis6_has_no_lag_field_and_falls_back_to_pending() {
+    fn redis6_has_no_lag_field() {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("name"),
             bulk("agg"),
@@ -298,9 +400,9 @@ mod tests {
             bulk("last-delivered-id"),
             bulk("0-0"),
         ])]);
-        let reading = parse_groups(&reply).unwrap()[0].reading();
-        assert_eq!(reading.backlog, 9);
-        assert_eq!(reading.consumed, None);
+        let group = &parse_groups(&reply).unwrap()[0];
+        assert_eq!(group.lag, None);
+        assert_eq!(group.last_delivered, id(0, 0));
     }
 
     #[test]
@@ -308,18 +410,13 @@ mod tests {
         let reply = Value::Array(vec![Value::Map(vec![
             (bulk("name"), bulk("agg")),
             (bulk("pending"), Value::Int(1)),
+            (bulk("last-delivered-id"), bulk("12-0")),
             (bulk("entries-read"), Value::Int(10)),
             (bulk("lag"), Value::Int(2)),
         ])]);
-        let reading = parse_groups(&reply).unwrap()[0].reading();
-        assert_eq!(
-            reading,
-            Reading {
-                backlog: 2,
-                consumed: Some(10),
-                partitions: None
-            }
-        );
+        let group = &parse_groups(&reply).unwrap()[0];
+        assert_eq!((group.lag, group.entries_read), (Some(2), Some(10)));
+        assert_eq!(group.last_delivered, id(12, 0));
     }
 
     #[test]
@@ -327,9 +424,60 @@ mod tests {
         assert_eq!(parse_groups(&Value::Array(vec![])).unwrap(), vec![]);
         assert!(parse_groups(&Value::Int(3)).is_err());
         assert!(parse_groups(&Value::Array(vec![Value::Array(vec![bulk("name")])])).is_err());
-        let negative = Value::Array(vec![redis7_group("g", -1, Value::Nil, Value::Nil)]);
-        assert!(parse_groups(&negative).unwrap_err().contains("pending"));
-        let no_name = Value::Array(vec![Value::Array(vec![bulk("pending"), Value::Int(1)])]);
+        let negative = Value::Array(vec![redis7_group("g", Value::Int(-1), Value::Nil)]);
+        assert!(
+            parse_groups(&negative)
+                .unwrap_err()
+                .contains("entries-read")
+        );
+        let no_name = Value::Array(vec![Value::Array(vec![
+            bulk("last-delivered-id"),
+            bulk("0-0"),
+        ])]);
         assert!(parse_groups(&no_name).unwrap_err().contains("name"));
+        let no_position = Value::Array(vec![Value::Array(vec![bulk("name"), bulk("g")])]);
+        assert!(
+            parse_groups(&no_position)
+                .unwrap_err()
+                .contains("last-delivered-id")
+        );
+        let bad_position = Value::Array(vec![Value::Array(vec![
+            bulk("name"),
+            bulk("g"),
+            bulk("last-delivered-id"),
+            bulk("12"),
+        ])]);
+        assert!(parse_groups(&bad_position).unwrap_err().contains("\"12\""));
+    }
+
+    #[test]
+    fn the_next_id_carries_the_sequence_into_the_milliseconds() {
+        assert_eq!(id(5, 0).next(), Some(id(5, 1)));
+        assert_eq!(id(5, u64::MAX).next(), Some(id(6, 0)));
+        assert_eq!(id(u64::MAX, u64::MAX).next(), None);
+        assert_eq!("1700000000000-4".parse(), Ok(id(1_700_000_000_000, 4)));
+        assert_eq!(id(1_700_000_000_000, 4).to_string(), "1700000000000-4");
+        for bad in [
+            "",
+            "12",
+            "-1",
+            "1-",
+            "a-1",
+            "1-2-3",
+            "18446744073709551616-0",
+        ] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_entry_of_a_page_is_its_position() {
+        let entry = |i: &str| Value::Array(vec![bulk(i), Value::Array(vec![bulk("k"), bulk("v")])]);
+        let page = Value::Array(vec![entry("1-0"), entry("1-1"), entry("2-0")]);
+        assert_eq!(last_entry_id(&page), Ok(Some(id(2, 0))));
+        assert_eq!(page_len(&page), 3);
+        assert_eq!(last_entry_id(&Value::Array(vec![])), Ok(None));
+        assert!(last_entry_id(&Value::Int(1)).is_err());
+        assert!(last_entry_id(&Value::Array(vec![Value::Int(1)])).is_err());
     }
 }

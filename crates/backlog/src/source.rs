@@ -8,9 +8,9 @@ use crate::error::Failure;
 /// Where a backlog is read. No secret in here: it is printed in status and events.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    /// Redis Streams consumer group: `XINFO GROUPS stream` → the group's `lag` (Redis ≥ 7),
-    /// falling back to its `pending` count when lag is nil or absent; `entries-read` as the
-    /// consumed counter.
+    /// Redis Streams consumer group: `XINFO GROUPS stream` → the group's `lag` (Redis ≥ 7);
+    /// when lag is nil or absent, the entries after the group's `last-delivered-id` counted
+    /// with `XRANGE` (up to 10,000); `entries-read` as the consumed counter.
     Redis {
         /// `redis://host:port[/db]`, with an optional username (`redis://user@host:port`)
         /// but never a password.

@@ -81,18 +81,111 @@ async fn backlog_is_the_groups_lag_and_consumed_its_entries_read() {
     );
 
     // Deleting an entry past the group's position makes Redis's lag unknown (nil): the
-    // backlog falls back to the pending count (1 delivered, not acknowledged).
+    // reader counts what waits after the position itself, 5 (not the 1 pending).
     let last: redis::streams::StreamRangeReply =
         conn.xrevrange_count("sales", "+", "-", 1).await.unwrap();
     let _: usize = conn.xdel("sales", &[&last.ids[0].id]).await.unwrap();
+    assert!(lag_is_nil(&mut conn).await);
     assert_eq!(
         reader.read().await.unwrap(),
         Reading {
-            backlog: 1,
+            backlog: 5,
             consumed: Some(4),
             partitions: None
         }
     );
+}
+
+/// Whether Redis says it cannot tell group `agg`'s lag on `sales` (`lag` is nil).
+async fn lag_is_nil(conn: &mut redis::aio::MultiplexedConnection) -> bool {
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg(&["GROUPS", "sales"])
+        .query_async(conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(groups) = &info else {
+        panic!("XINFO GROUPS: {info:?}")
+    };
+    let redis::Value::Array(fields) = &groups[0] else {
+        panic!("XINFO GROUPS: {info:?}")
+    };
+    let lag = fields
+        .chunks_exact(2)
+        .find(|kv| kv[0] == redis::Value::BulkString(b"lag".to_vec()))
+        .map(|kv| &kv[1]);
+    eprintln!("XINFO GROUPS sales: lag {lag:?}");
+    lag == Some(&redis::Value::Nil)
+}
+
+/// Adds `n` entries to `stream` in one pipeline.
+async fn xadd_many(conn: &mut redis::aio::MultiplexedConnection, stream: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.xadd(stream, "*", &[("sale", i)]).ignore();
+    }
+    let () = pipe.query_async(conn).await.unwrap();
+}
+
+/// The outage story's trap: a Redis restarted from its append-only file forgets the group's
+/// `entries-read`, so its lag stays nil while new messages arrive. The reader counts them
+/// itself (a page of 1,000 at a time, up to 10,000) instead of reading 0.
+#[tokio::test]
+async fn after_a_restart_from_disk_the_waiting_messages_are_counted_not_lost() {
+    let Some(binary) = redis_binary() else { return };
+    let dir = temp_dir("shoal-redis-");
+    let port = free_port();
+    let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+    let server = RedisServer::start(&binary, port, dir.path(), &durable).await;
+    let mut conn = server.client().await;
+    create_group(&mut conn, "$").await;
+    xadd(&mut conn, "sales", 20).await;
+    // A consumer takes all 20 and acknowledges them: nothing waits.
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(
+            &["sales"],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group("agg", "c1")
+                .count(20),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    let _: usize = conn.xack("sales", "agg", &ids).await.unwrap();
+    let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
+    assert_eq!(reader.read().await.unwrap().backlog, 0);
+
+    server.process.kill();
+    let server = RedisServer::start(&binary, port, dir.path(), &durable).await;
+    let mut conn = server.client().await;
+    xadd_many(&mut conn, "sales", 2_500).await;
+    assert!(
+        lag_is_nil(&mut conn).await,
+        "Redis knows its lag after all: this test no longer covers the count"
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    let reading = loop {
+        match reader.read().await {
+            Ok(reading) => break reading,
+            Err(e) if Instant::now() < until => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("no read after the restart: {e}"),
+        }
+    };
+    assert_eq!(
+        reading,
+        Reading {
+            backlog: 2_500,
+            consumed: None,
+            partitions: None
+        }
+    );
+
+    // Past 10,000 the count stops: a larger backlog reads as 10,000.
+    xadd_many(&mut conn, "sales", 7_600).await;
+    assert_eq!(reader.read().await.unwrap().backlog, 10_000);
 }
 
 #[tokio::test]

@@ -280,7 +280,8 @@ async fn redis(
             tokio::time::sleep(w.per_message).await;
             done(&id);
             processed += 1;
-            // Acknowledge, retrying through an outage (the entry stays pending meanwhile).
+            // Acknowledge, retrying through an outage (the entry stays pending meanwhile) on
+            // a new connection: a multiplexed connection to a killed server stays broken.
             loop {
                 let acked: Result<u64, _> = c.xack(&w.queue, &w.group, &[&entry.id]).await;
                 match acked {
@@ -288,6 +289,10 @@ async fn redis(
                     Err(e) => {
                         println!("worker {replica}: XACK: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        match client.get_multiplexed_async_connection().await {
+                            Ok(fresh) => *c = fresh,
+                            Err(e) => println!("worker {replica}: reconnect: {e}"),
+                        }
                     }
                 }
             }

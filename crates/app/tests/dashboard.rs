@@ -124,15 +124,13 @@ async fn stream_sends_a_snapshot_every_second_with_only_new_events() {
     let admin = gw.shoal().admin_addr();
     let mut stream = EventStream::open(admin, "/api/v1/stream", &[]).await;
 
-    // Two snapshots within 2.5 s: one at once, the next a second later.
+    // Two snapshots within 4 s: one at once, the next a second later (slack for a busy
+    // machine; a stream that waited for a change instead would take far longer).
     let start = Instant::now();
-    let (_, first) = stream.snapshot(Duration::from_millis(2500)).await;
-    let (_, second) = stream.snapshot(Duration::from_millis(2500)).await;
+    let (_, first) = stream.snapshot(Duration::from_secs(4)).await;
+    let (_, second) = stream.snapshot(Duration::from_secs(4)).await;
     let took = start.elapsed();
-    assert!(
-        took < Duration::from_millis(2500),
-        "two snapshots took {took:?}"
-    );
+    assert!(took < Duration::from_secs(4), "two snapshots took {took:?}");
     assert!(
         took >= Duration::from_millis(700),
         "snapshots {took:?} apart: not paced"
@@ -455,7 +453,7 @@ async fn stopping_the_server_ends_open_streams() {
     let start = Instant::now();
     server.shutdown().await;
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(3),
         "shutdown waited {:?} for the stream",
         start.elapsed()
     );

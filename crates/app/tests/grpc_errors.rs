@@ -522,11 +522,11 @@ async fn relayed_http1_requests_get_their_route_and_service_timeouts_and_reload_
 
     // The service's 300 ms (over the gateway's 30 s); the relay carries these requests.
     let started = Instant::now();
-    let a = gw.get("/sleep?ms=2000").await;
+    let a = gw.get("/sleep?ms=5000").await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.header("x-shoal-error"), Some("upstream-timeout"));
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );

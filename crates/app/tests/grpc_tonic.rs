@@ -299,7 +299,7 @@ async fn a_deadline_shorter_than_the_call_gets_deadline_exceeded() {
     let took = started.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2500),
         "DEADLINE_EXCEEDED must come at the deadline (300 ms); came after {took:?}"
     );
     // The gateway gave up on the call upstream too: the server saw it cancelled.
@@ -439,12 +439,12 @@ async fn a_response_timeout_is_deadline_exceeded() {
     let gw = gateway_for(&server, &["timeouts: { response_header: 1s }"]).await;
     // No deadline from the client: the gateway's response_header timeout ends the call.
     let mut msg = hello("slow");
-    msg.delay_ms = 3000;
+    msg.delay_ms = 6000;
     let started = Instant::now();
     let raw = raw_say_hello(&gw, &msg, &[]).await;
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_millis(2500),
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
         "the timeout is 1 s; the answer came after {took:?}"
     );
     let status = GreeterClient::plain(&gw.url(""))

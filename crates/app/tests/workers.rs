@@ -200,8 +200,10 @@ async fn burst(story: &Story, n: usize, min: u64, publish: impl Future<Output = 
         b.back_to_min,
         b.rate_per_replica.map(|r| r.round())
     );
+    // From the end of the publishing: the burst is there once published (to a debug-built
+    // broker on a busy machine, publishing itself can take a while).
     assert!(
-        b.first_scale_up < Duration::from_secs(2),
+        b.first_scale_up.saturating_sub(b.published) < Duration::from_secs(2),
         "replicas must rise within 2 s of the burst: {b:?}"
     );
     b

@@ -274,8 +274,9 @@ async fn a_hung_server_is_a_timeout_not_a_hang() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The 300 ms timeout, not a hang (slack for a busy machine).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );

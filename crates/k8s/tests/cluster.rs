@@ -707,8 +707,9 @@ async fn shutdown_releases_the_lease_for_the_other_at_once() {
         .await;
     b.wait_leading().await;
     let took = released.elapsed();
+    // At once, not after the 10 s lease (slack for a busy machine).
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(5),
         "took over after {took:?}, the lease lasts {duration:?}"
     );
     assert_eq!(holder(&kube).as_deref(), Some("gw-b"));
@@ -739,7 +740,7 @@ async fn a_leader_that_cannot_renew_stops_leading_after_the_duration() {
         "stepped down after {after:?}"
     );
     assert!(
-        after <= duration + Duration::from_millis(500),
+        after <= duration + Duration::from_millis(1500),
         "stepped down after {after:?}"
     );
     a.wait_for_event(

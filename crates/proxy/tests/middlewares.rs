@@ -472,7 +472,7 @@ async fn rate_limit_answers_429_with_retry_after_and_ratelimit_headers() {
 async fn rate_limit_accuracy_at_twice_and_half_the_rate() {
     // 20 requests/s with a burst of 3.
     let limit = || rate_limit(20, Duration::from_secs(1), 3, ClientKey::Ip { depth: 0 });
-    for (rate, seconds, (low, high)) in [(40.0, 3.0, (0.40, 0.60)), (10.0, 2.0, (0.0, 0.0))] {
+    for (rate, seconds) in [(40.0, 3.0), (10.0, 2.0)] {
         let gw = Gw::start(vec![limit()]).await;
         let mut c = gw.client(Transport::Relay).await;
         let count = (rate * seconds) as usize;
@@ -495,9 +495,20 @@ async fn rate_limit_accuracy_at_twice_and_half_the_rate() {
              {limited} refused ({:.0} %)",
             share * 100.0
         );
+        // What a 20/s limit with a burst of 3 admits over the time the requests really
+        // took (a busy machine sends them slower than asked): the rest is refused.
+        if rate < 20.0 {
+            assert_eq!(
+                limited, 0,
+                "at {rate}/s, under the limit, nothing is refused"
+            );
+        }
+        let admitted = (20.0 * took + 3.0).min(count as f64);
+        let expected = 1.0 - admitted / count as f64;
         assert!(
-            (low..=high).contains(&share),
-            "at {rate}/s: {limited}/{count} refused"
+            (share - expected).abs() <= 0.1,
+            "at {rate}/s over {took:.2}s: {limited}/{count} refused, about {:.0} % expected",
+            expected * 100.0
         );
     }
 }

@@ -193,7 +193,9 @@ async fn a_hanging_or_refusing_mirror_costs_the_real_requests_nothing() {
             "{path:?} p99 over 500 requests: no mirror {without:?}, hanging mirror \
              {with_hanging:?}, refusing mirror {with_refusing:?}"
         );
-        let bound = without * 2 + Duration::from_millis(5);
+        // A mirror that held real requests would cost its timeout (seconds); 50 ms of slack
+        // keeps one scheduler stall of a busy 2-core machine from failing the comparison.
+        let bound = without * 2 + Duration::from_millis(50);
         assert!(
             with_hanging < bound,
             "{path:?}: {with_hanging:?} vs {without:?}"

@@ -193,7 +193,10 @@ async fn start_up_probes_do_not_wait_a_whole_interval() {
 async fn a_killed_replica_leaves_at_once_and_comes_back_after_backoff() {
     let h = Harness::new();
     let mut spec = h.server("music", 2);
-    spec.restart.delay = Duration::from_millis(300);
+    // A back-off long enough that "out of the sink before it" cannot be a busy machine's
+    // scheduling: the removal must come well before the restart.
+    spec.restart.delay = Duration::from_secs(2);
+    spec.restart.max_delay = Duration::from_secs(2);
     h.sup.apply(vec![spec]).await;
     eventually(15, "2 ready", || {
         (h.sink.keys("music").len() == 2).then_some(())
@@ -210,7 +213,7 @@ async fn a_killed_replica_leaves_at_once_and_comes_back_after_backoff() {
     .await;
     let removed = killed.elapsed();
     assert!(
-        removed < Duration::from_millis(300),
+        removed < Duration::from_millis(1500),
         "removed only after {removed:?}: not before the back-off"
     );
     assert_eq!(
@@ -234,7 +237,7 @@ async fn a_killed_replica_leaves_at_once_and_comes_back_after_backoff() {
     let back = killed.elapsed();
     eprintln!("kill -9 -> out of the sink in {removed:?}, back in the sink in {back:?}");
     assert!(
-        back >= Duration::from_millis(300),
+        back >= Duration::from_secs(2),
         "restarted before its back-off"
     );
     let st = h.status("music").unwrap();
@@ -247,7 +250,7 @@ async fn a_killed_replica_leaves_at_once_and_comes_back_after_backoff() {
     let restarted = h.events_of(EventKind::Restarted);
     assert_eq!(restarted.len(), 1);
     assert!(
-        restarted[0].message.contains("300ms"),
+        restarted[0].message.contains("in 2s"),
         "{}",
         restarted[0].message
     );

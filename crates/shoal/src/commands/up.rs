@@ -103,7 +103,7 @@ pub(super) fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             stack_path: path,
             state_dir,
             echo_logs: !args.quiet,
-            color: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            color: crate::format::color_for(&std::io::stdout()),
             shoal_exe: std::env::current_exe().context("cannot find the shoal binary's own path")?,
             discovery,
         };

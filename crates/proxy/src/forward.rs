@@ -148,8 +148,7 @@ pub(crate) fn set_forwarded(
             }
         }
     }
-    use std::fmt::Write;
-    let _ = write!(xff, "{}", canonical_ip(client_ip));
+    push_ip(&mut xff, canonical_ip(client_ip));
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -160,6 +159,32 @@ pub(crate) fn set_forwarded(
         None => headers.remove(&X_FORWARDED_HOST),
     };
     headers.remove(&X_FORWARDED_PREFIX);
+}
+
+/// Append `ip` as its `Display` writes it. IPv4, nearly every client, is written digit by
+/// digit: `write!` through `Ipv4Addr`'s `Display` cost about 1,000 instructions per request
+/// (callgrind, docs/benchmarks.md). `ipv4_is_written_as_display_writes_it` holds the two equal.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// IPv4-mapped IPv6 addresses are shown as IPv4.
@@ -232,6 +257,40 @@ mod tests {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h, false, false);
         assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn ipv4_is_written_as_display_writes_it() {
+        let check = |ip: IpAddr| {
+            let mut ours = String::from("x, ");
+            push_ip(&mut ours, ip);
+            assert_eq!(ours, format!("x, {ip}"));
+        };
+        // Every octet value in every position, then a spread of whole addresses.
+        for octet in 0..=255u8 {
+            for at in 0..4 {
+                let mut octets = [1, 22, 133, 4];
+                octets[at] = octet;
+                check(IpAddr::from(octets));
+            }
+        }
+        let mut x: u32 = 0x9E37_79B9;
+        for _ in 0..100_000 {
+            // xorshift32: a repeatable spread over the address space.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            check(IpAddr::from(x.to_be_bytes()));
+        }
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "fe80::1:2:3:4",
+        ] {
+            check(ip.parse().unwrap());
+        }
     }
 
     #[test]

@@ -249,9 +249,14 @@ pub(crate) fn write_request(
     out.put_slice(body);
 }
 
+/// `content-length: N`: itoa's digits, not `write!`'s formatting machinery (about 340
+/// instructions per response, callgrind).
 fn put_length(out: &mut BytesMut, n: u64) {
-    use std::fmt::Write;
-    let _ = write!(out, "content-length: {n}\r\n");
+    put_field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(n).as_bytes(),
+    );
 }
 
 fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {

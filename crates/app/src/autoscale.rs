@@ -25,8 +25,7 @@ use std::time::Duration;
 use shoal_autoscale::{Autoscaler, Decision, ReplicaSample, Sample, Target};
 use shoal_config::{Autoscale, BacklogTrigger, Source, Stack};
 use shoal_core::{
-    AutoscaleBacklog, AutoscaleReading, AutoscaleStatus, EventKind, ReplicaState, ServiceStatus,
-    unix_millis,
+    AutoscaleBacklog, AutoscaleReading, AutoscaleStatus, ReplicaState, ServiceStatus, unix_millis,
 };
 use shoal_proxy::HoldSettings;
 use tokio::time::Instant;
@@ -475,17 +474,15 @@ impl Autoscaling {
 
 /// Ask the driver for `desired` replicas and record why.
 fn apply_scale(control: &AppControl, service: &str, current: u32, desired: u32, reason: &str) {
-    match control.replicas.scale(service, desired) {
+    let event = format!("autoscaler: {current} → {desired}: {reason}");
+    match control
+        .replicas
+        .scale_announced(&control.events, service, desired, event)
+    {
         Ok(()) => {
-            // Debug, not info: the `scaled` event below says the same to the user.
+            // Debug, not info: the `scaled` event says the same to the user.
             tracing::debug!(service, current, desired, %reason, "autoscaled");
             control.autoscaling.events.scaled(service, current, desired);
-            control.events.emit(
-                service,
-                None,
-                EventKind::Scaled,
-                format!("autoscaler: {current} → {desired}: {reason}"),
-            );
         }
         Err(e) => tracing::warn!(service, desired, error = %e, "autoscaler could not scale"),
     }

@@ -52,6 +52,26 @@ impl Replicas {
         self.driver().scale(service, replicas)
     }
 
+    /// Ask for `replicas` of `service` with `event` as the change's one `scaled` event (the
+    /// autoscaler's reason). The supervisor logs it in place of its own `before -> after`;
+    /// in a cluster the change is the Deployment's, so it is logged here.
+    pub(crate) fn scale_announced(
+        &self,
+        events: &shoal_core::EventLog,
+        service: &str,
+        replicas: u32,
+        event: String,
+    ) -> Result<(), DriverError> {
+        match self {
+            Replicas::Local(supervisor) => supervisor.scale_announced(service, replicas, &event),
+            Replicas::Kubernetes(driver) => {
+                driver.scale(service, replicas)?;
+                events.emit(service, None, shoal_core::EventKind::Scaled, event);
+                Ok(())
+            }
+        }
+    }
+
     /// `shoal rollout undo|restart`: locally, the supervisor rolls the replicas; in a cluster
     /// the Deployment owns its rollouts (the driver says which `kubectl` command to run).
     pub(crate) fn rollout(

@@ -231,10 +231,22 @@ fn assert_exactly_once(processed: &[String], expected: &[String]) {
     assert_eq!(processed.len(), expected.len(), "unexpected ids processed");
 }
 
-/// The autoscaler's own events said why it scaled: the backlog.
+/// The autoscaler's own events said why it scaled: the backlog. Each change is one event:
+/// after the start's (`0 -> 1` at `min: 1`), every `scaled` event is the autoscaler's.
 async fn assert_scaled_on_the_backlog(story: &Story) {
     let events = story.events().await;
     let scaled: Vec<&Value> = events.iter().filter(|e| e["kind"] == "scaled").collect();
+    let first_autoscaled = scaled
+        .iter()
+        .position(|e| e["message"].as_str().unwrap().starts_with("autoscaler: "))
+        .expect("an autoscaler event");
+    assert!(first_autoscaled <= 1, "{scaled:#?}");
+    assert!(
+        scaled[first_autoscaled..]
+            .iter()
+            .all(|e| e["message"].as_str().unwrap().starts_with("autoscaler: ")),
+        "one event per change, with its reason: {scaled:#?}"
+    );
     assert!(
         scaled
             .iter()

@@ -326,7 +326,7 @@ impl Supervisor {
                     rolls = true;
                 }
             }
-            self.set_desired(table, &name, replicas);
+            self.set_desired(table, &name, replicas, None);
             if rolls {
                 self.follow_rollout(table, &name);
             }
@@ -384,7 +384,9 @@ impl Supervisor {
     /// Set the desired count of `name`: start missing indexes, stop the highest extra
     /// ones (and old incarnations still serving them), and give failed replicas a fresh
     /// start. New replicas run the service's current spec (a rollout's target).
-    fn set_desired(&self, table: &mut Table, name: &str, desired: u32) {
+    /// The change's `scaled` event says `announce` when given (the autoscaler's reason),
+    /// `before -> desired` otherwise.
+    fn set_desired(&self, table: &mut Table, name: &str, desired: u32, announce: Option<&str>) {
         let Some(svc) = table.services.get_mut(name) else {
             return;
         };
@@ -430,7 +432,8 @@ impl Supervisor {
         // A rollout in progress counts the new number.
         svc.ready.touch();
         if before != desired {
-            let mut message = format!("{before} -> {desired}");
+            let mut message =
+                announce.map_or_else(|| format!("{before} -> {desired}"), str::to_owned);
             if before == 0 && svc.spec.limits.is_set() {
                 let mechanism = crate::limits::mechanism();
                 let note = mechanism.describe(&svc.spec.limits);
@@ -543,7 +546,7 @@ impl Supervisor {
         );
         // Start what the count asks for now (set_desired starts from zero).
         svc.desired = 0;
-        self.set_desired(table, name, desired);
+        self.set_desired(table, name, desired, None);
         false
     }
 
@@ -984,8 +987,25 @@ fn started<'t>(table: &'t mut Table, service: &str) -> Result<&'t mut Service, D
     Ok(svc)
 }
 
-impl Driver for Supervisor {
-    fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError> {
+impl Supervisor {
+    /// [`Driver::scale`], with `event` as the change's one `scaled` event instead of
+    /// `before -> after`: the autoscaler's reason, so that `shoal events` shows a change
+    /// once, with its why.
+    pub fn scale_announced(
+        &self,
+        service: &str,
+        replicas: u32,
+        event: &str,
+    ) -> Result<(), DriverError> {
+        self.scale_with(service, replicas, Some(event))
+    }
+
+    fn scale_with(
+        &self,
+        service: &str,
+        replicas: u32,
+        announce: Option<&str>,
+    ) -> Result<(), DriverError> {
         let mut table = self.lock();
         if table.closing {
             return Err(DriverError::Invalid("shutting down".into()));
@@ -993,8 +1013,14 @@ impl Driver for Supervisor {
         if !table.services.contains_key(service) {
             return Err(DriverError::UnknownService(service.to_owned()));
         }
-        self.set_desired(&mut table, service, replicas);
+        self.set_desired(&mut table, service, replicas, announce);
         Ok(())
+    }
+}
+
+impl Driver for Supervisor {
+    fn scale(&self, service: &str, replicas: u32) -> Result<(), DriverError> {
+        self.scale_with(service, replicas, None)
     }
 
     fn status(&self) -> Vec<ServiceStatus> {

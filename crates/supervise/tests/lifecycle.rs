@@ -450,13 +450,30 @@ async fn scaling_changes_the_live_set() {
     stopped.sort_unstable();
     assert_eq!(stopped, [1, 2, 3, 4], "the highest indexes go");
 
-    h.sup.scale("social", 0).unwrap();
+    // The autoscaler's way: its reason is the change's one event.
+    h.sup
+        .scale_announced("social", 0, "autoscaler: 1 → 0: idle")
+        .unwrap();
     let st = eventually(10, "stopped", || {
         h.status("social").filter(|s| s.replicas.is_empty())
     })
     .await;
     assert_eq!(st.state, ServiceState::Stopped);
     assert!(h.sink.keys("social").is_empty());
+    let scaled: Vec<String> = h
+        .events_of(EventKind::Scaled)
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        scaled,
+        ["0 -> 2", "2 -> 5", "5 -> 1", "autoscaler: 1 → 0: idle"]
+    );
+    // Asking for the count it has is no change and no event.
+    h.sup
+        .scale_announced("social", 0, "autoscaler: 0 → 0")
+        .unwrap();
+    assert_eq!(h.events_of(EventKind::Scaled).len(), 4);
     h.shutdown().await;
 }
 

@@ -35,6 +35,21 @@ async fn xadd(conn: &mut redis::aio::MultiplexedConnection, stream: &str, n: usi
     }
 }
 
+/// Consumer `c1` of group `agg` reads up to `n` new entries of `sales`; their IDs.
+async fn deliver(conn: &mut redis::aio::MultiplexedConnection, n: usize) -> Vec<String> {
+    let read: redis::streams::StreamReadReply = conn
+        .xread_options(
+            &["sales"],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group("agg", "c1")
+                .count(n),
+        )
+        .await
+        .unwrap();
+    read.keys[0].ids.iter().map(|e| e.id.clone()).collect()
+}
+
 #[tokio::test]
 async fn backlog_is_the_groups_lag_and_consumed_its_entries_read() {
     let Some(binary) = redis_binary() else { return };
@@ -57,17 +72,7 @@ async fn backlog_is_the_groups_lag_and_consumed_its_entries_read() {
     assert_eq!(reading.backlog, 10);
 
     // A consumer reads 4 and acknowledges 3: 6 left undelivered, 4 read.
-    let read: redis::streams::StreamReadReply = conn
-        .xread_options(
-            &["sales"],
-            &[">"],
-            &redis::streams::StreamReadOptions::default()
-                .group("agg", "c1")
-                .count(4),
-        )
-        .await
-        .unwrap();
-    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    let ids = deliver(&mut conn, 4).await;
     assert_eq!(ids.len(), 4);
     let acked: usize = conn.xack("sales", "agg", &ids[..3]).await.unwrap();
     assert_eq!(acked, 3);
@@ -140,17 +145,7 @@ async fn after_a_restart_from_disk_the_waiting_messages_are_counted_not_lost() {
     create_group(&mut conn, "$").await;
     xadd(&mut conn, "sales", 20).await;
     // A consumer takes all 20 and acknowledges them: nothing waits.
-    let read: redis::streams::StreamReadReply = conn
-        .xread_options(
-            &["sales"],
-            &[">"],
-            &redis::streams::StreamReadOptions::default()
-                .group("agg", "c1")
-                .count(20),
-        )
-        .await
-        .unwrap();
-    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    let ids = deliver(&mut conn, 20).await;
     let _: usize = conn.xack("sales", "agg", &ids).await.unwrap();
     let mut reader = Reader::new(source(&server, "sales", "agg"), Credentials::default());
     assert_eq!(reader.read().await.unwrap().backlog, 0);

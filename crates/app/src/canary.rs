@@ -608,6 +608,7 @@ mod tests {
                     .map(|(s, w)| WeightedTarget {
                         service: (*s).into(),
                         weight: *w,
+                        retry: None,
                     })
                     .collect(),
                 sticky: None,

@@ -930,7 +930,8 @@ pub struct Route {
     pub middlewares: Vec<Middleware>,
     /// Entrypoints the route listens on; None = all.
     pub entrypoints: Option<Vec<String>>,
-    /// The route's retry settings: its `retry:` fields over the service's. None = the
+    /// The route's retry settings: its `retry:` fields over the service's (a split's: over
+    /// its first target's; each target has its own in [`WeightedTarget::retry`]). None = the
     /// service's.
     pub retry: Option<Retry>,
     /// The route's own request timeouts (unset fields: its service's, then the gateway's).
@@ -949,12 +950,16 @@ pub struct Split {
 }
 
 /// One service of a [`Split`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WeightedTarget {
     /// The service.
     pub service: String,
     /// Relative weight, 0..=1000.
     pub weight: u32,
+    /// The route's `retry:` fields over this service's retry settings; None when the route
+    /// sets none (the service's own apply). Each target merges with its own service, so a
+    /// route that sets only `per_try_timeout` keeps each service's `attempts`.
+    pub retry: Option<Retry>,
 }
 
 /// Sticky split: the gateway sets a cookie naming the service a client got, and sends

@@ -307,7 +307,7 @@ pub(crate) struct RawHealth {
 }
 
 /// `retry:` of a service or a route (a route's fields override its service's).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRetry {
     pub(crate) attempts: Option<u32>,
@@ -318,7 +318,7 @@ pub(crate) struct RawRetry {
     pub(crate) non_idempotent: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBudget {
     pub(crate) ratio: Option<RawNumber>,
@@ -1014,7 +1014,7 @@ where
 
 /// `true`/`false` or the full mapping, e.g. `health: false` or `health: { path: /health }`.
 /// Like [`StringOr`], errors inside the mapping keep serde's precise messages.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum BoolOr<T> {
     Bool(bool),
     Map(T),

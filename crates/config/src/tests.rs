@@ -1075,6 +1075,58 @@ routes:
 }
 
 #[test]
+fn a_split_routes_retry_takes_unset_fields_from_each_targets_service() {
+    let src = "services:
+  a:
+    servers: [http://127.0.0.1:1]
+    retry: { attempts: 1, on_status: [503] }
+  b:
+    servers: [http://127.0.0.1:2]
+    retry: { attempts: 4 }
+routes:
+  - match: PathPrefix(`/`)
+    services: [{ name: a, weight: 1 }, { name: b, weight: 1 }]
+    retry: { per_try_timeout: 300ms }
+";
+    let s = parse(src, "shoal.yaml").unwrap();
+    let per_try_timeout = PerTryTimeout::Fixed(Duration::from_millis(300));
+    let a = Retry {
+        attempts: 1,
+        on_status: vec![503],
+        per_try_timeout,
+        ..Retry::default()
+    };
+    let b = Retry {
+        attempts: 4,
+        per_try_timeout,
+        ..Retry::default()
+    };
+    let route = &s.routes[0];
+    let split = route.split.as_ref().unwrap();
+    assert_eq!(split.targets[0].retry, Some(a.clone()));
+    assert_eq!(split.targets[1].retry, Some(b), "b keeps its own attempts");
+    assert_eq!(
+        route.retry,
+        Some(a),
+        "the route's own: over its first service's"
+    );
+    // Without a route `retry:` each target keeps its service's.
+    let s = parse(
+        &src.replace("    retry: { per_try_timeout: 300ms }\n", ""),
+        "shoal.yaml",
+    )
+    .unwrap();
+    let split = s.routes[0].split.as_ref().unwrap();
+    assert_eq!(
+        (split.targets[0].retry.as_ref(), s.routes[0].retry.as_ref()),
+        (None, None)
+    );
+    // A bad field is one error, not one per target.
+    let e = one_error(&src.replace("per_try_timeout: 300ms", "attempts: 99"));
+    assert!(e.contains("routes[0].retry.attempts"), "{e}");
+}
+
+#[test]
 fn circuit_breaker_ratios() {
     let svc = |b: &str| {
         format!("services:\n  a:\n    servers: [http://127.0.0.1:1]\n    circuit_breaker: {b}\n")

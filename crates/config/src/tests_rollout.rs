@@ -242,11 +242,13 @@ fn a_split_with_every_field_parses_into_the_route() {
             targets: vec![
                 WeightedTarget {
                     service: "api".into(),
-                    weight: 90
+                    weight: 90,
+                    retry: None
                 },
                 WeightedTarget {
                     service: "api-v2".into(),
-                    weight: 10
+                    weight: 10,
+                    retry: None
                 },
             ],
             sticky: Some(Sticky {

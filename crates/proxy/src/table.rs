@@ -316,20 +316,28 @@ impl RoutingTable {
                     Some(old) if old.middlewares == r.middlewares => Arc::clone(&old.edge),
                     _ => Arc::new(Edge::new(&r.middlewares)),
                 };
-                let names: Vec<&str> = match &r.split {
-                    Some(split) => split.targets.iter().map(|t| t.service.as_str()).collect(),
-                    None => vec![r.service.as_str()],
+                // Each target with the route's retry settings for it (the route's fields over
+                // that service's, as the stack file resolved them).
+                let names: Vec<(&str, Option<&Retry>)> = match &r.split {
+                    Some(split) => split
+                        .targets
+                        .iter()
+                        .map(|t| (t.service.as_str(), t.retry.as_ref()))
+                        .collect(),
+                    None => vec![(r.service.as_str(), r.retry.as_ref())],
                 };
                 let targets = names
                     .iter()
-                    .map(|name| {
-                        let service = services.get(*name)?.clone();
+                    .map(|&(name, route_retry)| {
+                        let service = services.get(name)?.clone();
                         let latency = old
-                            .and_then(|o| o.targets.iter().find(|t| *t.service.name == **name))
+                            .and_then(|o| o.targets.iter().find(|t| *t.service.name == *name))
                             .map_or_else(Default::default, |t| Arc::clone(&t.latency));
                         service.health.add_route(&latency);
                         Some(Target {
-                            retry: r.retry.clone().unwrap_or_else(|| service.def.retry.clone()),
+                            retry: route_retry
+                                .cloned()
+                                .unwrap_or_else(|| service.def.retry.clone()),
                             latency,
                             response_header_timeout: r
                                 .timeouts
@@ -356,7 +364,7 @@ impl RoutingTable {
                     let sticky = split.sticky.as_ref().map(|s| {
                         let set = names
                             .iter()
-                            .map(|service| crate::split::set_cookie(&s.cookie, service))
+                            .map(|(service, _)| crate::split::set_cookie(&s.cookie, service))
                             .collect();
                         (s.cookie.clone(), set)
                     });
@@ -426,5 +434,57 @@ impl RoutingTable {
                 metrics_prefix: stack.metrics.prefix,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::RoutingTable;
+    use crate::metrics::RequestMetrics;
+
+    fn table(yaml: &str) -> RoutingTable {
+        let stack = shoal_config::parse(yaml, "shoal.yaml").unwrap();
+        RoutingTable::build(
+            &stack,
+            None,
+            &HashMap::new(),
+            &Arc::new(shoal_core::EventLog::new(100)),
+            &HashMap::new(),
+            &RequestMetrics::new(&stack.metrics.buckets),
+        )
+    }
+
+    #[test]
+    fn each_split_target_tries_as_its_own_service_says_under_the_routes_fields() {
+        let yaml = "services:
+  a:
+    servers: [http://127.0.0.1:1]
+    retry: { attempts: 1 }
+  b:
+    servers: [http://127.0.0.1:2]
+    retry: { attempts: 4 }
+routes:
+  - match: PathPrefix(`/`)
+    services: [{ name: a }, { name: b }]
+    retry: { non_idempotent: true }
+";
+        let t = table(yaml);
+        let tries: Vec<(&str, u32, bool)> = t.routes[0]
+            .targets
+            .iter()
+            .map(|t| (&*t.service.name, t.retry.attempts, t.retry.non_idempotent))
+            .collect();
+        assert_eq!(tries, [("a", 1, true), ("b", 4, true)]);
+        // Without the route's `retry:`, each service's own.
+        let t = table(&yaml.replace("    retry: { non_idempotent: true }\n", ""));
+        let tries: Vec<(u32, bool)> = t.routes[0]
+            .targets
+            .iter()
+            .map(|t| (t.retry.attempts, t.retry.non_idempotent))
+            .collect();
+        assert_eq!(tries, [(1, false), (4, false)]);
     }
 }

@@ -281,6 +281,8 @@ impl Cx<'_> {
             targets.push(WeightedTarget {
                 service: t.name,
                 weight,
+                // Set with the route's `retry:` (`Cx::routes`).
+                retry: None,
             });
         }
         if targets.len() >= 2 && targets.iter().all(|t| t.weight == 0) {

@@ -57,7 +57,7 @@ impl Cx<'_> {
                     None
                 }
             };
-            let targets = self.targets(
+            let mut targets = self.targets(
                 &path, &name, r.service, r.services, r.sticky, r.canary, r.mirror, services,
             );
             let mut chain = Vec::new();
@@ -110,13 +110,27 @@ impl Cx<'_> {
                     }
                 }
             }
-            let retry = r.retry.map(|raw| {
-                let base = services
+            let base = |name: &str| {
+                services
                     .iter()
-                    .find(|s| s.name == targets.service)
+                    .find(|s| s.name == name)
                     .map(|s| s.retry.clone())
-                    .unwrap_or_default();
-                self.retry(&format!("{path}.retry"), Some(raw), &base)
+                    .unwrap_or_default()
+            };
+            let retry = r.retry.map(|raw| {
+                let path = format!("{path}.retry");
+                let merged = self.retry(&path, Some(raw.clone()), &base(&targets.service));
+                // A split's targets each take the route's fields over their own service's.
+                // The fields' problems are the same for every target, and were said above.
+                if let Some(split) = &mut targets.split {
+                    for target in &mut split.targets {
+                        let said = self.diags.len();
+                        target.retry =
+                            Some(self.retry(&path, Some(raw.clone()), &base(&target.service)));
+                        self.diags.truncate(said);
+                    }
+                }
+                merged
             });
             let timeouts = match &r.timeouts {
                 Some(t) => self.request_timeouts(&format!("{path}.timeouts"), t),

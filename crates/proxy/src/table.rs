@@ -269,6 +269,20 @@ pub(crate) struct RoutingTable {
 }
 
 impl RoutingTable {
+    /// A first table for `stack` alone (no previous table, endpoints or activators), as the
+    /// unit tests build one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(stack: &Stack) -> RoutingTable {
+        RoutingTable::build(
+            stack,
+            None,
+            &HashMap::new(),
+            &Arc::new(EventLog::new(100)),
+            &HashMap::new(),
+            &RequestMetrics::new(&stack.metrics.buckets),
+        )
+    }
+
     /// Build from `stack`, reusing what can be reused from `previous`.
     pub(crate) fn build(
         stack: &Stack,
@@ -439,22 +453,10 @@ impl RoutingTable {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
     use super::RoutingTable;
-    use crate::metrics::RequestMetrics;
 
     fn table(yaml: &str) -> RoutingTable {
-        let stack = shoal_config::parse(yaml, "shoal.yaml").unwrap();
-        RoutingTable::build(
-            &stack,
-            None,
-            &HashMap::new(),
-            &Arc::new(shoal_core::EventLog::new(100)),
-            &HashMap::new(),
-            &RequestMetrics::new(&stack.metrics.buckets),
-        )
+        RoutingTable::for_tests(&shoal_config::parse(yaml, "shoal.yaml").unwrap())
     }
 
     #[test]

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use super::{Answer, BalanceKey, Exchange, Outbound, TryError};
 use crate::error::ProxyError;
-use crate::metrics::RequestMetrics;
 use crate::table::RoutingTable;
 use crate::upstream::{ConnectError, Upstreams};
 
@@ -151,14 +150,7 @@ impl Fixture {
              routes:\n  - match: PathPrefix(`/`)\n    service: api\n"
         );
         let stack = shoal_config::parse(&yaml, "shoal.yaml").unwrap();
-        let table = RoutingTable::build(
-            &stack,
-            None,
-            &HashMap::new(),
-            &Arc::new(shoal_core::EventLog::new(100)),
-            &HashMap::new(),
-            &RequestMetrics::new(&stack.metrics.buckets),
-        );
+        let table = RoutingTable::for_tests(&stack);
         let replicas = Arc::new(Replicas::default());
         {
             let mut steps = replicas.script.lock().unwrap();

@@ -156,47 +156,42 @@ async fn count_after(
             .query_async(connection)
             .await
             .map_err(classify)?;
-        let last = last_entry_id(&page).map_err(Failure::Protocol)?;
-        counted += page_len(&page);
+        let (len, last) = page_summary(&page).map_err(Failure::Protocol)?;
+        counted += len;
         if counted >= COUNT_UP_TO {
             return Ok(COUNT_UP_TO);
         }
         from = match last {
-            Some(last) if page_len(&page) == PAGE as u64 => last.next(),
+            Some(last) if len == PAGE as u64 => last.next(),
             _ => None,
         };
     }
     Ok(counted)
 }
 
-fn page_len(page: &Value) -> u64 {
-    match page {
-        Value::Array(entries) => entries.len() as u64,
-        _ => 0,
-    }
-}
-
-/// The ID of the last entry of an `XRANGE` reply (an array of `[id, fields]`); `None` when
-/// the page is empty.
-fn last_entry_id(page: &Value) -> Result<Option<StreamId>, String> {
+/// An `XRANGE` reply (an array of `[id, fields]`): how many entries, and the last one's ID
+/// (`None` when the page is empty).
+fn page_summary(page: &Value) -> Result<(u64, Option<StreamId>), String> {
     let Value::Array(entries) = page else {
         return Err(format!("XRANGE: expected an array, got {page:?}"));
     };
+    let len = entries.len() as u64;
     let Some(last) = entries.last() else {
-        return Ok(None);
+        return Ok((len, None));
     };
     let id = match last {
         Value::Array(parts) => parts.first().and_then(text),
         _ => None,
     };
     let id = id.ok_or_else(|| format!("XRANGE: an entry without an ID: {last:?}"))?;
-    id.parse()
-        .map(Some)
-        .map_err(|e| format!("XRANGE: entry ID {id:?}: {e}"))
+    let last = id
+        .parse()
+        .map_err(|e| format!("XRANGE: entry ID {id:?}: {e}"))?;
+    Ok((len, Some(last)))
 }
 
 /// A stream entry ID, `<milliseconds>-<sequence>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StreamId {
     ms: u64,
     seq: u64,
@@ -474,10 +469,9 @@ mod tests {
     fn the_last_entry_of_a_page_is_its_position() {
         let entry = |i: &str| Value::Array(vec![bulk(i), Value::Array(vec![bulk("k"), bulk("v")])]);
         let page = Value::Array(vec![entry("1-0"), entry("1-1"), entry("2-0")]);
-        assert_eq!(last_entry_id(&page), Ok(Some(id(2, 0))));
-        assert_eq!(page_len(&page), 3);
-        assert_eq!(last_entry_id(&Value::Array(vec![])), Ok(None));
-        assert!(last_entry_id(&Value::Int(1)).is_err());
-        assert!(last_entry_id(&Value::Array(vec![Value::Int(1)])).is_err());
+        assert_eq!(page_summary(&page), Ok((3, Some(id(2, 0)))));
+        assert_eq!(page_summary(&Value::Array(vec![])), Ok((0, None)));
+        assert!(page_summary(&Value::Int(1)).is_err());
+        assert!(page_summary(&Value::Array(vec![Value::Int(1)])).is_err());
     }
 }

@@ -392,14 +392,11 @@ impl Supervisor {
         };
         let before = svc.desired;
         svc.desired = desired;
+        let change = || announce.map_or_else(|| format!("{before} -> {desired}"), str::to_owned);
         if svc.waiting.is_some() {
             // Started once the dependencies are there.
             if before != desired {
-                self.emit(
-                    name,
-                    EventKind::Scaled,
-                    format!("{before} -> {desired} (waiting)"),
-                );
+                self.emit(name, EventKind::Scaled, format!("{} (waiting)", change()));
             }
             svc.ready.touch();
             return;
@@ -432,8 +429,7 @@ impl Supervisor {
         // A rollout in progress counts the new number.
         svc.ready.touch();
         if before != desired {
-            let mut message =
-                announce.map_or_else(|| format!("{before} -> {desired}"), str::to_owned);
+            let mut message = change();
             if before == 0 && svc.spec.limits.is_set() {
                 let mechanism = crate::limits::mechanism();
                 let note = mechanism.describe(&svc.spec.limits);
